@@ -1,0 +1,18 @@
+//! Kernels, one file per op family. Each file adds methods to [`Tensor`](crate::Tensor) and
+//! holds both the fast contiguous path and the general strided one.
+
+mod binary;
+mod compare;
+mod concat;
+mod conv;
+mod index;
+mod matmul;
+mod pad;
+mod pool;
+mod reduce;
+mod softmax;
+mod unary;
+
+pub use conv::*;
+pub use matmul::*;
+pub use pool::*;
