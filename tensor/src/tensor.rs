@@ -146,7 +146,10 @@ impl<E: Element> Tensor<E> {
 
     /// The elements as a slice, if the tensor is contiguous.
     pub fn as_slice(&self) -> Option<&[E]> {
-        if self.is_contiguous() {
+        if self.numel() == 0 {
+            // An empty view's offset may lie past the end of its storage.
+            Some(&[])
+        } else if self.is_contiguous() {
             let start = self.layout.offset;
             Some(&self.storage[start..start + self.numel()])
         } else {
