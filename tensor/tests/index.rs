@@ -420,7 +420,8 @@ macro_rules! element_props {
                         let r = s.len();
                         (Just(s), 0..=r, prop::collection::vec(any::<bool>(), r))
                     }).prop_flat_map(|(s, drop, ones)| {
-                        let m: Vec<usize> = s.iter().zip(&ones).map(|(&n, &o)| if o { 1 } else { n }).skip(drop).collect();
+                        let m: Vec<usize> =
+                            s.iter().zip(&ones).map(|(&n, &o)| if o { 1 } else { n }).skip(drop).collect();
                         (($arb)(s), bools(m))
                     }),
                     v in -4i8..4,

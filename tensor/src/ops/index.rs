@@ -73,8 +73,14 @@ impl<E: Element> Tensor<E> {
             let mut out = Vec::with_capacity(n);
             for o in 0..outer {
                 let base = o * size * inner;
-                for &j in &idx {
-                    out.extend_from_slice(&s[base + j * inner..base + (j + 1) * inner]);
+                if inner == 1 {
+                    // Selecting along the last dim: single elements, where a slice copy per
+                    // element would cost several times more.
+                    out.extend(idx.iter().map(|&j| s[base + j]));
+                } else {
+                    for &j in &idx {
+                        out.extend_from_slice(&s[base + j * inner..base + (j + 1) * inner]);
+                    }
                 }
             }
             return Tensor::from_vec(out, &shape);
