@@ -27,7 +27,8 @@ pub enum PadMode {
     Replicate,
 }
 
-/// The padded shape and the storage offset of the input's first element inside it.
+/// The padded shape, its contiguous strides, and the storage offset of the input's first
+/// element inside it.
 #[track_caller]
 fn padded_shape(op: &str, shape: &[usize], pads: &[(usize, usize)]) -> (Shape, Strides, usize) {
     assert!(
