@@ -83,8 +83,12 @@ impl Layout {
         self.shape.iter().product()
     }
 
-    /// Row-major contiguous: elements are dense and in logical order (size-1 dims ignored).
+    /// Row-major contiguous: elements are dense and in logical order (size-1 dims ignored; an
+    /// empty layout is contiguous, as in PyTorch).
     pub fn is_contiguous(&self) -> bool {
+        if self.numel() == 0 {
+            return true;
+        }
         let mut acc = 1isize;
         for i in (0..self.shape.len()).rev() {
             if self.shape[i] != 1 {

@@ -10,7 +10,7 @@ use rand_distr::{Distribution, Normal, Uniform};
 use crate::element::{Element, Float, Num};
 use crate::error::{Result, TensorError};
 use crate::iter::for_each_run;
-use crate::layout::{broadcast_shapes, normalize_dim, Layout, Shape};
+use crate::layout::{broadcast_shapes, Layout, Shape};
 
 /// An n-dimensional array of `E` over reference-counted storage.
 ///
@@ -146,7 +146,10 @@ impl<E: Element> Tensor<E> {
 
     /// The elements as a slice, if the tensor is contiguous.
     pub fn as_slice(&self) -> Option<&[E]> {
-        if self.is_contiguous() {
+        if self.numel() == 0 {
+            // An empty view's offset may lie past the end of its storage.
+            Some(&[])
+        } else if self.is_contiguous() {
             let start = self.layout.offset;
             Some(&self.storage[start..start + self.numel()])
         } else {
@@ -457,7 +460,16 @@ impl<E: Element> Tensor<E> {
     /// Inserts a size-1 dim at `dim` (negative counts from the end of the result). A view.
     #[track_caller]
     pub fn unsqueeze(&self, dim: isize) -> Self {
-        let d = normalize_dim("unsqueeze", dim, self.rank() + 1);
+        // Checked here rather than by `Layout::dim`, whose message would name the result's rank.
+        let r = self.rank() as isize + 1;
+        assert!(
+            (-r..r).contains(&dim),
+            "unsqueeze: dim {dim} is out of range for a tensor of rank {} (expected {}..={})",
+            self.rank(),
+            -r,
+            r - 1
+        );
+        let d = dim.rem_euclid(r) as usize;
         self.with_layout(self.layout.unsqueeze(d))
     }
 
@@ -505,7 +517,7 @@ impl<E: Element> Tensor<E> {
     /// [`Tensor::reshape`], which copies when it must).
     #[track_caller]
     pub fn view(&self, shape: &[usize]) -> Self {
-        self.try_view(shape).unwrap_or_else(|| {
+        self.try_view("view", shape).unwrap_or_else(|| {
             panic!(
                 "view: shape {:?} (strides {:?}) cannot be viewed as {shape:?}; use reshape",
                 self.shape(),
@@ -514,12 +526,13 @@ impl<E: Element> Tensor<E> {
         })
     }
 
-    fn try_view(&self, shape: &[usize]) -> Option<Self> {
+    #[track_caller]
+    fn try_view(&self, op: &str, shape: &[usize]) -> Option<Self> {
         let n: usize = shape.iter().product();
         assert_eq!(
             n,
             self.numel(),
-            "reshape: shape {:?} ({} elements) cannot become {shape:?} ({n} elements)",
+            "{op}: shape {:?} ({} elements) cannot become {shape:?} ({n} elements)",
             self.shape(),
             self.numel()
         );
@@ -530,7 +543,7 @@ impl<E: Element> Tensor<E> {
     /// Gives the elements `shape`: a view when the layout allows, else a contiguous copy.
     #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Self {
-        self.try_view(shape).unwrap_or_else(|| self.contiguous().view(shape))
+        self.try_view("reshape", shape).unwrap_or_else(|| self.contiguous().view(shape))
     }
 
     /// Merges dims `start..=end` into one (a view when the layout allows).
@@ -604,8 +617,9 @@ impl<E: Float> Tensor<E> {
     /// Samples from N(mean, std²) drawn from `rng`.
     #[track_caller]
     pub fn rand_normal(shape: &[usize], mean: E, std: E, rng: &mut impl Rng) -> Self {
-        let dist = Normal::new(mean.to_f64(), std.to_f64())
-            .unwrap_or_else(|_| panic!("rand_normal: std {std} must be finite and non-negative"));
+        // rand_distr accepts a negative std (it mirrors the samples), so check it here.
+        assert!(std.is_finite() && std >= E::zero(), "rand_normal: std {std} must be finite and non-negative");
+        let dist = Normal::new(mean.to_f64(), std.to_f64()).expect("std checked above");
         Self::from_fn(shape, |_| E::from_f64(dist.sample(rng)))
     }
 }

@@ -80,12 +80,21 @@ pub fn with_layout<E: Element>(shape: Vec<usize>, kind: LayoutKind) -> BoxedStra
             .boxed(),
         LayoutKind::Stepped => (prop::collection::vec(1usize..=3, rank), prop::collection::vec(0usize..=2, rank))
             .prop_flat_map(move |(steps, starts)| {
-                let big: Vec<usize> =
-                    shape.iter().zip(&steps).zip(&starts).map(|((&d, &s), &o)| o + (d - 1) * s + 1).collect();
+                let big: Vec<usize> = shape
+                    .iter()
+                    .zip(&steps)
+                    .zip(&starts)
+                    .map(|((&d, &s), &o)| o + d.saturating_sub(1) * s + 1)
+                    .collect();
                 let (shape, steps, starts) = (shape.clone(), steps.clone(), starts.clone());
                 contiguous::<E>(big).prop_map(move |mut t| {
                     for d in 0..shape.len() {
-                        t = t.slice(d as isize, starts[d], starts[d] + (shape[d] - 1) * steps[d] + 1, steps[d]);
+                        // A dim of size 0 becomes an empty slice of a dim of size >= 1.
+                        let len = match shape[d] {
+                            0 => 0,
+                            n => (n - 1) * steps[d] + 1,
+                        };
+                        t = t.slice(d as isize, starts[d], starts[d] + len, steps[d]);
                     }
                     t
                 })

@@ -15,4 +15,5 @@ mod unary;
 
 pub use conv::*;
 pub use matmul::*;
+pub use pad::PadMode;
 pub use pool::*;
