@@ -319,13 +319,10 @@ impl<E: Element> Tensor<E> {
     /// Applies `f` to every element in place (copy-on-write if the storage is shared).
     #[track_caller]
     pub fn map_inplace(&mut self, op: &str, f: impl Fn(E) -> E) {
+        // make_writable may replace the storage and layout with a contiguous copy: read the layout after it.
+        let _ = self.make_writable(op);
         let layout = self.layout.clone();
-        let data = self.make_writable(op);
-        let layout = if data.len() == layout.numel() && layout.is_contiguous() {
-            Layout::contiguous(&layout.shape)
-        } else {
-            layout
-        };
+        let data = Arc::get_mut(&mut self.storage).expect("storage is unique after make_writable");
         for_each_run(&layout.shape, [&layout.strides], [layout.offset], |[b], len, [s]| {
             if s == 1 {
                 data[b..b + len].iter_mut().for_each(|x| *x = f(*x));
@@ -360,12 +357,19 @@ impl<E: Element> Tensor<E> {
             &layout.shape,
             [&layout.strides, &sb],
             [layout.offset, other.offset()],
-            |[ba, bb], len, [ia, ib]| {
-                let (mut oa, mut obi) = (ba as isize, bb as isize);
-                for _ in 0..len {
-                    data[oa as usize] = f(data[oa as usize], ob[obi as usize]);
-                    oa += ia;
-                    obi += ib;
+            |[ba, bb], len, [ia, ib]| match (ia, ib) {
+                (1, 1) => data[ba..ba + len].iter_mut().zip(&ob[bb..bb + len]).for_each(|(x, &y)| *x = f(*x, y)),
+                (1, 0) => {
+                    let y = ob[bb];
+                    data[ba..ba + len].iter_mut().for_each(|x| *x = f(*x, y));
+                }
+                _ => {
+                    let (mut oa, mut obi) = (ba as isize, bb as isize);
+                    for _ in 0..len {
+                        data[oa as usize] = f(data[oa as usize], ob[obi as usize]);
+                        oa += ia;
+                        obi += ib;
+                    }
                 }
             },
         );
