@@ -5,8 +5,15 @@
 //! criterion's `Gelem/s` reads as GFLOP/s.
 //!
 //! `cargo bench --bench matmul -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Two baselines: `sgemm` writes into one preallocated output, `sgemm_alloc` into a fresh one per
+//! call as the API must. With glibc's default malloc the gap between them is large at n = 256:
+//! freeing a 256 KiB output trims the heap and the next call page-faults it back in. That cost
+//! belongs to the allocator, not to matmul; `GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456`
+//! removes it.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrograd::tensor::{min_work_per_thread, set_min_work_per_thread, set_num_threads, Tensor};
@@ -17,13 +24,12 @@ fn square(n: usize, rng: &mut StdRng) -> Tensor<f32> {
     Tensor::rand_uniform(&[n, n], -1.0, 1.0, rng)
 }
 
-/// `C = A B` by sgemm with the tensors' own strides into a preallocated `C`.
-fn direct_sgemm(a: &Tensor<f32>, b: &Tensor<f32>, c: &mut [f32]) {
+/// `C = A B` by sgemm with the tensors' own strides into `c`, which has room for n * n elements.
+fn direct_sgemm(a: &Tensor<f32>, b: &Tensor<f32>, c: *mut f32) {
     let n = a.shape()[0];
     let (sa, sb) = (a.strides(), b.strides());
-    assert_eq!(c.len(), n * n);
     // SAFETY: `a` and `b` are n x n views into their storage at their offsets with these strides,
-    // and `c` holds n * n elements, written row-major.
+    // and `c` has room for n * n elements, written row-major (beta = 0: never read).
     unsafe {
         matrixmultiply::sgemm(
             n,
@@ -37,11 +43,21 @@ fn direct_sgemm(a: &Tensor<f32>, b: &Tensor<f32>, c: &mut [f32]) {
             sb[0],
             sb[1],
             0.0,
-            c.as_mut_ptr(),
+            c,
             n as isize,
             1,
         )
     }
+}
+
+/// [`direct_sgemm`] into a freshly allocated output, as the tensor API has to.
+fn direct_sgemm_alloc(a: &Tensor<f32>, b: &Tensor<f32>) -> Vec<f32> {
+    let len = a.shape()[0] * a.shape()[0];
+    let mut c = Vec::with_capacity(len);
+    direct_sgemm(a, b, c.as_mut_ptr());
+    // SAFETY: sgemm with beta = 0 wrote all `len` elements.
+    unsafe { c.set_len(len) };
+    c
 }
 
 fn layouts(c: &mut Criterion) {
@@ -65,11 +81,27 @@ fn layouts(c: &mut Criterion) {
                 bench.iter(|| black_box(&x).matmul(black_box(&y)))
             });
             group.bench_function(BenchmarkId::new("sgemm", name), |bench| {
-                bench.iter(|| direct_sgemm(black_box(&x), black_box(&y), &mut out))
+                bench.iter(|| direct_sgemm(black_box(&x), black_box(&y), out.as_mut_ptr()))
+            });
+            group.bench_function(BenchmarkId::new("sgemm_alloc", name), |bench| {
+                bench.iter(|| direct_sgemm_alloc(black_box(&x), black_box(&y)))
             });
         }
         group.finish();
     }
+}
+
+/// Times each product alone after a pause, long enough for an idle worker thread to park: what a
+/// product between other work (a training step) pays to wake the pool.
+fn after_pause(a: &Tensor<f32>, b: &Tensor<f32>, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        std::thread::sleep(Duration::from_millis(2));
+        let start = Instant::now();
+        black_box(black_box(a).matmul(black_box(b)));
+        total += start.elapsed();
+    }
+    total
 }
 
 fn threads(c: &mut Criterion) {
@@ -86,8 +118,11 @@ fn threads(c: &mut Criterion) {
         let (a, b) = (square(n, &mut rng), square(n, &mut rng));
         for t in [1, 2] {
             set_num_threads(t);
-            group.bench_function(BenchmarkId::new("threads", t), |bench| {
+            group.bench_function(BenchmarkId::new("back_to_back", t), |bench| {
                 bench.iter(|| black_box(&a).matmul(black_box(&b)))
+            });
+            group.bench_function(BenchmarkId::new("after_pause", t), |bench| {
+                bench.iter_custom(|iters| after_pause(&a, &b, iters))
             });
         }
         group.finish();
