@@ -98,16 +98,16 @@ pub fn min_work_per_thread() -> usize {
 /// are asked for.
 static POOL: Mutex<Option<(Arc<ThreadTree>, usize)>> = Mutex::new(None);
 
-/// The worker tree and how many of the `threads` asked for it can run at once.
-fn pool(threads: usize) -> (Arc<ThreadTree>, usize) {
+/// A worker tree with at least `threads` leaves.
+fn pool(threads: usize) -> Arc<ThreadTree> {
     let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
     match &*guard {
-        Some((tree, leaves)) if *leaves >= threads => (tree.clone(), threads),
+        Some((tree, leaves)) if *leaves >= threads => tree.clone(),
         _ => {
             let level = threads.next_power_of_two().trailing_zeros() as usize;
             let tree: Arc<ThreadTree> = ThreadTree::new_with_level(level).into();
             *guard = Some((tree.clone(), 1 << level));
-            (tree, threads)
+            tree
         }
     }
 }
@@ -222,8 +222,14 @@ fn multiply<E: Float>(a: &Tensor<E>, la: &Layout, b: &Tensor<E>, lb: &Layout, ba
     let mut out: Vec<E> = Vec::with_capacity(len);
     let c = OutPtr(out.as_mut_ptr());
 
+    // Whole batch entries split best (nothing is packed twice); cut each entry into row (or
+    // column) blocks only as far as needed for every thread to get the same number of units.
     let work = entries.saturating_mul(m).saturating_mul(k).saturating_mul(n);
     let threads = num_threads().min(work / min_work_per_thread().max(1)).max(1);
+    let split_rows = m >= n;
+    let span = if split_rows { m } else { n };
+    let parts = (threads / gcd(entries, threads)).min((span / MIN_BLOCK).max(1));
+    let threads = threads.min(entries * parts);
     if threads == 1 {
         let mut entry = 0;
         for_each_entry(&mut |[oa, ob]| {
@@ -235,12 +241,7 @@ fn multiply<E: Float>(a: &Tensor<E>, la: &Layout, b: &Tensor<E>, lb: &Layout, ba
     } else {
         let mut offsets = Vec::with_capacity(entries);
         for_each_entry(&mut |[oa, ob]| offsets.push((oa, ob)));
-        // Whole batch entries split best (nothing is packed twice); cut each entry into row (or
-        // column) blocks only as far as needed for every thread to get the same number of units.
-        let split_rows = m >= n;
-        let span = if split_rows { m } else { n };
-        let parts = (threads / gcd(entries, threads)).min((span / MIN_BLOCK).max(1));
-        let (tree, threads) = pool(threads);
+        let tree = pool(threads);
         run_split(tree.top(), 0..entries * parts, threads, &|units| {
             for u in units {
                 let (entry, part) = (u / parts, u % parts);
