@@ -3,7 +3,9 @@
 //! make (transposed, stepped, flipped, broadcast), for f32 and f64, single- and multi-threaded.
 
 use ferrograd_tensor::testing::{any_layout, broadcastable_shapes, with_layout, LayoutKind};
-use ferrograd_tensor::{min_work_per_thread, set_min_work_per_thread, set_num_threads, Element, Float, Tensor};
+use ferrograd_tensor::{
+    min_work_per_thread, num_threads, set_min_work_per_thread, set_num_threads, Element, Float, Tensor,
+};
 use proptest::prelude::*;
 
 /// `torch.matmul` of row-major data, index by index: the output shape, the values, and for each
@@ -152,12 +154,13 @@ proptest! {
 /// with the work threshold lowered so these small products are split at all.
 #[test]
 fn threaded_products_match_reference() {
-    let old = min_work_per_thread();
+    let (old_threads, old_min_work) = (num_threads(), min_work_per_thread());
     set_num_threads(3);
     set_min_work_per_thread(0);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(48));
     let result = runner.run(&operands::<f64>(40, 6), |(a, b)| check(&a, &b));
-    set_min_work_per_thread(old);
+    set_num_threads(old_threads);
+    set_min_work_per_thread(old_min_work);
     result.unwrap();
 }
 
