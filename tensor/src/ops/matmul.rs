@@ -1,1 +1,370 @@
-//! (being written)
+//! Matrix products: [`Tensor::matmul`] with PyTorch's semantics (1-D, 2-D, batched with NumPy
+//! broadcasting of the batch dims), the checked [`Tensor::mm`] and [`Tensor::dot`], and the thread
+//! count they use.
+//!
+//! Every product is one matrixmultiply sgemm/dgemm call per batch entry (or per block of one),
+//! given the operands' own row and column strides: matrixmultiply accepts any strides for A and
+//! B (negative and zero included), so transposed, stepped, flipped and broadcast views are
+//! multiplied where they lie, never copied. Broadcast batch dims are stride 0 in the per-batch
+//! offsets. The output is a fresh contiguous tensor.
+//!
+//! Threading is ours, not matrixmultiply's: its `threading` feature fixes the thread count once
+//! per process and splits even a 128x128 product over the pool, which made that size slower
+//! (81 vs 131 GFLOP/s on 2 cores). So the workspace builds matrixmultiply single-threaded, and a
+//! product is split here only when each thread gets at least [`min_work_per_thread`]
+//! multiply-adds: whole batch entries go to threads first, and a single large product is cut
+//! into row blocks (or column blocks when it is wider than tall) of the output. The threads come
+//! from a persistent `thread_tree` pool (the one matrixmultiply itself uses), because spawning
+//! scoped threads per call made 256x256 products slower than one thread (120 vs 150 GFLOP/s).
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use thread_tree::{ThreadTree, ThreadTreeCtx};
+
+use crate::element::Float;
+use crate::iter::for_each_offset;
+use crate::layout::{broadcast_shapes, Layout, Shape};
+use crate::tensor::Tensor;
+
+/// Threads matmul may use; 0 until first asked for, then the default or the user's choice.
+static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Default of [`min_work_per_thread`]: 2^22 multiply-adds, about 55 µs of single-threaded f32
+/// work, so 256x256 products use 2 threads and 192x192 ones stay on 1. Waking a parked worker
+/// costs ~8 µs (median on a 2-core VM; ~40 µs in the tail when the machine is busy), and on a
+/// loaded machine the second thread may wait for a core: 128x128 split in two ran 1.3-1.8x faster
+/// with the other core idle but 0.7x with it busy (see `benches/matmul.rs`).
+const DEFAULT_MIN_WORK_PER_THREAD: usize = 1 << 22;
+
+static MIN_WORK_PER_THREAD: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_WORK_PER_THREAD);
+
+/// `thread_tree` has at most 2^12 leaves.
+const MAX_THREADS: usize = 1 << 12;
+
+/// A split narrower than this many rows (or columns) wastes most of the GEMM micro-kernel's tile.
+const MIN_BLOCK: usize = 16;
+
+/// Sets how many threads matrix products may use (including the calling thread), for the whole
+/// process. Like PyTorch's `torch.set_num_threads`.
+///
+/// The default is the `MATMUL_NUM_THREADS` environment variable if it holds a positive number,
+/// else [`std::thread::available_parallelism`]. Small products run on the calling thread
+/// whatever this says (see [`min_work_per_thread`]).
+///
+/// ```
+/// ferrograd_tensor::set_num_threads(1);
+/// assert_eq!(ferrograd_tensor::num_threads(), 1);
+/// ```
+///
+/// # Panics
+/// If `n` is 0 or above 4096.
+#[track_caller]
+pub fn set_num_threads(n: usize) {
+    assert!((1..=MAX_THREADS).contains(&n), "set_num_threads: expected 1..={MAX_THREADS} threads, got {n}");
+    NUM_THREADS.store(n, Ordering::Relaxed);
+}
+
+/// The number of threads matrix products may use (see [`set_num_threads`]).
+pub fn num_threads() -> usize {
+    match NUM_THREADS.load(Ordering::Relaxed) {
+        0 => {
+            let from_env = std::env::var("MATMUL_NUM_THREADS").ok().and_then(|s| s.trim().parse::<usize>().ok());
+            let n = from_env
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .min(MAX_THREADS);
+            NUM_THREADS.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
+}
+
+/// Sets the least work, in multiply-adds, that a product must give each thread before it is
+/// split (default 2^22, about 55 µs of f32 work). Raise it on a busy machine, lower it on one with
+/// idle cores; 0 splits every product that can be split.
+pub fn set_min_work_per_thread(mul_adds: usize) {
+    MIN_WORK_PER_THREAD.store(mul_adds, Ordering::Relaxed);
+}
+
+/// The least work per thread, in multiply-adds, before a product is split (see
+/// [`set_min_work_per_thread`]).
+pub fn min_work_per_thread() -> usize {
+    MIN_WORK_PER_THREAD.load(Ordering::Relaxed)
+}
+
+/// The shared worker tree and its number of leaves, replaced by a bigger one when more threads
+/// are asked for.
+static POOL: Mutex<Option<(Arc<ThreadTree>, usize)>> = Mutex::new(None);
+
+/// A worker tree with at least `threads` leaves.
+fn pool(threads: usize) -> Arc<ThreadTree> {
+    let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    match &*guard {
+        Some((tree, leaves)) if *leaves >= threads => tree.clone(),
+        _ => {
+            let level = threads.next_power_of_two().trailing_zeros() as usize;
+            let tree: Arc<ThreadTree> = ThreadTree::new_with_level(level).into();
+            *guard = Some((tree.clone(), 1 << level));
+            tree
+        }
+    }
+}
+
+/// Runs `f` over `units` split into `threads` nearly equal ranges, one per leaf of the tree.
+fn run_split(ctx: ThreadTreeCtx<'_>, units: Range<usize>, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    if threads <= 1 || units.len() <= 1 {
+        f(units);
+        return;
+    }
+    // The left subtree keeps the calling thread; each half has room for half the leaves.
+    let left = threads.div_ceil(2);
+    let mid = units.start + units.len() * left / threads;
+    ctx.join(|c| run_split(c, units.start..mid, left, f), |c| run_split(c, mid..units.end, threads - left, f));
+}
+
+/// The output pointer shared by the threads of one product.
+#[derive(Clone, Copy)]
+struct OutPtr<E>(*mut E);
+// SAFETY (both impls): the threads of one product write disjoint blocks of the output through
+// copies of this pointer (see `multiply`), and the output outlives them because `run_split`
+// returns only after every job has finished.
+unsafe impl<E: Send> Send for OutPtr<E> {}
+unsafe impl<E: Send> Sync for OutPtr<E> {}
+
+impl<E> OutPtr<E> {
+    /// The pointer (a method, so closures capture the `Sync` wrapper rather than its field).
+    fn get(self) -> *mut E {
+        self.0
+    }
+}
+
+/// The operands of `C[e] = A[e] B[e]` for every batch entry `e`, C contiguous `[entries, m, n]`.
+struct Product<'a, E> {
+    a: &'a [E],
+    b: &'a [E],
+    m: usize,
+    k: usize,
+    n: usize,
+    a_strides: (isize, isize),
+    b_strides: (isize, isize),
+}
+
+impl<E: Float> Product<'_, E> {
+    /// Writes output rows `lo..hi` (`split_rows`) or output columns `lo..hi` of entry `entry`,
+    /// whose A and B start at storage offsets `oa` and `ob`.
+    ///
+    /// # Safety
+    /// `out` has room for `(entry + 1) * m * n` elements; `oa` and `ob` index the first element
+    /// of non-empty `m x k` and `k x n` views of `a` and `b` with `a_strides` and `b_strides`;
+    /// `lo < hi <= m` (or `n`); nothing else accesses those output elements meanwhile.
+    unsafe fn block(
+        &self,
+        out: *mut E,
+        entry: usize,
+        (oa, ob): (usize, usize),
+        split_rows: bool,
+        lo: usize,
+        hi: usize,
+    ) {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let ((rsa, csa), (rsb, csb)) = (self.a_strides, self.b_strides);
+        // SAFETY: per the contract, `oa`/`ob` are elements of `a`/`b`, and moving `lo` rows down
+        // A or `lo` columns along B lands on another element of the view; C's block is inside
+        // `out` and written by this call alone.
+        unsafe {
+            let (a, b, c) = (self.a.as_ptr().add(oa), self.b.as_ptr().add(ob), out.add(entry * m * n));
+            if split_rows {
+                let (a, c) = (a.offset(lo as isize * rsa), c.add(lo * n));
+                E::gemm(hi - lo, k, n, E::one(), a, rsa, csa, b, rsb, csb, E::zero(), c, n as isize, 1);
+            } else {
+                let (b, c) = (b.offset(lo as isize * csb), c.add(lo));
+                E::gemm(m, k, hi - lo, E::one(), a, rsa, csa, b, rsb, csb, E::zero(), c, n as isize, 1);
+            }
+        }
+    }
+}
+
+/// `a @ b` for layouts already promoted to rank >= 2, with the batch dims broadcast to `batch`.
+fn multiply<E: Float>(a: &Tensor<E>, la: &Layout, b: &Tensor<E>, lb: &Layout, batch: &[usize]) -> Vec<E> {
+    let (ra, rb) = (la.rank(), lb.rank());
+    let (m, k, n) = (la.shape[ra - 2], la.shape[ra - 1], lb.shape[rb - 1]);
+    let entries: usize = batch.iter().product();
+    let len = entries * m * n;
+    if len == 0 || k == 0 {
+        return vec![E::zero(); len];
+    }
+    // Per-entry operand offsets, visited in the output's row-major entry order.
+    let for_each_entry = |f: &mut dyn FnMut([usize; 2])| {
+        if batch.is_empty() {
+            return f([la.offset, lb.offset]);
+        }
+        let batch_strides = |l: &Layout, r: usize| {
+            Layout::new(Shape::from_slice(&l.shape[..r - 2]), l.strides[..r - 2].into(), 0)
+                .broadcast_strides(batch)
+                .expect("batch dims broadcast")
+        };
+        let (sa, sb) = (batch_strides(la, ra), batch_strides(lb, rb));
+        for_each_offset(batch, [&sa, &sb], [la.offset, lb.offset], f);
+    };
+    let job = Product {
+        a: &a.storage,
+        b: &b.storage,
+        m,
+        k,
+        n,
+        a_strides: (la.strides[ra - 2], la.strides[ra - 1]),
+        b_strides: (lb.strides[rb - 2], lb.strides[rb - 1]),
+    };
+    // Left uninitialised: with beta = 0 sgemm/dgemm write every element of C without reading it
+    // (zero-filling first cost 3-4% at n = 64 and 256 against direct sgemm).
+    let mut out: Vec<E> = Vec::with_capacity(len);
+    let c = OutPtr(out.as_mut_ptr());
+
+    // Whole batch entries split best (nothing is packed twice); cut each entry into row (or
+    // column) blocks only as far as needed for every thread to get the same number of units.
+    let work = entries.saturating_mul(m).saturating_mul(k).saturating_mul(n);
+    let threads = num_threads().min(work / min_work_per_thread().max(1)).max(1);
+    let split_rows = m >= n;
+    let span = if split_rows { m } else { n };
+    let parts = (threads / gcd(entries, threads)).min((span / MIN_BLOCK).max(1));
+    let threads = threads.min(entries * parts);
+    if threads == 1 {
+        let mut entry = 0;
+        for_each_entry(&mut |[oa, ob]| {
+            // SAFETY: entries are visited once each, in order, with their operands' offsets;
+            // `out` has room for all of them and the sizes are non-zero (checked above).
+            unsafe { job.block(c.get(), entry, (oa, ob), true, 0, m) };
+            entry += 1;
+        });
+    } else {
+        let mut offsets = Vec::with_capacity(entries);
+        for_each_entry(&mut |[oa, ob]| offsets.push((oa, ob)));
+        let tree = pool(threads);
+        run_split(tree.top(), 0..entries * parts, threads, &|units| {
+            for u in units {
+                let (entry, part) = (u / parts, u % parts);
+                let (lo, hi) = (part * span / parts, (part + 1) * span / parts);
+                // SAFETY: unit `u` is the only one writing block `part` of `entry`; offsets and
+                // sizes as in the single-threaded branch.
+                unsafe { job.block(c.get(), entry, offsets[entry], split_rows, lo, hi) };
+            }
+        });
+    }
+    // SAFETY: the calls above covered every row (or column) block of every entry, and each gemm
+    // call with beta = 0 wrote all elements of its block, so all `len` elements are initialised.
+    unsafe { out.set_len(len) };
+    out
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+impl<E: Float> Tensor<E> {
+    /// Matrix product with exactly `torch.matmul`'s semantics.
+    ///
+    /// - 1-D · 1-D: the dot product, a 0-d tensor.
+    /// - 2-D · 2-D: the matrix product `[m, k] · [k, n] -> [m, n]`.
+    /// - 1-D · 2-D: `[k] · [k, n] -> [n]` (a 1 is prepended to the vector, then removed).
+    /// - 2-D · 1-D: `[m, k] · [k] -> [m]`.
+    /// - N-D: batched over the leading dims, which broadcast NumPy-style, e.g.
+    ///   `[2, 1, 3, 4] · [5, 4, 6] -> [2, 5, 3, 6]`; a 1-D operand is promoted as above.
+    ///
+    /// Operands are read through their own strides (transposed or broadcast views are not
+    /// copied); the result is contiguous. Large products use up to [`num_threads`] threads.
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    /// let b = Tensor::from_vec(vec![1.0f32, 0.0, 1.0], &[3]);
+    /// assert_eq!(a.matmul(&b).to_vec(), vec![4.0, 10.0]);
+    /// // a @ a^T, the transpose is a view.
+    /// assert_eq!(a.matmul(&a.t()).to_vec(), vec![14.0, 32.0, 32.0, 77.0]);
+    /// let batched = Tensor::<f32>::ones(&[2, 1, 3, 4]).matmul(&Tensor::ones(&[5, 4, 6]));
+    /// assert_eq!(batched.shape(), &[2, 5, 3, 6]);
+    /// ```
+    ///
+    /// # Panics
+    /// If an operand is 0-d, if the inner sizes differ, or if the batch dims do not broadcast;
+    /// the message names both shapes, e.g. `matmul: shapes [2, 3] and [4, 5] are not compatible
+    /// (3 != 4)`.
+    #[track_caller]
+    pub fn matmul(&self, other: &Tensor<E>) -> Tensor<E> {
+        self.matmul_op("matmul", other)
+    }
+
+    /// The product of two matrices, `[m, k] · [k, n] -> [m, n]` (PyTorch's `mm`).
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], &[2, 2]);
+    /// assert_eq!(a.mm(&Tensor::eye(2)).to_vec(), a.to_vec());
+    /// ```
+    ///
+    /// # Panics
+    /// If either operand is not 2-D or the inner sizes differ.
+    #[track_caller]
+    pub fn mm(&self, other: &Tensor<E>) -> Tensor<E> {
+        if self.rank() != 2 || other.rank() != 2 {
+            panic!("mm: expects two 2-D tensors, got shapes {:?} and {:?}", self.shape(), other.shape());
+        }
+        self.matmul_op("mm", other)
+    }
+
+    /// The dot product of two vectors of equal length, as a 0-d tensor (PyTorch's `dot`).
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]);
+    /// assert_eq!(a.dot(&a).item(), 14.0);
+    /// ```
+    ///
+    /// # Panics
+    /// If either operand is not 1-D or the lengths differ.
+    #[track_caller]
+    pub fn dot(&self, other: &Tensor<E>) -> Tensor<E> {
+        if self.rank() != 1 || other.rank() != 1 {
+            panic!("dot: expects two 1-D tensors, got shapes {:?} and {:?}", self.shape(), other.shape());
+        }
+        self.matmul_op("dot", other)
+    }
+
+    #[track_caller]
+    fn matmul_op(&self, op: &str, other: &Tensor<E>) -> Tensor<E> {
+        let (sa, sb) = (self.shape(), other.shape());
+        if sa.is_empty() || sb.is_empty() {
+            panic!("{op}: both arguments need to be at least 1-D, got shapes {sa:?} and {sb:?}");
+        }
+        // A vector is a 1-row matrix on the left and a 1-column matrix on the right (views).
+        let la = if sa.len() == 1 { Cow::Owned(self.layout.unsqueeze(0)) } else { Cow::Borrowed(&self.layout) };
+        let lb = if sb.len() == 1 { Cow::Owned(other.layout.unsqueeze(1)) } else { Cow::Borrowed(&other.layout) };
+        let (ra, rb) = (la.rank(), lb.rank());
+        let (m, k, k2, n) = (la.shape[ra - 2], la.shape[ra - 1], lb.shape[rb - 2], lb.shape[rb - 1]);
+        if k != k2 {
+            panic!("{op}: shapes {sa:?} and {sb:?} are not compatible ({k} != {k2})");
+        }
+        let (batch_a, batch_b) = (&la.shape[..ra - 2], &lb.shape[..rb - 2]);
+        let batch = broadcast_shapes(batch_a, batch_b).unwrap_or_else(|| {
+            panic!(
+                "{op}: shapes {sa:?} and {sb:?} are not compatible (batch dims {batch_a:?} and {batch_b:?} \
+                 cannot be broadcast together)"
+            )
+        });
+        let data = multiply(self, &la, other, &lb, &batch);
+        let mut shape = batch;
+        if sa.len() > 1 {
+            shape.push(m);
+        }
+        if sb.len() > 1 {
+            shape.push(n);
+        }
+        Tensor { storage: Arc::new(data), layout: Layout::contiguous(&shape) }
+    }
+}
