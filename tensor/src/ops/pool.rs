@@ -208,7 +208,7 @@ impl<E: Float> Tensor<E> {
     /// use ferrograd_tensor::{Pool2dOptions, Tensor};
     /// let x = Tensor::<f32>::from_vec(vec![1.0, 4.0, 3.0, 2.0], &[1, 1, 2, 2]);
     /// let (_, idx) = x.max_pool2d_with_indices(&Pool2dOptions::new([2, 2]));
-    /// let gx = Tensor::max_pool2d_backward(&Tensor::ones(&[1, 1, 1, 1]), &idx, x.shape());
+    /// let gx = Tensor::max_pool2d_backward(&Tensor::<f32>::ones(&[1, 1, 1, 1]), &idx, x.shape());
     /// assert_eq!(gx.to_vec(), vec![0.0, 1.0, 0.0, 0.0]);
     /// ```
     #[track_caller]
