@@ -1,8 +1,9 @@
 //! Convolutions over `[N, C, L]` and `[N, C, H, W]` inputs and the kernels of their gradients.
 //!
-//! Everything is im2col + GEMM: a batch chunk of input patches is unrolled into a matrix with one
-//! row per (channel, kernel offset) and one column per (sample, output position), so each group
-//! is a single large GEMM with the weight (large enough for matrixmultiply to use its threads).
+//! Everything is im2col + GEMM: a chunk of the batch is unrolled into a matrix with one row per
+//! (channel, kernel offset) and one column per (sample, output position), so each group of each
+//! chunk is one GEMM with the weight. Chunks are sized to stay in L2 cache rather than to make
+//! one GEMM over the whole batch: unrolling and packing dominate at small channel counts.
 //! The input gradient is the transposed product scattered back with col2im; the weight gradient
 //! is the output gradient times the unrolled input. A 1x1 kernel with stride 1 and no padding
 //! needs no unrolling: the input is already the patch matrix. 1-D convolutions run through the
@@ -83,7 +84,7 @@ pub(super) fn dense<E: Element>(t: &Tensor<E>) -> Cow<'_, [E]> {
 /// The output positions `lo..hi` (within `0..out`) whose input index
 /// `pos * stride + offset - pad` falls inside `0..size`.
 #[inline]
-pub(super) fn valid_range(offset: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
+fn valid_range(offset: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
     let lo = if offset >= pad { 0 } else { (pad - offset).div_ceil(stride) };
     let hi = if size + pad <= offset { 0 } else { (size + pad - offset).div_ceil(stride) };
     let hi = hi.min(out);
@@ -111,7 +112,7 @@ fn copy_short<E: Copy>(dst: &mut [E], src: &[E]) {
     d.into_remainder().iter_mut().zip(s.remainder()).for_each(|(d, &s)| *d = s);
 }
 
-/// A dense row-major or column-major view of a matrix inside a slice, for [`gemm`].
+/// A matrix inside a slice, addressed by a row and a column stride, for [`gemm`].
 #[derive(Clone, Copy)]
 struct Mat<'a, E> {
     data: &'a [E],
@@ -162,6 +163,12 @@ fn gemm<E: Float>(m: usize, k: usize, n: usize, a: Mat<'_, E>, b: Mat<'_, E>, be
 /// Bytes of the unrolled input per batch chunk: the unrolled matrix and GEMM's packed copy of it
 /// stay in a core's L2 cache (a chunk of 2^16 f32 ran 1.4x faster than 2^20 on LeNet shapes).
 const CHUNK_BYTES: usize = 1 << 18;
+
+/// matrixmultiply splits a GEMM across its threads once `m * k + k * n` reaches 2^15 (with two
+/// or more threads). For the small GEMMs of small-channel convolutions that costs more than it
+/// gains (LeNet shapes ran 1.3-4x slower with two threads than with one), so chunks stay below
+/// it when a single sample allows.
+const GEMM_SERIAL_LIMIT: usize = 1 << 15;
 
 /// Sizes of one convolution, validated: the input is `[n, c, h, w]`, the weight
 /// `[o, c / groups, kh, kw]`, the output `[n, o, ho, wo]` (1-D convolutions have `h = kh = 1`).
@@ -265,10 +272,14 @@ impl Geometry {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
     }
 
-    /// Samples per chunk of the unrolled matrix.
-    fn chunk<E>(&self) -> usize {
+    /// Samples per chunk of the unrolled matrix, for a kernel whose per-group GEMM has
+    /// `m * k + k * n = fixed + per_column * columns`: within [`CHUNK_BYTES`], and below
+    /// [`GEMM_SERIAL_LIMIT`] where one sample alone does not already exceed it.
+    fn chunk<E>(&self, fixed: usize, per_column: usize) -> usize {
         let elems = CHUNK_BYTES / std::mem::size_of::<E>();
-        (elems / (self.c * self.kh * self.kw * self.p()).max(1)).clamp(1, self.n.max(1))
+        let by_cache = elems / (self.c * self.kh * self.kw * self.p()).max(1);
+        let by_threads = GEMM_SERIAL_LIMIT.saturating_sub(fixed) / (per_column * self.p()).max(1);
+        by_cache.min(by_threads).clamp(1, self.n.max(1))
     }
 
     /// Unrolls samples `n0..n0 + nb` of the dense input `x` into `col`, a
@@ -380,7 +391,7 @@ impl Geometry {
             }
             return y;
         }
-        let nb = self.chunk::<E>();
+        let nb = self.chunk::<E>(og * kg, kg);
         let mut col = vec![E::zero(); self.groups * kg * nb * p];
         let mut tmp = vec![E::zero(); self.o * nb * p];
         // Filled in order, chunk after chunk, so it needs no zeroing first.
@@ -418,7 +429,7 @@ impl Geometry {
             }
             return gx;
         }
-        let nb = self.chunk::<E>();
+        let nb = self.chunk::<E>(kg * og, og);
         let mut col = vec![E::zero(); self.groups * kg * nb * p];
         let mut gyt = vec![E::zero(); self.o * nb * p];
         for n0 in (0..self.n).step_by(nb) {
@@ -449,7 +460,7 @@ impl Geometry {
             }
             return gw;
         }
-        let nb = self.chunk::<E>();
+        let nb = self.chunk::<E>(0, og + kg);
         let mut col = vec![E::zero(); self.groups * kg * nb * p];
         let mut gyt = vec![E::zero(); self.o * nb * p];
         for n0 in (0..self.n).step_by(nb) {
