@@ -79,6 +79,20 @@ impl<E: Element> Tensor<E> {
         Self::from_vec(data.to_vec(), shape)
     }
 
+    /// A tensor over `storage` seen through `layout` (PyTorch's `as_strided`), or an error if the
+    /// layout reaches outside the storage.
+    pub fn from_parts(storage: Vec<E>, layout: Layout) -> Result<Self> {
+        if let Some((lo, hi)) = layout.storage_span() {
+            let shape = layout.shape().to_vec();
+            checked_numel("from_parts", &shape)?;
+            let fits = layout.strides().iter().zip(&shape).all(|(&s, &d)| (d as isize - 1).checked_mul(s).is_some());
+            if !fits || hi > storage.len() || lo > hi {
+                return Err(TensorError::DataLength { op: "from_parts", len: storage.len(), shape, expected: hi });
+            }
+        }
+        Ok(Tensor { storage: Arc::new(storage), layout })
+    }
+
     /// A 0-dimensional tensor holding `v`.
     pub fn scalar(v: E) -> Self {
         Tensor { storage: Arc::new(vec![v]), layout: Layout::contiguous(&[]) }

@@ -7,15 +7,15 @@
 //! ```
 //! use ferrograd_tensor::testing::{any_layout, shape};
 //! use proptest::prelude::*;
+//! use proptest::test_runner::TestRunner;
 //!
-//! proptest! {
-//!     #![proptest_config(ProptestConfig::with_cases(16))]
-//!     #[test]
-//!     fn to_vec_matches_indexing(t in shape(3, 4).prop_flat_map(|s| any_layout::<f64>(s))) {
-//!         let v = t.to_vec();
-//!         prop_assert_eq!(v.len(), t.numel());
-//!     }
-//! }
+//! // In a test file this is the body of a `proptest!` block.
+//! TestRunner::default()
+//!     .run(&shape(3, 4).prop_flat_map(any_layout::<f64>), |t| {
+//!         prop_assert_eq!(t.to_vec().len(), t.numel());
+//!         Ok(())
+//!     })
+//!     .unwrap();
 //! ```
 
 use proptest::prelude::*;
@@ -49,9 +49,19 @@ pub fn shape_in(min_rank: usize, max_rank: usize, max_dim: usize) -> impl Strate
 }
 
 /// Element values: uniform in [-4, 4] converted with `E::from_f64` (integers truncate, u8
-/// saturates at 0, bool is "non-zero").
+/// saturates at 0); booleans are `x > 0`, so both values are equally likely.
 pub fn values<E: Element>(n: usize) -> impl Strategy<Value = Vec<E>> {
-    prop::collection::vec(-4.0f64..4.0, n).prop_map(|v| v.into_iter().map(E::from_f64).collect())
+    prop::collection::vec(-4.0f64..4.0, n).prop_map(|v| {
+        v.into_iter()
+            .map(|x| {
+                if E::DTYPE == crate::DType::Bool {
+                    E::from_f64(f64::from(u8::from(x > 0.0)))
+                } else {
+                    E::from_f64(x)
+                }
+            })
+            .collect()
+    })
 }
 
 /// A contiguous tensor of exactly `shape`.
