@@ -1,17 +1,23 @@
 //! ferrograd: a CPU deep-learning framework in Rust.
 //!
 //! This facade re-exports the workspace crates so one dependency gives the whole framework:
-//! [`tensor`] (strided tensors and kernels). The [`prelude`] brings the everyday names into scope.
+//! [`tensor`] (strided tensors and kernels) and [`autograd`] (define-by-run reverse-mode
+//! differentiation). The [`prelude`] brings the everyday names into scope.
 //!
 //! ```
 //! use ferrograd::prelude::*;
-//! let a = Tensor::<f32>::ones(&[2, 3]);
-//! assert_eq!(a.shape(), &[2, 3]);
+//! let w = Var::leaf(Tensor::<f64>::ones(&[2, 3]));
+//! let loss = w.square().sum();
+//! assert_eq!(loss.backward().get(&w).unwrap().to_vec(), vec![2.0; 6]);
 //! ```
 
+pub use ferrograd_autograd as autograd;
 pub use ferrograd_tensor as tensor;
 
 /// The names most programs need: `use ferrograd::prelude::*;`.
 pub mod prelude {
-    pub use ferrograd_tensor::{DType, Element, Float, Num, Tensor, TensorError};
+    pub use ferrograd_autograd::{grad, no_grad, BackwardOptions, Grads, Var};
+    pub use ferrograd_tensor::{
+        Conv1dOptions, Conv2dOptions, DType, Element, Float, Num, PadMode, Pool2dOptions, Tensor, TensorError,
+    };
 }

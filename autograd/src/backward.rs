@@ -1,0 +1,321 @@
+//! The backward engine: walks the graph from the outputs in reverse topological order, calls each
+//! node's backward closure once its gradient is complete, and frees what it consumed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferrograd_tensor::{Float, Tensor};
+use smallvec::SmallVec;
+
+use crate::mode::{anomaly_enabled, check_backward, enable_grad, no_grad, suspend_anomaly};
+use crate::var::{BackwardCtx, InputGrads, Node, NodeId, Var};
+
+/// Gradients of leaves, keyed by their [`NodeId`].
+///
+/// ```
+/// use ferrograd_autograd::Var;
+/// use ferrograd_tensor::Tensor;
+/// let w = Var::leaf(Tensor::from_vec(vec![3.0f32], &[1]));
+/// let grads = (&w * &w).sum().backward();
+/// assert_eq!(grads.get(&w).unwrap().to_vec(), vec![6.0]);
+/// ```
+pub struct Grads<F: Float = f32> {
+    map: HashMap<NodeId, Var<F>>,
+}
+
+impl<F: Float> std::fmt::Debug for Grads<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.map.iter().map(|(id, g)| (id, g.shape()))).finish()
+    }
+}
+
+impl<F: Float> Default for Grads<F> {
+    fn default() -> Self {
+        Grads { map: HashMap::new() }
+    }
+}
+
+impl<F: Float> Grads<F> {
+    /// The gradient of `v`, if it required grad and the output depends on it.
+    pub fn get(&self, v: &Var<F>) -> Option<&Tensor<F>> {
+        self.get_var(v).map(|g| g.data())
+    }
+
+    /// The gradient of `v` as a `Var` (attached to a graph after a `create_graph` backward).
+    pub fn get_var(&self, v: &Var<F>) -> Option<&Var<F>> {
+        v.id().and_then(|id| self.map.get(&id))
+    }
+
+    /// The gradient stored under `id`.
+    pub fn get_by_id(&self, id: NodeId) -> Option<&Tensor<F>> {
+        self.map.get(&id).map(|g| g.data())
+    }
+
+    /// Removes and returns the gradient stored under `id`.
+    pub fn remove(&mut self, id: NodeId) -> Option<Tensor<F>> {
+        self.map.remove(&id).map(Var::into_data)
+    }
+
+    /// Stores (replaces) a gradient under `id`; optimizers and clipping use it.
+    pub fn insert(&mut self, id: NodeId, grad: Tensor<F>) {
+        self.map.insert(id, Var::constant(grad));
+    }
+
+    /// Iterates over `(id, gradient)` pairs in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (NodeId, &Tensor<F>)> {
+        self.map.iter().map(|(id, g)| (*id, g.data()))
+    }
+
+    /// Number of gradients held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no gradient is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Options of a backward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackwardOptions {
+    /// Keep the graph's saved values so that backward can run through it again.
+    pub retain_graph: bool,
+    /// Record the gradient computation itself, for higher-order derivatives (implies keeping the
+    /// graph, as in PyTorch).
+    pub create_graph: bool,
+}
+
+impl<F: Float> Var<F> {
+    /// Gradients of this scalar with respect to every leaf that requires grad, freeing the
+    /// graph's saved values as it goes.
+    ///
+    /// # Panics
+    /// If `self` is not a single element (use [`grad`] with `grad_outputs` for other shapes), if
+    /// it does not require grad, or if an earlier backward already freed this graph.
+    #[track_caller]
+    pub fn backward(&self) -> Grads<F> {
+        self.backward_with(BackwardOptions::default())
+    }
+
+    /// [`Var::backward`] with options (`retain_graph`, `create_graph`).
+    #[track_caller]
+    pub fn backward_with(&self, opts: BackwardOptions) -> Grads<F> {
+        assert_eq!(
+            self.numel(),
+            1,
+            "backward: the output has shape {:?}; backward needs a single element (pass grad_outputs to grad())",
+            self.shape()
+        );
+        let seed = Var::constant(Tensor::full(self.shape(), F::one()));
+        Grads { map: run(std::slice::from_ref(self), vec![seed], Targets::AllLeaves, opts) }
+    }
+}
+
+/// Gradients of `outputs` with respect to `inputs`, like `torch.autograd.grad`.
+///
+/// `grad_outputs` holds one gradient per output (`None`: ones, which needs single-element
+/// outputs). The result has one entry per input: `None` when the outputs do not depend on it.
+/// With `create_graph`, the gradients are themselves differentiable.
+///
+/// ```
+/// use ferrograd_autograd::{grad, Var};
+/// use ferrograd_tensor::Tensor;
+/// let x = Var::leaf(Tensor::from_vec(vec![2.0f64], &[1]));
+/// let y = (&x * &x * &x).sum(); // x³
+/// let dy = grad(&[y], &[x.clone()], None, true)[0].clone().unwrap(); // 3x² = 12
+/// let d2y = grad(&[dy.sum()], &[x], None, false)[0].clone().unwrap(); // 6x = 12
+/// assert_eq!(d2y.to_vec(), vec![12.0]);
+/// ```
+#[track_caller]
+pub fn grad<F: Float>(
+    outputs: &[Var<F>],
+    inputs: &[Var<F>],
+    grad_outputs: Option<&[Var<F>]>,
+    create_graph: bool,
+) -> Vec<Option<Var<F>>> {
+    grad_with(outputs, inputs, grad_outputs, BackwardOptions { retain_graph: create_graph, create_graph })
+}
+
+/// [`grad`] with full [`BackwardOptions`] (e.g. `retain_graph` to call it again on the same graph).
+#[track_caller]
+pub fn grad_with<F: Float>(
+    outputs: &[Var<F>],
+    inputs: &[Var<F>],
+    grad_outputs: Option<&[Var<F>]>,
+    opts: BackwardOptions,
+) -> Vec<Option<Var<F>>> {
+    let seeds: Vec<Var<F>> = match grad_outputs {
+        Some(g) => {
+            assert_eq!(g.len(), outputs.len(), "grad: {} grad_outputs for {} outputs", g.len(), outputs.len());
+            for (o, go) in outputs.iter().zip(g) {
+                assert_eq!(
+                    o.shape(),
+                    go.shape(),
+                    "grad: grad_output of shape {:?} for an output of shape {:?}",
+                    go.shape(),
+                    o.shape()
+                );
+            }
+            g.to_vec()
+        }
+        None => outputs
+            .iter()
+            .map(|o| {
+                assert_eq!(o.numel(), 1, "grad: output of shape {:?} needs a grad_output", o.shape());
+                Var::constant(Tensor::full(o.shape(), F::one()))
+            })
+            .collect(),
+    };
+    let ids: Vec<Option<NodeId>> = inputs.iter().map(|v| v.id()).collect();
+    let wanted: Vec<NodeId> = ids.iter().flatten().copied().collect();
+    let mut map = run(outputs, seeds, Targets::These(&wanted), opts);
+    ids.iter().map(|id| id.and_then(|id| map.remove(&id))).collect()
+}
+
+enum Targets<'a> {
+    AllLeaves,
+    These(&'a [NodeId]),
+}
+
+struct Entry<F: Float> {
+    node: Arc<Node<F>>,
+    /// Consumers of this node inside the graph that have not yet sent their gradient.
+    pending: usize,
+    needed: bool,
+}
+
+#[track_caller]
+fn run<F: Float>(
+    outputs: &[Var<F>],
+    seeds: Vec<Var<F>>,
+    targets: Targets<'_>,
+    opts: BackwardOptions,
+) -> HashMap<NodeId, Var<F>> {
+    let roots: Vec<(Arc<Node<F>>, Var<F>)> =
+        outputs.iter().zip(seeds).filter_map(|(o, s)| o.node.clone().map(|n| (n, s))).collect();
+    assert!(
+        !roots.is_empty(),
+        "backward: no output requires grad (was it computed under no_grad, or from constants only?)"
+    );
+    let is_target = |n: &Node<F>| match targets {
+        Targets::AllLeaves => n.is_leaf,
+        Targets::These(ids) => ids.contains(&n.id),
+    };
+
+    // Discover the graph and count each node's consumers; `order` lists nodes so that every
+    // node comes after all of its consumers (reverse post-order of a DFS from the roots).
+    let mut entries: HashMap<NodeId, Entry<F>> = HashMap::new();
+    let mut post: Vec<NodeId> = Vec::new();
+    let mut stack: Vec<(Arc<Node<F>>, usize)> = Vec::new();
+    for (root, _) in &roots {
+        if entries.contains_key(&root.id) {
+            continue;
+        }
+        entries.insert(root.id, Entry { node: root.clone(), pending: 0, needed: false });
+        stack.push((root.clone(), 0));
+        while let Some((node, i)) = stack.pop() {
+            if i < node.inputs.len() {
+                stack.push((node.clone(), i + 1));
+                if let Some(input) = &node.inputs[i] {
+                    match entries.get_mut(&input.id) {
+                        Some(e) => e.pending += 1,
+                        None => {
+                            entries.insert(input.id, Entry { node: input.clone(), pending: 1, needed: false });
+                            stack.push((input.clone(), 0));
+                        }
+                    }
+                }
+            } else {
+                post.push(node.id);
+            }
+        }
+    }
+    // A node is needed when it is a target or feeds one; post-order visits inputs first.
+    for id in &post {
+        let node = entries[id].node.clone();
+        let needed = is_target(&node) || node.inputs.iter().flatten().any(|i| entries[&i.id].needed);
+        entries.get_mut(id).expect("discovered").needed = needed;
+    }
+
+    let mut grads: HashMap<NodeId, Var<F>> = HashMap::new();
+    for (root, seed) in roots {
+        accumulate(&mut grads, root.id, seed);
+    }
+    let mut result: HashMap<NodeId, Var<F>> = HashMap::new();
+    // Only roots have no pending consumers at the start; any other node becomes ready when its
+    // last consumer has run, whether or not that consumer sent it a gradient.
+    let mut ready: Vec<Arc<Node<F>>> =
+        post.iter().rev().map(|id| &entries[id]).filter(|e| e.pending == 0).map(|e| e.node.clone()).collect();
+    while let Some(node) = ready.pop() {
+        let needs: SmallVec<[bool; 4]> =
+            node.inputs.iter().map(|i| i.as_ref().is_some_and(|i| entries[&i.id].needed)).collect();
+        let mut input_grads = SmallVec::<[Option<Var<F>>; 2]>::new();
+        if let (Some(mut g), true) = (grads.remove(&node.id), entries[&node.id].needed) {
+            for hook in node.hooks.lock().expect("hook list poisoned").iter() {
+                if let Some(replaced) = hook(&g) {
+                    g = replaced;
+                }
+            }
+            if is_target(&node) {
+                result.insert(node.id, g.clone());
+            }
+            if !node.is_leaf && needs.iter().any(|&n| n) {
+                input_grads = call_backward(&node, &needs, &g, opts);
+            }
+        }
+        input_grads.resize(node.inputs.len(), None);
+        for (i, (input, ig)) in node.inputs.iter().zip(input_grads).enumerate() {
+            let Some(input) = input else { continue };
+            if let (Some(ig), true) = (ig, needs[i]) {
+                assert_eq!(
+                    ig.shape(),
+                    input.shape.as_slice(),
+                    "backward of `{}` (created at {}): the gradient of input {i} has the wrong shape",
+                    node.op,
+                    node.location
+                );
+                if anomaly_enabled() {
+                    check_backward(node.op, node.location, i, ig.data());
+                }
+                accumulate(&mut grads, input.id, ig);
+            }
+            let e = entries.get_mut(&input.id).expect("discovered");
+            e.pending -= 1;
+            if e.pending == 0 {
+                ready.push(e.node.clone());
+            }
+        }
+    }
+    result
+}
+
+fn call_backward<F: Float>(node: &Arc<Node<F>>, needs: &[bool], g: &Var<F>, opts: BackwardOptions) -> InputGrads<F> {
+    let mut slot = node.backward.lock().expect("backward closure poisoned");
+    let Some(f) = slot.as_ref() else {
+        panic!(
+            "backward: the graph through op `{}` (created at {}) was already freed by an earlier backward; \
+             pass retain_graph: true to the first one",
+            node.op, node.location
+        );
+    };
+    let ctx = BackwardCtx { needs, create_graph: opts.create_graph, node };
+    let out = suspend_anomaly(|| if opts.create_graph { enable_grad(|| f(&ctx, g)) } else { no_grad(|| f(&ctx, g)) });
+    if !(opts.retain_graph || opts.create_graph) {
+        // Drop the closure and with it every value the op saved for backward.
+        slot.take();
+    }
+    out
+}
+
+fn accumulate<F: Float>(grads: &mut HashMap<NodeId, Var<F>>, id: NodeId, g: Var<F>) {
+    match grads.remove(&id) {
+        Some(prev) => {
+            grads.insert(id, &prev + &g);
+        }
+        None => {
+            grads.insert(id, g);
+        }
+    }
+}
