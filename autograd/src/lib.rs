@@ -23,9 +23,11 @@ pub mod check;
 mod custom;
 mod mode;
 mod ops;
+mod param;
 mod var;
 
 pub use backward::{grad, grad_with, BackwardOptions, Grads};
 pub use custom::CustomOp;
 pub use mode::{anomaly_enabled, detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_detect_anomaly};
+pub use param::Param;
 pub use var::{BackwardCtx, InputGrads, NodeId, Var};

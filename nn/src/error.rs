@@ -1,0 +1,47 @@
+//! Typed errors for everything that comes from outside the program: checkpoints, data files,
+//! configs. Messages name the file, the tensor and the problem.
+
+use std::path::PathBuf;
+
+/// An error of the nn crate.
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    /// A state dict lacks a tensor the module has.
+    #[error("state dict has no tensor `{name}`")]
+    MissingTensor {
+        /// The dotted name.
+        name: String,
+    },
+    /// A state dict holds a tensor the module does not have.
+    #[error("state dict has tensor `{name}`, which the module does not have")]
+    UnexpectedTensor {
+        /// The dotted name.
+        name: String,
+    },
+    /// A tensor's shape differs from the module's.
+    #[error("tensor `{name}` has shape {found:?}, the module expects {expected:?}")]
+    ShapeMismatch {
+        /// The dotted name.
+        name: String,
+        /// The module's shape.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+    },
+    /// An I/O error on a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A file whose content is not what its format says.
+    #[error("{path}: {problem}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
