@@ -1,7 +1,8 @@
 //! The backward engine: walks the graph from the outputs in reverse topological order, calls each
 //! node's backward closure once its gradient is complete, and frees what it consumed.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use ferrograd_tensor::{Float, Tensor};
@@ -9,6 +10,28 @@ use smallvec::SmallVec;
 
 use crate::mode::{anomaly_enabled, check_backward, enable_grad, no_grad, suspend_anomaly};
 use crate::var::{BackwardCtx, InputGrads, Node, NodeId, Var};
+
+/// Node ids are unique counters, already well spread: hashing them through SipHash costs more
+/// than the rest of a map lookup, and the backward pass does several lookups per node.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // Multiply to spread consecutive ids over the table's high bits (hashbrown uses them).
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashMap<K, V> = StdHashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// Gradients of leaves, keyed by their [`NodeId`].
 ///
@@ -31,7 +54,7 @@ impl<F: Float> std::fmt::Debug for Grads<F> {
 
 impl<F: Float> Default for Grads<F> {
     fn default() -> Self {
-        Grads { map: HashMap::new() }
+        Grads { map: HashMap::default() }
     }
 }
 
@@ -206,7 +229,7 @@ fn run<F: Float>(
 
     // Discover the graph and count each node's consumers; `order` lists nodes so that every
     // node comes after all of its consumers (reverse post-order of a DFS from the roots).
-    let mut entries: HashMap<NodeId, Entry<F>> = HashMap::new();
+    let mut entries: HashMap<NodeId, Entry<F>> = HashMap::default();
     let mut post: Vec<NodeId> = Vec::new();
     let mut stack: Vec<(Arc<Node<F>>, usize)> = Vec::new();
     for (root, _) in &roots {
@@ -239,11 +262,11 @@ fn run<F: Float>(
         entries.get_mut(id).expect("discovered").needed = needed;
     }
 
-    let mut grads: HashMap<NodeId, Var<F>> = HashMap::new();
+    let mut grads: HashMap<NodeId, Var<F>> = HashMap::default();
     for (root, seed) in roots {
         accumulate(&mut grads, root.id, seed);
     }
-    let mut result: HashMap<NodeId, Var<F>> = HashMap::new();
+    let mut result: HashMap<NodeId, Var<F>> = HashMap::default();
     // Only roots have no pending consumers at the start; any other node becomes ready when its
     // last consumer has run, whether or not that consumer sent it a gradient.
     let mut ready: Vec<Arc<Node<F>>> =
