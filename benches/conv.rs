@@ -1,6 +1,6 @@
 //! conv2d throughput on LeNet-5's two convolutions, batch 64, in samples per second (criterion's
 //! "elem/s"). `benches/compare/conv_torch.py` times the same convolutions in PyTorch; see
-//! `benches/compare/README.md`. GEMM threads follow `MATMUL_NUM_THREADS` (matrixmultiply).
+//! `benches/compare/README.md`. The convolution kernels run on the calling thread.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrograd::tensor::rand::rngs::StdRng;
