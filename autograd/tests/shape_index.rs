@@ -48,6 +48,7 @@ proptest! {
             check(|v| v[0].split(2, 1)[piece.min(v[0].split(2, 1).len() - 1)].clone(), std::slice::from_ref(&x), true)?;
             check(|v| v[0].chunk(2, 2)[piece.min(v[0].chunk(2, 2).len() - 1)].clone(), std::slice::from_ref(&x), true)?;
         }
+        check(|v| Var::stack(&v[0].unbind(1).iter().rev().collect::<Vec<_>>(), 0), std::slice::from_ref(&x), true)?;
         // Every piece used: the gradient of split is the gradient of all pieces put back.
         check(|v| { let p = v[0].split(1, 0); let r: Vec<&Var<f64>> = p.iter().rev().collect(); Var::cat(&r, 0) }, std::slice::from_ref(&x), true)?;
     }

@@ -258,6 +258,13 @@ impl<F: Float> Var<F> {
             .collect()
     }
 
+    /// Slices along `dim`, one `Var` per index, removing the dim.
+    #[track_caller]
+    pub fn unbind(&self, dim: isize) -> Vec<Var<F>> {
+        let d = norm("unbind", dim, self.rank());
+        (0..self.shape()[d]).map(|i| self.select(dim, i)).collect()
+    }
+
     /// Splits into `chunks` pieces along `dim`, as PyTorch's `chunk`.
     #[track_caller]
     pub fn chunk(&self, chunks: usize, dim: isize) -> Vec<Var<F>> {
