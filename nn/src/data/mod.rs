@@ -1,0 +1,1 @@
+//! Data loading: datasets, a batching and shuffling loader, IDX/MNIST files and augmentation.
