@@ -44,4 +44,25 @@ pub enum NnError {
         /// What is wrong with it.
         problem: String,
     },
+    /// An IDX file (MNIST's format) that is malformed.
+    #[error("{path}: {problem}")]
+    Idx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: crate::data::IdxProblem,
+    },
+    /// Two files that must describe the same samples (images and their labels) hold different
+    /// numbers of them.
+    #[error("{first} holds {first_count} samples but {second} holds {second_count}")]
+    CountMismatch {
+        /// The first file (the images).
+        first: PathBuf,
+        /// Its number of samples.
+        first_count: usize,
+        /// The second file (the labels).
+        second: PathBuf,
+        /// Its number of samples.
+        second_count: usize,
+    },
 }

@@ -6,7 +6,9 @@
 
 #![warn(missing_docs)]
 
+pub mod data;
 mod error;
+pub mod loss;
 mod module;
 
 pub use error::NnError;
