@@ -6,8 +6,10 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 mod error;
 mod module;
 
+pub use checkpoint::{load_module, save_module, AnyTensor};
 pub use error::NnError;
 pub use module::Module;
