@@ -277,7 +277,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// cannot cross file systems), which is flushed and fsynced, then renamed over `path`; the
 /// directory is fsynced too where the platform allows, so the rename itself survives a power
 /// loss. Readers see either the old file or the new one, never a mix. If `write` or any step
-/// fails, the temporary file is removed and `path` is untouched.
+/// fails (or panics), the temporary file is removed and `path` is untouched.
 ///
 /// ```
 /// use std::io::Write;
@@ -306,23 +306,41 @@ pub fn write_atomic(
         w.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&temp, path)
+        fs::rename(&temp.path, path)
     })();
-    if let Err(e) = written {
-        // The temporary file is ours and useless now; failing to remove it must not hide `e`.
-        let _ = fs::remove_file(&temp);
-        return Err(io_err(e));
-    }
+    written.map_err(io_err)?;
+    temp.persisted();
     sync_dir(dir);
     Ok(())
 }
 
-fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+/// A temporary file that removes itself unless renamed into place, also when `write` panics.
+struct TempFile {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl TempFile {
+    fn persisted(mut self) {
+        self.renamed = true;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            // Ours and useless now; failing to remove it must not hide the error that got us here.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn create_temp(dir: &Path, name: &str) -> io::Result<(TempFile, File)> {
     loop {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
         match OpenOptions::new().write(true).create_new(true).open(&temp) {
-            Ok(file) => return Ok((temp, file)),
+            Ok(file) => return Ok((TempFile { path: temp, renamed: false }, file)),
             // A leftover of a crashed process that had our pid: take the next number.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -440,7 +458,7 @@ fn diagnose(bytes: &[u8], path: &Path) -> Option<NnError> {
     let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
     let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(len)?)?).ok()?;
     for (name, entry) in header.as_object()?.iter().filter(|(n, _)| *n != "__metadata__") {
-        let dtype = entry.get("dtype")?.as_str()?;
+        let Some(dtype) = entry.get("dtype").and_then(|d| d.as_str()) else { continue };
         let Ok(known) = serde_json::from_value::<Dtype>(dtype.into()) else {
             return Some(NnError::UnsupportedDType {
                 path: path.to_path_buf(),
