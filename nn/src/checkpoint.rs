@@ -236,6 +236,9 @@ fn file_dtype(t: &AnyTensor) -> Dtype {
 
 /// The JSON header, padded with spaces to a multiple of 8 bytes.
 fn header_bytes(entries: &[(&str, AnyTensor)]) -> Result<Vec<u8>, String> {
+    if entries.iter().any(|(name, _)| *name == "__metadata__") {
+        return Err("tensor name `__metadata__` is reserved by the safetensors format".into());
+    }
     let mut offset = 0usize;
     let mut infos = Vec::with_capacity(entries.len());
     for (name, t) in sorted(entries) {

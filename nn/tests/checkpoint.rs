@@ -586,6 +586,16 @@ fn saving_into_a_missing_directory_fails_without_creating_anything() {
 }
 
 #[test]
+fn the_reserved_metadata_name_is_refused_before_touching_the_file() {
+    let dir = TempDir::new();
+    let path = dir.path("w.safetensors");
+    let bad = BTreeMap::from([("__metadata__".to_string(), Tensor::from_vec(vec![1.0f32], &[1]))]);
+    let err = save_tensors(&path, &bad).unwrap_err();
+    assert!(matches!(&err, NnError::Format { problem, .. } if problem.contains("__metadata__")), "{err:?}");
+    assert!(dir.entries().is_empty());
+}
+
+#[test]
 fn saving_replaces_an_existing_file_and_leaves_nothing_else() {
     let dir = TempDir::new();
     let path = dir.path("w.safetensors");
