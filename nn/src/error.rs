@@ -28,6 +28,29 @@ pub enum NnError {
         /// The shape found.
         found: Vec<usize>,
     },
+    /// A checkpoint tensor whose element type differs from the one asked for.
+    #[error("{path}: tensor `{name}` has dtype {found}, expected {expected}")]
+    DTypeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The element type asked for.
+        expected: ferrograd_tensor::DType,
+        /// The element type in the file.
+        found: ferrograd_tensor::DType,
+    },
+    /// A checkpoint tensor stored in an element type ferrograd cannot hold (F16, BF16, F8_*,
+    /// U16, ...) or that the format does not know at all.
+    #[error("{path}: tensor `{name}` has unsupported dtype {dtype}")]
+    UnsupportedDType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The dtype string as written in the file's header.
+        dtype: String,
+    },
     /// An I/O error on a file.
     #[error("{path}: {source}")]
     Io {

@@ -6,10 +6,12 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod loss;
 mod module;
 
+pub use checkpoint::{load_module, save_module, AnyTensor};
 pub use error::NnError;
 pub use module::Module;
