@@ -7,7 +7,13 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod init;
+pub mod layers;
 mod module;
 
 pub use error::NnError;
+pub use layers::{
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
+    LogSoftmax, MaxPool2d, ReLU, Sequential, SiLU, Sigmoid, Softmax, Tanh, GELU,
+};
 pub use module::Module;
