@@ -54,6 +54,17 @@ impl Dropout {
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
     }
+
+    /// Switches to training (`true`) or evaluation mode; the same as [`Module::train`], callable
+    /// without naming the float type (`Dropout` is a `Module<F>` for every `F`).
+    pub fn train(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
+    }
+
+    /// Switches to evaluation mode (see [`Dropout::train`]).
+    pub fn eval(&self) {
+        self.train(false);
+    }
 }
 
 impl<F: Float> Module<F> for Dropout {
@@ -69,6 +80,6 @@ impl<F: Float> Module<F> for Dropout {
     }
 
     fn set_training_self(&self, training: bool) {
-        self.training.store(training, Ordering::Relaxed);
+        Dropout::train(self, training);
     }
 }
