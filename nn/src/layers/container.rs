@@ -27,6 +27,8 @@ impl<F: Float> Sequential<F> {
     }
 
     /// The chain with `layer` appended (builder style).
+    // Keras's name for appending a layer; `Sequential` is not a number, so no `Add` impl is meant.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: impl Module<F> + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self
