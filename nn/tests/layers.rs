@@ -666,3 +666,63 @@ fn gradients_of_a_whole_model_reach_every_parameter() {
         assert_eq!(g.shape(), p.shape().as_slice(), "{name}");
     }
 }
+
+// ---------------------------------------------------------------- PyTorch references
+
+/// `fixtures/layers.txt`, written by `fixtures/gen_layers.py` with torch.nn.
+fn torch_fixture() -> BTreeMap<String, Tensor<f64>> {
+    let text = include_str!("fixtures/layers.txt");
+    text.lines()
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let name = parts.next().expect("name").to_string();
+            let dims = parts.next().expect("dims");
+            let shape: Vec<usize> =
+                if dims == "scalar" { Vec::new() } else { dims.split(',').map(|d| d.parse().expect("dim")).collect() };
+            let values: Vec<f64> = parts.map(|v| v.parse().expect("value")).collect();
+            (name, Tensor::from_vec(values, &shape))
+        })
+        .collect()
+}
+
+#[test]
+fn layers_match_pytorch_references() {
+    use ferrograd_nn::layers::BatchNormConfig;
+    let t = torch_fixture();
+    let close = |got: &Var<f64>, key: &str| assert_close(&got.to_vec(), &t[key].to_vec(), 1e-10);
+
+    let bn = BatchNorm2d::<f64>::new(3);
+    bn.weight.as_ref().unwrap().set(t["bn.weight"].clone());
+    bn.bias.as_ref().unwrap().set(t["bn.bias"].clone());
+    close(&bn.forward(&c(&t["bn.x1"])), "bn.y1");
+    close(&bn.forward(&c(&t["bn.x2"])), "bn.y2");
+    assert_close(&bn.running_mean.value().to_vec(), &t["bn.running_mean"].to_vec(), 1e-12);
+    assert_close(&bn.running_var.value().to_vec(), &t["bn.running_var"].to_vec(), 1e-12);
+    bn.eval();
+    close(&bn.forward(&c(&t["bn.x1"])), "bn.y_eval");
+
+    let bn1 =
+        BatchNorm1d::<f64>::with_config(2, BatchNormConfig { momentum: 0.3, affine: false, ..Default::default() });
+    assert!(bn1.named_parameters().is_empty());
+    close(&bn1.forward(&c(&t["bn1.x"])), "bn1.y");
+    assert_close(&bn1.running_var.value().to_vec(), &t["bn1.running_var"].to_vec(), 1e-12);
+
+    let ln = LayerNorm::<f64>::new(&[2, 3]);
+    ln.weight.as_ref().unwrap().set(t["ln.weight"].clone());
+    ln.bias.as_ref().unwrap().set(t["ln.bias"].clone());
+    close(&ln.forward(&c(&t["ln.x"])), "ln.y");
+
+    let cfg = Conv2dConfig { stride: [2, 1], padding: [1, 1], dilation: [1, 2], groups: 2, bias: true };
+    let conv = Conv2d::<f64>::with_config(4, 6, [3, 2], cfg, &mut rng(0));
+    // Loading PyTorch's state dict by name checks that names and shapes agree.
+    let state: BTreeMap<String, Tensor<f64>> =
+        ["weight", "bias"].iter().map(|k| (k.to_string(), t[&format!("conv.{k}")].clone())).collect();
+    conv.load_state_dict(&state).unwrap();
+    close(&conv.forward(&c(&t["conv.x"])), "conv.y");
+
+    let x = c(&t["act.x"]);
+    close(&GELU::default().forward(&x), "act.gelu");
+    close(&GELU { tanh_approximation: true }.forward(&x), "act.gelu_tanh");
+    close(&SiLU.forward(&x), "act.silu");
+    close(&LeakyReLU::new(0.1).forward(&x), "act.leaky");
+}
