@@ -1,8 +1,9 @@
 //! ferrograd: a CPU deep-learning framework in Rust.
 //!
 //! This facade re-exports the workspace crates so one dependency gives the whole framework:
-//! [`tensor`] (strided tensors and kernels) and [`autograd`] (define-by-run reverse-mode
-//! differentiation). The [`prelude`] brings the everyday names into scope.
+//! [`tensor`] (strided tensors and kernels), [`autograd`] (define-by-run reverse-mode
+//! differentiation) and [`nn`] (modules, layers, initialisation). The [`prelude`] brings the
+//! everyday names into scope.
 //!
 //! ```
 //! use ferrograd::prelude::*;
@@ -12,6 +13,7 @@
 //! ```
 
 pub use ferrograd_autograd as autograd;
+pub use ferrograd_nn as nn;
 pub use ferrograd_tensor as tensor;
 
 /// The names most programs need: `use ferrograd::prelude::*;`.

@@ -9,9 +9,15 @@
 pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod init;
+pub mod layers;
 pub mod loss;
 mod module;
 
 pub use checkpoint::{load_module, save_module, AnyTensor};
 pub use error::NnError;
+pub use layers::{
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
+    LogSoftmax, MaxPool2d, ReLU, Sequential, SiLU, Sigmoid, Softmax, Tanh, GELU,
+};
 pub use module::Module;

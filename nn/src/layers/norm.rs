@@ -1,0 +1,306 @@
+//! Normalisation layers: `BatchNorm1d`, `BatchNorm2d` and `LayerNorm`, as PyTorch's.
+//!
+//! Batch norm in training normalises with the batch's statistics (biased variance) and moves
+//! the running statistics towards them (`running = (1 - momentum) * running + momentum * batch`,
+//! with the unbiased variance); in evaluation it normalises with the running statistics.
+//! PyTorch's `num_batches_tracked` counter is not kept: it only matters for `momentum=None`
+//! (a cumulative average), which is not offered; drop that entry when loading a PyTorch
+//! state dict.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ferrograd_autograd::{Param, Var};
+use ferrograd_tensor::{Float, Tensor};
+
+use crate::Module;
+
+/// Options of [`BatchNorm1d`] and [`BatchNorm2d`] (PyTorch's defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance before the square root (default `1e-5`).
+    pub eps: f64,
+    /// Weight of the batch statistics in the running-statistics update (default `0.1`).
+    pub momentum: f64,
+    /// Whether the layer has a learned per-channel scale `weight` and shift `bias` (default `true`).
+    pub affine: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        BatchNormConfig { eps: 1e-5, momentum: 0.1, affine: true }
+    }
+}
+
+/// The shared computation of BatchNorm1d/2d over `[N, C, ...]`.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+fn batch_norm<F: Float>(
+    layer: &str,
+    input: &Var<F>,
+    running_mean: &Param<F>,
+    running_var: &Param<F>,
+    weight: Option<&Var<F>>,
+    bias: Option<&Var<F>>,
+    training: bool,
+    config: &BatchNormConfig,
+) -> Var<F> {
+    let c = running_mean.numel();
+    let rank = input.rank();
+    assert!(
+        rank >= 2 && input.shape()[1] == c,
+        "{layer}: input shape {:?} does not have {c} channels in dim 1",
+        input.shape()
+    );
+    let mut stat_shape = vec![1; rank];
+    stat_shape[1] = c;
+    let (mean, var) = if training {
+        let n = input.numel() / c.max(1);
+        assert!(
+            n > 1,
+            "{layer}: expected more than 1 value per channel when training, got input shape {:?}",
+            input.shape()
+        );
+        let dims: Vec<isize> = (0..rank as isize).filter(|&d| d != 1).collect();
+        let mean = input.mean_dims(&dims, true);
+        let var = input.var_dims(&dims, 0, true);
+        let m = F::from_f64(config.momentum);
+        let batch_mean = mean.data().reshape(&[c]);
+        let batch_var = var.data().reshape(&[c]).mul_scalar(F::from_f64(n as f64 / (n - 1) as f64));
+        for (buffer, batch) in [(running_mean, batch_mean), (running_var, batch_var)] {
+            buffer.update(|t| {
+                t.mul_scalar_(F::one() - m);
+                t.add_scaled_(&batch, m);
+            });
+        }
+        (mean, var)
+    } else {
+        (
+            Var::constant(running_mean.value().reshape(&stat_shape)),
+            Var::constant(running_var.value().reshape(&stat_shape)),
+        )
+    };
+    let normed = (input - &mean) * var.add_scalar(F::from_f64(config.eps)).rsqrt();
+    let scaled = match weight {
+        Some(w) => normed * w.reshape(&stat_shape),
+        None => normed,
+    };
+    match bias {
+        Some(b) => scaled + b.reshape(&stat_shape),
+        None => scaled,
+    }
+}
+
+macro_rules! batch_norm_layer {
+    ($name:ident, $ranks:expr, $shapes:literal, $example_shape:expr) => {
+        #[doc = concat!("Batch normalisation over ", $shapes, " inputs, as `torch.nn.", stringify!($name), "`.")]
+        ///
+        /// Starts in training mode; `weight` starts at 1, `bias` at 0, `running_mean` at 0 and
+        /// `running_var` at 1.
+        ///
+        /// ```
+        /// use ferrograd_autograd::Var;
+        #[doc = concat!("use ferrograd_nn::{layers::", stringify!($name), ", Module};")]
+        /// use ferrograd_tensor::Tensor;
+        #[doc = concat!("let bn = ", stringify!($name), "::<f32>::new(3);")]
+        #[doc = concat!("let x = Var::constant(Tensor::arange(0.0, 24.0, 1.0).reshape(&", stringify!($example_shape), "));")]
+        /// let y = bn.forward(&x);
+        /// assert!(y.mean().item().abs() < 1e-5);
+        /// bn.eval();
+        /// assert!(!bn.is_training());
+        /// ```
+        #[derive(Debug)]
+        pub struct $name<F: Float = f32> {
+            /// Per-channel scale `[C]`, if affine.
+            pub weight: Option<Param<F>>,
+            /// Per-channel shift `[C]`, if affine.
+            pub bias: Option<Param<F>>,
+            /// Running mean `[C]` (a buffer).
+            pub running_mean: Param<F>,
+            /// Running (unbiased) variance `[C]` (a buffer).
+            pub running_var: Param<F>,
+            config: BatchNormConfig,
+            training: AtomicBool,
+        }
+
+        impl<F: Float> $name<F> {
+            /// A layer over `num_features` channels with PyTorch's defaults.
+            pub fn new(num_features: usize) -> Self {
+                Self::with_config(num_features, BatchNormConfig::default())
+            }
+
+            /// A layer with explicit options.
+            pub fn with_config(num_features: usize, config: BatchNormConfig) -> Self {
+                let c = [num_features];
+                $name {
+                    weight: config.affine.then(|| Param::new(Tensor::ones(&c))),
+                    bias: config.affine.then(|| Param::new(Tensor::zeros(&c))),
+                    running_mean: Param::new(Tensor::zeros(&c)),
+                    running_var: Param::new(Tensor::ones(&c)),
+                    config,
+                    training: AtomicBool::new(true),
+                }
+            }
+
+            /// The options.
+            pub fn config(&self) -> &BatchNormConfig {
+                &self.config
+            }
+
+            /// Whether the layer is in training mode.
+            pub fn is_training(&self) -> bool {
+                self.training.load(Ordering::Relaxed)
+            }
+
+            /// The forward pass with explicit `weight` and `bias` values (the running
+            /// statistics are still this layer's, and are updated in training mode).
+            #[track_caller]
+            pub fn forward_with(&self, input: &Var<F>, weight: Option<&Var<F>>, bias: Option<&Var<F>>) -> Var<F> {
+                assert!(
+                    $ranks.contains(&input.rank()),
+                    concat!(stringify!($name), ": expected ", $shapes, " input, got shape {:?}"),
+                    input.shape()
+                );
+                batch_norm(
+                    stringify!($name),
+                    input,
+                    &self.running_mean,
+                    &self.running_var,
+                    weight,
+                    bias,
+                    self.is_training(),
+                    &self.config,
+                )
+            }
+        }
+
+        impl<F: Float> Module<F> for $name<F> {
+            fn forward(&self, input: &Var<F>) -> Var<F> {
+                let weight = self.weight.as_ref().map(Param::var);
+                let bias = self.bias.as_ref().map(Param::var);
+                self.forward_with(input, weight.as_ref(), bias.as_ref())
+            }
+
+            fn params(&self) -> Vec<(&str, &Param<F>)> {
+                let mut out = Vec::new();
+                out.extend(self.weight.as_ref().map(|p| ("weight", p)));
+                out.extend(self.bias.as_ref().map(|p| ("bias", p)));
+                out
+            }
+
+            fn buffers(&self) -> Vec<(&str, &Param<F>)> {
+                vec![("running_mean", &self.running_mean), ("running_var", &self.running_var)]
+            }
+
+            fn set_training_self(&self, training: bool) {
+                self.training.store(training, Ordering::Relaxed);
+            }
+        }
+    };
+}
+
+batch_norm_layer!(BatchNorm1d, [2usize, 3], "`[N, C]` or `[N, C, L]`", [2, 3, 4]);
+batch_norm_layer!(BatchNorm2d, [4usize], "`[N, C, H, W]`", [2, 3, 2, 2]);
+
+/// Options of [`LayerNorm`] (PyTorch's defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerNormConfig {
+    /// Added to the variance before the square root (default `1e-5`).
+    pub eps: f64,
+    /// Whether the layer has a learned elementwise `weight` (and `bias`) (default `true`).
+    pub elementwise_affine: bool,
+    /// Whether an affine layer also has a `bias` (default `true`).
+    pub bias: bool,
+}
+
+impl Default for LayerNormConfig {
+    fn default() -> Self {
+        LayerNormConfig { eps: 1e-5, elementwise_affine: true, bias: true }
+    }
+}
+
+/// Layer normalisation over the trailing `normalized_shape` dimensions, as `torch.nn.LayerNorm`:
+/// each sample is normalised with its own mean and biased variance, then scaled and shifted
+/// elementwise. Same in training and evaluation.
+///
+/// ```
+/// use ferrograd_autograd::Var;
+/// use ferrograd_nn::{layers::LayerNorm, Module};
+/// use ferrograd_tensor::Tensor;
+/// let ln = LayerNorm::<f64>::new(&[4]);
+/// let y = ln.forward(&Var::constant(Tensor::arange(0.0, 8.0, 1.0).reshape(&[2, 4])));
+/// assert!(y.sum_dims(&[1], false).to_vec().iter().all(|s| s.abs() < 1e-9));
+/// ```
+#[derive(Debug)]
+pub struct LayerNorm<F: Float = f32> {
+    /// Elementwise scale of shape `normalized_shape`, if affine.
+    pub weight: Option<Param<F>>,
+    /// Elementwise shift of shape `normalized_shape`, if affine with bias.
+    pub bias: Option<Param<F>>,
+    normalized_shape: Vec<usize>,
+    eps: f64,
+}
+
+impl<F: Float> LayerNorm<F> {
+    /// A layer over trailing dimensions `normalized_shape`, weight 1 and bias 0.
+    pub fn new(normalized_shape: &[usize]) -> Self {
+        Self::with_config(normalized_shape, LayerNormConfig::default())
+    }
+
+    /// A layer with explicit options.
+    pub fn with_config(normalized_shape: &[usize], config: LayerNormConfig) -> Self {
+        let affine = config.elementwise_affine;
+        LayerNorm {
+            weight: affine.then(|| Param::new(Tensor::ones(normalized_shape))),
+            bias: (affine && config.bias).then(|| Param::new(Tensor::zeros(normalized_shape))),
+            normalized_shape: normalized_shape.to_vec(),
+            eps: config.eps,
+        }
+    }
+
+    /// The trailing shape normalised over.
+    pub fn normalized_shape(&self) -> &[usize] {
+        &self.normalized_shape
+    }
+
+    /// The forward pass with explicit `weight` and `bias` values.
+    ///
+    /// # Panics
+    /// If the input's shape does not end with `normalized_shape`.
+    #[track_caller]
+    pub fn forward_with(&self, input: &Var<F>, weight: Option<&Var<F>>, bias: Option<&Var<F>>) -> Var<F> {
+        let k = self.normalized_shape.len();
+        assert!(
+            input.rank() >= k && input.shape()[input.rank() - k..] == self.normalized_shape[..],
+            "LayerNorm: input shape {:?} does not end with normalized_shape {:?}",
+            input.shape(),
+            self.normalized_shape
+        );
+        let dims: Vec<isize> = (input.rank() - k..input.rank()).map(|d| d as isize).collect();
+        let mean = input.mean_dims(&dims, true);
+        let var = input.var_dims(&dims, 0, true);
+        let normed = (input - &mean) * var.add_scalar(F::from_f64(self.eps)).rsqrt();
+        let scaled = match weight {
+            Some(w) => normed * w,
+            None => normed,
+        };
+        match bias {
+            Some(b) => scaled + b,
+            None => scaled,
+        }
+    }
+}
+
+impl<F: Float> Module<F> for LayerNorm<F> {
+    fn forward(&self, input: &Var<F>) -> Var<F> {
+        let weight = self.weight.as_ref().map(Param::var);
+        let bias = self.bias.as_ref().map(Param::var);
+        self.forward_with(input, weight.as_ref(), bias.as_ref())
+    }
+
+    fn params(&self) -> Vec<(&str, &Param<F>)> {
+        let mut out = Vec::new();
+        out.extend(self.weight.as_ref().map(|p| ("weight", p)));
+        out.extend(self.bias.as_ref().map(|p| ("bias", p)));
+        out
+    }
+}
