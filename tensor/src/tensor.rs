@@ -389,6 +389,25 @@ impl<E: Element> Tensor<E> {
         );
     }
 
+    /// The elements as a mutable row-major slice, for fused kernels over several tensors (an
+    /// optimizer's step). Copies first if the storage is shared or the view is not contiguous.
+    ///
+    /// # Panics
+    /// If `self` is a broadcast view (its elements overlap).
+    #[track_caller]
+    pub fn as_mut_slice(&mut self) -> &mut [E] {
+        let _ = self.make_writable("as_mut_slice");
+        if !self.is_contiguous() {
+            *self = Tensor { storage: Arc::new(self.to_vec()), layout: Layout::contiguous(self.shape()) };
+        }
+        let (start, n) = (self.layout.offset, self.numel());
+        let data = Arc::get_mut(&mut self.storage).expect("storage is unique after make_writable");
+        if n == 0 {
+            return &mut [];
+        }
+        &mut data[start..start + n]
+    }
+
     /// Copies `src` (broadcast to `self`'s shape) into `self` in place.
     #[track_caller]
     pub fn copy_(&mut self, src: &Tensor<E>) {
