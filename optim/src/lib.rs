@@ -46,6 +46,6 @@ pub use optimizer::{GroupOptions, Optim, Optimizer, ParamGroup, RuleState, Updat
 pub use rmsprop::{RmsProp, RmsPropState};
 pub use scheduler::{
     ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR, LinearLR, LrScheduler, MultiStepLR,
-    OneCycleLR, PlateauMode, ReduceLROnPlateau, SequentialLR, StepLR, ThresholdMode,
+    OneCycleLR, PlateauMode, PlateauOptions, ReduceLROnPlateau, SequentialLR, StepLR, ThresholdMode,
 };
 pub use sgd::{Sgd, SgdState};

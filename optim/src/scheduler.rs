@@ -360,21 +360,10 @@ pub enum ThresholdMode {
     Abs,
 }
 
-/// Multiplies the lr by `factor` when the metric has not improved for `patience` epochs
-/// (PyTorch's `ReduceLROnPlateau`, same defaults).
-///
-/// ```
-/// use ferrograd_optim::ReduceLROnPlateau;
-/// let mut sched = ReduceLROnPlateau { patience: 1, ..ReduceLROnPlateau::new(0.1) };
-/// for loss in [1.0, 0.5, 0.6, 0.7] {
-///     sched.step(loss);
-/// }
-/// assert!((sched.get_lr() - 0.01).abs() < 1e-12);
-/// ```
+/// The options of [`ReduceLROnPlateau`]; `Default` is PyTorch's defaults (min mode, factor
+/// 0.1, patience 10, threshold 1e-4 relative, no cooldown, min_lr 0, eps 1e-8).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReduceLROnPlateau {
-    /// Current lr.
-    pub lr: f64,
+pub struct PlateauOptions {
     /// Min or max mode.
     pub mode: PlateauMode,
     /// Reduction factor.
@@ -391,17 +380,11 @@ pub struct ReduceLROnPlateau {
     pub min_lr: f64,
     /// Reductions smaller than this are skipped.
     pub eps: f64,
-    best: f64,
-    num_bad_epochs: u64,
-    cooldown_counter: u64,
 }
 
-impl ReduceLROnPlateau {
-    /// PyTorch's defaults: min mode, factor 0.1, patience 10, threshold 1e-4 relative,
-    /// no cooldown, min_lr 0, eps 1e-8.
-    pub fn new(lr: f64) -> Self {
-        ReduceLROnPlateau {
-            lr,
+impl Default for PlateauOptions {
+    fn default() -> Self {
+        PlateauOptions {
             mode: PlateauMode::Min,
             factor: 0.1,
             patience: 10,
@@ -410,21 +393,47 @@ impl ReduceLROnPlateau {
             cooldown: 0,
             min_lr: 0.0,
             eps: 1e-8,
-            best: f64::NAN,
-            num_bad_epochs: 0,
-            cooldown_counter: 0,
         }
+    }
+}
+
+/// Multiplies the lr by `factor` when the metric has not improved for `patience` epochs
+/// (PyTorch's `ReduceLROnPlateau`).
+///
+/// ```
+/// use ferrograd_optim::{PlateauOptions, ReduceLROnPlateau};
+/// let mut sched = ReduceLROnPlateau::new(0.1, PlateauOptions { patience: 1, ..PlateauOptions::default() });
+/// for loss in [1.0, 0.5, 0.6, 0.7] {
+///     sched.step(loss);
+/// }
+/// assert!((sched.get_lr() - 0.01).abs() < 1e-12);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReduceLROnPlateau {
+    /// The options.
+    pub options: PlateauOptions,
+    lr: f64,
+    best: f64,
+    num_bad_epochs: u64,
+    cooldown_counter: u64,
+}
+
+impl ReduceLROnPlateau {
+    /// A scheduler starting at `lr`.
+    pub fn new(lr: f64, options: PlateauOptions) -> Self {
+        ReduceLROnPlateau { options, lr, best: f64::NAN, num_bad_epochs: 0, cooldown_counter: 0 }
     }
 
     fn is_better(&self, a: f64) -> bool {
         if self.best.is_nan() {
             return !a.is_nan();
         }
-        match (self.mode, self.threshold_mode) {
-            (PlateauMode::Min, ThresholdMode::Rel) => a < self.best * (1.0 - self.threshold),
-            (PlateauMode::Min, ThresholdMode::Abs) => a < self.best - self.threshold,
-            (PlateauMode::Max, ThresholdMode::Rel) => a > self.best * (1.0 + self.threshold),
-            (PlateauMode::Max, ThresholdMode::Abs) => a > self.best + self.threshold,
+        let o = &self.options;
+        match (o.mode, o.threshold_mode) {
+            (PlateauMode::Min, ThresholdMode::Rel) => a < self.best * (1.0 - o.threshold),
+            (PlateauMode::Min, ThresholdMode::Abs) => a < self.best - o.threshold,
+            (PlateauMode::Max, ThresholdMode::Rel) => a > self.best * (1.0 + o.threshold),
+            (PlateauMode::Max, ThresholdMode::Abs) => a > self.best + o.threshold,
         }
     }
 
@@ -440,12 +449,12 @@ impl ReduceLROnPlateau {
             self.cooldown_counter -= 1;
             self.num_bad_epochs = 0;
         }
-        if self.num_bad_epochs > self.patience {
-            let new_lr = (self.lr * self.factor).max(self.min_lr);
-            if self.lr - new_lr > self.eps {
+        if self.num_bad_epochs > self.options.patience {
+            let new_lr = (self.lr * self.options.factor).max(self.options.min_lr);
+            if self.lr - new_lr > self.options.eps {
                 self.lr = new_lr;
             }
-            self.cooldown_counter = self.cooldown;
+            self.cooldown_counter = self.options.cooldown;
             self.num_bad_epochs = 0;
         }
         self.lr
