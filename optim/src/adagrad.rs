@@ -56,7 +56,14 @@ impl<F: Float> UpdateRule<F> for Adagrad {
         AdagradState { sum: Tensor::full(param.shape(), c(self.initial_accumulator_value)) }
     }
 
-    fn update(&self, group: &GroupOptions, param: &mut Tensor<F>, grad: &Tensor<F>, state: &mut AdagradState<F>, step: u64) {
+    fn update(
+        &self,
+        group: &GroupOptions,
+        param: &mut Tensor<F>,
+        grad: &Tensor<F>,
+        state: &mut AdagradState<F>,
+        step: u64,
+    ) {
         let clr = group.lr / (1.0 + (step - 1) as f64 * self.lr_decay);
         let (neg_clr, wd, eps): (F, F, F) = (c(-clr), c(group.weight_decay), c(self.eps));
         let sign: F = c(if self.maximize { -1.0 } else { 1.0 });
@@ -65,8 +72,8 @@ impl<F: Float> UpdateRule<F> for Adagrad {
         let s = state.sum.as_mut_slice();
         for ((p, s), &g) in p.iter_mut().zip(s.iter_mut()).zip(g.iter()) {
             let gi = sign * g + wd * *p;
-            *s = *s + gi * gi;
-            *p = *p + neg_clr * (gi / (s.sqrt() + eps));
+            *s += gi * gi;
+            *p += neg_clr * (gi / (s.sqrt() + eps));
         }
     }
 

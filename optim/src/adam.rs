@@ -80,7 +80,14 @@ impl<F: Float> UpdateRule<F> for Adam {
         }
     }
 
-    fn update(&self, group: &GroupOptions, param: &mut Tensor<F>, grad: &Tensor<F>, state: &mut AdamState<F>, step: u64) {
+    fn update(
+        &self,
+        group: &GroupOptions,
+        param: &mut Tensor<F>,
+        grad: &Tensor<F>,
+        state: &mut AdamState<F>,
+        step: u64,
+    ) {
         let (beta1, beta2) = self.betas;
         let t = step as i32;
         let bias_correction1 = 1.0 - beta1.powi(t);

@@ -53,8 +53,14 @@ impl<F: Float> UpdateRule<F> for Lion {
         for ((p, m), &g) in p.iter_mut().zip(m.iter_mut()).zip(g.iter()) {
             let gi = sign * g;
             let u = b1 * *m + w1 * gi;
-            let s = if u > F::zero() { F::one() } else if u < F::zero() { -F::one() } else { F::zero() };
-            *p = *p + neg_lr * s;
+            let s = if u > F::zero() {
+                F::one()
+            } else if u < F::zero() {
+                -F::one()
+            } else {
+                F::zero()
+            };
+            *p += neg_lr * s;
             *m = ftz(b2 * *m + w2 * gi);
         }
     }

@@ -221,7 +221,8 @@ impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
             let rule = &group.rule;
             for p in &group.params {
                 let Some(grad) = grads.get_param(p) else { continue };
-                let slot = self.state.entry(p.id()).or_insert_with(|| Slot { step: 0, state: rule.init_state(&p.value()) });
+                let slot =
+                    self.state.entry(p.id()).or_insert_with(|| Slot { step: 0, state: rule.init_state(&p.value()) });
                 slot.step += 1;
                 p.update(|t| {
                     assert_eq!(t.shape(), grad.shape(), "Optimizer::step: gradient shape differs from parameter {p:?}");
@@ -275,7 +276,11 @@ impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
                 let Some((sk, step)) = saved.get_key_value(&step_key) else { continue };
                 used.insert(sk.as_str());
                 if step.numel() != 1 {
-                    return Err(OptimError::ShapeMismatch { key: step_key, expected: vec![], found: step.shape().to_vec() });
+                    return Err(OptimError::ShapeMismatch {
+                        key: step_key,
+                        expected: vec![],
+                        found: step.shape().to_vec(),
+                    });
                 }
                 let s = step.item().to_f64();
                 if !(s >= 0.0 && s.fract() == 0.0) {

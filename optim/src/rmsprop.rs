@@ -71,7 +71,14 @@ impl<F: Float> UpdateRule<F> for RmsProp {
         }
     }
 
-    fn update(&self, group: &GroupOptions, param: &mut Tensor<F>, grad: &Tensor<F>, state: &mut RmsPropState<F>, _: u64) {
+    fn update(
+        &self,
+        group: &GroupOptions,
+        param: &mut Tensor<F>,
+        grad: &Tensor<F>,
+        state: &mut RmsPropState<F>,
+        _: u64,
+    ) {
         let (alpha, w, eps, mom): (F, F, F, F) = (c(self.alpha), c(1.0 - self.alpha), c(self.eps), c(self.momentum));
         let (lr, wd): (F, F) = (c(group.lr), c(group.weight_decay));
         let sign: F = c(if self.maximize { -1.0 } else { 1.0 });
@@ -93,9 +100,9 @@ impl<F: Float> UpdateRule<F> for RmsProp {
             match b.as_deref_mut() {
                 Some(b) => {
                     b[i] = ftz(b[i] * mom + gi / avg);
-                    p[i] = p[i] + (-lr) * b[i];
+                    p[i] += (-lr) * b[i];
                 }
-                None => p[i] = p[i] + (-lr) * (gi / avg),
+                None => p[i] += (-lr) * (gi / avg),
             }
         }
     }

@@ -64,7 +64,14 @@ impl<F: Float> UpdateRule<F> for Sgd {
         SgdState { momentum_buffer: (self.momentum != 0.0).then(|| zeros_like(param)) }
     }
 
-    fn update(&self, group: &GroupOptions, param: &mut Tensor<F>, grad: &Tensor<F>, state: &mut SgdState<F>, step: u64) {
+    fn update(
+        &self,
+        group: &GroupOptions,
+        param: &mut Tensor<F>,
+        grad: &Tensor<F>,
+        state: &mut SgdState<F>,
+        step: u64,
+    ) {
         let g = dense(grad);
         let p = param.as_mut_slice();
         let (lr, wd): (F, F) = (c(group.lr), c(group.weight_decay));
@@ -80,7 +87,7 @@ impl<F: Float> UpdateRule<F> for Sgd {
             let d = sign * g + wd * *p;
             *b = if first { d } else { ftz(*b * mom + keep * d) };
             let step_dir = if nesterov { d + mom * *b } else { *b };
-            *p = *p + (-lr) * step_dir;
+            *p += (-lr) * step_dir;
         }
     }
 

@@ -100,7 +100,9 @@ fn loading_mismatched_state_is_a_typed_error_and_changes_nothing() {
 
     let mut shape = good.clone();
     shape.insert("state.0.0.exp_avg".into(), Tensor::zeros(&[2, 3]));
-    assert!(matches!(opt.load_state_dict(&shape), Err(OptimError::ShapeMismatch { expected, .. }) if expected == [3, 2]));
+    assert!(
+        matches!(opt.load_state_dict(&shape), Err(OptimError::ShapeMismatch { expected, .. }) if expected == [3, 2])
+    );
 
     let mut step = good.clone();
     step.insert("state.0.0.step".into(), Tensor::scalar(-1.5));
@@ -111,7 +113,8 @@ fn loading_mismatched_state_is_a_typed_error_and_changes_nothing() {
     assert_eq!(opt.load_state_dict(&orphan), Err(OptimError::MissingKey("state.0.1.step".into())));
 
     // SGD state (a momentum buffer) does not fit Adam.
-    let mut sgd = Optim::new(Sgd { momentum: 0.9, ..Sgd::default() }, vec![w.clone(), b.clone()], GroupOptions::lr(0.1));
+    let mut sgd =
+        Optim::new(Sgd { momentum: 0.9, ..Sgd::default() }, vec![w.clone(), b.clone()], GroupOptions::lr(0.1));
     sgd.step(&loss(&w, &b, 0).backward());
     assert!(matches!(opt.load_state_dict(&sgd.state_dict()), Err(OptimError::MissingKey(_))));
 
@@ -230,7 +233,7 @@ fn clip_grad_value_clamps_each_element() {
     let (w, b) = params();
     let mut grads = loss(&w, &b, 2).backward();
     let before = grads.get_param(&w).unwrap().to_vec();
-    clip_grad_value(&mut grads, &[w.clone()], 0.05);
+    clip_grad_value(&mut grads, std::slice::from_ref(&w), 0.05);
     let after = grads.get_param(&w).unwrap().to_vec();
     for (a, x) in after.iter().zip(&before) {
         assert_eq!(*a, x.clamp(-0.05, 0.05));

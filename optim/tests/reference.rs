@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use ferrograd_autograd::{Param, Var};
 use ferrograd_optim::{
     Adagrad, Adam, ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR, GroupOptions, LinearLR,
-    Lion, LrScheduler, MultiStepLR, OneCycleLR, Optim, Optimizer, PlateauMode, PlateauOptions, ReduceLROnPlateau, RmsProp,
-    SequentialLR, Sgd, StepLR, ThresholdMode,
+    Lion, LrScheduler, MultiStepLR, OneCycleLR, Optim, Optimizer, PlateauMode, PlateauOptions, ReduceLROnPlateau,
+    RmsProp, SequentialLR, Sgd, StepLR, ThresholdMode,
 };
 use ferrograd_tensor::Tensor;
 
@@ -39,12 +39,12 @@ fn optimizer(name: &str, w: &Param<f64>) -> Box<dyn Optimizer<f64>> {
         "sgd_wd" => Box::new(Optim::new(sgd(0.9, 0.0, false, false), p, lr(0.01).weight_decay(0.1))),
         "sgd_maximize" => Box::new(Optim::new(sgd(0.5, 0.0, false, true), p, lr(0.001))),
         "adam" => Box::new(Optim::new(Adam::default(), p, lr(0.05))),
-        "adam_amsgrad" => Box::new(Optim::new(Adam { betas: (0.8, 0.9), amsgrad: true, ..Adam::default() }, p, lr(0.05))),
+        "adam_amsgrad" => {
+            Box::new(Optim::new(Adam { betas: (0.8, 0.9), amsgrad: true, ..Adam::default() }, p, lr(0.05)))
+        }
         "adam_wd" => Box::new(Optim::new(Adam::default(), p, lr(0.05).weight_decay(0.1))),
         "adamw" => Box::new(Optim::new(Adam::adamw(), p, lr(0.05).weight_decay(0.1))),
-        "adamw_amsgrad" => {
-            Box::new(Optim::new(Adam { amsgrad: true, ..Adam::adamw() }, p, lr(0.05).weight_decay(0.3)))
-        }
+        "adamw_amsgrad" => Box::new(Optim::new(Adam { amsgrad: true, ..Adam::adamw() }, p, lr(0.05).weight_decay(0.3))),
         "rmsprop" => Box::new(Optim::new(RmsProp::default(), p, lr(0.01))),
         "rmsprop_centered" => Box::new(Optim::new(RmsProp { centered: true, ..RmsProp::default() }, p, lr(0.01))),
         "rmsprop_momentum" => Box::new(Optim::new(RmsProp { momentum: 0.9, ..RmsProp::default() }, p, lr(0.01))),
@@ -58,7 +58,9 @@ fn optimizer(name: &str, w: &Param<f64>) -> Box<dyn Optimizer<f64>> {
             Box::new(Optim::new(rule, p, lr(0.1).weight_decay(0.1)))
         }
         "lion" => Box::new(Optim::new(Lion::default(), p, lr(0.01))),
-        "lion_wd" => Box::new(Optim::new(Lion { betas: (0.95, 0.98), ..Lion::default() }, p, lr(0.02).weight_decay(0.5))),
+        "lion_wd" => {
+            Box::new(Optim::new(Lion { betas: (0.95, 0.98), ..Lion::default() }, p, lr(0.02).weight_decay(0.5)))
+        }
         other => panic!("no optimizer configuration named {other}"),
     }
 }
@@ -98,7 +100,11 @@ fn optimizers_follow_pytorch_trajectories() {
 fn f32_adam_tracks_the_f64_reference() {
     let fx = fixture();
     let w = Param::new(Tensor::from_vec(W0.iter().map(|&v| v as f32).collect(), &[3, 2]));
-    let mut opt = Optim::new(Adam { betas: (0.8, 0.9), amsgrad: true, ..Adam::default() }, vec![w.clone()], GroupOptions::lr(0.05));
+    let mut opt = Optim::new(
+        Adam { betas: (0.8, 0.9), amsgrad: true, ..Adam::default() },
+        vec![w.clone()],
+        GroupOptions::lr(0.05),
+    );
     let x = Var::constant(Tensor::from_vec(X.iter().map(|&v| v as f32).collect(), &[4, 3]));
     let y = Var::constant(Tensor::from_vec(Y.iter().map(|&v| v as f32).collect(), &[4, 2]));
     let mut traj = Vec::new();
