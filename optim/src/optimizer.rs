@@ -33,7 +33,10 @@ pub trait Optimizer<F: Float> {
     /// Sets the learning rate of every parameter group (what an LR scheduler drives).
     fn set_lr(&mut self, lr: f64);
     /// The optimizer's state as named tensors: `state.{group}.{param}.{name}` and
-    /// `state.{group}.{param}.step`, for parameters that have taken a step.
+    /// `state.{group}.{param}.step`, for parameters that have taken a step. The step count is
+    /// stored as a one-element tensor of `F` (exact up to 2^24 steps in f32). Hyperparameters
+    /// (lr, weight decay, betas) are configuration, not state: rebuild the optimizer with them,
+    /// and restore a schedule with [`LrScheduler::set_epoch`](crate::LrScheduler::set_epoch).
     fn state_dict(&self) -> BTreeMap<String, Tensor<F>>;
     /// Restores state saved by [`Optimizer::state_dict`] from an optimizer built the same way.
     /// On error nothing is changed.

@@ -239,3 +239,18 @@ fn clip_grad_value_clamps_each_element() {
         assert_eq!(*a, x.clamp(-0.05, 0.05));
     }
 }
+
+#[test]
+fn strided_parameters_and_gradients_update_in_logical_order() {
+    let base = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let grad = Tensor::from_vec(vec![10.0f64, 20.0, 30.0, 40.0, 50.0, 60.0], &[3, 2]);
+    // The parameter is a transposed view (3x2), the gradient a transposed view of a 2x3.
+    let w = Param::new(base.t());
+    let mut grads = Grads::default();
+    grads.insert(w.id(), grad.t().contiguous().t());
+    let mut opt = Optim::new(Sgd { momentum: 0.5, ..Sgd::default() }, vec![w.clone()], GroupOptions::lr(0.1));
+    opt.step(&grads);
+    let want: Vec<f64> = base.t().to_vec().iter().zip(grad.to_vec()).map(|(p, g)| p - 0.1 * g).collect();
+    assert_eq!(w.value().to_vec(), want);
+    assert_eq!(base.to_vec(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "the viewed tensor is untouched");
+}
