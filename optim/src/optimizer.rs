@@ -67,7 +67,8 @@ impl GroupOptions {
 /// How the driver applies a group's weight decay before calling the rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightDecay {
-    /// L2 penalty: the rule sees `grad + weight_decay * param` (SGD, Adam, RMSprop, Adagrad).
+    /// L2 penalty: the rule sees `grad + weight_decay * param`, built in a temporary tensor
+    /// per parameter and step (the built-in rules fuse it into their loop instead: `InRule`).
     L2,
     /// Decoupled: the parameter is first scaled by `1 - lr * weight_decay` (AdamW, Lion).
     Decoupled,
