@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ferrograd_autograd::{Grads, Param, Var};
 use ferrograd_optim::{
     clip_grad_norm, clip_grad_value, Adagrad, Adam, GroupOptions, Lion, Optim, OptimError, Optimizer, RmsProp, Sgd,
-    UpdateRule,
+    UpdateRule, WeightDecay,
 };
 use ferrograd_tensor::Tensor;
 
@@ -253,4 +253,54 @@ fn strided_parameters_and_gradients_update_in_logical_order() {
     let want: Vec<f64> = base.t().to_vec().iter().zip(grad.to_vec()).map(|(p, g)| p - 0.1 * g).collect();
     assert_eq!(w.value().to_vec(), want);
     assert_eq!(base.to_vec(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "the viewed tensor is untouched");
+}
+
+/// Plain gradient descent written as a user would, leaving weight decay to the driver.
+#[derive(Clone)]
+struct PlainGd(WeightDecay);
+
+impl UpdateRule<f64> for PlainGd {
+    type State = ();
+    fn init_state(&self, _: &Tensor<f64>) {}
+    fn update(&self, g: &GroupOptions, p: &mut Tensor<f64>, grad: &Tensor<f64>, _: &mut (), _: u64) {
+        p.add_scaled_(grad, -g.lr);
+    }
+    fn weight_decay(&self) -> WeightDecay {
+        self.0
+    }
+}
+
+#[test]
+fn the_driver_applies_l2_and_decoupled_weight_decay_for_custom_rules() {
+    let run = |rule: PlainGd| {
+        let (w, b) = params();
+        let mut opt = Optim::new(rule, vec![w.clone()], GroupOptions::lr(0.1).weight_decay(0.2));
+        for k in 0..5 {
+            opt.step(&loss(&w, &b, k).backward());
+        }
+        w.value().to_vec()
+    };
+    // L2 through the driver equals SGD's fused weight decay.
+    let (w, b) = params();
+    let mut sgd = Optim::new(Sgd::default(), vec![w.clone()], GroupOptions::lr(0.1).weight_decay(0.2));
+    for k in 0..5 {
+        sgd.step(&loss(&w, &b, k).backward());
+    }
+    for (x, y) in run(PlainGd(WeightDecay::L2)).iter().zip(w.value().to_vec()) {
+        assert!((x - y).abs() < 1e-14);
+    }
+    // Decoupled: p = p * (1 - lr wd) - lr g, by hand (the bias stays fixed throughout).
+    let (w, b) = params();
+    let mut want = w.value().to_vec();
+    for k in 0..5 {
+        let wp = Param::new(Tensor::from_vec(want.clone(), &[3, 2]));
+        let grads = loss(&wp, &b, k).backward();
+        let gv = grads.get_param(&wp).unwrap().to_vec();
+        want = want.iter().zip(gv).map(|(p, g)| p * (1.0 - 0.1 * 0.2) - 0.1 * g).collect();
+    }
+    let got = run(PlainGd(WeightDecay::Decoupled));
+    for (x, y) in got.iter().zip(&want) {
+        assert!((x - y).abs() < 1e-14, "{got:?} vs {want:?}");
+    }
+    assert_ne!(run(PlainGd(WeightDecay::InRule)), got, "InRule leaves decay to the rule, which ignores it");
 }
