@@ -14,6 +14,7 @@
 
 pub use ferrograd_autograd as autograd;
 pub use ferrograd_nn as nn;
+pub use ferrograd_optim as optim;
 pub use ferrograd_tensor as tensor;
 
 /// The names most programs need: `use ferrograd::prelude::*;`.

@@ -389,6 +389,34 @@ impl<E: Element> Tensor<E> {
         );
     }
 
+    /// The elements as a mutable row-major slice, for fused kernels over several tensors (an
+    /// optimizer's step). Copies first if the storage is shared or the view is not contiguous.
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+    /// let mut t = a.t(); // a shared, transposed view: copied into its own row-major storage
+    /// t.as_mut_slice()[1] = 9.0;
+    /// assert_eq!(t.to_vec(), vec![1.0, 9.0, 2.0, 4.0]);
+    /// assert_eq!(a.to_vec(), vec![1.0, 2.0, 3.0, 4.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `self` is a broadcast view (its elements overlap).
+    #[track_caller]
+    pub fn as_mut_slice(&mut self) -> &mut [E] {
+        let _ = self.make_writable("as_mut_slice");
+        if !self.is_contiguous() {
+            *self = Tensor { storage: Arc::new(self.to_vec()), layout: Layout::contiguous(self.shape()) };
+        }
+        let (start, n) = (self.layout.offset, self.numel());
+        let data = Arc::get_mut(&mut self.storage).expect("storage is unique after make_writable");
+        if n == 0 {
+            return &mut [];
+        }
+        &mut data[start..start + n]
+    }
+
     /// Copies `src` (broadcast to `self`'s shape) into `self` in place.
     #[track_caller]
     pub fn copy_(&mut self, src: &Tensor<E>) {

@@ -1,0 +1,329 @@
+//! The `Optimizer` trait, the per-parameter [`UpdateRule`] extension point, and [`Optim`], the
+//! driver shared by every optimizer: parameter groups, per-parameter state and step counts,
+//! missing gradients, weight decay, and state save/load.
+//!
+//! A new optimizer is an [`UpdateRule`]: how one parameter tensor moves given its gradient and
+//! its own state. Everything else lives here once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ferrograd_autograd::{Grads, NodeId, Param};
+use ferrograd_tensor::{Float, Tensor};
+
+use crate::OptimError;
+
+/// What every optimizer offers a training loop.
+///
+/// ```
+/// use ferrograd_autograd::Param;
+/// use ferrograd_optim::{GroupOptions, Optim, Optimizer, Sgd};
+/// use ferrograd_tensor::Tensor;
+/// let w = Param::new(Tensor::from_vec(vec![1.0f32, -2.0], &[2]));
+/// let mut opt = Optim::new(Sgd::default(), vec![w.clone()], GroupOptions::lr(0.1));
+/// let grads = w.var().square().sum().backward();
+/// opt.step(&grads);
+/// assert_eq!(w.value().to_vec(), vec![0.8, -1.6]);
+/// ```
+pub trait Optimizer<F: Float> {
+    /// Updates every parameter that has a gradient in `grads`; parameters without one are left
+    /// alone and their state does not advance (PyTorch's rule for `grad is None`).
+    fn step(&mut self, grads: &Grads<F>);
+    /// The learning rate of the first parameter group.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate of every parameter group (what an LR scheduler drives).
+    fn set_lr(&mut self, lr: f64);
+    /// The optimizer's state as named tensors: `state.{group}.{param}.{name}` and
+    /// `state.{group}.{param}.step`, for parameters that have taken a step. The step count is
+    /// stored as a one-element tensor of `F` (exact up to 2^24 steps in f32). Hyperparameters
+    /// (lr, weight decay, betas) are configuration, not state: rebuild the optimizer with them,
+    /// and restore a schedule with [`LrScheduler::set_epoch`](crate::LrScheduler::set_epoch).
+    fn state_dict(&self) -> BTreeMap<String, Tensor<F>>;
+    /// Restores state saved by [`Optimizer::state_dict`] from an optimizer built the same way.
+    /// On error nothing is changed.
+    fn load_state_dict(&mut self, state: &BTreeMap<String, Tensor<F>>) -> Result<(), OptimError>;
+}
+
+/// The options every parameter group has, whatever the rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupOptions {
+    /// Learning rate.
+    pub lr: f64,
+    /// Weight decay (how it is applied is the rule's [`UpdateRule::weight_decay`]).
+    pub weight_decay: f64,
+}
+
+impl GroupOptions {
+    /// Options with learning rate `lr` and no weight decay.
+    pub fn lr(lr: f64) -> Self {
+        GroupOptions { lr, weight_decay: 0.0 }
+    }
+
+    /// The same options with weight decay `wd`.
+    pub fn weight_decay(self, wd: f64) -> Self {
+        GroupOptions { weight_decay: wd, ..self }
+    }
+}
+
+/// How the driver applies a group's weight decay before calling the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDecay {
+    /// L2 penalty: the rule sees `grad + weight_decay * param`, built in a temporary tensor
+    /// per parameter and step (the built-in rules fuse it into their loop instead: `InRule`).
+    L2,
+    /// Decoupled: the parameter is first scaled by `1 - lr * weight_decay` (AdamW, Lion).
+    Decoupled,
+    /// The rule applies `group.weight_decay` itself (fused into its own loop).
+    InRule,
+}
+
+/// The state a rule keeps per parameter, seen as named tensors for saving and loading.
+pub trait RuleState<F: Float>: Clone + Send {
+    /// The state's tensors by name, in a fixed order. Loading writes into them.
+    fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Tensor<F>)>;
+}
+
+impl<F: Float> RuleState<F> for () {
+    fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Tensor<F>)> {
+        Vec::new()
+    }
+}
+
+impl<F: Float> RuleState<F> for Tensor<F> {
+    fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Tensor<F>)> {
+        vec![("buf", self)]
+    }
+}
+
+/// How one parameter tensor is updated from its gradient: the part that makes an optimizer
+/// what it is. [`Optim`] drives it over groups of parameters.
+///
+/// signSGD in full:
+/// ```
+/// use ferrograd_optim::{GroupOptions, UpdateRule};
+/// use ferrograd_tensor::{Float, Tensor};
+/// #[derive(Clone)]
+/// struct SignSgd;
+/// impl<F: Float> UpdateRule<F> for SignSgd {
+///     type State = ();
+///     fn init_state(&self, _param: &Tensor<F>) {}
+///     fn update(&self, g: &GroupOptions, p: &mut Tensor<F>, grad: &Tensor<F>, _: &mut (), _step: u64) {
+///         let lr = F::from_f64(g.lr);
+///         p.zip_inplace(grad, "sign_sgd", |w, d| w - lr * d.signum());
+///     }
+/// }
+/// ```
+pub trait UpdateRule<F: Float>: Clone + Send {
+    /// The per-parameter state (moment estimates, buffers); `()` if none.
+    type State: RuleState<F>;
+
+    /// The state of a parameter before its first step.
+    fn init_state(&self, param: &Tensor<F>) -> Self::State;
+
+    /// Moves `param` given `grad` (same shape) and its state; `step` counts this parameter's
+    /// updates from 1.
+    fn update(&self, group: &GroupOptions, param: &mut Tensor<F>, grad: &Tensor<F>, state: &mut Self::State, step: u64);
+
+    /// How the group's weight decay is applied (default: L2, added to the gradient).
+    fn weight_decay(&self) -> WeightDecay {
+        WeightDecay::L2
+    }
+}
+
+/// A group of parameters sharing options and a rule configuration.
+#[derive(Debug, Clone)]
+pub struct ParamGroup<F: Float, R> {
+    /// The parameters, in the order their state is named.
+    pub params: Vec<Param<F>>,
+    /// Learning rate and weight decay.
+    pub options: GroupOptions,
+    /// The rule with this group's hyperparameters.
+    pub rule: R,
+}
+
+#[derive(Clone)]
+struct Slot<S> {
+    step: u64,
+    state: S,
+}
+
+/// The shared optimizer driver over an [`UpdateRule`].
+pub struct Optim<F: Float, R: UpdateRule<F>> {
+    groups: Vec<ParamGroup<F, R>>,
+    state: HashMap<NodeId, Slot<R::State>>,
+}
+
+impl<F: Float, R: UpdateRule<F>> Optim<F, R> {
+    /// An optimizer with one group.
+    ///
+    /// # Panics
+    /// If a parameter appears twice.
+    #[track_caller]
+    pub fn new(rule: R, params: Vec<Param<F>>, options: GroupOptions) -> Self {
+        let mut opt = Optim { groups: Vec::new(), state: HashMap::new() };
+        opt.add_group_with(params, options, rule);
+        opt
+    }
+
+    /// Adds a group using the first group's rule configuration.
+    ///
+    /// # Panics
+    /// If a parameter already belongs to this optimizer.
+    #[track_caller]
+    pub fn add_group(&mut self, params: Vec<Param<F>>, options: GroupOptions) {
+        let rule = self.groups[0].rule.clone();
+        self.add_group_with(params, options, rule);
+    }
+
+    /// Adds a group with its own rule configuration (say other betas).
+    ///
+    /// # Panics
+    /// If a parameter already belongs to this optimizer.
+    #[track_caller]
+    pub fn add_group_with(&mut self, params: Vec<Param<F>>, options: GroupOptions, rule: R) {
+        let mut seen: HashSet<NodeId> = self.groups.iter().flat_map(|g| g.params.iter().map(|p| p.id())).collect();
+        for p in &params {
+            assert!(seen.insert(p.id()), "Optim::add_group: parameter {p:?} is already in this optimizer");
+        }
+        self.groups.push(ParamGroup { params, options, rule });
+    }
+
+    /// The parameter groups.
+    pub fn groups(&self) -> &[ParamGroup<F, R>] {
+        &self.groups
+    }
+
+    /// The parameter groups, to change options or rule hyperparameters between steps.
+    pub fn groups_mut(&mut self) -> &mut [ParamGroup<F, R>] {
+        &mut self.groups
+    }
+
+    /// Sets the learning rate of group `group` only.
+    #[track_caller]
+    pub fn set_group_lr(&mut self, group: usize, lr: f64) {
+        self.groups[group].options.lr = lr;
+    }
+
+    /// How many updates `param` has taken (0 if none, or if it is not in this optimizer).
+    pub fn step_count(&self, param: &Param<F>) -> u64 {
+        self.state.get(&param.id()).map_or(0, |s| s.step)
+    }
+
+    /// The state of `param`, once it has taken a step.
+    pub fn param_state(&self, param: &Param<F>) -> Option<&R::State> {
+        self.state.get(&param.id()).map(|s| &s.state)
+    }
+}
+
+fn key(g: usize, i: usize, name: &str) -> String {
+    format!("state.{g}.{i}.{name}")
+}
+
+impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
+    fn step(&mut self, grads: &Grads<F>) {
+        for group in &self.groups {
+            let opts = &group.options;
+            let rule = &group.rule;
+            for p in &group.params {
+                let Some(grad) = grads.get_param(p) else { continue };
+                let slot =
+                    self.state.entry(p.id()).or_insert_with(|| Slot { step: 0, state: rule.init_state(&p.value()) });
+                slot.step += 1;
+                p.update(|t| {
+                    assert_eq!(t.shape(), grad.shape(), "Optimizer::step: gradient shape differs from parameter {p:?}");
+                    let wd = opts.weight_decay;
+                    match rule.weight_decay() {
+                        WeightDecay::L2 if wd != 0.0 => {
+                            let mut g = grad.clone();
+                            g.add_scaled_(t, F::from_f64(wd));
+                            rule.update(opts, t, &g, &mut slot.state, slot.step);
+                        }
+                        WeightDecay::Decoupled if wd != 0.0 => {
+                            t.mul_scalar_(F::from_f64(1.0 - opts.lr * wd));
+                            rule.update(opts, t, grad, &mut slot.state, slot.step);
+                        }
+                        _ => rule.update(opts, t, grad, &mut slot.state, slot.step),
+                    }
+                });
+            }
+        }
+    }
+
+    fn lr(&self) -> f64 {
+        self.groups[0].options.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.groups.iter_mut().for_each(|g| g.options.lr = lr);
+    }
+
+    fn state_dict(&self) -> BTreeMap<String, Tensor<F>> {
+        let mut out = BTreeMap::new();
+        for (gi, group) in self.groups.iter().enumerate() {
+            for (pi, p) in group.params.iter().enumerate() {
+                let Some(slot) = self.state.get(&p.id()) else { continue };
+                out.insert(key(gi, pi, "step"), Tensor::scalar(F::from_f64(slot.step as f64)));
+                let mut state = slot.state.clone();
+                for (name, t) in state.tensors_mut() {
+                    out.insert(key(gi, pi, name), t.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn load_state_dict(&mut self, saved: &BTreeMap<String, Tensor<F>>) -> Result<(), OptimError> {
+        let mut used: HashSet<&str> = HashSet::new();
+        let mut loaded = HashMap::new();
+        for (gi, group) in self.groups.iter().enumerate() {
+            for (pi, p) in group.params.iter().enumerate() {
+                let step_key = key(gi, pi, "step");
+                let Some((sk, step)) = saved.get_key_value(&step_key) else { continue };
+                used.insert(sk.as_str());
+                if step.numel() != 1 {
+                    return Err(OptimError::ShapeMismatch {
+                        key: step_key,
+                        expected: vec![],
+                        found: step.shape().to_vec(),
+                    });
+                }
+                let s = step.item().to_f64();
+                if !(s >= 0.0 && s.fract() == 0.0) {
+                    return Err(OptimError::InvalidValue { key: step_key, reason: format!("step count {s}") });
+                }
+                let value = p.value();
+                let mut state = group.rule.init_state(&value);
+                for (name, slot) in state.tensors_mut() {
+                    let k = key(gi, pi, name);
+                    let (sk, t) = saved.get_key_value(&k).ok_or_else(|| OptimError::MissingKey(k.clone()))?;
+                    if t.shape() != slot.shape() {
+                        return Err(OptimError::ShapeMismatch {
+                            key: k,
+                            expected: slot.shape().to_vec(),
+                            found: t.shape().to_vec(),
+                        });
+                    }
+                    *slot = t.clone();
+                    used.insert(sk.as_str());
+                }
+                loaded.insert(p.id(), Slot { step: s as u64, state });
+            }
+        }
+        if let Some(k) = saved.keys().find(|k| !used.contains(k.as_str())) {
+            // A state entry whose parameter has no step entry, or a name this optimizer lacks.
+            let known = self.groups.iter().enumerate().any(|(gi, g)| {
+                g.params.iter().enumerate().any(|(pi, p)| {
+                    let mut s = g.rule.init_state(&p.value());
+                    s.tensors_mut().iter().any(|(n, _)| key(gi, pi, n) == *k)
+                })
+            });
+            return Err(if known {
+                let param = k.rsplit_once('.').map_or(k.as_str(), |(head, _)| head);
+                OptimError::MissingKey(format!("{param}.step"))
+            } else {
+                OptimError::UnexpectedKey(k.clone())
+            });
+        }
+        self.state = loaded;
+        Ok(())
+    }
+}
