@@ -1,0 +1,4 @@
+//! `ferrograd-tuning`: what comes around training: metrics, early stopping, cross-validation,
+//! hyperparameter search, knowledge distillation and quantization.
+
+#![warn(missing_docs)]
