@@ -2,3 +2,8 @@
 //! hyperparameter search, knowledge distillation and quantization.
 
 #![warn(missing_docs)]
+
+mod error;
+pub mod metrics;
+
+pub use error::TuningError;
