@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod early_stopping;
 pub mod metrics;
 
 pub use error::TuningError;
