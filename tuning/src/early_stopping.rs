@@ -41,7 +41,7 @@ pub enum Mode {
 /// use ferrograd_tensor::rand::{rngs::StdRng, SeedableRng};
 /// use ferrograd_tuning::early_stopping::{EarlyStopping, Mode};
 ///
-/// let model = Linear::new(2, 1, &mut StdRng::seed_from_u64(0));
+/// let model = Linear::<f32>::new(2, 1, &mut StdRng::seed_from_u64(0));
 /// let mut stopper = EarlyStopping::new("val_loss").patience(1).restore_best_weights(true);
 /// assert_eq!(stopper.mode, Mode::Auto);
 /// let losses = [0.9, 0.5, 0.6, 0.4];

@@ -3,8 +3,9 @@
 
 #![warn(missing_docs)]
 
-mod error;
+pub mod cv;
 pub mod early_stopping;
+mod error;
 pub mod metrics;
 
 pub use error::TuningError;

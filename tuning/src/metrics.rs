@@ -201,11 +201,14 @@ pub struct PrecisionRecallF1 {
     pub support: Vec<usize>,
 }
 
+/// Both label sequences of a metric, borrowed when possible.
+type LabelPair<'a> = (Cow<'a, [i64]>, Cow<'a, [i64]>);
+
 fn check_pair<'a>(
     op: &'static str,
     y_true: &'a (impl Labels + ?Sized),
     y_pred: &'a (impl Labels + ?Sized),
-) -> Result<(Cow<'a, [i64]>, Cow<'a, [i64]>), TuningError> {
+) -> Result<LabelPair<'a>, TuningError> {
     let (t, p) = (y_true.labels(), y_pred.labels());
     if t.len() != p.len() {
         return Err(TuningError::LengthMismatch { op, what: "y_pred", expected: t.len(), found: p.len() });
