@@ -189,7 +189,7 @@ impl Splitter for StratifiedKFold {
             codes.push(c);
         }
         if let Some((c, m)) = members.iter().enumerate().find(|(_, m)| m.len() < k) {
-            return Err(TuningError::ClassTooSmall { op: OP, class: classes[c], count: m.len(), n_splits: k });
+            return Err(TuningError::ClassTooSmall { op: OP, class: classes[c], count: m.len(), needed: k });
         }
         // quota[f][c]: how many of class c go to fold f, from dealing the sorted codes in turn.
         let mut sorted = codes.clone();
@@ -483,7 +483,7 @@ pub fn train_test_split(
         members[c].push(i);
     }
     if let Some((c, m)) = members.iter().enumerate().find(|(_, m)| m.len() < 2) {
-        return Err(TuningError::ClassTooSmall { op: OP, class: classes[c], count: m.len(), n_splits: 2 });
+        return Err(TuningError::ClassTooSmall { op: OP, class: classes[c], count: m.len(), needed: 2 });
     }
     // Each class's exact share, floored, then the leftover samples to the largest remainders.
     let shares: Vec<f64> = members.iter().map(|m| m.len() as f64 * n_test as f64 / n_samples as f64).collect();

@@ -25,8 +25,9 @@ pub enum TuningError {
         /// The number of samples given.
         n_samples: usize,
     },
-    /// A stratified split with a class that has fewer members than there are folds.
-    #[error("{op}: class {class} has {count} members, fewer than n_splits = {n_splits}")]
+    /// A stratified split with a class too small to reach every part (fewer members than
+    /// folds, or a single member in `train_test_split`).
+    #[error("{op}: class {class} has {count} member(s), fewer than the {needed} it needs")]
     ClassTooSmall {
         /// The function or splitter.
         op: &'static str,
@@ -34,8 +35,8 @@ pub enum TuningError {
         class: i64,
         /// How many samples have it.
         count: usize,
-        /// The number of folds asked for.
-        n_splits: usize,
+        /// The smallest size that works (the number of folds).
+        needed: usize,
     },
     /// A group split with fewer distinct groups than folds.
     #[error("{op}: {n_groups} distinct groups cannot fill n_splits = {n_splits} folds")]

@@ -238,7 +238,7 @@ fn bad_requests_are_typed_errors() {
     assert!(matches!(KFold::new(11).split(10), Err(TuningError::TooFewSamples { n_samples: 10, .. })));
     assert!(matches!(
         StratifiedKFold::new(3, &[0i64, 0, 0, 1, 1, 2, 2, 2]).split(8),
-        Err(TuningError::ClassTooSmall { class: 1, count: 2, n_splits: 3, .. })
+        Err(TuningError::ClassTooSmall { class: 1, count: 2, needed: 3, .. })
     ));
     assert!(matches!(StratifiedKFold::new(2, &[0i64, 1]).split(3), Err(TuningError::LengthMismatch { .. })));
     assert!(matches!(GroupKFold::new(3, &[1i64, 1, 2, 2]).split(4), Err(TuningError::TooFewGroups { .. })));
@@ -262,7 +262,7 @@ fn bad_requests_are_typed_errors() {
     assert!(matches!(Bootstrap::new(0, 0).split(10), Err(TuningError::OutOfRange { .. })));
     assert!(matches!(Bootstrap::new(3, 0).split(1), Err(TuningError::TooFewSamples { .. })));
     let msg = StratifiedKFold::new(3, &[0i64, 0, 0, 1, 1]).split(5).unwrap_err().to_string();
-    assert_eq!(msg, "StratifiedKFold: class 1 has 2 members, fewer than n_splits = 3");
+    assert_eq!(msg, "StratifiedKFold: class 1 has 2 member(s), fewer than the 3 it needs");
 }
 
 #[test]

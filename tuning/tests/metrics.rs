@@ -138,6 +138,9 @@ fn tensors_are_accepted() {
     // A transposed (non-contiguous) label tensor is read in its logical order.
     let tt = Tensor::from_vec(vec![0i64, 1, 2, 3], &[2, 2]).t();
     assert_eq!(accuracy(&tt, &[0i64, 2, 1, 3]).unwrap(), 1.0);
+    // A narrowed (offset) view is read from its offset.
+    let view = Tensor::from_vec(vec![9i64, 0, 1], &[3]).narrow(0, 1, 2);
+    assert_eq!(accuracy(&view, &[0i64, 1]).unwrap(), 1.0);
 }
 
 #[test]
