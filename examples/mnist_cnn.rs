@@ -2,8 +2,9 @@
 //! 2x2 max-pool, conv(6->16, 5x5), ReLU, 2x2 max-pool, then 400-120-84-10 fully connected
 //! layers. Each training batch is randomly cropped (padding 2) and rotated (up to 10 degrees)
 //! from a seeded RNG; digits are not flipped, since a mirrored digit is another glyph. Adam
-//! (lr 1e-3), batch 64, softmax cross-entropy. Prints per-epoch figures (with a progress bar on a
-//! terminal) and writes the history to a CSV.
+//! (lr 1e-3, annealed per epoch along a cosine to 0 at the end of the run), batch 64, softmax
+//! cross-entropy. Prints per-epoch figures (with a progress bar on a terminal) and writes the
+//! history to a CSV.
 //!
 //! ```sh
 //! cargo run --release --example mnist_cnn -- [--epochs 6] [--batch-size 64] [--lr 1e-3]
@@ -24,7 +25,7 @@ use ferrograd::nn::data::{DataLoader, Mnist};
 use ferrograd::nn::layers::{Conv2d, Conv2dConfig, Flatten, Linear, MaxPool2d, ReLU, Sequential};
 use ferrograd::nn::loss::cross_entropy;
 use ferrograd::nn::Module;
-use ferrograd::optim::{Adam, GroupOptions, Optim, Optimizer};
+use ferrograd::optim::{Adam, CosineAnnealingLR, GroupOptions, LrScheduler, Optim, Optimizer};
 use ferrograd::prelude::*;
 use ferrograd::tensor::rand::{rngs::StdRng, SeedableRng};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -140,15 +141,20 @@ fn main() -> Result<(), Box<dyn Error>> {
     // A stream of its own, so turning augmentation off leaves initialisation and order alone.
     let mut augment_rng = StdRng::seed_from_u64(args.seed.wrapping_add(1));
     let mut opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(args.lr));
+    // The low learning rate of the last epochs settles the weights after the noisy augmented
+    // batches; with a constant rate the test accuracy wandered by up to half a point between epochs.
+    let schedule = CosineAnnealingLR::new(args.lr, args.epochs as u64, 0.0);
     let loader = DataLoader::new(mnist.train(), args.batch_size).shuffle(args.seed);
 
     let mut csv = std::fs::File::create(&args.history)?;
-    writeln!(csv, "epoch,train_loss,train_accuracy,test_accuracy,seconds")?;
+    writeln!(csv, "epoch,lr,train_loss,train_accuracy,test_accuracy,seconds")?;
     let bar = ProgressBar::new(loader.num_batches() as u64);
     bar.set_style(ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} loss {msg} [{elapsed}<{eta}]")?);
     let (mut best, mut last) = (0.0f64, 0.0f64);
     for epoch in 1..=args.epochs {
         let start = Instant::now();
+        let lr = schedule.lr_at(epoch as u64 - 1);
+        opt.set_lr(lr);
         bar.reset();
         bar.set_prefix(format!("epoch {epoch:2}"));
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -179,13 +185,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         let (train_loss, train_acc) = (loss_sum / seen as f64, correct as f64 / seen as f64);
         bar.suspend(|| {
             println!(
-                "epoch {epoch:2}: train loss {train_loss:.4}, train acc {:.2}%, test acc {:.2}%, {secs:.1} s ({:.0} samples/s)",
+                "epoch {epoch:2}: lr {lr:.2e}, train loss {train_loss:.4}, train acc {:.2}%, test acc {:.2}%, {secs:.1} s ({:.0} samples/s)",
                 100.0 * train_acc,
                 100.0 * test_acc,
                 seen as f64 / secs
             )
         });
-        writeln!(csv, "{epoch},{train_loss:.6},{train_acc:.6},{test_acc:.6},{secs:.3}")?;
+        writeln!(csv, "{epoch},{lr:e},{train_loss:.6},{train_acc:.6},{test_acc:.6},{secs:.3}")?;
     }
     bar.finish_and_clear();
     println!(
