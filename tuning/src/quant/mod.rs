@@ -1,0 +1,13 @@
+//! Int8 quantization: parameters and observers, a quantized tensor type, an int8 GEMM,
+//! post-training (dynamic and static) and quantization-aware training of Linear models.
+
+mod observer;
+mod qtensor;
+
+pub mod gemm;
+
+pub use observer::{
+    channel_min_max, percentile, MinMaxObserver, MovingAverageMinMaxObserver, Observer, ObserverConfig,
+    PercentileObserver,
+};
+pub use qtensor::{QData, QDtype, QParams, QScheme, QTensor};
