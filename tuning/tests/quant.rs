@@ -154,3 +154,150 @@ fn dequantized_gemm_approximates_float_product() {
         assert!((a - (b + bias[i % n])).abs() < 1e-3, "{i}: {a} vs {}", b + bias[i % n]);
     }
 }
+
+mod model {
+    use super::*;
+    use ferrograd_autograd::Var;
+    use ferrograd_nn::layers::Linear;
+    use ferrograd_nn::Module;
+    use ferrograd_tuning::quant::{
+        fake_quantize, fake_quantize_mask, FloatLayer, InputQuant, QatLinear, QuantizedLayer, QuantizedLinear,
+        QuantizedSequential,
+    };
+
+    /// `|x·w - xq·wq| <= Σ_k (s_a/2 |w_k| + s_w/2 |x_k| + s_a s_w / 4)` per output, plus f32 slack.
+    #[test]
+    fn quantized_linear_is_within_the_scale_bound() {
+        let (m, k, n) = (7, 50, 9);
+        let x = randn(&[m, k], 6);
+        let w = randn(&[n, k], 7).mul_scalar(0.2);
+        let b = randn(&[n], 8);
+        let q = QuantizedLinear::new(&w, Some(&b), InputQuant::Dynamic);
+        let y = q.forward(&x);
+        let exact = x.matmul(&w.t()).add(&b);
+        let (lo, hi) = channel_min_max(&x, None);
+        let sa = QParams::from_min_max(&lo, &hi, QDtype::Uint8, QScheme::Affine, None).scale[0];
+        for i in 0..m {
+            for j in 0..n {
+                let sw = q.weight_scale()[j];
+                let bound: f32 = (0..k)
+                    .map(|t| sa / 2.0 * w.at(&[j, t]).abs() + sw / 2.0 * x.at(&[i, t]).abs() + sa * sw / 4.0)
+                    .sum();
+                let err = (y.at(&[i, j]) - exact.at(&[i, j])).abs();
+                assert!(err <= bound * 1.01 + 1e-5, "({i}, {j}): error {err} above bound {bound}");
+            }
+        }
+    }
+
+    fn mlp(seed: u64) -> (Linear<f32>, Linear<f32>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (Linear::new(12, 20, &mut rng), Linear::new(20, 4, &mut rng))
+    }
+
+    fn float_forward(l1: &Linear<f32>, l2: &Linear<f32>, x: &Tensor<f32>) -> Tensor<f32> {
+        l2.forward(&l1.forward(&Var::constant(x.clone())).relu()).into_data()
+    }
+
+    #[test]
+    fn static_and_dynamic_models_track_the_float_model_and_survive_save_load() {
+        let (l1, l2) = mlp(10);
+        let layers = [FloatLayer::Flatten, FloatLayer::Linear(&l1), FloatLayer::ReLU, FloatLayer::Linear(&l2)];
+        let batches: Vec<Tensor<f32>> = (0..3).map(|s| randn(&[16, 3, 4], 20 + s)).collect();
+        let dynamic = QuantizedSequential::dynamic(&layers);
+        let calibrated = QuantizedSequential::calibrated(&layers, &batches, || {
+            Box::new(MinMaxObserver::new(ObserverConfig::activations()))
+        });
+        assert!(
+            matches!(calibrated.layers()[1], QuantizedLayer::Linear(ref l) if matches!(l.input_quant(), InputQuant::Static { .. }))
+        );
+        assert_eq!(dynamic.weight_bytes(), 12 * 20 + 20 * 4);
+        let x = randn(&[16, 3, 4], 21);
+        let reference = float_forward(&l1, &l2, &x.reshape(&[16, 12]));
+        let scale = reference.to_vec().iter().fold(0f32, |m, v| m.max(v.abs()));
+        let dir = std::env::temp_dir().join(format!("ferrograd_quant_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, model) in [("dynamic", &dynamic), ("static", &calibrated)] {
+            let y = model.forward(&x);
+            for (a, b) in y.to_vec().iter().zip(reference.to_vec()) {
+                assert!((a - b).abs() < 0.03 * scale, "{name}: {a} vs {b}");
+            }
+            let path = dir.join(format!("{name}.safetensors"));
+            model.save(&path).unwrap();
+            let loaded = QuantizedSequential::load(&path).unwrap();
+            assert_eq!(loaded.forward(&x).to_vec(), y.to_vec(), "{name}: outputs after load");
+        }
+        std::fs::write(dir.join("bad.safetensors"), b"not a checkpoint").unwrap();
+        assert!(QuantizedSequential::load(dir.join("bad.safetensors")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fake_quantize_forward_and_ste_mask() {
+        // uint8 affine, scale 0.1, zero point 10: representable range [-1.0, 24.5].
+        let p = QParams {
+            dtype: QDtype::Uint8,
+            scheme: QScheme::Affine,
+            scale: vec![0.1],
+            zero_point: vec![10],
+            axis: None,
+        };
+        let x = Tensor::from_vec(vec![-1.2f64, -1.04, -0.96, 0.0, 0.123, 24.44, 24.56, 30.0], &[8]);
+        // PyTorch: mask = (round(x / scale) + zero_point in [qmin, qmax]).
+        let mask: Vec<f64> = x
+            .to_vec()
+            .iter()
+            .map(|&v| {
+                let q = (v as f32 / 0.1f32).round() as i32 + 10;
+                if (0..=255).contains(&q) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        assert_eq!(mask, vec![0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(fake_quantize_mask(&x, &p).to_vec(), mask);
+        let leaf = Var::leaf(x.clone());
+        let y = fake_quantize(&leaf, &p);
+        let upstream = Tensor::from_fn(&[8], |i| i as f64 + 1.0);
+        let g = (&y * &Var::constant(upstream.clone())).sum().backward();
+        let expected: Vec<f64> = upstream.to_vec().iter().zip(&mask).map(|(u, m)| u * m).collect();
+        assert_eq!(g.get(&leaf).unwrap().to_vec(), expected);
+        // The forward pass is quantize then dequantize.
+        let xf = x.map(|v| v as f32);
+        let qd = QTensor::quantize(&xf, p.clone()).dequantize().to_vec();
+        for (a, b) in y.to_vec().iter().zip(qd) {
+            assert!((*a as f32 - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // Per channel: each row uses its own scale.
+        let pc = QParams {
+            dtype: QDtype::Int8,
+            scheme: QScheme::Symmetric,
+            scale: vec![1.0, 0.01],
+            zero_point: vec![0, 0],
+            axis: Some(0),
+        };
+        let xc = Tensor::from_vec(vec![100.0f64, 200.0, 1.0, 2.0], &[2, 2]);
+        assert_eq!(fake_quantize_mask(&xc, &pc).to_vec(), vec![1.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn qat_linear_learns_ranges_and_converts() {
+        let (l1, _) = mlp(11);
+        let qat = QatLinear::new(l1, 1.0);
+        assert!(qat.input_qparams().is_none());
+        let x = randn(&[8, 12], 30);
+        let y = qat.forward(&Var::constant(x.clone()));
+        let (lo, hi) = channel_min_max(&x, None);
+        let p = qat.input_qparams().unwrap();
+        assert_eq!(p, QParams::from_min_max(&lo, &hi, QDtype::Uint8, QScheme::Affine, None));
+        let g = y.sum().backward();
+        assert_eq!(g.get(&qat.linear.weight.var()).unwrap().shape(), &[20, 12]);
+        let q = QuantizedSequential::from_qat(&[FloatLayer::Qat(&qat)]);
+        let yq = q.forward(&x);
+        // The int8 model computes what the fake-quantized one simulated.
+        for (a, b) in yq.to_vec().iter().zip(y.to_vec()) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+}

@@ -101,8 +101,13 @@ impl QParams {
     /// `clamp(round(x / scale) + zero_point, qmin, qmax)` for channel `ch`.
     #[inline]
     pub fn quantize_value(&self, x: f32, ch: usize) -> i32 {
-        let q = (x / self.scale[ch]).round() as i32 + self.zero_point[ch];
-        q.clamp(self.dtype.qmin(), self.dtype.qmax())
+        self.quantize_unclamped(x, ch).clamp(self.dtype.qmin(), self.dtype.qmax())
+    }
+
+    /// `round(x / scale) + zero_point` for channel `ch`, before clamping to the integer range.
+    #[inline]
+    pub fn quantize_unclamped(&self, x: f32, ch: usize) -> i32 {
+        (x / self.scale[ch]).round() as i32 + self.zero_point[ch]
     }
 
     /// `(q - zero_point) * scale` for channel `ch`.
