@@ -259,18 +259,22 @@ pub fn dequantize_accumulators(
 ) -> Vec<f32> {
     let n = b.n;
     assert!(
-        n > 0 && acc.len() % n == 0 && w_scale.len() == n && bias.is_none_or(|v| v.len() == n),
+        n > 0 && acc.len().is_multiple_of(n) && w_scale.len() == n && bias.is_none_or(|v| v.len() == n),
         "dequantize_accumulators: {} accumulators, {} scales for {n} columns",
         acc.len(),
         w_scale.len()
     );
     let scales: Vec<f32> = w_scale.iter().map(|s| s * a_scale).collect();
     let offsets: Vec<i32> = b.row_sums.iter().map(|s| a_zero * s).collect();
-    acc.chunks(n)
-        .flat_map(|row| {
-            row.iter().enumerate().map(|(j, &v)| (v - offsets[j]) as f32 * scales[j] + bias.map_or(0.0, |bb| bb[j]))
-        })
-        .collect()
+    let zeros = vec![0.0f32; n];
+    let bias = bias.unwrap_or(&zeros);
+    let mut out = Vec::with_capacity(acc.len());
+    for row in acc.chunks(n) {
+        for j in 0..n {
+            out.push((row[j] - offsets[j]) as f32 * scales[j] + bias[j]);
+        }
+    }
+    out
 }
 
 /// Requantizes i32 accumulators to uint8 outputs with real multipliers per column:
@@ -280,7 +284,7 @@ pub fn dequantize_accumulators(
 /// If `multiplier` is empty or does not divide `acc` into rows.
 pub fn requantize_u8(acc: &[i32], multiplier: &[f32], zero_point: i32) -> Vec<u8> {
     let n = multiplier.len();
-    assert!(n > 0 && acc.len() % n == 0, "requantize_u8: {} accumulators for {n} columns", acc.len());
+    assert!(n > 0 && acc.len().is_multiple_of(n), "requantize_u8: {} accumulators for {n} columns", acc.len());
     acc.iter()
         .enumerate()
         .map(|(i, &v)| ((v as f32 * multiplier[i % n]).round() as i32 + zero_point).clamp(0, 255) as u8)

@@ -12,8 +12,8 @@ use ferrograd_tensor::Tensor;
 
 use super::fake::QatLinear;
 use super::gemm::{dequantize_accumulators, gemm_u8i8, PackedB};
-use super::observer::{channel_min_max, MinMaxObserver, Observer, ObserverConfig};
-use super::qtensor::{QDtype, QParams, QScheme};
+use super::observer::{MinMaxObserver, Observer, ObserverConfig};
+use super::qtensor::{round_half_away, QDtype, QParams, QScheme};
 
 /// A layer of the float model to convert, in order (a `Sequential` cannot be inspected, so the
 /// caller lists what it built).
@@ -101,17 +101,19 @@ impl QuantizedLinear {
         let k = self.packed.k();
         assert!(x.rank() == 2 && x.shape()[1] == k, "QuantizedLinear: input shape {:?} is not [batch, {k}]", x.shape());
         let m = x.shape()[0];
+        let x = x.contiguous();
+        let xs = x.as_slice().expect("a contiguous tensor has a slice");
         let (scale, zero_point) = match self.input {
             InputQuant::Static { scale, zero_point } => (scale, zero_point),
             InputQuant::Dynamic => {
-                let (lo, hi) = channel_min_max(x, None);
-                let p = QParams::from_min_max(&lo, &hi, QDtype::Uint8, QScheme::Affine, None);
+                let (lo, hi) = min_max(xs);
+                let p = QParams::from_min_max(&[lo], &[hi], QDtype::Uint8, QScheme::Affine, None);
                 (p.scale[0], p.zero_point[0])
             }
         };
         // The same arithmetic as `QParams::quantize_value`, which QAT's fake quantization uses.
-        let a: Vec<u8> =
-            x.to_vec().iter().map(|&v| ((v / scale).round() as i32 + zero_point).clamp(0, 255) as u8).collect();
+        let inv = 1.0 / scale;
+        let a: Vec<u8> = xs.iter().map(|&v| (round_half_away(v * inv) + zero_point).clamp(0, 255) as u8).collect();
         let acc = gemm_u8i8(&a, m, &self.packed);
         let y =
             dequantize_accumulators(&acc, &self.packed, scale, zero_point, &self.weight_scale, self.bias.as_deref());
@@ -123,7 +125,7 @@ impl QuantizedLinear {
 #[derive(Clone, Debug)]
 pub enum QuantizedLayer {
     /// An int8 Linear.
-    Linear(QuantizedLinear),
+    Linear(Box<QuantizedLinear>),
     /// ReLU (on f32).
     ReLU,
     /// Flatten from dim 1 on.
@@ -151,6 +153,22 @@ pub struct QuantizedSequential {
 
 fn float_linear(l: &Linear<f32>) -> (Tensor<f32>, Option<Tensor<f32>>) {
     (l.weight.value(), l.bias.as_ref().map(|b| b.value()))
+}
+
+/// Minimum and maximum, over 16 independent lanes so that the loop vectorizes.
+fn min_max(xs: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16]);
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    let fold = |init: f32, f: fn(f32, f32) -> f32, lanes: &[f32]| {
+        lanes.iter().chain(chunks.remainder()).fold(init, |a, &b| f(a, b))
+    };
+    (fold(f32::INFINITY, f32::min, &lo), fold(f32::NEG_INFINITY, f32::max, &hi))
 }
 
 fn relu(x: Tensor<f32>) -> Tensor<f32> {
@@ -226,11 +244,11 @@ impl QuantizedSequential {
             .map(|(i, layer)| match layer {
                 FloatLayer::Linear(l) => {
                     let (w, b) = float_linear(l);
-                    QuantizedLayer::Linear(QuantizedLinear::new(&w, b.as_ref(), input(i, layer)))
+                    QuantizedLayer::Linear(Box::new(QuantizedLinear::new(&w, b.as_ref(), input(i, layer))))
                 }
                 FloatLayer::Qat(q) => {
                     let (w, b) = float_linear(&q.linear);
-                    QuantizedLayer::Linear(QuantizedLinear::new(&w, b.as_ref(), input(i, layer)))
+                    QuantizedLayer::Linear(Box::new(QuantizedLinear::new(&w, b.as_ref(), input(i, layer))))
                 }
                 FloatLayer::ReLU => QuantizedLayer::ReLU,
                 FloatLayer::Flatten => QuantizedLayer::Flatten,
@@ -264,7 +282,7 @@ impl QuantizedSequential {
 
     fn linears(&self) -> impl Iterator<Item = (usize, &QuantizedLinear)> {
         self.layers.iter().enumerate().filter_map(|(i, l)| match l {
-            QuantizedLayer::Linear(q) => Some((i, q)),
+            QuantizedLayer::Linear(q) => Some((i, &**q)),
             _ => None,
         })
     }
@@ -351,7 +369,7 @@ impl QuantizedSequential {
                         }
                         _ => return Err(bad(format!("layer {i}: input scale without zero point or the reverse"))),
                     };
-                    QuantizedLayer::Linear(QuantizedLinear::from_parts(weight, scale, bias, input))
+                    QuantizedLayer::Linear(Box::new(QuantizedLinear::from_parts(weight, scale, bias, input)))
                 }
                 other => return Err(bad(format!("unknown layer kind {other} at position {i}"))),
             });

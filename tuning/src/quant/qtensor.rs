@@ -98,16 +98,17 @@ impl QParams {
         self.scale.len()
     }
 
-    /// `clamp(round(x / scale) + zero_point, qmin, qmax)` for channel `ch`.
+    /// `clamp(round(x * (1 / scale)) + zero_point, qmin, qmax)` for channel `ch`.
     #[inline]
     pub fn quantize_value(&self, x: f32, ch: usize) -> i32 {
         self.quantize_unclamped(x, ch).clamp(self.dtype.qmin(), self.dtype.qmax())
     }
 
-    /// `round(x / scale) + zero_point` for channel `ch`, before clamping to the integer range.
+    /// `round(x * (1 / scale)) + zero_point` for channel `ch`, before clamping to the integer
+    /// range (multiplying by the inverse, as the int8 layers do, so that all paths agree).
     #[inline]
     pub fn quantize_unclamped(&self, x: f32, ch: usize) -> i32 {
-        (x / self.scale[ch]).round() as i32 + self.zero_point[ch]
+        round_half_away(x * (1.0 / self.scale[ch])) + self.zero_point[ch]
     }
 
     /// `(q - zero_point) * scale` for channel `ch`.
@@ -131,6 +132,15 @@ impl QParams {
         };
         move |i| (i / inner) % channels
     }
+}
+
+/// Rounds half away from zero as `trunc(t ± 0.5)`: one add and one conversion, which
+/// vectorize, where `f32::round` is a library call. Every quantizing path (tensors, fake
+/// quantization, the int8 layers) uses it so that they agree bit for bit. Out-of-range values
+/// saturate (Rust's `as`), and are clamped afterwards anyway.
+#[inline]
+pub(crate) fn round_half_away(t: f32) -> i32 {
+    (t + 0.5f32.copysign(t)) as i32
 }
 
 /// The integer data of a [`QTensor`].
