@@ -112,7 +112,8 @@ fn gemm_kernels_match_exact_reference() {
     let mut rng = StdRng::seed_from_u64(3);
     let kernels: Vec<Kernel> =
         [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512Vnni].into_iter().filter(|k| k.is_available()).collect();
-    let shapes = [(1, 1, 1), (3, 5, 7), (4, 32, 4), (5, 33, 13), (17, 65, 130), (9, 31, 784), (64, 10, 3)];
+    let shapes =
+        [(1, 1, 1), (2, 3, 0), (0, 4, 5), (3, 5, 7), (4, 32, 4), (5, 33, 13), (17, 65, 130), (9, 31, 784), (64, 10, 3)];
     for &(m, n, k) in &shapes {
         // Extreme values included: 255 x -128 is the largest product.
         let a: Vec<u8> = (0..m * k).map(|i| if i % 7 == 0 { 255 } else { rng.random() }).collect();

@@ -6,7 +6,7 @@
 //! instruction (u8 x i8, 4 products summed into each i32 lane). Three kernels share that layout
 //! and the driver: AVX-512 VNNI, AVX2 (bytes widened to i16 and `vpmaddwd`, exact too) and a
 //! portable scalar one. Integer arithmetic is exact, so all three give identical results
-//! (as long as a sum fits in i32: `k` up to 66 000 in the worst case).
+//! (as long as a sum fits in i32: `255 * 128 * k < 2³¹`, `k` up to 65 793).
 //!
 //! ```
 //! use ferrograd_tuning::quant::gemm::{gemm_u8i8, PackedB};
@@ -79,7 +79,7 @@ impl PackedB {
                 data[(p * groups + kk / 4) * NR * 4 + j * 4 + kk % 4] = b[row * k + kk];
             }
         }
-        let row_sums = b.chunks(k.max(1)).take(n).map(|r| r.iter().map(|&v| i32::from(v)).sum()).collect();
+        let row_sums = (0..n).map(|r| b[r * k..(r + 1) * k].iter().map(|&v| i32::from(v)).sum()).collect();
         PackedB { n, k, groups, data, row_sums }
     }
 
