@@ -302,3 +302,23 @@ mod model {
         }
     }
 }
+
+#[test]
+fn quantized_conv2d_tracks_float_conv() {
+    use ferrograd_tensor::Conv2dOptions;
+    use ferrograd_tuning::quant::{InputQuant, QuantizedConv2d};
+    let x = randn(&[2, 3, 9, 8], 40);
+    let w = randn(&[5, 3, 3, 2], 41).mul_scalar(0.3);
+    let b = randn(&[5], 42);
+    for options in
+        [Conv2dOptions::default(), Conv2dOptions { stride: [2, 1], padding: [1, 2], dilation: [1, 2], groups: 1 }]
+    {
+        let reference = x.conv2d(&w, Some(&b), &options);
+        let y = QuantizedConv2d::new(&w, Some(&b), options, InputQuant::Dynamic).forward(&x);
+        assert_eq!(y.shape(), reference.shape());
+        let scale = reference.to_vec().iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, r) in y.to_vec().iter().zip(reference.to_vec()) {
+            assert!((a - r).abs() < 0.03 * scale, "{options:?}: {a} vs {r}");
+        }
+    }
+}
