@@ -5,7 +5,7 @@ use ferrograd_tensor::{Conv2dOptions, Tensor};
 use super::gemm::{dequantize_accumulators, gemm_u8i8, PackedB};
 use super::model::InputQuant;
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
-use super::qtensor::{round_half_away, QDtype, QParams, QScheme};
+use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
 
 /// A Conv2d (one group) with int8 weights (symmetric, per output channel) and uint8 inputs:
 /// the input is quantized, unfolded into patches (im2col, padding with the zero point, which
@@ -94,8 +94,7 @@ impl QuantizedConv2d {
                 (p.scale[0], p.zero_point[0])
             }
         };
-        let inv = 1.0 / scale;
-        let q: Vec<u8> = xs.iter().map(|&v| (round_half_away(v * inv) + zero_point).clamp(0, 255) as u8).collect();
+        let q = quantize_u8(xs, scale, zero_point);
         // im2col: one row per output position, columns in the weight's (in, kh, kw) order.
         let k = cin * kh * kw;
         let mut cols = vec![zero_point as u8; n * oh * ow * k];

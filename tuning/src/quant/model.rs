@@ -13,7 +13,7 @@ use ferrograd_tensor::Tensor;
 use super::fake::QatLinear;
 use super::gemm::{dequantize_accumulators, gemm_u8i8, PackedB};
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
-use super::qtensor::{round_half_away, QDtype, QParams, QScheme};
+use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
 
 /// A layer of the float model to convert, in order (a `Sequential` cannot be inspected, so the
 /// caller lists what it built).
@@ -111,9 +111,7 @@ impl QuantizedLinear {
                 (p.scale[0], p.zero_point[0])
             }
         };
-        // The same arithmetic as `QParams::quantize_value`, which QAT's fake quantization uses.
-        let inv = 1.0 / scale;
-        let a: Vec<u8> = xs.iter().map(|&v| (round_half_away(v * inv) + zero_point).clamp(0, 255) as u8).collect();
+        let a = quantize_u8(xs, scale, zero_point);
         let acc = gemm_u8i8(&a, m, &self.packed);
         let y =
             dequantize_accumulators(&acc, &self.packed, scale, zero_point, &self.weight_scale, self.bias.as_deref());

@@ -98,17 +98,18 @@ impl QParams {
         self.scale.len()
     }
 
-    /// `clamp(round(x * (1 / scale)) + zero_point, qmin, qmax)` for channel `ch`.
+    /// `clamp(floor(x * (1 / scale) + zero_point + 0.5), qmin, qmax)` for channel `ch`.
     #[inline]
     pub fn quantize_value(&self, x: f32, ch: usize) -> i32 {
         self.quantize_unclamped(x, ch).clamp(self.dtype.qmin(), self.dtype.qmax())
     }
 
-    /// `round(x * (1 / scale)) + zero_point` for channel `ch`, before clamping to the integer
-    /// range (multiplying by the inverse, as the int8 layers do, so that all paths agree).
+    /// `floor(x * (1 / scale) + zero_point + 0.5)` for channel `ch` (round half up), before
+    /// clamping to the integer range. The int8 layers compute the same f32 expression, so every
+    /// quantizing path (tensors, fake quantization, inference) agrees bit for bit.
     #[inline]
     pub fn quantize_unclamped(&self, x: f32, ch: usize) -> i32 {
-        round_half_away(x * (1.0 / self.scale[ch])) + self.zero_point[ch]
+        (x * (1.0 / self.scale[ch]) + self.zero_point[ch] as f32 + 0.5).floor() as i32
     }
 
     /// `(q - zero_point) * scale` for channel `ch`.
@@ -134,13 +135,12 @@ impl QParams {
     }
 }
 
-/// Rounds half away from zero as `trunc(t ± 0.5)`: one add and one conversion, which
-/// vectorize, where `f32::round` is a library call. Every quantizing path (tensors, fake
-/// quantization, the int8 layers) uses it so that they agree bit for bit. Out-of-range values
-/// saturate (Rust's `as`), and are clamped afterwards anyway.
-#[inline]
-pub(crate) fn round_half_away(t: f32) -> i32 {
-    (t + 0.5f32.copysign(t)) as i32
+/// Quantizes `x` to uint8 with `(x * inv_scale + zero_point + 0.5)` clamped to `[0, 255]` and
+/// truncated: equal to [`QParams::quantize_value`] for uint8 parameters (truncating a value
+/// clamped to `[0, 255]` is `floor`), written so that the loop vectorizes.
+pub(crate) fn quantize_u8(xs: &[f32], scale: f32, zero_point: i32) -> Vec<u8> {
+    let (inv, zp) = (1.0 / scale, zero_point as f32);
+    xs.iter().map(|&v| (v * inv + zp + 0.5).clamp(0.0, 255.0) as i32 as u8).collect()
 }
 
 /// The integer data of a [`QTensor`].
