@@ -9,9 +9,11 @@
 #![warn(missing_docs)]
 
 pub mod cv;
+pub mod distill;
 pub mod early_stopping;
 mod error;
 pub mod metrics;
+pub mod quant;
 
 pub use cv::{cross_validate, CvResults, Fold, Splitter};
 pub use early_stopping::EarlyStopping;
