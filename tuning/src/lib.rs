@@ -2,3 +2,5 @@
 //! hyperparameter search, knowledge distillation and quantization.
 
 #![warn(missing_docs)]
+
+pub mod search;
