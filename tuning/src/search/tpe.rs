@@ -40,6 +40,7 @@ pub struct TpeSampler {
     magic_clip: bool,
     consider_endpoints: bool,
     multivariate: bool,
+    bandwidth_factor: f64,
     constant_liar: bool,
 }
 
@@ -197,7 +198,7 @@ impl Parzen {
                 let range = high - low;
                 let prior_mu = 0.5 * (low + high);
                 let mut sigma = if opts.multivariate {
-                    vec![0.2 * (n.max(1) as f64).powf(-1.0 / (n_dims as f64 + 4.0)) * range; n]
+                    vec![opts.bandwidth_factor * (n.max(1) as f64).powf(-1.0 / (n_dims as f64 + 4.0)) * range; n]
                 } else {
                     Self::neighbour_sigmas(obs, low, high, prior_mu, opts.consider_endpoints)
                 };
@@ -335,8 +336,27 @@ impl TpeSampler {
             magic_clip: true,
             consider_endpoints: false,
             multivariate: false,
+            bandwidth_factor: 0.2,
             constant_liar: false,
         }
+    }
+
+    /// Settings tuned on Branin, Hartmann6 and a 10-D sphere (see `tests/search_tpe.rs`):
+    /// multivariate with a narrower joint bandwidth (factor 0.05) and no magic clip, so it
+    /// exploits sooner than Optuna's defaults. Prefer it for continuous spaces of a few
+    /// dimensions and small budgets.
+    pub fn tuned() -> Self {
+        TpeSampler { multivariate: true, bandwidth_factor: 0.05, magic_clip: false, ..TpeSampler::new() }
+    }
+
+    /// The factor of the joint bandwidth `factor * n^(-1 / (d + 4)) * range` in multivariate mode
+    /// (Optuna: 0.2). Errors unless positive and finite.
+    pub fn bandwidth_factor(mut self, factor: f64) -> Result<Self, SearchError> {
+        if !(factor > 0.0 && factor.is_finite()) {
+            return Err(SearchError::InvalidOption(format!("bandwidth_factor must be positive, got {factor}")));
+        }
+        self.bandwidth_factor = factor;
+        Ok(self)
     }
 
     /// Random trials before the estimators take over (default 10).
