@@ -9,6 +9,7 @@
 //! constant liar, running trials count among the bad ones, so parallel workers spread out.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -32,7 +33,7 @@ use super::trial::{FrozenTrial, TrialState};
 /// });
 /// assert_eq!(study.trials().len(), 20);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TpeSampler {
     n_startup_trials: usize,
     n_ei_candidates: usize,
@@ -42,6 +43,24 @@ pub struct TpeSampler {
     multivariate: bool,
     bandwidth_factor: f64,
     constant_liar: bool,
+    /// The last split, reused for the other parameters of the same trial.
+    cache: Mutex<Option<SplitCache>>,
+}
+
+impl Clone for TpeSampler {
+    /// The same options with an empty cache.
+    fn clone(&self) -> Self {
+        TpeSampler { cache: Mutex::new(None), ..*self }
+    }
+}
+
+/// A split by trial index, valid for one trial while the study holds `len` trials.
+#[derive(Debug)]
+struct SplitCache {
+    number: u64,
+    len: usize,
+    below: Vec<usize>,
+    above: Vec<usize>,
 }
 
 impl Default for TpeSampler {
@@ -99,13 +118,18 @@ fn phi(x: f64) -> f64 {
     0.5 * erfc(-x / std::f64::consts::SQRT_2)
 }
 
-/// `ln(sum(exp(v)))`, stable.
-fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
-    let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
+/// Terms more than this below the largest add less than `e^-36` relative and are skipped.
+const LSE_CUTOFF: f64 = 36.0;
+
+/// `ln(sum(exp(v)))`, stable. Kernels far from the point are skipped without an `exp`, which
+/// keeps large histories cheap: most of the bad group's kernels are far from any candidate.
+fn log_sum_exp(v: &[f64]) -> f64 {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
         return m;
     }
-    m + v.map(|x| (x - m).exp()).sum::<f64>().ln()
+    let floor = m - LSE_CUTOFF;
+    m + v.iter().filter(|x| **x > floor).map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
 /// A parameter's axis in the space the estimators work in: log for log scales, discrete ones
@@ -310,7 +334,7 @@ impl Parzen {
                 }
             }
         }
-        log_sum_exp(scratch.iter().copied())
+        log_sum_exp(scratch)
     }
 }
 
@@ -338,6 +362,7 @@ impl TpeSampler {
             multivariate: false,
             bandwidth_factor: 0.2,
             constant_liar: false,
+            cache: Mutex::new(None),
         }
     }
 
@@ -399,20 +424,24 @@ impl TpeSampler {
     }
 
     /// Splits the history, or `None` while fewer than `n_startup_trials` trials have finished.
-    fn split<'a>(&self, ctx: &SampleContext<'a>) -> Option<Split<'a>> {
+    /// Linear in the number of trials: only the good group (at most 25) is selected and sorted.
+    fn split_indices(&self, ctx: &SampleContext<'_>) -> Option<(Vec<usize>, Vec<usize>)> {
+        if ctx.trials.len() < self.n_startup_trials {
+            return None;
+        }
         let dir = ctx.direction;
-        let mut complete: Vec<(f64, &FrozenTrial)> = Vec::new();
-        let mut pruned: Vec<(u64, f64, &FrozenTrial)> = Vec::new();
-        let mut running = Vec::new();
-        for t in ctx.trials {
+        let mut complete: Vec<(f64, usize)> = Vec::new();
+        let mut pruned: Vec<(u64, f64, usize)> = Vec::new();
+        let mut n_running = 0;
+        for (i, t) in ctx.trials.iter().enumerate() {
             match t.state {
-                TrialState::Complete => complete.push((dir.loss(t.value.expect("complete")), t)),
+                TrialState::Complete => complete.push((dir.loss(t.value.expect("complete")), i)),
                 TrialState::Pruned => {
                     let (s, v) = t.last_intermediate().unwrap_or((0, f64::INFINITY));
                     let v = if v.is_nan() { f64::INFINITY } else { dir.loss(v) };
-                    pruned.push((s, v, t));
+                    pruned.push((s, v, i));
                 }
-                TrialState::Running if self.constant_liar && t.number != ctx.number => running.push(t),
+                TrialState::Running if self.constant_liar && t.number != ctx.number => n_running += 1,
                 _ => {}
             }
         }
@@ -420,15 +449,46 @@ impl TpeSampler {
         if finished < self.n_startup_trials.max(1) {
             return None;
         }
-        complete.sort_by(|a, b| a.0.total_cmp(&b.0));
-        pruned.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
-        let n_below = gamma(finished + running.len());
-        let ranked = complete.iter().map(|c| c.1).chain(pruned.iter().map(|p| p.2));
-        let mut below: Vec<&FrozenTrial> = ranked.clone().take(n_below).collect();
-        let mut above: Vec<&FrozenTrial> = ranked.skip(n_below).chain(running).collect();
-        below.sort_by_key(|t| t.number);
-        above.sort_by_key(|t| t.number);
-        Some(Split { below, above })
+        let n_below = gamma(finished + n_running);
+        let by_loss = |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        if complete.len() > n_below {
+            complete.select_nth_unstable_by(n_below, by_loss);
+            complete.truncate(n_below);
+        }
+        let mut in_below = vec![false; ctx.trials.len()];
+        complete.iter().for_each(|c| in_below[c.1] = true);
+        if complete.len() < n_below {
+            pruned.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
+            pruned.iter().take(n_below - complete.len()).for_each(|p| in_below[p.2] = true);
+        }
+        let mut below = Vec::with_capacity(n_below);
+        let mut above = Vec::with_capacity(ctx.trials.len());
+        for ((i, t), good) in ctx.trials.iter().enumerate().zip(in_below) {
+            match t.state {
+                _ if good => below.push(i),
+                TrialState::Complete | TrialState::Pruned => above.push(i),
+                TrialState::Running if self.constant_liar && t.number != ctx.number => above.push(i),
+                _ => {}
+            }
+        }
+        Some((below, above))
+    }
+
+    /// The split for the asking trial, computed at its first proposal and reused for its other
+    /// parameters while no trial has been added (trials finishing meanwhile are seen by the next
+    /// trial).
+    fn split<'a>(&self, ctx: &SampleContext<'a>) -> Option<Split<'a>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = cache.as_ref().is_some_and(|c| c.number == ctx.number && c.len == ctx.trials.len());
+        if !fresh {
+            let (below, above) = self.split_indices(ctx)?;
+            *cache = Some(SplitCache { number: ctx.number, len: ctx.trials.len(), below, above });
+        }
+        let c = cache.as_ref().expect("just filled");
+        Some(Split {
+            below: c.below.iter().map(|i| &ctx.trials[*i]).collect(),
+            above: c.above.iter().map(|i| &ctx.trials[*i]).collect(),
+        })
     }
 
     /// Draws candidates from the good estimator and keeps the one maximising `l(x) / g(x)`.
