@@ -18,12 +18,12 @@ fn main() {
         for finished in [100, 1000, 5000] {
             // Random start up to `finished` trials, then time TPE proposals on that history.
             let study = Study::builder().sampler(base.clone().n_startup_trials(finished)).seed(1).build();
-            study.optimize(finished, objective);
+            study.optimize(finished, objective).unwrap();
             // Each trial timed alone; the median resists other processes taking the CPU.
             let mut times: Vec<f64> = (0..51)
                 .map(|_| {
                     let start = Instant::now();
-                    study.optimize(1, objective);
+                    study.optimize(1, objective).unwrap();
                     start.elapsed().as_secs_f64() * 1e3
                 })
                 .collect();

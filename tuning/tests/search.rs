@@ -10,35 +10,39 @@ use ferrograd_tuning::search::{
 #[test]
 fn suggestions_stay_in_their_spaces() {
     let study = Study::builder().seed(5).build();
-    study.optimize(200, |t| {
-        let x = t.suggest_float("x", -2.0, 3.0, false)?;
-        let lr = t.suggest_float("lr", 1e-5, 1e-1, true)?;
-        let q = t.suggest_float_step("q", 0.1, 0.7, 0.1)?;
-        let n = t.suggest_int("n", 2, 10, 2, false)?;
-        let w = t.suggest_int("w", 1, 1024, 1, true)?;
-        let c: i32 = t.suggest_categorical("c", &[3, 5, 7])?;
-        assert!((-2.0..=3.0).contains(&x) && (1e-5..=1e-1).contains(&lr));
-        assert!(((q - 0.1) / 0.1 - ((q - 0.1) / 0.1).round()).abs() < 1e-9 && (0.1..=0.7 + 1e-12).contains(&q));
-        assert!(n % 2 == 0 && (2..=10).contains(&n) && (1..=1024).contains(&w) && [3, 5, 7].contains(&c));
-        // Asking again returns the same value.
-        assert_eq!(t.suggest_float("x", -2.0, 3.0, false)?, x);
-        Ok::<_, SearchError>(x)
-    });
+    study
+        .optimize(200, |t| {
+            let x = t.suggest_float("x", -2.0, 3.0, false)?;
+            let lr = t.suggest_float("lr", 1e-5, 1e-1, true)?;
+            let q = t.suggest_float_step("q", 0.1, 0.7, 0.1)?;
+            let n = t.suggest_int("n", 2, 10, 2, false)?;
+            let w = t.suggest_int("w", 1, 1024, 1, true)?;
+            let c: i32 = t.suggest_categorical("c", &[3, 5, 7])?;
+            assert!((-2.0..=3.0).contains(&x) && (1e-5..=1e-1).contains(&lr));
+            assert!(((q - 0.1) / 0.1 - ((q - 0.1) / 0.1).round()).abs() < 1e-9 && (0.1..=0.7 + 1e-12).contains(&q));
+            assert!(n % 2 == 0 && (2..=10).contains(&n) && (1..=1024).contains(&w) && [3, 5, 7].contains(&c));
+            // Asking again returns the same value.
+            assert_eq!(t.suggest_float("x", -2.0, 3.0, false)?, x);
+            Ok::<_, SearchError>(x)
+        })
+        .unwrap();
     assert!(study.trials().iter().all(|t| t.state == TrialState::Complete && t.params.len() == 6));
 }
 
 #[test]
 fn conditional_spaces_record_only_asked_parameters() {
     let study = Study::builder().sampler(TpeSampler::new().n_startup_trials(4).multivariate(true)).seed(2).build();
-    study.optimize(40, |t| {
-        let model: &str = t.suggest_categorical("model", &["linear", "mlp"])?;
-        Ok::<_, SearchError>(if model == "mlp" {
-            let h = t.suggest_int("hidden", 8, 64, 8, false)?;
-            h as f64 / 64.0
-        } else {
-            t.suggest_float("l2", 1e-4, 1.0, true)?
+    study
+        .optimize(40, |t| {
+            let model: &str = t.suggest_categorical("model", &["linear", "mlp"])?;
+            Ok::<_, SearchError>(if model == "mlp" {
+                let h = t.suggest_int("hidden", 8, 64, 8, false)?;
+                h as f64 / 64.0
+            } else {
+                t.suggest_float("l2", 1e-4, 1.0, true)?
+            })
         })
-    });
+        .unwrap();
     for t in study.trials() {
         assert_eq!(t.state, TrialState::Complete);
         match &t.params["model"] {
@@ -54,20 +58,22 @@ fn conditional_spaces_record_only_asked_parameters() {
 fn bad_spaces_fail_the_trial_with_a_typed_error_and_write_nothing() {
     let study = Study::builder().build();
     let mut errors = Vec::new();
-    study.optimize(1, |t| {
-        errors.push(t.suggest_float("a", 2.0, 1.0, false).unwrap_err());
-        errors.push(t.suggest_float("b", 0.0, 1.0, true).unwrap_err());
-        errors.push(t.suggest_float_step("c", 0.0, 1.0, 0.3).unwrap_err());
-        errors.push(t.suggest_int("d", 0, 10, 3, false).unwrap_err());
-        errors.push(t.suggest_int("e", 0, 10, 1, true).unwrap_err());
-        errors.push(t.suggest_int("f", 1, 10, 0, false).unwrap_err());
-        errors.push(t.suggest_categorical::<&str>("g", &[]).unwrap_err());
-        errors.push(t.suggest_float("h", f64::NAN, 1.0, false).unwrap_err());
-        t.suggest_float("x", 0.0, 1.0, false)?;
-        errors.push(t.suggest_float("x", 0.0, 2.0, false).unwrap_err());
-        errors.push(t.suggest_int("x", 0, 1, 1, false).unwrap_err());
-        Ok::<_, SearchError>(0.0)
-    });
+    study
+        .optimize(1, |t| {
+            errors.push(t.suggest_float("a", 2.0, 1.0, false).unwrap_err());
+            errors.push(t.suggest_float("b", 0.0, 1.0, true).unwrap_err());
+            errors.push(t.suggest_float_step("c", 0.0, 1.0, 0.3).unwrap_err());
+            errors.push(t.suggest_int("d", 0, 10, 3, false).unwrap_err());
+            errors.push(t.suggest_int("e", 0, 10, 1, true).unwrap_err());
+            errors.push(t.suggest_int("f", 1, 10, 0, false).unwrap_err());
+            errors.push(t.suggest_categorical::<&str>("g", &[]).unwrap_err());
+            errors.push(t.suggest_float("h", f64::NAN, 1.0, false).unwrap_err());
+            t.suggest_float("x", 0.0, 1.0, false)?;
+            errors.push(t.suggest_float("x", 0.0, 2.0, false).unwrap_err());
+            errors.push(t.suggest_int("x", 0, 1, 1, false).unwrap_err());
+            Ok::<_, SearchError>(0.0)
+        })
+        .unwrap();
     assert!(matches!(errors[0], SearchError::EmptyRange { .. }));
     assert!(matches!(errors[1], SearchError::LogNonPositive { .. }));
     assert!(matches!(errors[2], SearchError::StepDoesNotDivide { .. }));
@@ -83,12 +89,14 @@ fn bad_spaces_fail_the_trial_with_a_typed_error_and_write_nothing() {
     assert!(errors[2].to_string().contains("`c`"));
 
     // Across trials: the same name as another kind fails the later trial, and the study goes on.
-    study.optimize(2, |t| {
-        if t.number() == 1 {
-            t.suggest_categorical("x", &["a", "b"])?;
-        }
-        Ok::<_, SearchError>(1.0)
-    });
+    study
+        .optimize(2, |t| {
+            if t.number() == 1 {
+                t.suggest_categorical("x", &["a", "b"])?;
+            }
+            Ok::<_, SearchError>(1.0)
+        })
+        .unwrap();
     let trials = study.trials();
     assert_eq!(trials[1].state, TrialState::Failed);
     assert!(trials[1].fail_reason.as_deref().unwrap().contains("parameter `x` was asked as float"));
@@ -99,14 +107,16 @@ fn bad_spaces_fail_the_trial_with_a_typed_error_and_write_nothing() {
 #[test]
 fn errors_and_nan_fail_the_trial_and_the_study_goes_on() {
     let study = Study::builder().direction(Direction::Maximize).seed(1).build();
-    study.optimize(9, |t| {
-        let x = t.suggest_float("x", 0.0, 1.0, false)?;
-        match t.number() % 3 {
-            0 => Err("diverged".into()),
-            1 => Ok(f64::NAN),
-            _ => Ok::<f64, Box<dyn std::error::Error + Send + Sync>>(x),
-        }
-    });
+    study
+        .optimize(9, |t| {
+            let x = t.suggest_float("x", 0.0, 1.0, false)?;
+            match t.number() % 3 {
+                0 => Err("diverged".into()),
+                1 => Ok(f64::NAN),
+                _ => Ok::<f64, Box<dyn std::error::Error + Send + Sync>>(x),
+            }
+        })
+        .unwrap();
     let trials = study.trials();
     assert_eq!(trials.len(), 9);
     for t in &trials {
@@ -123,14 +133,14 @@ fn errors_and_nan_fail_the_trial_and_the_study_goes_on() {
 fn random_search_is_reproducible_per_seed() {
     let run = |seed| {
         let study = Study::builder().sampler(RandomSampler::new()).seed(seed).build();
-        study.optimize(5, |t| t.suggest_float("x", 0.0, 1.0, false));
+        study.optimize(5, |t| t.suggest_float("x", 0.0, 1.0, false)).unwrap();
         study.trials().into_iter().map(|t| t.value.unwrap()).collect::<Vec<_>>()
     };
     assert_eq!(run(3), run(3));
     assert_ne!(run(3), run(4));
     // Parallel runs give each trial number the same draws.
     let study = Study::builder().seed(3).build();
-    study.optimize_parallel(5, 3, |t| t.suggest_float("x", 0.0, 1.0, false));
+    study.optimize_parallel(5, 3, |t| t.suggest_float("x", 0.0, 1.0, false)).unwrap();
     let par = study.trials().into_iter().map(|t| t.value.unwrap()).collect::<Vec<_>>();
     assert_eq!(par, run(3));
 }
@@ -138,13 +148,15 @@ fn random_search_is_reproducible_per_seed() {
 #[test]
 fn results_table_csv_and_history() {
     let study = Study::builder().seed(9).build();
-    study.optimize(6, |t| {
-        let x = t.suggest_float("x", 0.0, 1.0, false)?;
-        if t.number() == 2 {
-            t.suggest_categorical("opt", &["a,b", "c"])?;
-        }
-        Ok::<_, SearchError>(x)
-    });
+    study
+        .optimize(6, |t| {
+            let x = t.suggest_float("x", 0.0, 1.0, false)?;
+            if t.number() == 2 {
+                t.suggest_categorical("opt", &["a,b", "c"])?;
+            }
+            Ok::<_, SearchError>(x)
+        })
+        .unwrap();
     let csv = study.to_csv();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "number,state,value,duration_s,params_opt,params_x");
@@ -166,12 +178,14 @@ fn results_table_csv_and_history() {
 fn grid_covers_every_point_once_even_in_parallel() {
     let grid = || GridSampler::new().int("a", &[1, 2, 3]).categorical("b", &["x", "y"]).float("c", &[0.5, 1.5]);
     let study = Study::builder().sampler(grid()).seed(4).build();
-    study.optimize_parallel(100, 4, |t| {
-        let a = t.suggest_int("a", 1, 3, 1, false)?;
-        let b: &str = t.suggest_categorical("b", &["x", "y"])?;
-        let c = t.suggest_float("c", 0.0, 2.0, false)?;
-        Ok::<_, SearchError>(a as f64 + c + b.len() as f64)
-    });
+    study
+        .optimize_parallel(100, 4, |t| {
+            let a = t.suggest_int("a", 1, 3, 1, false)?;
+            let b: &str = t.suggest_categorical("b", &["x", "y"])?;
+            let c = t.suggest_float("c", 0.0, 2.0, false)?;
+            Ok::<_, SearchError>(a as f64 + c + b.len() as f64)
+        })
+        .unwrap();
     let trials = study.trials();
     assert_eq!(trials.len(), 12);
     let points: BTreeSet<String> = trials.iter().map(|t| format!("{:?}", t.params)).collect();
@@ -180,18 +194,20 @@ fn grid_covers_every_point_once_even_in_parallel() {
 
     // A parameter the grid does not declare fails the trial.
     let study = Study::builder().sampler(grid()).build();
-    study.optimize(1, |t| t.suggest_float("z", 0.0, 1.0, false));
+    study.optimize(1, |t| t.suggest_float("z", 0.0, 1.0, false)).unwrap();
     assert!(study.trial(0).fail_reason.unwrap().contains("not in the grid"));
 }
 
 #[test]
 fn parallel_trials_have_unique_numbers() {
     let study = Study::builder().sampler(TpeSampler::new().constant_liar(true).multivariate(true)).seed(8).build();
-    study.optimize_parallel(60, 4, |t| {
-        let x = t.suggest_float("x", -3.0, 3.0, false)?;
-        let y = t.suggest_float("y", -3.0, 3.0, false)?;
-        Ok::<_, SearchError>(x * x + y * y)
-    });
+    study
+        .optimize_parallel(60, 4, |t| {
+            let x = t.suggest_float("x", -3.0, 3.0, false)?;
+            let y = t.suggest_float("y", -3.0, 3.0, false)?;
+            Ok::<_, SearchError>(x * x + y * y)
+        })
+        .unwrap();
     let trials = study.trials();
     assert_eq!(trials.len(), 60);
     let numbers: BTreeSet<u64> = trials.iter().map(|t| t.number).collect();
@@ -203,18 +219,20 @@ fn parallel_trials_have_unique_numbers() {
 /// A loss curve `q + 1 / step`, falling with the steps: trials with a large `q` should be pruned.
 fn curve_study(pruner: impl ferrograd_tuning::search::Pruner + 'static) -> Study {
     let study = Study::builder().pruner(pruner).seed(11).build();
-    study.optimize(40, |t| {
-        let q = t.suggest_float("q", 0.0, 1.0, false)?;
-        let mut v = 0.0;
-        for step in 1..=9 {
-            v = q + 1.0 / step as f64;
-            t.report(step, v);
-            if t.should_prune() {
-                return Err(t.pruned());
+    study
+        .optimize(40, |t| {
+            let q = t.suggest_float("q", 0.0, 1.0, false)?;
+            let mut v = 0.0;
+            for step in 1..=9 {
+                v = q + 1.0 / step as f64;
+                t.report(step, v);
+                if t.should_prune() {
+                    return Err(t.pruned());
+                }
             }
-        }
-        Ok(v)
-    });
+            Ok(v)
+        })
+        .unwrap();
     study
 }
 
@@ -266,11 +284,13 @@ fn successive_halving_prunes_at_rungs() {
 #[test]
 fn maximize_with_tpe_beats_random_start() {
     let study = Study::builder().direction(Direction::Maximize).sampler(TpeSampler::new()).seed(0).build();
-    study.optimize(60, |t| {
-        let x = t.suggest_float("x", 0.0, 10.0, false)?;
-        let k: &str = t.suggest_categorical("k", &["good", "bad", "worse"])?;
-        Ok::<_, SearchError>(-(x - 7.0).powi(2) + if k == "good" { 5.0 } else { 0.0 })
-    });
+    study
+        .optimize(60, |t| {
+            let x = t.suggest_float("x", 0.0, 10.0, false)?;
+            let k: &str = t.suggest_categorical("k", &["good", "bad", "worse"])?;
+            Ok::<_, SearchError>(-(x - 7.0).powi(2) + if k == "good" { 5.0 } else { 0.0 })
+        })
+        .unwrap();
     let best = study.best_trial().unwrap();
     assert_eq!(best.params["k"], ParamValue::Categorical("good".into()));
     assert!(best.value.unwrap() > 4.5);

@@ -58,7 +58,7 @@ fn median_best<S: Sampler + 'static>(
     let mut best: Vec<f64> = (0..10)
         .map(|seed| {
             let study = Study::builder().sampler(sampler()).seed(seed).build();
-            study.optimize(n_trials, f);
+            study.optimize(n_trials, f).unwrap();
             study.best_value().expect("trials completed")
         })
         .collect();

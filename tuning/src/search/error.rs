@@ -88,6 +88,29 @@ pub enum SearchError {
     /// A sampler or pruner option out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// The study's SQLite file could not be read or written (not a database, locked, disk full,
+    /// corrupt rows).
+    #[error("study storage {path}: {message}")]
+    Storage {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// An SQLite file that holds other tables than a ferrograd study's.
+    #[error("{path} is an SQLite database but not a ferrograd study store")]
+    ForeignDatabase {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The stored study disagrees with the one asked for (its direction).
+    #[error("study `{name}`: {message}")]
+    StudyMismatch {
+        /// The study's name.
+        name: String,
+        /// The disagreement.
+        message: String,
+    },
     /// The trial was pruned; return it from the objective (`Err(trial.pruned().into())`).
     #[error("trial pruned at step {step:?}")]
     Pruned {

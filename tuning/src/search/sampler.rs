@@ -100,7 +100,7 @@ impl Sampler for RandomSampler {
 ///     let lr = t.suggest_float("lr", 1e-3, 1.0, true)?;
 ///     let act: String = t.suggest_categorical("act", &["relu".to_string(), "tanh".to_string()])?;
 ///     Ok::<_, SearchError>(lr + act.len() as f64)
-/// });
+/// }).unwrap();
 /// assert_eq!(study.trials().len(), 4);
 /// ```
 #[derive(Debug, Clone, Default)]

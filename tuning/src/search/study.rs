@@ -6,8 +6,9 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -16,6 +17,7 @@ use super::distribution::{Distribution, ParamValue};
 use super::error::SearchError;
 use super::pruner::{NopPruner, Pruner};
 use super::sampler::{RandomSampler, SampleContext, Sampler};
+use super::sqlite::Db;
 use super::trial::{FrozenTrial, Trial, TrialState};
 
 /// Whether the objective is minimised or maximised.
@@ -45,6 +47,19 @@ struct State {
     kinds: HashMap<String, Distribution>,
 }
 
+impl State {
+    /// Takes the trials read from storage.
+    fn replace(&mut self, trials: Vec<FrozenTrial>) {
+        self.kinds.clear();
+        for t in &trials {
+            for (name, d) in &t.distributions {
+                self.kinds.entry(name.clone()).or_insert_with(|| d.clone());
+            }
+        }
+        self.trials = trials;
+    }
+}
+
 /// A hyperparameter search: a sampler proposes, a pruner stops, the study records.
 ///
 /// ```
@@ -53,7 +68,7 @@ struct State {
 /// study.optimize(30, |t| {
 ///     let x = t.suggest_float("x", -5.0, 5.0, false)?;
 ///     Ok::<_, SearchError>((x - 1.0) * (x - 1.0))
-/// });
+/// }).unwrap();
 /// assert!(study.best_value().unwrap() < 1.0);
 /// ```
 pub struct Study {
@@ -62,6 +77,7 @@ pub struct Study {
     sampler: Box<dyn Sampler>,
     pruner: Box<dyn Pruner>,
     state: Mutex<State>,
+    db: Option<Db>,
 }
 
 /// Options of a [`Study`].
@@ -70,6 +86,7 @@ pub struct StudyBuilder {
     seed: u64,
     sampler: Box<dyn Sampler>,
     pruner: Box<dyn Pruner>,
+    heartbeat_timeout: Duration,
 }
 
 impl StudyBuilder {
@@ -97,6 +114,13 @@ impl StudyBuilder {
         self
     }
 
+    /// How long a RUNNING trial of an SQLite study may go without a heartbeat before another
+    /// process marks it failed (default 60 s; a running trial beats every quarter of it).
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
     /// The study, empty, in memory.
     pub fn build(self) -> Study {
         Study {
@@ -105,7 +129,33 @@ impl StudyBuilder {
             sampler: self.sampler,
             pruner: self.pruner,
             state: Mutex::new(State::default()),
+            db: None,
         }
+    }
+
+    /// The study named `name` in the SQLite file at `path` (created if missing), with the trials
+    /// it already has: a study resumes where it stopped and several processes may share it.
+    /// Errors on a file that is not an SQLite database, a database of something else, or a stored
+    /// study with another direction.
+    ///
+    /// ```
+    /// use ferrograd_tuning::search::{SearchError, Study};
+    /// let path = std::env::temp_dir().join(format!("doc_study_{}.db", std::process::id()));
+    /// let study = Study::builder().seed(1).open_sqlite(&path, "demo")?;
+    /// study.optimize(3, |t| t.suggest_float("x", 0.0, 1.0, false))?;
+    /// let again = Study::builder().seed(1).open_sqlite(&path, "demo")?;
+    /// again.optimize(2, |t| t.suggest_float("x", 0.0, 1.0, false))?;
+    /// assert_eq!(again.trials().len(), 5);
+    /// # drop((study, again));
+    /// # for ext in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{ext}", path.display())); }
+    /// # Ok::<(), SearchError>(())
+    /// ```
+    pub fn open_sqlite(self, path: impl AsRef<Path>, name: &str) -> Result<Study, SearchError> {
+        let db = Db::open(path.as_ref(), name, self.direction, self.heartbeat_timeout)?;
+        let trials = db.load()?;
+        let study = Study { db: Some(db), ..self.build() };
+        study.lock().replace(trials);
+        Ok(study)
     }
 }
 
@@ -140,6 +190,7 @@ impl Study {
             seed: 0,
             sampler: Box::new(RandomSampler::new()),
             pruner: Box::new(NopPruner),
+            heartbeat_timeout: Duration::from_secs(60),
         }
     }
 
@@ -154,74 +205,135 @@ impl Study {
 
     /// Starts a trial: numbers it, lets the sampler propose a relative point. `None` when the
     /// sampler has nothing left (an exhausted grid).
-    fn start_trial(&self) -> Option<Trial<'_>> {
+    fn start_trial(&self) -> Result<Option<Trial<'_>>, SearchError> {
         let mut st = self.lock();
-        let number = st.trials.len() as u64;
-        let mut rng = StdRng::seed_from_u64(trial_seed(self.seed, number));
-        let ctx = SampleContext { trials: &st.trials, direction: self.direction, number };
-        let fixed = self.sampler.sample_relative(&ctx, &mut rng).ok()?;
-        st.trials.push(FrozenTrial::new_running(number, fixed.clone()));
-        Some(Trial { study: self, number, rng, fixed })
+        let mut made = None;
+        let mut propose = |trials: &[FrozenTrial]| {
+            let number = trials.len() as u64;
+            let mut rng = StdRng::seed_from_u64(trial_seed(self.seed, number));
+            let ctx = SampleContext { trials, direction: self.direction, number };
+            let fixed = self.sampler.sample_relative(&ctx, &mut rng).ok()?;
+            made = Some((number, rng));
+            Some(fixed)
+        };
+        let fixed = match &self.db {
+            None => {
+                let Some(fixed) = propose(&st.trials) else { return Ok(None) };
+                let number = st.trials.len() as u64;
+                st.trials.push(FrozenTrial::new_running(number, fixed.clone()));
+                fixed
+            }
+            Some(db) => {
+                let Some(trials) = db.start_trial(&mut propose)? else { return Ok(None) };
+                let fixed = trials.last().expect("the new trial").fixed_params.clone();
+                st.replace(trials);
+                fixed
+            }
+        };
+        let (number, rng) = made.expect("proposed");
+        Ok(Some(Trial { study: self, number, rng, fixed, storage_error: None }))
     }
 
-    fn finish_trial(&self, number: u64, state: TrialState, value: Option<f64>, reason: Option<String>, start: Instant) {
+    fn finish_trial(
+        &self,
+        number: u64,
+        (state, value, reason): (TrialState, Option<f64>, Option<String>),
+        start: Instant,
+    ) -> Result<(), SearchError> {
         let mut st = self.lock();
         let t = &mut st.trials[number as usize];
         t.state = state;
         t.value = value;
         t.fail_reason = reason;
         t.duration = Some(start.elapsed());
+        match &self.db {
+            Some(db) => db.finish(t),
+            None => Ok(()),
+        }
     }
 
     /// Runs one trial of `objective`; `false` when the sampler had nothing left to propose.
-    fn run_one<F, E>(&self, objective: &mut F) -> bool
+    fn run_one<F, E>(&self, objective: &mut F) -> Result<bool, SearchError>
     where
         F: FnMut(&mut Trial<'_>) -> Result<f64, E>,
         E: Into<Box<dyn Error + Send + Sync>>,
     {
-        let Some(mut trial) = self.start_trial() else { return false };
+        let Some(mut trial) = self.start_trial()? else { return Ok(false) };
         let start = Instant::now();
-        let (state, value, reason) = outcome(objective(&mut trial));
-        self.finish_trial(trial.number, state, value, reason, start);
-        true
+        let number = trial.number;
+        let result = std::thread::scope(|s| {
+            let (stop, stopped) = mpsc::channel::<()>();
+            if let Some(db) = &self.db {
+                let period = db.heartbeat_period();
+                s.spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                        // A missed beat is retried at the next period.
+                        let _ = db.heartbeat(number);
+                    }
+                });
+            }
+            let result = objective(&mut trial);
+            drop(stop);
+            result
+        });
+        let outcome = outcome(result);
+        self.finish_trial(number, outcome, start)?;
+        match trial.storage_error.take() {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
     }
 
     /// Runs `n_trials` trials of `objective` one after the other. A trial whose objective returns
     /// an error or NaN is recorded as failed and the study goes on; an error that is
     /// [`SearchError::Pruned`] records the trial as pruned. Stops early when a grid is exhausted.
-    pub fn optimize<F, E>(&self, n_trials: usize, mut objective: F)
+    ///
+    /// Errors only when the study's storage fails.
+    pub fn optimize<F, E>(&self, n_trials: usize, mut objective: F) -> Result<(), SearchError>
     where
         F: FnMut(&mut Trial<'_>) -> Result<f64, E>,
         E: Into<Box<dyn Error + Send + Sync>>,
     {
         for _ in 0..n_trials {
-            if !self.run_one(&mut objective) {
+            if !self.run_one(&mut objective)? {
                 break;
             }
         }
+        Ok(())
     }
 
     /// Runs `n_trials` trials on `n_jobs` threads sharing this study (numbers stay unique; the
     /// sampler sees running trials, so TPE's constant liar and the grid avoid duplicates).
-    pub fn optimize_parallel<F, E>(&self, n_trials: usize, n_jobs: usize, objective: F)
+    /// Errors with the first storage failure of any worker (the others stop too).
+    pub fn optimize_parallel<F, E>(&self, n_trials: usize, n_jobs: usize, objective: F) -> Result<(), SearchError>
     where
         F: Fn(&mut Trial<'_>) -> Result<f64, E> + Sync,
         E: Into<Box<dyn Error + Send + Sync>>,
     {
         let claimed = AtomicUsize::new(0);
         let done = AtomicBool::new(false);
+        let first_error = Mutex::new(None);
         std::thread::scope(|s| {
             for _ in 0..n_jobs.max(1) {
                 s.spawn(|| {
                     let mut f = |t: &mut Trial<'_>| objective(t);
                     while !done.load(Ordering::Relaxed) && claimed.fetch_add(1, Ordering::Relaxed) < n_trials {
-                        if !self.run_one(&mut f) {
-                            done.store(true, Ordering::Relaxed);
+                        match self.run_one(&mut f) {
+                            Ok(true) => {}
+                            Ok(false) => done.store(true, Ordering::Relaxed),
+                            Err(e) => {
+                                done.store(true, Ordering::Relaxed);
+                                first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                            }
                         }
                     }
                 });
             }
         });
+        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn suggest(
@@ -259,6 +371,9 @@ impl Study {
                 dist.to_external(self.sampler.sample_independent(&ctx, name, &dist, rng)?)
             }
         };
+        if let Some(db) = &self.db {
+            db.set_param(number, name, &value, &dist)?;
+        }
         st.kinds.entry(name.to_string()).or_insert_with(|| dist.clone());
         let t = &mut st.trials[idx];
         t.params.insert(name.to_string(), value.clone());
@@ -266,8 +381,13 @@ impl Study {
         Ok(value)
     }
 
-    pub(crate) fn report(&self, number: u64, step: u64, value: f64) {
-        self.lock().trials[number as usize].intermediate.insert(step, value);
+    pub(crate) fn report(&self, number: u64, step: u64, value: f64) -> Result<(), SearchError> {
+        let mut st = self.lock();
+        if let Some(db) = &self.db {
+            db.report(number, step, value)?;
+        }
+        st.trials[number as usize].intermediate.insert(step, value);
+        Ok(())
     }
 
     pub(crate) fn should_prune(&self, number: u64) -> bool {
@@ -284,21 +404,26 @@ impl Study {
         self.lock().trials[number as usize].clone()
     }
 
-    /// A copy of every trial, by number.
+    /// Every trial, by number: for an SQLite study, read afresh from the file (trials of other
+    /// processes included; this process's copy if the file cannot be read).
     pub fn trials(&self) -> Vec<FrozenTrial> {
-        self.lock().trials.clone()
+        let mut st = self.lock();
+        if let Some(Ok(trials)) = self.db.as_ref().map(Db::load) {
+            st.replace(trials);
+        }
+        st.trials.clone()
     }
 
     /// The number of trials recorded (any state).
     pub fn n_trials(&self) -> usize {
-        self.lock().trials.len()
+        self.trials().len()
     }
 
     /// The best complete trial (the first one on ties).
     pub fn best_trial(&self) -> Option<FrozenTrial> {
-        let st = self.lock();
+        let trials = self.trials();
         let mut best: Option<&FrozenTrial> = None;
-        for t in st.trials.iter().filter(|t| t.state == TrialState::Complete) {
+        for t in trials.iter().filter(|t| t.state == TrialState::Complete) {
             let v = self.direction.loss(t.value.expect("a complete trial has a value"));
             if best.is_none_or(|b| v < self.direction.loss(b.value.expect("complete"))) {
                 best = Some(t);
@@ -319,9 +444,8 @@ impl Study {
 
     /// For each trial number, the best value among complete trials up to it.
     pub fn best_value_history(&self) -> Vec<Option<f64>> {
-        let st = self.lock();
         let mut best: Option<f64> = None;
-        st.trials
+        self.trials()
             .iter()
             .map(|t| {
                 if let (TrialState::Complete, Some(v)) = (t.state, t.value) {
@@ -337,15 +461,15 @@ impl Study {
     /// All trials as CSV: `number,state,value,duration_s,params_<name>...` (names sorted; empty
     /// cells for parameters a trial did not ask for).
     pub fn to_csv(&self) -> String {
-        let st = self.lock();
-        let names: BTreeSet<&String> = st.trials.iter().flat_map(|t| t.params.keys()).collect();
+        let trials = self.trials();
+        let names: BTreeSet<&String> = trials.iter().flat_map(|t| t.params.keys()).collect();
         let mut out = String::from("number,state,value,duration_s");
         for n in &names {
             out.push_str(",params_");
             out.push_str(&csv_cell(n));
         }
         out.push('\n');
-        for t in &st.trials {
+        for t in &trials {
             let value = t.value.map(|v| v.to_string()).unwrap_or_default();
             let dur = t.duration.map(|d| d.as_secs_f64().to_string()).unwrap_or_default();
             let _ = write!(out, "{},{},{},{}", t.number, t.state, value, dur);

@@ -30,7 +30,7 @@ use super::trial::{FrozenTrial, TrialState};
 ///     let x = t.suggest_float("x", 1e-3, 10.0, true)?;
 ///     let n = t.suggest_int("n", 1, 8, 1, false)?;
 ///     Ok::<_, SearchError>((x.ln() - 1.0).powi(2) + n as f64)
-/// });
+/// }).unwrap();
 /// assert_eq!(study.trials().len(), 20);
 /// ```
 #[derive(Debug)]

@@ -95,14 +95,17 @@ impl FrozenTrial {
 ///     let x = t.suggest_float("x", -1.0, 1.0, false)?;
 ///     let kind: &str = t.suggest_categorical("kind", &["a", "b"])?;
 ///     Ok::<_, SearchError>(x * x + if kind == "a" { 0.0 } else { 1.0 })
-/// });
+/// })?;
 /// assert_eq!(study.trials().len(), 5);
+/// # Ok::<(), SearchError>(())
 /// ```
 pub struct Trial<'s> {
     pub(crate) study: &'s Study,
     pub(crate) number: u64,
     pub(crate) rng: StdRng,
     pub(crate) fixed: BTreeMap<String, ParamValue>,
+    /// A storage failure while reporting, raised when the trial ends.
+    pub(crate) storage_error: Option<SearchError>,
 }
 
 impl Trial<'_> {
@@ -157,8 +160,11 @@ impl Trial<'_> {
     }
 
     /// Records the objective's intermediate `value` at `step` (an epoch, a resource count).
+    /// For an SQLite study a write failure is kept and returned by `optimize` when the trial ends.
     pub fn report(&mut self, step: u64, value: f64) {
-        self.study.report(self.number, step, value);
+        if let Err(e) = self.study.report(self.number, step, value) {
+            self.storage_error.get_or_insert(e);
+        }
     }
 
     /// Whether the pruner advises stopping this trial now; if so, return `Err(trial.pruned())`.
