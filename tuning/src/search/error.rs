@@ -112,7 +112,7 @@ pub enum SearchError {
         message: String,
     },
     /// The trial was pruned; return it from the objective (`Err(trial.pruned().into())`).
-    #[error("trial pruned at step {step:?}")]
+    #[error("trial pruned{}", step.map(|s| format!(" at step {s}")).unwrap_or_default())]
     Pruned {
         /// The last reported step.
         step: Option<u64>,
