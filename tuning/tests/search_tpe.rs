@@ -68,19 +68,19 @@ fn median_best<S: Sampler + 'static>(
 
 #[test]
 fn branin_200_trials() {
-    let m = median_best(|| TpeSampler::tuned(), 200, branin);
+    let m = median_best(TpeSampler::tuned, 200, branin);
     assert!(m <= 0.42, "median best {m}");
 }
 
 #[test]
 fn hartmann6_100_trials() {
-    let m = median_best(|| TpeSampler::tuned(), 100, hartmann6);
+    let m = median_best(TpeSampler::tuned, 100, hartmann6);
     assert!(m <= -3.15, "median best {m}");
 }
 
 #[test]
 fn sphere10_100_trials() {
-    let m = median_best(|| TpeSampler::tuned(), 100, sphere10);
+    let m = median_best(TpeSampler::tuned, 100, sphere10);
     assert!(m <= 4.0, "median best {m}");
 }
 
