@@ -30,7 +30,8 @@ fn open(path: &Path, timeout: Duration) -> Study {
         .unwrap()
 }
 
-/// The worker side: runs `n` trials that each sleep `ms` milliseconds.
+/// The worker side: runs `n` trials that each sleep `ms` milliseconds; from trial number `stall`
+/// on, a trial hangs (so a test can kill the process mid-trial).
 #[test]
 fn worker_entry() {
     let Ok(spec) = std::env::var(WORKER_ENV) else { return };
@@ -38,22 +39,24 @@ fn worker_entry() {
     let path = PathBuf::from(parts.next().unwrap());
     let n: usize = parts.next().unwrap().parse().unwrap();
     let ms: u64 = parts.next().unwrap().parse().unwrap();
+    let stall: u64 = parts.next().unwrap().parse().unwrap();
     let study = open(&path, Duration::from_secs(1));
     study
         .optimize(n, |t| {
             let x = t.suggest_float("x", -2.0, 2.0, false)?;
             let k = t.suggest_int("k", 1, 4, 1, false)?;
-            std::thread::sleep(Duration::from_millis(ms));
+            let hang = if t.number() >= stall { 120_000 } else { 0 };
+            std::thread::sleep(Duration::from_millis(ms + hang));
             Ok::<_, SearchError>(x * x + k as f64)
         })
         .unwrap();
 }
 
-fn spawn_worker(path: &Path, n: usize, ms: u64) -> Child {
+fn spawn_worker(path: &Path, n: usize, ms: u64, stall: u64) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["worker_entry", "--exact", "--test-threads", "1"])
         .stdout(Stdio::null())
-        .env(WORKER_ENV, format!("{}|{n}|{ms}", path.display()))
+        .env(WORKER_ENV, format!("{}|{n}|{ms}|{stall}", path.display()))
         .spawn()
         .unwrap()
 }
@@ -120,7 +123,7 @@ fn unreadable_and_foreign_files_are_typed_errors() {
 fn four_processes_share_a_study_without_duplicate_or_lost_trials() {
     let path = temp_db("four");
     drop(open(&path, Duration::from_secs(60)));
-    let mut workers: Vec<Child> = (0..4).map(|_| spawn_worker(&path, 10, 5)).collect();
+    let mut workers: Vec<Child> = (0..4).map(|_| spawn_worker(&path, 10, 5, u64::MAX)).collect();
     for w in &mut workers {
         assert!(w.wait().unwrap().success());
     }
@@ -136,10 +139,10 @@ fn four_processes_share_a_study_without_duplicate_or_lost_trials() {
 fn a_killed_worker_leaves_a_failed_trial_and_the_study_resumes() {
     let path = temp_db("killed");
     drop(open(&path, Duration::from_secs(1)));
-    let mut worker = spawn_worker(&path, 10_000, 100);
+    let mut worker = spawn_worker(&path, 100, 10, 3);
     let watcher = open(&path, Duration::from_secs(1));
     let start = Instant::now();
-    while watcher.trials().iter().filter(|t| t.state == TrialState::Complete).count() < 3 {
+    while watcher.trials().len() < 4 {
         assert!(start.elapsed() < Duration::from_secs(60), "the worker made no progress");
         std::thread::sleep(Duration::from_millis(20));
     }

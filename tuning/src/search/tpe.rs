@@ -8,7 +8,7 @@
 //! drawn jointly from product kernels when the trial starts; the others stay univariate. With the
 //! constant liar, running trials count among the bad ones, so parallel workers spread out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use rand::rngs::StdRng;
@@ -45,12 +45,14 @@ pub struct TpeSampler {
     constant_liar: bool,
     /// The last split, reused for the other parameters of the same trial.
     cache: Mutex<Option<SplitCache>>,
+    /// Parameter values of finished trials, read once.
+    columns: Mutex<HashMap<String, Column>>,
 }
 
 impl Clone for TpeSampler {
     /// The same options with an empty cache.
     fn clone(&self) -> Self {
-        TpeSampler { cache: Mutex::new(None), ..*self }
+        TpeSampler { cache: Mutex::new(None), columns: Mutex::new(HashMap::new()), ..*self }
     }
 }
 
@@ -237,8 +239,10 @@ impl Parzen {
                     .iter()
                     .zip(&sigma)
                     .map(|(m, s)| {
-                        let z = (phi((high - m) / s) - phi((low - m) / s)).max(1e-300);
-                        -s.ln() - half_ln_2pi - z.ln()
+                        let (a, b) = ((low - m) / s, (high - m) / s);
+                        // Beyond 9 standard deviations the truncated mass differs from 1 by < 1e-18.
+                        let ln_z = if a < -9.0 && b > 9.0 { 0.0 } else { (phi(b) - phi(a)).max(1e-300).ln() };
+                        -s.ln() - half_ln_2pi - ln_z
                     })
                     .collect();
                 let inv_sigma = sigma.iter().map(|s| 1.0 / s).collect();
@@ -338,6 +342,14 @@ impl Parzen {
     }
 }
 
+/// One parameter's values (in axis coordinates) of finished trials, by trial number: `None` not
+/// read yet, `Some(None)` the trial lacks it.
+#[derive(Debug)]
+struct Column {
+    dist: Distribution,
+    values: Vec<Option<Option<f64>>>,
+}
+
 /// The good and bad trials, each in trial order.
 struct Split<'a> {
     below: Vec<&'a FrozenTrial>,
@@ -363,6 +375,7 @@ impl TpeSampler {
             bandwidth_factor: 0.2,
             constant_liar: false,
             cache: Mutex::new(None),
+            columns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -521,14 +534,48 @@ impl TpeSampler {
 }
 
 /// Observations of `names` (in axis coordinates) for the trials that have all of them.
-fn observations(trials: &[&FrozenTrial], space: &[(&String, &Distribution, Axis)]) -> Vec<Vec<f64>> {
+/// Uses and fills `columns`: a finished trial's values never change, so each is read from its
+/// maps (string keys, category lookups) once.
+fn observations(
+    trials: &[&FrozenTrial],
+    space: &[(&String, &Distribution, Axis)],
+    columns: &mut HashMap<String, Column>,
+) -> Vec<Vec<f64>> {
     let mut obs = vec![Vec::new(); space.len()];
     let mut row = Vec::with_capacity(space.len());
+    let mut cols: Vec<&mut Column> = Vec::with_capacity(space.len());
+    for (name, dist, _) in space {
+        let col =
+            columns.entry((*name).clone()).or_insert_with(|| Column { dist: (*dist).clone(), values: Vec::new() });
+        if col.dist != **dist {
+            *col = Column { dist: (*dist).clone(), values: Vec::new() };
+        }
+    }
+    // Disjoint mutable borrows of the columns, in `space` order.
+    let mut by_name: HashMap<&String, &mut Column> = columns.iter_mut().collect();
+    for (name, _, _) in space {
+        cols.push(by_name.remove(name).expect("inserted above"));
+    }
     for t in trials {
         row.clear();
-        for (name, dist, axis) in space {
-            match value_of(t, name, dist) {
-                Some(v) => row.push(axis.forward(v)),
+        let finished = !matches!(t.state, TrialState::Running);
+        for (col, (name, dist, axis)) in cols.iter_mut().zip(space) {
+            let i = t.number as usize;
+            let v = match col.values.get(i) {
+                Some(Some(cached)) if finished => *cached,
+                _ => {
+                    let v = value_of(t, name, dist).map(|v| axis.forward(v));
+                    if finished {
+                        if col.values.len() <= i {
+                            col.values.resize(i + 1, None);
+                        }
+                        col.values[i] = Some(v);
+                    }
+                    v
+                }
+            };
+            match v {
+                Some(v) => row.push(v),
                 None => break,
             }
         }
@@ -554,8 +601,10 @@ impl Sampler for TpeSampler {
             return Ok(BTreeMap::new());
         }
         let axes: Vec<(&String, &Distribution, Axis)> = space.iter().map(|(n, d)| (n, d, Axis::of(d))).collect();
-        let below = observations(&split.below, &axes);
-        let above = observations(&split.above, &axes);
+        let mut columns = self.columns.lock().unwrap_or_else(|p| p.into_inner());
+        let below = observations(&split.below, &axes, &mut columns);
+        let above = observations(&split.above, &axes, &mut columns);
+        drop(columns);
         let plain: Vec<Axis> = axes.iter().map(|a| a.2).collect();
         let x = self.propose(&below, &above, &plain, rng);
         Ok(axes.iter().zip(x).map(|((n, d, a), y)| ((*n).clone(), d.to_external(a.backward(y)))).collect())
@@ -571,8 +620,10 @@ impl Sampler for TpeSampler {
         let Some(split) = self.split(ctx) else { return Ok(sample_uniform(dist, rng)) };
         let name = name.to_string();
         let axes = [(&name, dist, Axis::of(dist))];
-        let below = observations(&split.below, &axes);
-        let above = observations(&split.above, &axes);
+        let mut columns = self.columns.lock().unwrap_or_else(|p| p.into_inner());
+        let below = observations(&split.below, &axes, &mut columns);
+        let above = observations(&split.above, &axes, &mut columns);
+        drop(columns);
         let y = self.propose(&below, &above, &[axes[0].2], rng)[0];
         Ok(axes[0].2.backward(y))
     }
