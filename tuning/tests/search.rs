@@ -7,9 +7,7 @@ use ferrograd_tuning::search::{
     SuccessiveHalvingPruner, TpeSampler, TrialState,
 };
 
-#[test]
-fn suggestions_stay_in_their_spaces() {
-    let study = Study::builder().seed(5).build();
+fn check_spaces(study: Study) {
     study
         .optimize(200, |t| {
             let x = t.suggest_float("x", -2.0, 3.0, false)?;
@@ -23,10 +21,17 @@ fn suggestions_stay_in_their_spaces() {
             assert!(n % 2 == 0 && (2..=10).contains(&n) && (1..=1024).contains(&w) && [3, 5, 7].contains(&c));
             // Asking again returns the same value.
             assert_eq!(t.suggest_float("x", -2.0, 3.0, false)?, x);
-            Ok::<_, SearchError>(x)
+            Ok::<_, SearchError>(x.abs() + lr.ln().abs() + q + n as f64 + (w as f64).ln() + c as f64)
         })
         .unwrap();
     assert!(study.trials().iter().all(|t| t.state == TrialState::Complete && t.params.len() == 6));
+}
+
+#[test]
+fn suggestions_stay_in_their_spaces() {
+    check_spaces(Study::builder().seed(5).build());
+    check_spaces(Study::builder().sampler(TpeSampler::new()).seed(5).build());
+    check_spaces(Study::builder().sampler(TpeSampler::tuned().constant_liar(true)).seed(5).build());
 }
 
 #[test]
