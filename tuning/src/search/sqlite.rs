@@ -121,6 +121,9 @@ impl Db {
         let mut conn = Connection::open(path).map_err(storage)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(storage)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(storage)?;
+        // In WAL mode NORMAL stays consistent if a process dies (only a power loss may drop the
+        // last commits) and avoids an fsync per statement.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(storage)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)?;
         let n_tables: i64 = tx
             .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
@@ -174,22 +177,35 @@ impl Db {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every trial of the study, by number.
-    pub(crate) fn load(&self) -> Result<Vec<FrozenTrial>, SearchError> {
+    /// Brings `trials` (a copy of the study, by number) up to date. Finished trials never change,
+    /// so only those from the first unfinished one on are read again: the cost follows the
+    /// running and new trials, not the history.
+    pub(crate) fn refresh(&self, trials: &mut Vec<FrozenTrial>) -> Result<(), SearchError> {
         let conn = self.lock();
-        self.load_with(&conn)
+        self.refresh_with(&conn, trials)
     }
 
-    fn load_with(&self, conn: &Connection) -> Result<Vec<FrozenTrial>, SearchError> {
+    fn refresh_with(&self, conn: &Connection, trials: &mut Vec<FrozenTrial>) -> Result<(), SearchError> {
+        let from = trials.iter().position(|t| t.state == TrialState::Running).unwrap_or(trials.len());
+        let tail = self.load_from(conn, from)?;
+        trials.truncate(from);
+        trials.extend(tail);
+        Ok(())
+    }
+
+    /// The trials numbered `from` on.
+    fn load_from(&self, conn: &Connection, from: usize) -> Result<Vec<FrozenTrial>, SearchError> {
         let e = |x| self.err(x);
+        let from_i = from as i64;
         let mut trials = Vec::new();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT number, state, value, fail_reason, duration FROM trials WHERE study_id = ?1 ORDER BY number",
+                "SELECT number, state, value, fail_reason, duration FROM trials
+                 WHERE study_id = ?1 AND number >= ?2 ORDER BY number",
             )
             .map_err(e)?;
         let rows = stmt
-            .query_map([self.study_id], |r| {
+            .query_map([self.study_id, from_i], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -201,7 +217,7 @@ impl Db {
             .map_err(e)?;
         for row in rows {
             let (number, state, value, fail_reason, duration) = row.map_err(e)?;
-            if number != trials.len() as i64 {
+            if number != from_i + trials.len() as i64 {
                 return Err(self.corrupt("trial numbering"));
             }
             let mut t = FrozenTrial::new_running(number as u64, BTreeMap::new());
@@ -212,10 +228,12 @@ impl Db {
             trials.push(t);
         }
         let mut stmt = conn
-            .prepare_cached("SELECT number, name, fixed, value, distribution FROM params WHERE study_id = ?1")
+            .prepare_cached(
+                "SELECT number, name, fixed, value, distribution FROM params WHERE study_id = ?1 AND number >= ?2",
+            )
             .map_err(e)?;
         let rows = stmt
-            .query_map([self.study_id], |r| {
+            .query_map([self.study_id, from_i], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -227,7 +245,7 @@ impl Db {
             .map_err(e)?;
         for row in rows {
             let (number, name, fixed, value, dist) = row.map_err(e)?;
-            let t = trials.get_mut(number as usize).ok_or_else(|| self.corrupt("parameter row"))?;
+            let t = trials.get_mut((number - from_i) as usize).ok_or_else(|| self.corrupt("parameter row"))?;
             let value = decode_value(&value).ok_or_else(|| self.corrupt("parameter value"))?;
             if fixed {
                 t.fixed_params.insert(name, value);
@@ -237,26 +255,28 @@ impl Db {
                 t.distributions.insert(name, dist);
             }
         }
-        let mut stmt =
-            conn.prepare_cached("SELECT number, step, value FROM intermediate WHERE study_id = ?1").map_err(e)?;
+        let mut stmt = conn
+            .prepare_cached("SELECT number, step, value FROM intermediate WHERE study_id = ?1 AND number >= ?2")
+            .map_err(e)?;
         let rows = stmt
-            .query_map([self.study_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, f64>(2)?)))
+            .query_map([self.study_id, from_i], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, f64>(2)?)))
             .map_err(e)?;
         for row in rows {
             let (number, step, value) = row.map_err(e)?;
-            let t = trials.get_mut(number as usize).ok_or_else(|| self.corrupt("intermediate row"))?;
+            let t = trials.get_mut((number - from_i) as usize).ok_or_else(|| self.corrupt("intermediate row"))?;
             t.intermediate.insert(step as u64, value);
         }
         Ok(trials)
     }
 
-    /// In one write transaction: fails trials whose heartbeat timed out, reloads the study, lets
-    /// `propose` pick the new trial's fixed parameters from it, and inserts the trial. Returns the
-    /// trials (the new one last), or `Ok(None)` when `propose` has nothing left.
+    /// In one write transaction: fails trials whose heartbeat timed out, refreshes `trials`, lets
+    /// `propose` pick the new trial's fixed parameters from them, and inserts the trial (pushed
+    /// onto `trials` too). `Ok(false)` when `propose` has nothing left.
     pub(crate) fn start_trial(
         &self,
+        trials: &mut Vec<FrozenTrial>,
         propose: impl FnOnce(&[FrozenTrial]) -> Option<BTreeMap<String, ParamValue>>,
-    ) -> Result<Option<Vec<FrozenTrial>>, SearchError> {
+    ) -> Result<bool, SearchError> {
         let e = |x| self.err(x);
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(e)?;
@@ -267,8 +287,8 @@ impl Db {
             params![self.study_id, t - self.heartbeat_timeout.as_secs_f64()],
         )
         .map_err(e)?;
-        let mut trials = self.load_with(&tx)?;
-        let Some(fixed) = propose(&trials) else { return Ok(None) };
+        self.refresh_with(&tx, trials)?;
+        let Some(fixed) = propose(trials) else { return Ok(false) };
         let number = trials.len() as i64;
         tx.execute(
             "INSERT INTO trials (study_id, number, state, heartbeat) VALUES (?1, ?2, 'RUNNING', ?3)",
@@ -284,7 +304,7 @@ impl Db {
         }
         tx.commit().map_err(e)?;
         trials.push(FrozenTrial::new_running(number as u64, fixed));
-        Ok(Some(trials))
+        Ok(true)
     }
 
     /// Records a parameter of a running trial.

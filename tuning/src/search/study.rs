@@ -48,15 +48,26 @@ struct State {
 }
 
 impl State {
-    /// Takes the trials read from storage.
-    fn replace(&mut self, trials: Vec<FrozenTrial>) {
-        self.kinds.clear();
-        for t in &trials {
+    /// Records the distributions of the trials from `from` on (after a refresh from storage).
+    fn absorb_kinds(&mut self, from: usize) {
+        for t in &self.trials[from.min(self.trials.len())..] {
             for (name, d) in &t.distributions {
                 self.kinds.entry(name.clone()).or_insert_with(|| d.clone());
             }
         }
-        self.trials = trials;
+    }
+
+    /// The first trial a refresh from storage may change.
+    fn first_unfinished(&self) -> usize {
+        self.trials.iter().position(|t| t.state == TrialState::Running).unwrap_or(self.trials.len())
+    }
+
+    /// Refreshes the trials from storage.
+    fn refresh(&mut self, db: &Db) -> Result<(), SearchError> {
+        let from = self.first_unfinished();
+        db.refresh(&mut self.trials)?;
+        self.absorb_kinds(from);
+        Ok(())
     }
 }
 
@@ -152,9 +163,8 @@ impl StudyBuilder {
     /// ```
     pub fn open_sqlite(self, path: impl AsRef<Path>, name: &str) -> Result<Study, SearchError> {
         let db = Db::open(path.as_ref(), name, self.direction, self.heartbeat_timeout)?;
-        let trials = db.load()?;
         let study = Study { db: Some(db), ..self.build() };
-        study.lock().replace(trials);
+        study.lock().refresh(study.db.as_ref().expect("just set"))?;
         Ok(study)
     }
 }
@@ -224,10 +234,12 @@ impl Study {
                 fixed
             }
             Some(db) => {
-                let Some(trials) = db.start_trial(&mut propose)? else { return Ok(None) };
-                let fixed = trials.last().expect("the new trial").fixed_params.clone();
-                st.replace(trials);
-                fixed
+                let from = st.first_unfinished();
+                if !db.start_trial(&mut st.trials, &mut propose)? {
+                    return Ok(None);
+                }
+                st.absorb_kinds(from);
+                st.trials.last().expect("the new trial").fixed_params.clone()
             }
         };
         let (number, rng) = made.expect("proposed");
@@ -408,8 +420,9 @@ impl Study {
     /// processes included; this process's copy if the file cannot be read).
     pub fn trials(&self) -> Vec<FrozenTrial> {
         let mut st = self.lock();
-        if let Some(Ok(trials)) = self.db.as_ref().map(Db::load) {
-            st.replace(trials);
+        if let Some(db) = &self.db {
+            // On a read failure the copy in memory is returned.
+            let _ = st.refresh(db);
         }
         st.trials.clone()
     }
