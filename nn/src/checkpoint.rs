@@ -528,11 +528,21 @@ where
 ///
 /// Every tensor is checked first: a missing or extra name, a different shape or a different
 /// dtype is an error naming the tensor, and then no parameter has been touched.
+///
+/// PyTorch's BatchNorm layers also save `num_batches_tracked`, an i64 counter that only matters
+/// for `momentum=None`, which ferrograd's BatchNorm does not offer; such entries are skipped when
+/// the module has no tensor of that name, so PyTorch checkpoints of BatchNorm models load.
 pub fn load_module<F, M>(path: impl AsRef<Path>, module: &M) -> Result<(), NnError>
 where
     F: Float + CheckpointElement,
     M: Module<F> + ?Sized,
 {
-    let state = load_tensors::<F>(path)?;
+    let path = path.as_ref();
+    let own = module.state_dict();
+    let state = load_any_tensors(path)?
+        .into_iter()
+        .filter(|(name, _)| own.contains_key(name) || !name.ends_with("num_batches_tracked"))
+        .map(|(name, t)| Ok((name.clone(), typed(path, name, t)?)))
+        .collect::<Result<BTreeMap<String, Tensor<F>>, NnError>>()?;
     module.load_state_dict(&state)
 }

@@ -606,3 +606,25 @@ fn saving_replaces_an_existing_file_and_leaves_nothing_else() {
     assert_eq!(load_tensors::<f32>(&path).unwrap(), two);
     assert_eq!(dir.entries(), vec!["w.safetensors"]);
 }
+
+#[test]
+fn pytorch_batchnorm_counter_is_skipped_but_other_extras_are_refused() {
+    use ferrograd_nn::BatchNorm1d;
+    let dir = std::env::temp_dir().join(format!("ferrograd-bn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bn.safetensors");
+    let bn = BatchNorm1d::<f32>::new(3);
+    let mut state: BTreeMap<String, AnyTensor> =
+        bn.state_dict().into_iter().map(|(k, v)| (k, AnyTensor::from(v.mul_scalar(2.0)))).collect();
+    state.insert("num_batches_tracked".into(), AnyTensor::from(Tensor::<i64>::scalar(7)));
+    save_any_tensors(&path, &state).unwrap();
+    let fresh = BatchNorm1d::<f32>::new(3);
+    load_module(&path, &fresh).unwrap();
+    assert_eq!(fresh.state_dict()["running_var"].to_vec(), vec![2.0; 3]);
+
+    state.insert("surprise".into(), AnyTensor::from(Tensor::<f32>::zeros(&[1])));
+    save_any_tensors(&path, &state).unwrap();
+    let err = load_module(&path, &BatchNorm1d::<f32>::new(3)).unwrap_err();
+    assert!(err.to_string().contains("surprise"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,6 +1,22 @@
 //! `ferrograd-tuning`: what comes around training: metrics, early stopping, cross-validation,
 //! hyperparameter search, knowledge distillation and quantization.
+//!
+//! - [`metrics`]: accuracy, top-k accuracy, precision/recall/F1, confusion matrix, MSE, MAE, R²,
+//!   with scikit-learn's definitions.
+//! - [`early_stopping`]: [`EarlyStopping`] with Keras' semantics.
+//! - [`cv`]: splitters returning (train, test) index sets and [`cross_validate`].
+//! - [`search`]: define-by-run hyperparameter search ([`Study`], [`Trial`]) with random, grid and
+//!   TPE samplers, pruners, threads and SQLite storage.
 
 #![warn(missing_docs)]
 
+pub mod cv;
+pub mod early_stopping;
+mod error;
+pub mod metrics;
 pub mod search;
+
+pub use cv::{cross_validate, CvResults, Fold, Splitter};
+pub use early_stopping::EarlyStopping;
+pub use error::TuningError;
+pub use search::{SearchError, Study, TpeSampler, Trial};
