@@ -672,4 +672,41 @@ mod tests {
             (0..n).map(|i| p.log_pdf(&[(i as f64 + 0.5) / n as f64], &mut scratch).exp() / n as f64).sum();
         assert!((integral - 1.0).abs() < 1e-4, "{integral}");
     }
+
+    #[test]
+    fn constant_liar_steers_away_from_running_trials() {
+        use crate::search::study::Direction;
+        use rand::SeedableRng;
+        let dist = Distribution::Float { low: -5.0, high: 5.0, log: false, step: None };
+        let mut trials = Vec::new();
+        for i in 0..30u64 {
+            let x = -5.0 + 10.0 * ((i * 7) % 30) as f64 / 29.0;
+            let mut t = FrozenTrial::new_running(i, BTreeMap::new());
+            t.params.insert("x".into(), ParamValue::Float(x));
+            t.distributions.insert("x".into(), dist.clone());
+            t.state = TrialState::Complete;
+            t.value = Some(x * x);
+            trials.push(t);
+        }
+        // Five workers are already evaluating points at the optimum.
+        for i in 30..35u64 {
+            let mut t = FrozenTrial::new_running(i, BTreeMap::new());
+            t.params.insert("x".into(), ParamValue::Float(0.0));
+            t.distributions.insert("x".into(), dist.clone());
+            trials.push(t);
+        }
+        let mean_distance = |liar: bool| {
+            let tpe = TpeSampler::new().constant_liar(liar);
+            (0..200u64)
+                .map(|seed| {
+                    let ctx = SampleContext { trials: &trials, direction: Direction::Minimize, number: 35 };
+                    let mut rng = StdRng::seed_from_u64(seed);
+                    tpe.sample_independent(&ctx, "x", &dist, &mut rng).unwrap().abs()
+                })
+                .sum::<f64>()
+                / 200.0
+        };
+        let (with, without) = (mean_distance(true), mean_distance(false));
+        assert!(with > 1.5 * without, "with liar {with}, without {without}");
+    }
 }
