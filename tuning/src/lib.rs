@@ -5,6 +5,10 @@
 //!   with scikit-learn's definitions.
 //! - [`early_stopping`]: [`EarlyStopping`] with Keras' semantics.
 //! - [`cv`]: splitters returning (train, test) index sets and [`cross_validate`].
+//! - [`search`]: define-by-run hyperparameter search ([`Study`], [`Trial`]) with random, grid and
+//!   TPE samplers, pruners, threads and SQLite storage.
+//! - [`distill`]: Hinton's soft-target loss and a student-from-teacher training loop.
+//! - [`quant`]: observers, int8 tensors and GEMM, post-training and quantization-aware training.
 
 #![warn(missing_docs)]
 
@@ -14,7 +18,9 @@ pub mod early_stopping;
 mod error;
 pub mod metrics;
 pub mod quant;
+pub mod search;
 
 pub use cv::{cross_validate, CvResults, Fold, Splitter};
 pub use early_stopping::EarlyStopping;
 pub use error::TuningError;
+pub use search::{SearchError, Study, TpeSampler, Trial};
