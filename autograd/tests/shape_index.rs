@@ -76,7 +76,7 @@ proptest! {
         check(|v| v[0].scatter_add(2, &gidx, &v[1]), &[x.clone(), src.clone()], true)?;
         let isrc = Tensor::from_fn(&[s[0], 5, s[2]], |i| (i as f64 * 0.3).sin());
         check(|v| v[0].index_add(1, &idx, &v[1]), &[x.clone(), isrc], true)?;
-        let mask = Tensor::from_fn(&[s[1], 1], |i| (i + seed as usize) % 2 == 0);
+        let mask = Tensor::from_fn(&[s[1], 1], |i| (i + seed as usize).is_multiple_of(2));
         check(|v| v[0].masked_fill(&mask, 3.0), xs, true)?;
         let other = Tensor::from_fn(&[s[2]], |i| i as f64 - 1.5);
         check(|v| Var::where_(&mask, &v[0], &v[1]), &[x.clone(), other], true)?;

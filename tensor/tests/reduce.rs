@@ -296,7 +296,7 @@ fn check_softmax<E: Float>((t, dim, _): (Tensor<E>, isize, bool), eps: f64) -> C
     let n = shape[d];
     let inner: usize = shape[d + 1..].iter().product();
     // Each row along `dim` is {base + k * inner}, base ranging over the other indices.
-    for base in (0..data.len()).filter(|i| (i / inner) % n == 0) {
+    for base in (0..data.len()).filter(|i| (i / inner).is_multiple_of(n)) {
         let row: Vec<usize> = (0..n).map(|k| base + k * inner).collect();
         let xs: Vec<f64> = row.iter().map(|&i| data[i]).collect();
         let lse = ref_logsumexp(&xs);

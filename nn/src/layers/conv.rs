@@ -60,7 +60,7 @@ impl Default for Conv1dConfig {
 #[track_caller]
 fn check_groups(layer: &str, in_channels: usize, out_channels: usize, groups: usize) {
     assert!(
-        groups > 0 && in_channels % groups == 0 && out_channels % groups == 0,
+        groups > 0 && in_channels.is_multiple_of(groups) && out_channels.is_multiple_of(groups),
         "{layer}: in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}"
     );
 }
