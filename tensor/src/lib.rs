@@ -27,7 +27,7 @@ pub mod testing;
 
 pub use element::{DType, Element, Float, Num};
 pub use error::{Result, TensorError};
-pub use layout::{broadcast_shapes, contiguous_strides, Layout, Shape, Strides};
+pub use layout::{broadcast_shapes, contiguous_strides, normalize_dim, Layout, Shape, Strides};
 pub use ops::*;
 pub use tensor::Tensor;
 

@@ -1,7 +1,7 @@
 //! Reductions, softmax and log-softmax. A reduction's gradient is the output gradient
 //! broadcast back over the reduced dims (`expand_reduced`), times the local derivative.
 
-use ferrograd_tensor::{Float, Shape, Tensor};
+use ferrograd_tensor::{normalize_dim, Float, Shape, Tensor};
 use smallvec::smallvec;
 
 use super::mask;
@@ -9,15 +9,7 @@ use crate::Var;
 
 /// The reduced dims of `dims` against `rank`, sorted and de-negated.
 fn resolve(op: &str, dims: &[isize], rank: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = dims
-        .iter()
-        .map(|&d| {
-            let r = rank.max(1) as isize;
-            let x = if d < 0 { d + r } else { d };
-            assert!((0..r).contains(&x), "{op}: dim {d} is out of range for a tensor of rank {rank}");
-            x as usize
-        })
-        .collect();
+    let mut out: Vec<usize> = dims.iter().map(|&d| normalize_dim(op, d, rank)).collect();
     out.sort_unstable();
     out
 }

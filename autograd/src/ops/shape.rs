@@ -2,18 +2,11 @@
 //! splitting (cat, stack, split, chunk) and padding. Views cost no copy forward; their gradient
 //! is the inverse view, or for slicing the gradient placed back into zeros.
 
-use ferrograd_tensor::{Float, PadMode, Shape, Tensor};
+use ferrograd_tensor::{normalize_dim as norm, Float, PadMode, Shape, Tensor};
 use smallvec::{smallvec, SmallVec};
 
 use crate::var::InputGrads;
 use crate::Var;
-
-fn norm(op: &str, d: isize, rank: usize) -> usize {
-    let r = rank.max(1) as isize;
-    let x = if d < 0 { d + r } else { d };
-    assert!((0..r).contains(&x), "{op}: dim {d} is out of range for a tensor of rank {rank}");
-    x as usize
-}
 
 impl<F: Float> Var<F> {
     /// Swaps two dims (a view).
