@@ -31,11 +31,12 @@ pub struct Tensor<E: Element = f32> {
     pub(crate) layout: Layout,
 }
 
+/// The element count of `shape`, or an error if it, or the row-major strides of the shape
+/// (which skip size-0 dims, so `[0, 2^62, 2^62]` has few elements but huge strides), overflow.
 fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| TensorError::ShapeOverflow { op, shape: shape.to_vec() })
+    let overflow = || TensorError::ShapeOverflow { op, shape: shape.to_vec() };
+    shape.iter().try_fold(1isize, |acc, &d| acc.checked_mul(isize::try_from(d.max(1)).ok()?)).ok_or_else(overflow)?;
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)
 }
 
 impl<E: Element> Tensor<E> {

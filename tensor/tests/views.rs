@@ -456,6 +456,12 @@ fn try_from_vec_reports_typed_errors() {
         Tensor::<u8>::try_from_vec(vec![], &[usize::MAX, 2]).unwrap_err(),
         TensorError::ShapeOverflow { op: "try_from_vec", shape: vec![usize::MAX, 2] }
     );
+    // No elements, but strides that would not fit in isize.
+    let huge = [0, 1usize << 62, 1usize << 62];
+    assert_eq!(
+        Tensor::<f32>::try_from_vec(vec![], &huge).unwrap_err(),
+        TensorError::ShapeOverflow { op: "try_from_vec", shape: huge.to_vec() }
+    );
     assert_eq!(Tensor::try_from_slice(&[1i32, 2], &[2, 1]).unwrap().to_vec(), vec![1, 2]);
     let e = Tensor::try_from_vec(vec![1i64; 5], &[2, 3]).unwrap_err();
     assert_eq!(e.to_string(), "try_from_vec: 5 elements do not fit shape [2, 3] (6 elements)");
