@@ -134,9 +134,7 @@ impl<F: Float> Module<F> for Conv2d<F> {
     }
 
     fn params(&self) -> Vec<(&str, &Param<F>)> {
-        let mut out = vec![("weight", &self.weight)];
-        out.extend(self.bias.as_ref().map(|b| ("bias", b)));
-        out
+        super::weight_and_bias(Some(&self.weight), self.bias.as_ref())
     }
 }
 
@@ -196,8 +194,6 @@ impl<F: Float> Module<F> for Conv1d<F> {
     }
 
     fn params(&self) -> Vec<(&str, &Param<F>)> {
-        let mut out = vec![("weight", &self.weight)];
-        out.extend(self.bias.as_ref().map(|b| ("bias", b)));
-        out
+        super::weight_and_bias(Some(&self.weight), self.bias.as_ref())
     }
 }

@@ -92,8 +92,6 @@ impl<F: Float> Module<F> for Linear<F> {
     }
 
     fn params(&self) -> Vec<(&str, &Param<F>)> {
-        let mut out = vec![("weight", &self.weight)];
-        out.extend(self.bias.as_ref().map(|b| ("bias", b)));
-        out
+        super::weight_and_bias(Some(&self.weight), self.bias.as_ref())
     }
 }

@@ -27,6 +27,15 @@ pub use pool::{AvgPool2d, MaxPool2d};
 
 use ferrograd_tensor::Float;
 
+/// The `weight` and `bias` entries of a layer's `params`, skipping absent ones, under PyTorch's
+/// names.
+fn weight_and_bias<'a, F: Float>(
+    weight: Option<&'a ferrograd_autograd::Param<F>>,
+    bias: Option<&'a ferrograd_autograd::Param<F>>,
+) -> Vec<(&'static str, &'a ferrograd_autograd::Param<F>)> {
+    weight.map(|w| ("weight", w)).into_iter().chain(bias.map(|b| ("bias", b))).collect()
+}
+
 /// A bias parameter's PyTorch default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 fn default_bias<F: Float>(len: usize, fan_in: usize, rng: &mut impl rand::Rng) -> ferrograd_autograd::Param<F> {
     let bound = if fan_in > 0 { 1.0 / (fan_in as f64).sqrt() } else { 0.0 };

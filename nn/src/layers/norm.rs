@@ -181,10 +181,7 @@ macro_rules! batch_norm_layer {
             }
 
             fn params(&self) -> Vec<(&str, &Param<F>)> {
-                let mut out = Vec::new();
-                out.extend(self.weight.as_ref().map(|p| ("weight", p)));
-                out.extend(self.bias.as_ref().map(|p| ("bias", p)));
-                out
+                super::weight_and_bias(self.weight.as_ref(), self.bias.as_ref())
             }
 
             fn buffers(&self) -> Vec<(&str, &Param<F>)> {
@@ -298,9 +295,6 @@ impl<F: Float> Module<F> for LayerNorm<F> {
     }
 
     fn params(&self) -> Vec<(&str, &Param<F>)> {
-        let mut out = Vec::new();
-        out.extend(self.weight.as_ref().map(|p| ("weight", p)));
-        out.extend(self.bias.as_ref().map(|p| ("bias", p)));
-        out
+        super::weight_and_bias(self.weight.as_ref(), self.bias.as_ref())
     }
 }
