@@ -98,6 +98,8 @@ fn static_conv_uses_its_fixed_range() {
         (QuantizedConv2d::new(&w, None, o, InputQuant::Dynamic), QuantizedConv2d::new(&w, None, o, fixed));
     // Non-negative input: the dynamic range is [0, max], the one fixed above.
     assert_eq!(dynamic.forward(&x).to_vec(), stat.forward(&x).to_vec());
+    // The fused ReLU is the ReLU of the output.
+    assert_eq!(stat.forward_relu(&x).to_vec(), stat.forward(&x).map(|v| v.max(0.0)).to_vec());
     // Twice the input saturates at the fixed range: the output is that of the clamped input.
     let big = x.mul_scalar(2.0);
     let clamped = big.map(|v| v.min(hi));

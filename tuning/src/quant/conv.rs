@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use ferrograd_tensor::{Conv2dOptions, Tensor};
 
-use super::gemm::{dequantize_accumulators, gemm_u8i8, PackedB};
+use super::gemm::{gemm_u8i8, PackedB};
 use super::model::{min_max, InputQuant};
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
 use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
@@ -105,6 +105,19 @@ impl QuantizedConv2d {
     /// # Panics
     /// If `x` is not 4-D with the weight's input channels, or smaller than the kernel.
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        self.forward_impl(x, false)
+    }
+
+    /// `relu(self.forward(x))` in one pass: the ReLU is applied as the accumulators are
+    /// requantized, which saves a pass over the output and its allocation.
+    ///
+    /// # Panics
+    /// As [`QuantizedConv2d::forward`].
+    pub fn forward_relu(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        self.forward_impl(x, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor<f32>, relu: bool) -> Tensor<f32> {
         let ws = self.weight.shape();
         let o = &self.options;
         let (out, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
@@ -133,22 +146,30 @@ impl QuantizedConv2d {
                 (p.scale[0], p.zero_point[0])
             }
         };
-        let q = quantize_u8(xs, scale, zero_point);
-        let geometry = Geometry { n, h, w, oh, ow, kh, kw, options: *o };
+        let geometry = Geometry { n, cin, h, w, oh, ow, kh, kw, options: *o };
+        let padded = geometry.pad(&quantize_u8(xs, scale, zero_point), zero_point as u8);
         let (og, positions) = (out / o.groups, oh * ow);
-        let mut y = vec![0f32; n * out * positions];
-        for (g, packed) in self.packed.iter().enumerate() {
-            let cols = geometry.im2col(&q, cin, g * cg..(g + 1) * cg, zero_point as u8);
-            let acc = gemm_u8i8(&cols, n * positions, packed);
-            let channels = g * og..(g + 1) * og;
-            let bias = self.bias.as_ref().map(|b| &b[channels.clone()]);
-            let yg = dequantize_accumulators(&acc, packed, scale, zero_point, &self.weight_scale[channels], bias);
-            // [n, oh * ow, og] -> the group's channels of [n, out, oh * ow].
-            for b in 0..n {
-                for (pos, row) in yg[b * positions * og..(b + 1) * positions * og].chunks_exact(og).enumerate() {
-                    for (j, &v) in row.iter().enumerate() {
-                        y[(b * out + g * og + j) * positions + pos] = v;
-                    }
+        let accumulators: Vec<Vec<i32>> = (self.packed.iter().enumerate())
+            .map(|(g, packed)| gemm_u8i8(&geometry.im2col(&padded, g * cg..(g + 1) * cg), n * positions, packed))
+            .collect();
+        // Requantized as `dequantize_accumulators` does, `(acc - zero_point * Σ_k w) * scale +
+        // bias`, and moved from [n, oh * ow, out / groups] per group to [n, out, oh * ow], in
+        // the output's order.
+        let per_channel: Vec<(i32, f32, f32)> = (0..out)
+            .map(|c| {
+                let row_sum = self.packed[c / og].row_sums()[c % og];
+                (zero_point * row_sum, scale * self.weight_scale[c], self.bias.as_ref().map_or(0.0, |b| b[c]))
+            })
+            .collect();
+        let mut y = Vec::with_capacity(n * out * positions);
+        for b in 0..n {
+            for (c, &(offset, multiplier, bias)) in per_channel.iter().enumerate() {
+                let acc = &accumulators[c / og][b * positions * og + c % og..][..(positions - 1) * og + 1];
+                let values = (0..positions).map(|p| (acc[p * og] - offset) as f32 * multiplier + bias);
+                if relu {
+                    y.extend(values.map(|v| v.max(0.0)));
+                } else {
+                    y.extend(values);
                 }
             }
         }
@@ -175,8 +196,10 @@ pub(super) fn check_options(weight_shape: &[usize], o: &Conv2dOptions) -> Result
 }
 
 /// Sizes of one convolution.
+#[derive(Clone, Copy)]
 struct Geometry {
     n: usize,
+    cin: usize,
     h: usize,
     w: usize,
     oh: usize,
@@ -186,41 +209,69 @@ struct Geometry {
     options: Conv2dOptions,
 }
 
+/// Bytes copied at once by [`Geometry::im2col`]; buffers carry this much slack at their end.
+const WORD: usize = 8;
+
 impl Geometry {
-    /// Patches of input channels `channels` of `q` (`[n, cin, h, w]`): one row per output
-    /// position, columns in the weight's `(in, kh, kw)` order; outside the input, `pad`.
-    fn im2col(&self, q: &[u8], cin: usize, channels: Range<usize>, pad: u8) -> Vec<u8> {
-        let Geometry { n, h, w, oh, ow, kh, kw, options: o } = *self;
+    /// Padded plane height and width.
+    fn padded(&self) -> (usize, usize) {
+        (self.h + 2 * self.options.padding[0], self.w + 2 * self.options.padding[1])
+    }
+
+    /// The quantized input `[n, cin, h, w]` with each plane surrounded by its padding, filled
+    /// with the zero point (which stands exactly for 0.0), plus [`WORD`] bytes of slack.
+    fn pad(&self, q: &[u8], zero_point: u8) -> Vec<u8> {
+        let (hp, wp) = self.padded();
+        let [ph, pw] = self.options.padding;
+        let mut out = vec![zero_point; self.n * self.cin * hp * wp + WORD];
+        for (plane, src) in q.chunks_exact(self.h * self.w).enumerate() {
+            for (y, row) in src.chunks_exact(self.w).enumerate() {
+                out[(plane * hp + y + ph) * wp + pw..][..self.w].copy_from_slice(row);
+            }
+        }
+        out
+    }
+
+    /// Patches of input channels `channels` of the padded input: one row per output position
+    /// (`n * oh * ow` rows), columns in the weight's `(in, kh, kw)` order.
+    ///
+    /// Without dilation along the width, the `kw` taps of a kernel row are contiguous in the
+    /// padded input and are copied [`WORD`] bytes at a time: a copy may run up to `WORD - 1`
+    /// bytes past its segment, into the place of the next segment, which is written after it
+    /// (rows and segments are written in increasing order; the slack absorbs the last one).
+    fn im2col(&self, padded: &[u8], channels: Range<usize>) -> Vec<u8> {
+        let Geometry { n, cin, oh, ow, kh, kw, options: o, .. } = *self;
+        let (hp, wp) = self.padded();
         let k = channels.len() * kh * kw;
-        let mut cols = vec![pad; n * oh * ow * k];
-        // The output columns `ox` whose tap `kx` lands inside the input, for each `kx`.
-        let inside = |kx: usize| -> Range<usize> {
-            let off = kx * o.dilation[1];
-            let first = o.padding[1].saturating_sub(off).div_ceil(o.stride[1]);
-            let end = (w + o.padding[1]).checked_sub(off).map_or(0, |e| e.div_ceil(o.stride[1])).min(ow);
-            first.min(end)..end
-        };
-        let ranges: Vec<Range<usize>> = (0..kw).map(inside).collect();
+        let len = n * oh * ow * k;
+        let mut cols = vec![0u8; len + WORD];
+        let (plane, [sy, sx], [dy, dx]) = (hp * wp, o.stride, o.dilation);
+        let mut dst = 0;
         for b in 0..n {
             for oy in 0..oh {
-                let rows = &mut cols[(b * oh + oy) * ow * k..][..ow * k];
-                for (ci, c) in channels.clone().enumerate() {
-                    for ky in 0..kh {
-                        let iy = (oy * o.stride[0] + ky * o.dilation[0]) as isize - o.padding[0] as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        let src = &q[((b * cin + c) * h + iy as usize) * w..][..w];
-                        for (kx, range) in ranges.iter().enumerate() {
-                            let col = (ci * kh + ky) * kw + kx;
-                            for ox in range.clone() {
-                                rows[ox * k + col] = src[ox * o.stride[1] + kx * o.dilation[1] - o.padding[1]];
+                for ox in 0..ow {
+                    for c in channels.clone() {
+                        let corner = (b * cin + c) * plane + oy * sy * wp + ox * sx;
+                        for ky in 0..kh {
+                            let src = corner + ky * dy * wp;
+                            if dx == 1 {
+                                let mut j = 0;
+                                while j < kw {
+                                    cols[dst + j..][..WORD].copy_from_slice(&padded[src + j..][..WORD]);
+                                    j += WORD;
+                                }
+                            } else {
+                                for kx in 0..kw {
+                                    cols[dst + kx] = padded[src + kx * dx];
+                                }
                             }
+                            dst += kw;
                         }
                     }
                 }
             }
         }
+        cols.truncate(len);
         cols
     }
 }

@@ -322,12 +322,18 @@ impl QuantizedSequential {
         &self.layers
     }
 
-    /// The forward pass on a float batch.
+    /// The forward pass on a float batch. A ReLU right after a Conv2d is fused into it
+    /// ([`QuantizedConv2d::forward_relu`]).
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
         let mut x = x.clone();
-        for layer in &self.layers {
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
             x = match layer {
                 QuantizedLayer::Linear(l) => l.forward(&x),
+                QuantizedLayer::Conv2d(c) if matches!(layers.peek(), Some(QuantizedLayer::ReLU)) => {
+                    layers.next();
+                    c.forward_relu(&x)
+                }
                 QuantizedLayer::Conv2d(c) => c.forward(&x),
                 QuantizedLayer::ReLU => relu(x),
                 QuantizedLayer::Flatten => flatten(&x),
