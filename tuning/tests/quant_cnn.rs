@@ -99,11 +99,41 @@ fn static_conv_uses_its_fixed_range() {
     // Non-negative input: the dynamic range is [0, max], the one fixed above.
     assert_eq!(dynamic.forward(&x).to_vec(), stat.forward(&x).to_vec());
     // The fused ReLU is the ReLU of the output.
-    assert_eq!(stat.forward_relu(&x).to_vec(), stat.forward(&x).map(|v| v.max(0.0)).to_vec());
+    assert_eq!(stat.forward_fused(&x, true, None).to_vec(), stat.forward(&x).map(|v| v.max(0.0)).to_vec());
     // Twice the input saturates at the fixed range: the output is that of the clamped input.
     let big = x.mul_scalar(2.0);
     let clamped = big.map(|v| v.min(hi));
     assert_eq!(stat.forward(&big).to_vec(), stat.forward(&clamped).to_vec());
+}
+
+/// The quantized model fuses Conv2d, ReLU and max pooling; the result is that of the layers
+/// one after the other.
+#[test]
+fn fused_conv_relu_pool_equals_the_layers_in_turn() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let conv = Conv2d::with_config(3, 5, [3, 3], Conv2dConfig { padding: [1, 1], ..Default::default() }, &mut rng);
+    let strided = Pool2dOptions { stride: [2, 2], padding: [1, 1], ..Pool2dOptions::new([3, 3]) };
+    let x = randn(&[3, 3, 10, 10], 9);
+    for (relu, pool) in [(true, Some(strided)), (false, Some(Pool2dOptions::new([2, 2]))), (true, None)] {
+        let mut layers = vec![FloatLayer::Conv2d(&conv)];
+        if relu {
+            layers.push(FloatLayer::ReLU);
+        }
+        if let Some(p) = pool {
+            layers.push(FloatLayer::MaxPool2d(MaxPool2d::with_options(p)));
+        }
+        layers.push(FloatLayer::Flatten);
+        let q = QuantizedSequential::dynamic(&layers);
+        let QuantizedLayer::Conv2d(c) = &q.layers()[0] else { panic!("layer 0 is {:?}", q.layers()[0]) };
+        let mut y = c.forward(&x);
+        if relu {
+            y = y.map(|v| v.max(0.0));
+        }
+        if let Some(p) = pool {
+            y = y.max_pool2d(&p);
+        }
+        assert_eq!(q.forward(&x).to_vec(), y.to_vec(), "relu {relu}, pool {pool:?}");
+    }
 }
 
 struct SmallCnn {

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use ferrograd_tensor::{Conv2dOptions, Tensor};
+use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
 
 use super::gemm::{gemm_u8i8, PackedB};
 use super::model::{min_max, InputQuant};
@@ -15,7 +15,7 @@ use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
 /// by the int8 GEMM; the accumulators are requantized to f32 with the bias added.
 ///
 /// ```
-/// use ferrograd_tensor::{Conv2dOptions, Tensor};
+/// use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
 /// use ferrograd_tuning::quant::{InputQuant, QuantizedConv2d};
 /// let w = Tensor::from_fn(&[4, 2, 3, 3], |i| (i as f32 * 0.37).sin());
 /// let conv = QuantizedConv2d::new(&w, None, Conv2dOptions::default(), InputQuant::Dynamic);
@@ -105,19 +105,33 @@ impl QuantizedConv2d {
     /// # Panics
     /// If `x` is not 4-D with the weight's input channels, or smaller than the kernel.
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
-        self.forward_impl(x, false)
+        self.forward_impl(x, false, None)
     }
 
-    /// `relu(self.forward(x))` in one pass: the ReLU is applied as the accumulators are
-    /// requantized, which saves a pass over the output and its allocation.
+    /// `forward(x)`, then a ReLU when `relu`, then `max_pool` when given, in one pass: each
+    /// output plane is requantized, rectified and pooled while it is in cache, and the
+    /// unpooled output is never stored. Equal to the unfused layers (max pooling only selects
+    /// values, it never rounds).
+    ///
+    /// ```
+    /// use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
+    /// use ferrograd_tuning::quant::{InputQuant, QuantizedConv2d};
+    /// let w = Tensor::from_fn(&[4, 2, 3, 3], |i| (i as f32 * 0.37).sin());
+    /// let conv = QuantizedConv2d::new(&w, None, Conv2dOptions::default(), InputQuant::Dynamic);
+    /// let x = Tensor::from_fn(&[2, 2, 6, 6], |i| (i as f32 * 0.11).cos());
+    /// let pool = Pool2dOptions::new([2, 2]);
+    /// let unfused = conv.forward(&x).map(|v| v.max(0.0)).max_pool2d(&pool);
+    /// assert_eq!(conv.forward_fused(&x, true, Some(&pool)).to_vec(), unfused.to_vec());
+    /// ```
     ///
     /// # Panics
-    /// As [`QuantizedConv2d::forward`].
-    pub fn forward_relu(&self, x: &Tensor<f32>) -> Tensor<f32> {
-        self.forward_impl(x, true)
+    /// As [`QuantizedConv2d::forward`], and if the pooling options do not fit the output
+    /// (as [`Tensor::max_pool2d`]).
+    pub fn forward_fused(&self, x: &Tensor<f32>, relu: bool, max_pool: Option<&Pool2dOptions>) -> Tensor<f32> {
+        self.forward_impl(x, relu, max_pool)
     }
 
-    fn forward_impl(&self, x: &Tensor<f32>, relu: bool) -> Tensor<f32> {
+    fn forward_impl(&self, x: &Tensor<f32>, relu: bool, max_pool: Option<&Pool2dOptions>) -> Tensor<f32> {
         let ws = self.weight.shape();
         let o = &self.options;
         let (out, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
@@ -161,19 +175,79 @@ impl QuantizedConv2d {
                 (zero_point * row_sum, scale * self.weight_scale[c], self.bias.as_ref().map_or(0.0, |b| b[c]))
             })
             .collect();
-        let mut y = Vec::with_capacity(n * out * positions);
+        let pool = max_pool.map(|p| PlanePool::new(*p, oh, ow));
+        let (yh, yw) = pool.as_ref().map_or((oh, ow), |p| (p.ho, p.wo));
+        let mut y = Vec::with_capacity(n * out * yh * yw);
+        let mut plane = Vec::with_capacity(if pool.is_some() { positions } else { 0 });
         for b in 0..n {
             for (c, &(offset, multiplier, bias)) in per_channel.iter().enumerate() {
                 let acc = &accumulators[c / og][b * positions * og + c % og..][..(positions - 1) * og + 1];
                 let values = (0..positions).map(|p| (acc[p * og] - offset) as f32 * multiplier + bias);
-                if relu {
-                    y.extend(values.map(|v| v.max(0.0)));
+                let target = if pool.is_some() {
+                    plane.clear();
+                    &mut plane
                 } else {
-                    y.extend(values);
+                    &mut y
+                };
+                if relu {
+                    target.extend(values.map(|v| v.max(0.0)));
+                } else {
+                    target.extend(values);
+                }
+                if let Some(pool) = &pool {
+                    pool.apply(&plane, &mut y);
                 }
             }
         }
-        Tensor::from_vec(y, &[n, out, oh, ow])
+        Tensor::from_vec(y, &[n, out, yh, yw])
+    }
+}
+
+/// Max pooling of one `h x w` plane, as [`Tensor::max_pool2d`] (padding never wins).
+struct PlanePool {
+    options: Pool2dOptions,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl PlanePool {
+    fn new(options: Pool2dOptions, h: usize, w: usize) -> Self {
+        let Pool2dOptions { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], .. } = options;
+        assert!(
+            kh > 0
+                && kw > 0
+                && sh > 0
+                && sw > 0
+                && 2 * ph <= kh
+                && 2 * pw <= kw
+                && h + 2 * ph >= kh
+                && w + 2 * pw >= kw,
+            "QuantizedConv2d: max pooling {options:?} does not fit an output of {h} x {w}"
+        );
+        PlanePool { options, h, w, ho: (h + 2 * ph - kh) / sh + 1, wo: (w + 2 * pw - kw) / sw + 1 }
+    }
+
+    /// Appends the `ho x wo` maxima of `plane` to `out`.
+    fn apply(&self, plane: &[f32], out: &mut Vec<f32>) {
+        let Pool2dOptions { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], .. } = self.options;
+        // The window of output `i` clipped to the plane; never empty since padding <= kernel / 2.
+        let window =
+            |i: usize, s: usize, p: usize, k: usize, size: usize| (i * s).saturating_sub(p)..(i * s + k - p).min(size);
+        for py in 0..self.ho {
+            let rows = window(py, sh, ph, kh, self.h);
+            for px in 0..self.wo {
+                let cols = window(px, sw, pw, kw, self.w);
+                let mut m = f32::NEG_INFINITY;
+                for r in rows.clone() {
+                    for &v in &plane[r * self.w + cols.start..r * self.w + cols.end] {
+                        m = if v > m || v.is_nan() { v } else { m };
+                    }
+                }
+                out.push(m);
+            }
+        }
     }
 }
 

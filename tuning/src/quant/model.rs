@@ -322,19 +322,25 @@ impl QuantizedSequential {
         &self.layers
     }
 
-    /// The forward pass on a float batch. A ReLU right after a Conv2d is fused into it
-    /// ([`QuantizedConv2d::forward_relu`]).
+    /// The forward pass on a float batch. A ReLU and a max pooling that follow a Conv2d
+    /// run fused into it ([`QuantizedConv2d::forward_fused`]).
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
         let mut x = x.clone();
         let mut layers = self.layers.iter().peekable();
         while let Some(layer) = layers.next() {
             x = match layer {
                 QuantizedLayer::Linear(l) => l.forward(&x),
-                QuantizedLayer::Conv2d(c) if matches!(layers.peek(), Some(QuantizedLayer::ReLU)) => {
-                    layers.next();
-                    c.forward_relu(&x)
+                QuantizedLayer::Conv2d(c) => {
+                    let relu = layers.next_if(|l| matches!(l, QuantizedLayer::ReLU)).is_some();
+                    let pool = match layers.peek().copied() {
+                        Some(QuantizedLayer::MaxPool2d(p)) => {
+                            layers.next();
+                            Some(p)
+                        }
+                        _ => None,
+                    };
+                    c.forward_fused(&x, relu, pool)
                 }
-                QuantizedLayer::Conv2d(c) => c.forward(&x),
                 QuantizedLayer::ReLU => relu(x),
                 QuantizedLayer::Flatten => flatten(&x),
                 QuantizedLayer::MaxPool2d(p) => x.max_pool2d(p),
