@@ -10,7 +10,7 @@
 //! One table gives test accuracy, weight bytes and the time per batch of 128 (one thread).
 //!
 //! ```sh
-//! cargo run --release --example quantize -- [--epochs 3] [--cnn-epochs 1] [--qat-steps 300]
+//! cargo run --release --example quantize -- [--epochs 3] [--cnn-epochs 2] [--qat-steps 300]
 //!     [--seed 0] [--data-dir data/mnist]
 //! ```
 
@@ -251,7 +251,7 @@ fn rows<N: Net>(name: &'static str, fp32: &N, qat: &impl Net, mnist: &Mnist) -> 
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let (mut epochs, mut cnn_epochs, mut qat_steps, mut seed) = (3usize, 1usize, 300usize, 0u64);
+    let (mut epochs, mut cnn_epochs, mut qat_steps, mut seed) = (3usize, 2usize, 300usize, 0u64);
     let mut data_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"));
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;

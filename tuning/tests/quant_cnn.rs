@@ -372,10 +372,10 @@ fn qat_conv2d_gradient_is_the_masked_conv_gradient() {
             assert!((u - v).abs() <= 1e-4 * (1.0 + v.abs()), "{what}: {u} vs {v}");
         }
     };
-    close(&g.get(&xl).unwrap(), &gx, "input gradient");
-    close(&g.get(&qat.conv.weight.var()).unwrap(), &gw, "weight gradient");
+    close(g.get(&xl).unwrap(), &gx, "input gradient");
+    close(g.get(&qat.conv.weight.var()).unwrap(), &gw, "weight gradient");
     let gb = upstream.sum_dims(&[0, 2, 3], false);
-    close(&g.get(&qat.conv.bias.as_ref().unwrap().var()).unwrap(), &gb, "bias gradient");
+    close(g.get(&qat.conv.bias.as_ref().unwrap().var()).unwrap(), &gb, "bias gradient");
 }
 
 /// A QAT CNN converts to an int8 model that computes what the fake-quantized model simulated.
