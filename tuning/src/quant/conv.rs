@@ -331,27 +331,29 @@ impl Geometry {
         let len = n * oh * ow * k;
         let mut cols = vec![0u8; len + WORD];
         let (plane, [sy, sx], [dy, dx]) = (hp * wp, o.stride, o.dilation);
+        // Where each kernel row `(c, ky)` starts, relative to the patch's top-left corner in
+        // the first channel of the group.
+        let rows: Vec<usize> =
+            (0..channels.len()).flat_map(|c| (0..kh).map(move |ky| c * plane + ky * dy * wp)).collect();
         let mut dst = 0;
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    for c in channels.clone() {
-                        let corner = (b * cin + c) * plane + oy * sy * wp + ox * sx;
-                        for ky in 0..kh {
-                            let src = corner + ky * dy * wp;
-                            if dx == 1 {
-                                let mut j = 0;
-                                while j < kw {
-                                    cols[dst + j..][..WORD].copy_from_slice(&padded[src + j..][..WORD]);
-                                    j += WORD;
-                                }
-                            } else {
-                                for kx in 0..kw {
-                                    cols[dst + kx] = padded[src + kx * dx];
-                                }
+                    let corner = (b * cin + channels.start) * plane + oy * sy * wp + ox * sx;
+                    for &row in &rows {
+                        let src = corner + row;
+                        if dx == 1 {
+                            let mut j = 0;
+                            while j < kw {
+                                cols[dst + j..][..WORD].copy_from_slice(&padded[src + j..][..WORD]);
+                                j += WORD;
                             }
-                            dst += kw;
+                        } else {
+                            for kx in 0..kw {
+                                cols[dst + kx] = padded[src + kx * dx];
+                            }
                         }
+                        dst += kw;
                     }
                 }
             }
