@@ -1,10 +1,11 @@
-//! Quantization-aware training: fake quantization with a straight-through estimator, and a
-//! Linear layer that fake-quantizes its weights (per channel) and inputs (per tensor).
+//! Quantization-aware training: fake quantization with a straight-through estimator, and
+//! Linear and Conv2d layers that fake-quantize their weights (per output channel) and inputs
+//! (per tensor) exactly as the int8 layers they convert to will quantize them.
 
 use std::sync::Mutex;
 
 use ferrograd_autograd::{CustomOp, Param, Var};
-use ferrograd_nn::layers::Linear;
+use ferrograd_nn::layers::{Conv2d, Linear};
 use ferrograd_nn::Module;
 use ferrograd_tensor::{Element, Float, Tensor};
 
@@ -93,6 +94,52 @@ pub fn fake_quantize<F: Float>(x: &Var<F>, params: &QParams) -> Var<F> {
     Var::apply_op(FakeQuantizeOp { params: params.clone() }, &[x])
 }
 
+/// The input side of a QAT layer: a moving-average observer updated in training mode, and the
+/// fake quantization of the input once it has seen a batch.
+#[derive(Debug)]
+struct InputFakeQuant {
+    observer: Mutex<MovingAverageMinMaxObserver>,
+    observed: Mutex<bool>,
+    training: Mutex<bool>,
+}
+
+impl InputFakeQuant {
+    fn new(averaging_constant: f32) -> Self {
+        InputFakeQuant {
+            observer: Mutex::new(MovingAverageMinMaxObserver::new(ObserverConfig::activations(), averaging_constant)),
+            observed: Mutex::new(false),
+            training: Mutex::new(true),
+        }
+    }
+
+    fn qparams(&self) -> Option<QParams> {
+        self.observed.lock().unwrap().then(|| self.observer.lock().unwrap().qparams())
+    }
+
+    /// Observes `input` (in training mode), then fake-quantizes it with the current range.
+    fn apply(&self, input: &Var<f32>) -> Var<f32> {
+        if *self.training.lock().unwrap() {
+            self.observer.lock().unwrap().observe(input.data());
+            *self.observed.lock().unwrap() = true;
+        }
+        match self.qparams() {
+            Some(p) => fake_quantize(input, &p),
+            None => input.clone(),
+        }
+    }
+
+    fn set_training(&self, training: bool) {
+        *self.training.lock().unwrap() = training;
+    }
+}
+
+/// Symmetric int8 parameters per output channel (axis 0) from a weight's current range.
+fn weight_qparams(weight: &Param<f32>) -> QParams {
+    let mut obs = MinMaxObserver::new(ObserverConfig::weights());
+    obs.observe(&weight.value());
+    obs.qparams()
+}
+
 /// A Linear layer trained with fake quantization: weights symmetric int8 per output channel
 /// (from their current range), inputs affine uint8 per tensor with a moving-average observer
 /// (updated in training mode). [`super::QuantizedSequential::from_qat`] turns it into int8.
@@ -100,45 +147,29 @@ pub fn fake_quantize<F: Float>(x: &Var<F>, params: &QParams) -> Var<F> {
 pub struct QatLinear {
     /// The float layer being trained.
     pub linear: Linear<f32>,
-    observer: Mutex<MovingAverageMinMaxObserver>,
-    observed: Mutex<bool>,
-    training: Mutex<bool>,
+    input: InputFakeQuant,
 }
 
 impl QatLinear {
     /// Wraps a (usually pre-trained) Linear; `averaging_constant` drives the input observer.
     pub fn new(linear: Linear<f32>, averaging_constant: f32) -> Self {
-        QatLinear {
-            linear,
-            observer: Mutex::new(MovingAverageMinMaxObserver::new(ObserverConfig::activations(), averaging_constant)),
-            observed: Mutex::new(false),
-            training: Mutex::new(true),
-        }
+        QatLinear { linear, input: InputFakeQuant::new(averaging_constant) }
     }
 
     /// The weight's quantization parameters (symmetric int8 per output channel).
     pub fn weight_qparams(&self) -> QParams {
-        let mut obs = MinMaxObserver::new(ObserverConfig::weights());
-        obs.observe(&self.linear.weight.value());
-        obs.qparams()
+        weight_qparams(&self.linear.weight)
     }
 
     /// The input's quantization parameters, or `None` before any training batch.
     pub fn input_qparams(&self) -> Option<QParams> {
-        self.observed.lock().unwrap().then(|| self.observer.lock().unwrap().qparams())
+        self.input.qparams()
     }
 }
 
 impl Module<f32> for QatLinear {
     fn forward(&self, input: &Var<f32>) -> Var<f32> {
-        if *self.training.lock().unwrap() {
-            self.observer.lock().unwrap().observe(input.data());
-            *self.observed.lock().unwrap() = true;
-        }
-        let x = match self.input_qparams() {
-            Some(p) => fake_quantize(input, &p),
-            None => input.clone(),
-        };
+        let x = self.input.apply(input);
         let w = fake_quantize(&self.linear.weight.var(), &self.weight_qparams());
         let bias = self.linear.bias.as_ref().map(Param::var);
         self.linear.forward_with(&x, &w, bias.as_ref())
@@ -149,6 +180,65 @@ impl Module<f32> for QatLinear {
     }
 
     fn set_training_self(&self, training: bool) {
-        *self.training.lock().unwrap() = training;
+        self.input.set_training(training);
+    }
+}
+
+/// A Conv2d trained with fake quantization, like [`QatLinear`]: the weight
+/// `[out, in / groups, kh, kw]` symmetric int8 per output channel, the input affine uint8 per
+/// tensor with a moving-average observer; the bias stays f32. The gradient reaches the float
+/// weight and input through the straight-through estimator.
+/// [`super::QuantizedSequential::from_qat`] turns it into a [`super::QuantizedConv2d`].
+///
+/// ```
+/// use ferrograd_autograd::Var;
+/// use ferrograd_nn::{layers::Conv2d, Module};
+/// use ferrograd_tensor::Tensor;
+/// use ferrograd_tuning::quant::QatConv2d;
+/// use rand::{rngs::StdRng, SeedableRng};
+/// let qat = QatConv2d::new(Conv2d::new(2, 3, [3, 3], &mut StdRng::seed_from_u64(0)), 0.01);
+/// let x = Var::constant(Tensor::from_fn(&[1, 2, 5, 5], |i| (i as f32 * 0.1).sin()));
+/// let g = qat.forward(&x).sum().backward();
+/// assert_eq!(g.get(&qat.conv.weight.var()).unwrap().shape(), &[3, 2, 3, 3]);
+/// assert!(qat.input_qparams().is_some());
+/// ```
+#[derive(Debug)]
+pub struct QatConv2d {
+    /// The float layer being trained.
+    pub conv: Conv2d<f32>,
+    input: InputFakeQuant,
+}
+
+impl QatConv2d {
+    /// Wraps a (usually pre-trained) Conv2d; `averaging_constant` drives the input observer.
+    pub fn new(conv: Conv2d<f32>, averaging_constant: f32) -> Self {
+        QatConv2d { conv, input: InputFakeQuant::new(averaging_constant) }
+    }
+
+    /// The weight's quantization parameters (symmetric int8 per output channel).
+    pub fn weight_qparams(&self) -> QParams {
+        weight_qparams(&self.conv.weight)
+    }
+
+    /// The input's quantization parameters, or `None` before any training batch.
+    pub fn input_qparams(&self) -> Option<QParams> {
+        self.input.qparams()
+    }
+}
+
+impl Module<f32> for QatConv2d {
+    fn forward(&self, input: &Var<f32>) -> Var<f32> {
+        let x = self.input.apply(input);
+        let w = fake_quantize(&self.conv.weight.var(), &self.weight_qparams());
+        let bias = self.conv.bias.as_ref().map(Param::var);
+        self.conv.forward_with(&x, &w, bias.as_ref())
+    }
+
+    fn params(&self) -> Vec<(&str, &Param<f32>)> {
+        self.conv.params()
+    }
+
+    fn set_training_self(&self, training: bool) {
+        self.input.set_training(training);
     }
 }

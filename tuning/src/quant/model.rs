@@ -1,16 +1,23 @@
-//! Post-training quantization of Linear/ReLU/Flatten models into [`QuantizedSequential`]:
-//! dynamic (activation ranges measured on each batch), static (ranges calibrated once on sample
-//! batches) or from quantization-aware training; save and load.
+//! Post-training quantization of Linear/Conv2d models into [`QuantizedSequential`]: dynamic
+//! (activation ranges measured on each batch), static (ranges calibrated once on sample batches)
+//! or from quantization-aware training; save and load.
+//!
+//! Every int8 layer takes and returns f32: it quantizes its input, runs the int8 GEMM and
+//! requantizes the accumulators to f32. ReLU, Flatten and the poolings run on those f32 values.
+//! For max pooling this loses nothing: quantization is monotone, so quantizing the maximum of a
+//! window gives the maximum of the quantized window, and pooling before the next layer's
+//! quantization equals pooling in uint8.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ferrograd_nn::checkpoint::{load_any_tensors, save_any_tensors};
-use ferrograd_nn::layers::Linear;
+use ferrograd_nn::layers::{AvgPool2d, Conv2d, Linear, MaxPool2d};
 use ferrograd_nn::{AnyTensor, NnError};
-use ferrograd_tensor::Tensor;
+use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
 
-use super::fake::QatLinear;
+use super::conv::{check_options, QuantizedConv2d};
+use super::fake::{QatConv2d, QatLinear};
 use super::gemm::{dequantize_accumulators, gemm_u8i8, PackedB};
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
 use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
@@ -23,13 +30,42 @@ pub enum FloatLayer<'a> {
     Linear(&'a Linear<f32>),
     /// A Linear layer trained with fake quantization.
     Qat(&'a QatLinear),
+    /// A trained Conv2d layer (any stride, padding, dilation and groups).
+    Conv2d(&'a Conv2d<f32>),
+    /// A Conv2d layer trained with fake quantization.
+    QatConv2d(&'a QatConv2d),
     /// ReLU.
     ReLU,
     /// Flatten from dim 1 on.
     Flatten,
+    /// 2-D max pooling.
+    MaxPool2d(MaxPool2d),
+    /// 2-D average pooling.
+    AvgPool2d(AvgPool2d),
 }
 
-/// How a quantized Linear quantizes its input.
+impl FloatLayer<'_> {
+    /// The float forward pass of this layer (QAT layers without fake quantization).
+    fn forward(&self, x: Tensor<f32>) -> Tensor<f32> {
+        match self {
+            FloatLayer::Linear(l) => float_linear_forward(&x, l),
+            FloatLayer::Qat(q) => float_linear_forward(&x, &q.linear),
+            FloatLayer::Conv2d(c) => float_conv(&x, c),
+            FloatLayer::QatConv2d(q) => float_conv(&x, &q.conv),
+            FloatLayer::ReLU => relu(x),
+            FloatLayer::Flatten => flatten(&x),
+            FloatLayer::MaxPool2d(p) => x.max_pool2d(&p.options),
+            FloatLayer::AvgPool2d(p) => x.avg_pool2d(&p.options),
+        }
+    }
+
+    /// Whether the layer becomes an int8 layer that quantizes its input.
+    fn has_weights(&self) -> bool {
+        matches!(self, FloatLayer::Linear(_) | FloatLayer::Qat(_) | FloatLayer::Conv2d(_) | FloatLayer::QatConv2d(_))
+    }
+}
+
+/// How a quantized Linear or Conv2d quantizes its input.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum InputQuant {
     /// Affine uint8 with the range of each batch.
@@ -124,25 +160,37 @@ impl QuantizedLinear {
 pub enum QuantizedLayer {
     /// An int8 Linear.
     Linear(Box<QuantizedLinear>),
+    /// An int8 Conv2d.
+    Conv2d(Box<QuantizedConv2d>),
     /// ReLU (on f32).
     ReLU,
     /// Flatten from dim 1 on.
     Flatten,
+    /// 2-D max pooling (on f32; see the module's documentation).
+    MaxPool2d(Pool2dOptions),
+    /// 2-D average pooling (on f32).
+    AvgPool2d(Pool2dOptions),
 }
 
 /// An int8 model: f32 in, f32 out, int8 GEMMs inside.
 ///
 /// ```
-/// use ferrograd_nn::layers::Linear;
+/// use ferrograd_nn::layers::{Conv2d, Linear, MaxPool2d};
 /// use ferrograd_tensor::Tensor;
 /// use ferrograd_tuning::quant::{FloatLayer, QuantizedSequential};
 /// use rand::{rngs::StdRng, SeedableRng};
 /// let mut rng = StdRng::seed_from_u64(0);
-/// let (fc1, fc2) = (Linear::new(8, 16, &mut rng), Linear::new(16, 3, &mut rng));
-/// let layers = [FloatLayer::Linear(&fc1), FloatLayer::ReLU, FloatLayer::Linear(&fc2)];
+/// let (conv, fc) = (Conv2d::new(1, 4, [3, 3], &mut rng), Linear::new(4 * 3 * 3, 3, &mut rng));
+/// let layers = [
+///     FloatLayer::Conv2d(&conv),
+///     FloatLayer::ReLU,
+///     FloatLayer::MaxPool2d(MaxPool2d::new([2, 2])),
+///     FloatLayer::Flatten,
+///     FloatLayer::Linear(&fc),
+/// ];
 /// let q = QuantizedSequential::dynamic(&layers);
-/// assert_eq!(q.forward(&Tensor::ones(&[5, 8])).shape(), &[5, 3]);
-/// assert_eq!(q.weight_bytes(), 8 * 16 + 16 * 3);
+/// assert_eq!(q.forward(&Tensor::ones(&[5, 1, 8, 8])).shape(), &[5, 3]);
+/// assert_eq!(q.weight_bytes(), 4 * 3 * 3 + 36 * 3);
 /// ```
 #[derive(Clone, Debug)]
 pub struct QuantizedSequential {
@@ -153,8 +201,21 @@ fn float_linear(l: &Linear<f32>) -> (Tensor<f32>, Option<Tensor<f32>>) {
     (l.weight.value(), l.bias.as_ref().map(|b| b.value()))
 }
 
+fn float_linear_forward(x: &Tensor<f32>, l: &Linear<f32>) -> Tensor<f32> {
+    let (w, b) = float_linear(l);
+    let y = x.matmul(&w.t());
+    match b {
+        Some(b) => Tensor::add(&y, &b),
+        None => y,
+    }
+}
+
+fn float_conv(x: &Tensor<f32>, c: &Conv2d<f32>) -> Tensor<f32> {
+    x.conv2d(&c.weight.value(), c.bias.as_ref().map(|b| b.value()).as_ref(), &c.options)
+}
+
 /// Minimum and maximum, over 16 independent lanes so that the loop vectorizes.
-fn min_max(xs: &[f32]) -> (f32, f32) {
+pub(super) fn min_max(xs: &[f32]) -> (f32, f32) {
     let (mut lo, mut hi) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16]);
     let mut chunks = xs.chunks_exact(16);
     for c in &mut chunks {
@@ -180,14 +241,15 @@ fn flatten(x: &Tensor<f32>) -> Tensor<f32> {
 
 impl QuantizedSequential {
     /// Dynamic quantization: int8 weights, each batch's activations quantized with its own range.
-    /// QAT layers are taken as their float Linear.
+    /// QAT layers are taken as their float layers.
     pub fn dynamic(layers: &[FloatLayer]) -> Self {
         Self::convert(layers, |_, _| InputQuant::Dynamic)
     }
 
-    /// Static quantization: runs the float model over `batches`, feeding each Linear's input to
-    /// an observer from `observer` (e.g. `|| Box::new(MinMaxObserver::new(ObserverConfig::activations()))`),
-    /// and fixes the input parameters to what it reports (must be uint8).
+    /// Static quantization: runs the float model over `batches`, feeding the input of each
+    /// Linear and Conv2d to an observer from `observer` (e.g.
+    /// `|| Box::new(MinMaxObserver::new(ObserverConfig::activations()))`), and fixes the input
+    /// parameters to what it reports (must be uint8). QAT layers run as their float layers.
     ///
     /// # Panics
     /// If `batches` is empty or an observer proposes non-uint8 parameters.
@@ -201,20 +263,10 @@ impl QuantizedSequential {
         for batch in batches {
             let mut x = batch.clone();
             for (layer, obs) in layers.iter().zip(observers.iter_mut()) {
-                x = match layer {
-                    FloatLayer::Linear(_) | FloatLayer::Qat(_) => {
-                        obs.observe(&x);
-                        let (w, b) = match layer {
-                            FloatLayer::Linear(l) => float_linear(l),
-                            FloatLayer::Qat(q) => float_linear(&q.linear),
-                            _ => unreachable!("matched Linear or Qat"),
-                        };
-                        let y = x.matmul(&w.t());
-                        b.map_or(y.clone(), |b| y.add(&b))
-                    }
-                    FloatLayer::ReLU => relu(x),
-                    FloatLayer::Flatten => flatten(&x),
-                };
+                if layer.has_weights() {
+                    obs.observe(&x);
+                }
+                x = layer.forward(x);
             }
         }
         Self::convert(layers, |i, _| {
@@ -225,31 +277,41 @@ impl QuantizedSequential {
     }
 
     /// Conversion after quantization-aware training: QAT layers use the input ranges their
-    /// observers learned; plain Linear layers are quantized dynamically.
+    /// observers learned; plain Linear and Conv2d layers are quantized dynamically.
     pub fn from_qat(layers: &[FloatLayer]) -> Self {
+        let learned = |p: Option<QParams>| {
+            p.map_or(InputQuant::Dynamic, |p| InputQuant::Static { scale: p.scale[0], zero_point: p.zero_point[0] })
+        };
         Self::convert(layers, |_, layer| match layer {
-            FloatLayer::Qat(q) => q
-                .input_qparams()
-                .map_or(InputQuant::Dynamic, |p| InputQuant::Static { scale: p.scale[0], zero_point: p.zero_point[0] }),
+            FloatLayer::Qat(q) => learned(q.input_qparams()),
+            FloatLayer::QatConv2d(q) => learned(q.input_qparams()),
             _ => InputQuant::Dynamic,
         })
     }
 
+    /// Quantizes the weights of each layer; `input` says how layer `i` quantizes its input (only
+    /// asked for layers with weights).
     fn convert(layers: &[FloatLayer], input: impl Fn(usize, &FloatLayer) -> InputQuant) -> Self {
+        let conv = |c: &Conv2d<f32>, input: InputQuant| {
+            let (w, b) = (c.weight.value(), c.bias.as_ref().map(|b| b.value()));
+            QuantizedLayer::Conv2d(Box::new(QuantizedConv2d::new(&w, b.as_ref(), c.options, input)))
+        };
+        let linear = |l: &Linear<f32>, input: InputQuant| {
+            let (w, b) = float_linear(l);
+            QuantizedLayer::Linear(Box::new(QuantizedLinear::new(&w, b.as_ref(), input)))
+        };
         let layers = layers
             .iter()
             .enumerate()
             .map(|(i, layer)| match layer {
-                FloatLayer::Linear(l) => {
-                    let (w, b) = float_linear(l);
-                    QuantizedLayer::Linear(Box::new(QuantizedLinear::new(&w, b.as_ref(), input(i, layer))))
-                }
-                FloatLayer::Qat(q) => {
-                    let (w, b) = float_linear(&q.linear);
-                    QuantizedLayer::Linear(Box::new(QuantizedLinear::new(&w, b.as_ref(), input(i, layer))))
-                }
+                FloatLayer::Linear(l) => linear(l, input(i, layer)),
+                FloatLayer::Qat(q) => linear(&q.linear, input(i, layer)),
+                FloatLayer::Conv2d(c) => conv(c, input(i, layer)),
+                FloatLayer::QatConv2d(q) => conv(&q.conv, input(i, layer)),
                 FloatLayer::ReLU => QuantizedLayer::ReLU,
                 FloatLayer::Flatten => QuantizedLayer::Flatten,
+                FloatLayer::MaxPool2d(p) => QuantizedLayer::MaxPool2d(p.options),
+                FloatLayer::AvgPool2d(p) => QuantizedLayer::AvgPool2d(p.options),
             })
             .collect();
         QuantizedSequential { layers }
@@ -260,14 +322,29 @@ impl QuantizedSequential {
         &self.layers
     }
 
-    /// The forward pass on a float batch.
+    /// The forward pass on a float batch. A ReLU and a max pooling that follow a Conv2d
+    /// run fused into it ([`QuantizedConv2d::forward_fused`]).
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
         let mut x = x.clone();
-        for layer in &self.layers {
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
             x = match layer {
                 QuantizedLayer::Linear(l) => l.forward(&x),
+                QuantizedLayer::Conv2d(c) => {
+                    let relu = layers.next_if(|l| matches!(l, QuantizedLayer::ReLU)).is_some();
+                    let pool = match layers.peek().copied() {
+                        Some(QuantizedLayer::MaxPool2d(p)) => {
+                            layers.next();
+                            Some(p)
+                        }
+                        _ => None,
+                    };
+                    c.forward_fused(&x, relu, pool)
+                }
                 QuantizedLayer::ReLU => relu(x),
                 QuantizedLayer::Flatten => flatten(&x),
+                QuantizedLayer::MaxPool2d(p) => x.max_pool2d(p),
+                QuantizedLayer::AvgPool2d(p) => x.avg_pool2d(p),
             };
         }
         x
@@ -275,106 +352,223 @@ impl QuantizedSequential {
 
     /// Bytes of the int8 weights (scales and biases not counted).
     pub fn weight_bytes(&self) -> usize {
-        self.linears().map(|(_, l)| l.weight.numel()).sum()
+        self.layers
+            .iter()
+            .map(|l| match l {
+                QuantizedLayer::Linear(q) => q.weight().numel(),
+                QuantizedLayer::Conv2d(q) => q.weight().numel(),
+                _ => 0,
+            })
+            .sum()
     }
 
-    fn linears(&self) -> impl Iterator<Item = (usize, &QuantizedLinear)> {
-        self.layers.iter().enumerate().filter_map(|(i, l)| match l {
-            QuantizedLayer::Linear(q) => Some((i, &**q)),
-            _ => None,
-        })
-    }
-
-    /// Saves the model as safetensors: `layers` (kinds: 0 Linear, 1 ReLU, 2 Flatten) and, per
-    /// Linear `i`, `i.weight` (i8), `i.weight_scale`, `i.bias` (if any) and, when static,
-    /// `i.input_scale` and `i.input_zero_point`.
+    /// Saves the model as safetensors: `layers` (i64 kinds: 0 Linear, 1 ReLU, 2 Flatten,
+    /// 3 Conv2d, 4 MaxPool2d, 5 AvgPool2d) and, per layer `i`:
+    /// - Linear and Conv2d: `i.weight` (i8, `[out, in]` or `[out, in / groups, kh, kw]`),
+    ///   `i.weight_scale` (f32 `[out]`), `i.bias` (if any) and, when static, `i.input_scale` (f32)
+    ///   and `i.input_zero_point` (i32);
+    /// - Conv2d: also `i.options`, i64 `[stride h, w, padding h, w, dilation h, w, groups]`;
+    /// - pooling: `i.options`, i64 `[kernel h, w, stride h, w, padding h, w, count_include_pad]`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), NnError> {
         let mut t: BTreeMap<String, AnyTensor> = BTreeMap::new();
         let kinds: Vec<i64> = self
             .layers
             .iter()
             .map(|l| match l {
-                QuantizedLayer::Linear(_) => 0,
-                QuantizedLayer::ReLU => 1,
-                QuantizedLayer::Flatten => 2,
+                QuantizedLayer::Linear(_) => LINEAR,
+                QuantizedLayer::ReLU => RELU,
+                QuantizedLayer::Flatten => FLATTEN,
+                QuantizedLayer::Conv2d(_) => CONV2D,
+                QuantizedLayer::MaxPool2d(_) => MAX_POOL2D,
+                QuantizedLayer::AvgPool2d(_) => AVG_POOL2D,
             })
             .collect();
         t.insert("layers".into(), Tensor::from_vec(kinds.clone(), &[kinds.len()]).into());
-        for (i, l) in self.linears() {
-            t.insert(format!("{i}.weight"), l.weight.clone().into());
-            let n = l.weight_scale.len();
-            t.insert(format!("{i}.weight_scale"), Tensor::from_vec(l.weight_scale.clone(), &[n]).into());
-            if let Some(b) = &l.bias {
-                t.insert(format!("{i}.bias"), Tensor::from_vec(b.clone(), &[n]).into());
-            }
-            if let InputQuant::Static { scale, zero_point } = l.input {
-                t.insert(format!("{i}.input_scale"), Tensor::from_vec(vec![scale], &[1]).into());
-                t.insert(format!("{i}.input_zero_point"), Tensor::from_vec(vec![zero_point], &[1]).into());
+        for (i, layer) in self.layers.iter().enumerate() {
+            match layer {
+                QuantizedLayer::Linear(l) => {
+                    put_int8(&mut t, i, l.weight.clone().into(), &l.weight_scale, l.bias.as_deref(), l.input)
+                }
+                QuantizedLayer::Conv2d(c) => {
+                    put_int8(&mut t, i, c.weight().clone().into(), c.weight_scale(), c.bias(), c.input_quant());
+                    let o = c.options();
+                    let [s, p, d] = [o.stride, o.padding, o.dilation];
+                    put_options(&mut t, i, [s[0], s[1], p[0], p[1], d[0], d[1], o.groups]);
+                }
+                QuantizedLayer::MaxPool2d(o) | QuantizedLayer::AvgPool2d(o) => {
+                    let [k, s, p] = [o.kernel, o.stride, o.padding];
+                    put_options(&mut t, i, [k[0], k[1], s[0], s[1], p[0], p[1], usize::from(o.count_include_pad)]);
+                }
+                QuantizedLayer::ReLU | QuantizedLayer::Flatten => {}
             }
         }
         save_any_tensors(path, &t)
     }
 
-    /// Loads a model written by [`QuantizedSequential::save`].
+    /// Loads a model written by [`QuantizedSequential::save`]. A file that is not such a model
+    /// (missing or extra tensors, wrong types or shapes, invalid scales or options) gives
+    /// [`NnError::Format`] naming the problem.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, NnError> {
         let path = path.as_ref();
-        let mut t = load_any_tensors(path)?;
-        let bad = |problem: String| NnError::Format { path: path.to_path_buf(), problem };
-        let mut take = |name: String| t.remove(&name);
-        let kinds = take("layers".into())
-            .and_then(AnyTensor::into_typed::<i64>)
-            .ok_or_else(|| bad("no i64 tensor `layers`".into()))?;
+        let mut r = Reader { path: path.to_path_buf(), tensors: load_any_tensors(path)? };
+        let kinds =
+            r.take("layers").and_then(AnyTensor::into_typed::<i64>).ok_or_else(|| r.bad("no i64 tensor `layers`"))?;
         let mut layers = Vec::new();
         for (i, kind) in kinds.to_vec().into_iter().enumerate() {
             layers.push(match kind {
-                1 => QuantizedLayer::ReLU,
-                2 => QuantizedLayer::Flatten,
-                0 => {
-                    let weight = take(format!("{i}.weight"))
-                        .and_then(AnyTensor::into_typed::<i8>)
-                        .filter(|w| w.rank() == 2)
-                        .ok_or_else(|| bad(format!("no 2-D i8 tensor `{i}.weight`")))?;
-                    let out = weight.shape()[0];
-                    let vec_of = |a: Option<AnyTensor>, what: &str| -> Result<Option<Vec<f32>>, NnError> {
-                        match a {
-                            None => Ok(None),
-                            Some(a) => a
-                                .into_typed::<f32>()
-                                .filter(|v| v.shape() == [out])
-                                .map(|v| Some(v.to_vec()))
-                                .ok_or_else(|| bad(format!("`{i}.{what}` is not an f32 tensor of shape [{out}]"))),
-                        }
-                    };
-                    let scale = vec_of(take(format!("{i}.weight_scale")), "weight_scale")?
-                        .ok_or_else(|| bad(format!("no tensor `{i}.weight_scale`")))?;
-                    if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                        return Err(bad(format!("`{i}.weight_scale` has a non-positive or non-finite scale")));
-                    }
-                    let bias = vec_of(take(format!("{i}.bias")), "bias")?;
-                    let input = match (take(format!("{i}.input_scale")), take(format!("{i}.input_zero_point"))) {
-                        (None, None) => InputQuant::Dynamic,
-                        (Some(s), Some(z)) => {
-                            let s = s.into_typed::<f32>().filter(|s| s.numel() == 1).map(|s| s.to_vec()[0]);
-                            let z = z.into_typed::<i32>().filter(|z| z.numel() == 1).map(|z| z.to_vec()[0]);
-                            match (s, z) {
-                                (Some(scale), Some(zero_point))
-                                    if scale.is_finite() && scale > 0.0 && (0..=255).contains(&zero_point) =>
-                                {
-                                    InputQuant::Static { scale, zero_point }
-                                }
-                                _ => return Err(bad(format!("layer {i}: invalid input scale or zero point"))),
-                            }
-                        }
-                        _ => return Err(bad(format!("layer {i}: input scale without zero point or the reverse"))),
-                    };
+                RELU => QuantizedLayer::ReLU,
+                FLATTEN => QuantizedLayer::Flatten,
+                LINEAR => {
+                    let (weight, scale, bias, input) = r.take_int8(i, 2)?;
                     QuantizedLayer::Linear(Box::new(QuantizedLinear::from_parts(weight, scale, bias, input)))
                 }
-                other => return Err(bad(format!("unknown layer kind {other} at position {i}"))),
+                CONV2D => {
+                    let (weight, scale, bias, input) = r.take_int8(i, 4)?;
+                    let [s0, s1, p0, p1, d0, d1, groups] = r.take_options(i)?;
+                    let options = Conv2dOptions { stride: [s0, s1], padding: [p0, p1], dilation: [d0, d1], groups };
+                    check_options(weight.shape(), &options).map_err(|e| r.bad(&format!("layer {i}: {e}")))?;
+                    QuantizedLayer::Conv2d(Box::new(QuantizedConv2d::from_parts(weight, scale, bias, options, input)))
+                }
+                MAX_POOL2D | AVG_POOL2D => {
+                    let [k0, k1, s0, s1, p0, p1, count_include_pad] = r.take_options(i)?;
+                    if k0 == 0 || k1 == 0 || s0 == 0 || s1 == 0 || 2 * p0 > k0 || 2 * p1 > k1 || count_include_pad > 1 {
+                        return Err(r.bad(&format!("layer {i}: invalid pooling options")));
+                    }
+                    let o = Pool2dOptions {
+                        kernel: [k0, k1],
+                        stride: [s0, s1],
+                        padding: [p0, p1],
+                        count_include_pad: count_include_pad == 1,
+                    };
+                    if kind == MAX_POOL2D {
+                        QuantizedLayer::MaxPool2d(o)
+                    } else {
+                        QuantizedLayer::AvgPool2d(o)
+                    }
+                }
+                other => return Err(r.bad(&format!("unknown layer kind {other} at position {i}"))),
             });
         }
-        if let Some(extra) = t.keys().next() {
-            return Err(bad(format!("unexpected tensor `{extra}`")));
+        if let Some(extra) = r.tensors.keys().next() {
+            return Err(r.bad(&format!("unexpected tensor `{extra}`")));
         }
         Ok(QuantizedSequential { layers })
+    }
+}
+
+const LINEAR: i64 = 0;
+const RELU: i64 = 1;
+const FLATTEN: i64 = 2;
+const CONV2D: i64 = 3;
+const MAX_POOL2D: i64 = 4;
+const AVG_POOL2D: i64 = 5;
+
+/// Writes the tensors of an int8 layer `i` (see [`QuantizedSequential::save`]).
+fn put_int8(
+    t: &mut BTreeMap<String, AnyTensor>,
+    i: usize,
+    weight: AnyTensor,
+    weight_scale: &[f32],
+    bias: Option<&[f32]>,
+    input: InputQuant,
+) {
+    let n = weight_scale.len();
+    t.insert(format!("{i}.weight"), weight);
+    t.insert(format!("{i}.weight_scale"), Tensor::from_vec(weight_scale.to_vec(), &[n]).into());
+    if let Some(b) = bias {
+        t.insert(format!("{i}.bias"), Tensor::from_vec(b.to_vec(), &[n]).into());
+    }
+    if let InputQuant::Static { scale, zero_point } = input {
+        t.insert(format!("{i}.input_scale"), Tensor::from_vec(vec![scale], &[1]).into());
+        t.insert(format!("{i}.input_zero_point"), Tensor::from_vec(vec![zero_point], &[1]).into());
+    }
+}
+
+/// Writes the 7 integers of layer `i`'s options.
+fn put_options(t: &mut BTreeMap<String, AnyTensor>, i: usize, v: [usize; 7]) {
+    let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+    t.insert(format!("{i}.options"), Tensor::from_vec(v, &[7]).into());
+}
+
+/// The tensors of a file being loaded, taken out one by one so that leftovers can be reported.
+struct Reader {
+    path: PathBuf,
+    tensors: BTreeMap<String, AnyTensor>,
+}
+
+/// An int8 layer's weight, weight scales, bias and input quantization.
+type Int8Parts = (Tensor<i8>, Vec<f32>, Option<Vec<f32>>, InputQuant);
+
+impl Reader {
+    fn bad(&self, problem: &str) -> NnError {
+        NnError::Format { path: self.path.clone(), problem: problem.into() }
+    }
+
+    fn take(&mut self, name: &str) -> Option<AnyTensor> {
+        self.tensors.remove(name)
+    }
+
+    /// An f32 vector of length `len` named `name`, if present.
+    fn take_vec(&mut self, name: &str, len: usize) -> Result<Option<Vec<f32>>, NnError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(a) => a
+                .into_typed::<f32>()
+                .filter(|v| v.shape() == [len])
+                .map(|v| Some(v.to_vec()))
+                .ok_or_else(|| self.bad(&format!("`{name}` is not an f32 tensor of shape [{len}]"))),
+        }
+    }
+
+    /// The tensors of int8 layer `i` whose weight has rank `rank` (see [`QuantizedSequential::save`]).
+    fn take_int8(&mut self, i: usize, rank: usize) -> Result<Int8Parts, NnError> {
+        let weight = self
+            .take(&format!("{i}.weight"))
+            .and_then(AnyTensor::into_typed::<i8>)
+            .filter(|w| w.rank() == rank && w.numel() > 0)
+            .ok_or_else(|| self.bad(&format!("no non-empty {rank}-D i8 tensor `{i}.weight`")))?;
+        let out = weight.shape()[0];
+        let scale = self
+            .take_vec(&format!("{i}.weight_scale"), out)?
+            .ok_or_else(|| self.bad(&format!("no tensor `{i}.weight_scale`")))?;
+        if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(self.bad(&format!("`{i}.weight_scale` has a non-positive or non-finite scale")));
+        }
+        let bias = self.take_vec(&format!("{i}.bias"), out)?;
+        let input = match (self.take(&format!("{i}.input_scale")), self.take(&format!("{i}.input_zero_point"))) {
+            (None, None) => InputQuant::Dynamic,
+            (Some(s), Some(z)) => {
+                let s = s.into_typed::<f32>().filter(|s| s.numel() == 1).map(|s| s.to_vec()[0]);
+                let z = z.into_typed::<i32>().filter(|z| z.numel() == 1).map(|z| z.to_vec()[0]);
+                match (s, z) {
+                    (Some(scale), Some(zero_point))
+                        if scale.is_finite() && scale > 0.0 && (0..=255).contains(&zero_point) =>
+                    {
+                        InputQuant::Static { scale, zero_point }
+                    }
+                    _ => return Err(self.bad(&format!("layer {i}: invalid input scale or zero point"))),
+                }
+            }
+            _ => return Err(self.bad(&format!("layer {i}: input scale without zero point or the reverse"))),
+        };
+        Ok((weight, scale, bias, input))
+    }
+
+    /// The 7 non-negative integers of `i.options`.
+    fn take_options(&mut self, i: usize) -> Result<[usize; 7], NnError> {
+        let v = self
+            .take(&format!("{i}.options"))
+            .and_then(AnyTensor::into_typed::<i64>)
+            .filter(|v| v.shape() == [7])
+            .map(|v| v.to_vec())
+            .ok_or_else(|| self.bad(&format!("no i64 tensor `{i}.options` of shape [7]")))?;
+        let mut out = [0usize; 7];
+        for (o, &x) in out.iter_mut().zip(&v) {
+            *o = usize::try_from(x)
+                .ok()
+                .filter(|&x| x <= 1 << 20)
+                .ok_or_else(|| self.bad(&format!("`{i}.options` holds {x}, outside [0, 2^20]")))?;
+        }
+        Ok(out)
     }
 }
