@@ -2,6 +2,7 @@
 //! dynamic (activation ranges measured on each batch), static (ranges calibrated once on sample
 //! batches) or from quantization-aware training; save and load.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -11,9 +12,10 @@ use ferrograd_nn::{AnyTensor, NnError};
 use ferrograd_tensor::Tensor;
 
 use super::fake::QatLinear;
-use super::gemm::{dequantize_accumulators, gemm_u8i8, PackedB};
+use super::gemm::{gemm_dequantize, Dequantize, PackedA, PackedB};
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
-use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
+use super::qtensor::{QDtype, QParams, QScheme};
+use super::simd::min_max;
 
 /// A layer of the float model to convert, in order (a `Sequential` cannot be inspected, so the
 /// caller lists what it built).
@@ -93,14 +95,31 @@ impl QuantizedLinear {
         self.input
     }
 
-    /// `x [batch, in] -> [batch, out]`: quantize `x` to uint8, int8 GEMM, requantize to f32.
+    /// `x [batch, in] -> [batch, out]`: quantize `x` to uint8, int8 GEMM, dequantize to f32.
     ///
     /// # Panics
     /// If `x` is not `[batch, in]`.
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        self.forward_impl(x, false)
+    }
+
+    /// `relu(forward(x))`, with the ReLU fused into the GEMM's output pass (the same values as
+    /// [`QuantizedLinear::forward`] followed by `max(y, 0)`).
+    ///
+    /// # Panics
+    /// If `x` is not `[batch, in]`.
+    pub fn forward_relu(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        self.forward_impl(x, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor<f32>, relu: bool) -> Tensor<f32> {
+        thread_local! {
+            // The quantized input of the last call on this thread: its buffer is reused.
+            static PACKED_INPUT: RefCell<PackedA> = RefCell::new(PackedA::default());
+        }
         let k = self.packed.k();
         assert!(x.rank() == 2 && x.shape()[1] == k, "QuantizedLinear: input shape {:?} is not [batch, {k}]", x.shape());
-        let m = x.shape()[0];
+        let (m, n) = (x.shape()[0], self.packed.n());
         let x = x.contiguous();
         let xs = x.as_slice().expect("a contiguous tensor has a slice");
         let (scale, zero_point) = match self.input {
@@ -111,11 +130,19 @@ impl QuantizedLinear {
                 (p.scale[0], p.zero_point[0])
             }
         };
-        let a = quantize_u8(xs, scale, zero_point);
-        let acc = gemm_u8i8(&a, m, &self.packed);
-        let y =
-            dequantize_accumulators(&acc, &self.packed, scale, zero_point, &self.weight_scale, self.bias.as_deref());
-        Tensor::from_vec(y, &[m, self.packed.n()])
+        let stage = Dequantize {
+            a_scale: scale,
+            a_zero: zero_point,
+            w_scale: &self.weight_scale,
+            bias: self.bias.as_deref(),
+            relu,
+        };
+        let mut y = vec![0.0f32; m * n];
+        PACKED_INPUT.with_borrow_mut(|a| {
+            a.quantize(xs, m, k, scale, zero_point);
+            gemm_dequantize(a, &self.packed, &stage, &mut y);
+        });
+        Tensor::from_vec(y, &[m, n])
     }
 }
 
@@ -151,22 +178,6 @@ pub struct QuantizedSequential {
 
 fn float_linear(l: &Linear<f32>) -> (Tensor<f32>, Option<Tensor<f32>>) {
     (l.weight.value(), l.bias.as_ref().map(|b| b.value()))
-}
-
-/// Minimum and maximum, over 16 independent lanes so that the loop vectorizes.
-fn min_max(xs: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16]);
-    let mut chunks = xs.chunks_exact(16);
-    for c in &mut chunks {
-        for i in 0..16 {
-            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
-            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
-        }
-    }
-    let fold = |init: f32, f: fn(f32, f32) -> f32, lanes: &[f32]| {
-        lanes.iter().chain(chunks.remainder()).fold(init, |a, &b| f(a, b))
-    };
-    (fold(f32::INFINITY, f32::min, &lo), fold(f32::NEG_INFINITY, f32::max, &hi))
 }
 
 fn relu(x: Tensor<f32>) -> Tensor<f32> {
