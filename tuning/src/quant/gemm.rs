@@ -21,7 +21,7 @@ use super::simd::quantize_u8_into;
 /// Columns of `B` per packed panel (and of the output tile).
 pub const NR: usize = 32;
 /// Rows of `A` per output tile.
-pub const MR: usize = 4;
+pub const MR: usize = 8;
 
 /// A GEMM implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,12 +285,13 @@ fn gemm_tiles(kernel: Kernel, a: &PackedA, b: &PackedB, mut store: impl FnMut(us
 
 /// One `MR x NR` tile: `rows` is `MR` rows of `4 * groups` bytes, `panel` `groups * NR * 4` bytes.
 fn run_kernel(kernel: Kernel, rows: &[u8], panel: &[i8], groups: usize, tile: &mut [i32; MR * NR]) {
-    debug_assert!(rows.len() == MR * groups * 4 && panel.len() == groups * NR * 4);
+    // Checked in every build: the AVX-512 kernel reads through raw pointers within these bounds.
+    assert!(rows.len() == MR * groups * 4 && panel.len() == groups * NR * 4, "gemm_u8i8: tile slices");
     match kernel {
         Kernel::Scalar => kernel_scalar(rows, panel, groups, tile),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `gemm_u8i8_with` checked that the CPU has AVX2; the slice lengths are as
-        // the kernel reads them (asserted above in debug builds, guaranteed by the driver).
+        // SAFETY: `gemm_tiles` checked that the CPU has AVX2; the slice lengths are as the
+        // kernel reads them (asserted above).
         Kernel::Avx2 => unsafe { x86::kernel_avx2(rows, panel, groups, tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX-512F and AVX-512 VNNI.
@@ -365,13 +366,20 @@ mod x86 {
     pub(super) unsafe fn kernel_avx512vnni(rows: &[u8], panel: &[i8], groups: usize, tile: &mut [i32; MR * NR]) {
         let kp = groups * 4;
         let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        // Raw pointers: slice indexing in this loop left bounds checks that cost as much as the
+        // arithmetic.
+        let (a, b) = (rows.as_ptr(), panel.as_ptr());
         for g in 0..groups {
-            let bg = &panel[g * NR * 4..(g + 1) * NR * 4];
-            // SAFETY: `bg` is 128 readable bytes, two unaligned 64-byte loads.
-            let (b0, b1) =
-                unsafe { (_mm512_loadu_si512(bg.as_ptr().cast()), _mm512_loadu_si512(bg[64..].as_ptr().cast())) };
+            // SAFETY: `g < groups`, so the 128 bytes from `g * NR * 4` are inside `panel`;
+            // loadu has no alignment requirement.
+            let (b0, b1) = unsafe {
+                let bg = b.add(g * NR * 4);
+                (_mm512_loadu_si512(bg.cast()), _mm512_loadu_si512(bg.add(64).cast()))
+            };
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let a4 = i32::from_le_bytes(rows[r * kp + g * 4..r * kp + g * 4 + 4].try_into().unwrap());
+                // SAFETY: `r < MR` and `g < groups`, so the 4 bytes from `r * kp + 4 * g` are
+                // inside `rows`; read_unaligned has no alignment requirement.
+                let a4 = unsafe { a.add(r * kp + g * 4).cast::<i32>().read_unaligned() };
                 let a = _mm512_set1_epi32(a4);
                 // u8 x i8, four products summed into each i32 lane, without saturation.
                 acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], a, b0);
