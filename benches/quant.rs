@@ -4,6 +4,9 @@
 //! The int8 figures include padding A's rows (as a quantized layer does per call), not packing
 //! the weights (done once at conversion).
 //!
+//! Quantizing a 128 x 784 batch to uint8 and its min/max scan (dynamic quantization), scalar
+//! against AVX2 and AVX-512.
+//!
 //! Then the end-to-end MNIST MLP (784-128-64-10, ReLU, random weights) on a batch of 128: the
 //! fp32 `Sequential` forward against `QuantizedSequential` dynamic and static (calibrated on 4
 //! random batches). Before criterion's runs (which are one after the other), the three are timed
@@ -21,6 +24,7 @@ use ferrograd::nn::Module;
 use ferrograd::prelude::{no_grad, Var};
 use ferrograd::tensor::{set_num_threads, Tensor};
 use ferrograd::tuning::quant::gemm::{gemm_u8i8_with, Kernel, PackedB};
+use ferrograd::tuning::quant::simd::{min_max_with, quantize_u8_into_with, Simd};
 use ferrograd::tuning::quant::{FloatLayer, MinMaxObserver, ObserverConfig, QuantizedSequential};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -49,6 +53,24 @@ fn bench_gemm(c: &mut Criterion) {
                 bch.iter(|| black_box(gemm_u8i8_with(kernel, &a8, m, &packed)))
             });
         }
+    }
+    group.finish();
+}
+
+/// Quantizing a 128 x 784 f32 batch to uint8 and its min/max scan, per implementation.
+fn bench_quantize(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(2);
+    let x = Tensor::<f32>::rand_uniform(&[128, 784], -1.0, 2.0, &mut rng).to_vec();
+    let mut out = vec![0u8; x.len()];
+    let mut group = c.benchmark_group("quantize_128x784");
+    group.throughput(Throughput::Elements(x.len() as u64));
+    for simd in [Simd::Scalar, Simd::Avx2, Simd::Avx512].into_iter().filter(|s| s.is_available()) {
+        group.bench_function(BenchmarkId::new("quantize_u8", format!("{simd:?}")), |bch| {
+            bch.iter(|| quantize_u8_into_with(simd, black_box(&x), 3.0 / 255.0, 85, &mut out))
+        });
+        group.bench_function(BenchmarkId::new("min_max", format!("{simd:?}")), |bch| {
+            bch.iter(|| black_box(min_max_with(simd, black_box(&x))))
+        });
     }
     group.finish();
 }
@@ -115,5 +137,5 @@ fn bench_mlp(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_gemm, bench_mlp);
+criterion_group!(benches, bench_gemm, bench_quantize, bench_mlp);
 criterion_main!(benches);

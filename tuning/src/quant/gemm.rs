@@ -249,15 +249,25 @@ pub fn gemm_dequantize_with(kernel: Kernel, a: &PackedA, b: &PackedB, stage: &De
         bias[j] = stage.bias.map_or(0.0, |v| v[j]);
     }
     let relu = stage.relu;
-    gemm_tiles(kernel, a, b, |r, j0, tile| {
-        let mut y = [0.0f32; NR];
+    let dequantize = |tile: &[i32; NR], j0: usize, y: &mut [f32; NR]| {
         let (s, o, c) = (&scales[j0..j0 + NR], &offsets[j0..j0 + NR], &bias[j0..j0 + NR]);
         for j in 0..NR {
             let v = (tile[j] - o[j]) as f32 * s[j] + c[j];
             y[j] = if relu { v.max(0.0) } else { v };
         }
-        let cols = NR.min(n - j0);
-        out[r * n + j0..r * n + j0 + cols].copy_from_slice(&y[..cols]);
+    };
+    gemm_tiles(kernel, a, b, |r, j0, tile| {
+        let dst = &mut out[r * n + j0..r * n + n.min(j0 + NR)];
+        // A whole panel is written in place with a fixed length (a variable-length copy from
+        // a temporary was a `memcpy` call per tile row).
+        match <&mut [f32; NR]>::try_from(&mut *dst) {
+            Ok(dst) => dequantize(tile, j0, dst),
+            Err(_) => {
+                let mut y = [0.0f32; NR];
+                dequantize(tile, j0, &mut y);
+                dst.copy_from_slice(&y[..dst.len()]);
+            }
+        }
     });
 }
 
