@@ -96,6 +96,8 @@ impl QuantizedLinear {
     }
 
     /// `x [batch, in] -> [batch, out]`: quantize `x` to uint8, int8 GEMM, dequantize to f32.
+    /// The quantized input goes to a per-thread buffer reused from call to call (it keeps the
+    /// size of the largest input seen), and the dequantize step runs on each GEMM tile.
     ///
     /// # Panics
     /// If `x` is not `[batch, in]`.
