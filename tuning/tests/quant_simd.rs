@@ -118,29 +118,42 @@ fn kernels() -> Vec<Kernel> {
 /// shapes that are not multiples of the tile or of 4 in `k`.
 #[test]
 fn fused_gemm_matches_unfused_steps() {
-    let mut rng = StdRng::seed_from_u64(9);
     for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (4, 32, 8), (5, 33, 13), (9, 70, 130), (0, 4, 5), (2, 3, 0)] {
-        let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0f32..3.0)).collect();
-        let w: Vec<i8> = (0..n * k).map(|_| rng.random()).collect();
-        let w_scale: Vec<f32> = (0..n).map(|_| rng.random_range(0.001f32..0.1)).collect();
-        let bias: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let (scale, zp) = (5.0 / 255.0, 102);
-        let packed = PackedB::new(&w, n, k);
-        let mut a8 = vec![0u8; m * k];
-        quantize_u8_into_with(Simd::Scalar, &x, scale, zp, &mut a8);
-        let acc = gemm_u8i8_with(Kernel::Scalar, &a8, m, &packed);
-        let mut pa = PackedA::new(&[9; 200], 8, 25);
-        pa.quantize(&x, m, k, scale, zp);
-        for bias in [None, Some(&bias[..])] {
-            let unfused = dequantize_accumulators(&acc, &packed, scale, zp, &w_scale, bias);
-            for relu in [false, true] {
-                let expected: Vec<f32> = unfused.iter().map(|&v| if relu { v.max(0.0) } else { v }).collect();
-                let stage = Dequantize { a_scale: scale, a_zero: zp, w_scale: &w_scale, bias, relu };
-                for kernel in kernels() {
-                    let mut y = vec![f32::NAN; m * n];
-                    gemm_dequantize_with(kernel, &pa, &packed, &stage, &mut y);
-                    assert_eq!(y, expected, "{kernel:?} at {m}x{n}x{k}, relu {relu}");
-                }
+        check_fused_gemm(m, n, k, 9);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn fused_gemm_matches_unfused_steps_at_random_shapes(m in 0usize..20, n in 1usize..70, k in 0usize..70, seed in any::<u64>()) {
+        check_fused_gemm(m, n, k, seed);
+    }
+}
+
+fn check_fused_gemm(m: usize, n: usize, k: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2.0f32..3.0)).collect();
+    let w: Vec<i8> = (0..n * k).map(|_| rng.random()).collect();
+    let w_scale: Vec<f32> = (0..n).map(|_| rng.random_range(0.001f32..0.1)).collect();
+    let bias: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let (scale, zp) = (5.0 / 255.0, 102);
+    let packed = PackedB::new(&w, n, k);
+    let mut a8 = vec![0u8; m * k];
+    quantize_u8_into_with(Simd::Scalar, &x, scale, zp, &mut a8);
+    let acc = gemm_u8i8_with(Kernel::Scalar, &a8, m, &packed);
+    let mut pa = PackedA::new(&[9; 200], 8, 25);
+    pa.quantize(&x, m, k, scale, zp);
+    for bias in [None, Some(&bias[..])] {
+        let unfused = dequantize_accumulators(&acc, &packed, scale, zp, &w_scale, bias);
+        for relu in [false, true] {
+            let expected: Vec<f32> = unfused.iter().map(|&v| if relu { v.max(0.0) } else { v }).collect();
+            let stage = Dequantize { a_scale: scale, a_zero: zp, w_scale: &w_scale, bias, relu };
+            for kernel in kernels() {
+                let mut y = vec![f32::NAN; m * n];
+                gemm_dequantize_with(kernel, &pa, &packed, &stage, &mut y);
+                assert_eq!(y, expected, "{kernel:?} at {m}x{n}x{k}, relu {relu}");
             }
         }
     }
@@ -152,7 +165,8 @@ fn fused_gemm_matches_unfused_steps() {
 fn quantized_linear_matches_dequantized_matmul() {
     let mut rng = StdRng::seed_from_u64(10);
     for &(m, k, n) in &[(7, 50, 9), (128, 784, 33), (3, 6, 1)] {
-        let x = Tensor::<f32>::rand_uniform(&[m, k], -1.0, 2.0, &mut rng);
+        // A strided (transposed) view: forward makes it contiguous first.
+        let x = Tensor::<f32>::rand_uniform(&[k, m], -1.0, 2.0, &mut rng).t();
         let w = Tensor::<f32>::rand_uniform(&[n, k], -0.3, 0.3, &mut rng);
         let b = Tensor::<f32>::rand_uniform(&[n], -1.0, 1.0, &mut rng);
         let dynamic = QParams::from_min_max(&[-1.0], &[2.0], QDtype::Uint8, QScheme::Affine, None);
