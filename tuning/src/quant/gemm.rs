@@ -184,8 +184,12 @@ pub fn gemm_u8i8_with(kernel: Kernel, a: &[u8], m: usize, b: &PackedB) -> Vec<i3
     let n = b.n;
     let mut c = vec![0i32; m * n];
     gemm_tiles(kernel, &PackedA::new(a, m, b.k), b, |r, j0, tile| {
-        let cols = NR.min(n - j0);
-        c[r * n + j0..r * n + j0 + cols].copy_from_slice(&tile[..cols]);
+        let dst = &mut c[r * n + j0..r * n + n.min(j0 + NR)];
+        // A fixed-length copy for whole panels: a variable-length one is a `memcpy` call.
+        match <&mut [i32; NR]>::try_from(&mut *dst) {
+            Ok(dst) => *dst = *tile,
+            Err(_) => dst.copy_from_slice(&tile[..dst.len()]),
+        }
     });
     c
 }
@@ -433,9 +437,9 @@ pub fn dequantize_accumulators(
     let bias = bias.unwrap_or(&zeros);
     let mut out = Vec::with_capacity(acc.len());
     for row in acc.chunks(n) {
-        for j in 0..n {
-            out.push((row[j] - offsets[j]) as f32 * scales[j] + bias[j]);
-        }
+        // Zipped iterators (not indexed pushes) so that the loop vectorizes.
+        let cols = row.iter().zip(&offsets).zip(&scales).zip(bias);
+        out.extend(cols.map(|(((&a, &o), &s), &c)| (a - o) as f32 * s + c));
     }
     out
 }
