@@ -8,6 +8,11 @@
 //! portable scalar one. Integer arithmetic is exact, so all three give identical results
 //! (as long as a sum fits in i32: `255 * 128 * k < 2³¹`, `k` up to 65 793).
 //!
+//! A quantized layer uses the fused path: [`PackedA::quantize`] writes its f32 input, quantized,
+//! straight into the padded layout the kernels read, and [`gemm_dequantize`] turns each
+//! [`MR`] x [`NR`] tile of accumulators into f32 outputs (bias, optional ReLU) as it leaves
+//! the kernel, so neither a separate u8 copy nor an i32 matrix is made.
+//!
 //! ```
 //! use ferrograd_tuning::quant::gemm::{gemm_u8i8, PackedB};
 //! let a = [1u8, 2, 3, 4, 5, 6]; // 2 x 3
