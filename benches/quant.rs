@@ -4,17 +4,32 @@
 //! The int8 figures include padding A's rows (as a quantized layer does per call), not packing
 //! the weights (done once at conversion).
 //!
+//! Quantizing a 128 x 784 batch to uint8 and its min/max scan (dynamic quantization), scalar
+//! against AVX2 and AVX-512.
+//!
+//! Then the end-to-end MNIST MLP (784-128-64-10, ReLU, random weights) on a batch of 128: the
+//! fp32 `Sequential` forward against `QuantizedSequential` dynamic and static (calibrated on 4
+//! random batches). Before criterion's runs (which are one after the other), the three are timed
+//! interleaved (A, B, C, A, B, C, ...) and the best round of each and the ratios are printed, as
+//! the machine is shared and drifts.
+//!
 //! `cargo bench --bench quant -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferrograd::nn::layers::{Linear, ReLU, Sequential};
+use ferrograd::nn::Module;
+use ferrograd::prelude::{no_grad, Var};
 use ferrograd::tensor::{set_num_threads, Tensor};
 use ferrograd::tuning::quant::gemm::{gemm_u8i8_with, Kernel, PackedB};
+use ferrograd::tuning::quant::simd::{min_max_with, quantize_u8_into_with, Simd};
+use ferrograd::tuning::quant::{FloatLayer, MinMaxObserver, ObserverConfig, QuantizedSequential};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn bench(c: &mut Criterion) {
+fn bench_gemm(c: &mut Criterion) {
     set_num_threads(1);
     let mut rng = StdRng::seed_from_u64(0);
     let mut group = c.benchmark_group("gemm");
@@ -42,5 +57,85 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Quantizing a 128 x 784 f32 batch to uint8 and its min/max scan, per implementation.
+fn bench_quantize(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(2);
+    let x = Tensor::<f32>::rand_uniform(&[128, 784], -1.0, 2.0, &mut rng).to_vec();
+    let mut out = vec![0u8; x.len()];
+    let mut group = c.benchmark_group("quantize_128x784");
+    group.throughput(Throughput::Elements(x.len() as u64));
+    for simd in [Simd::Scalar, Simd::Avx2, Simd::Avx512].into_iter().filter(|s| s.is_available()) {
+        group.bench_function(BenchmarkId::new("quantize_u8", format!("{simd:?}")), |bch| {
+            bch.iter(|| quantize_u8_into_with(simd, black_box(&x), 3.0 / 255.0, 85, &mut out))
+        });
+        group.bench_function(BenchmarkId::new("min_max", format!("{simd:?}")), |bch| {
+            bch.iter(|| black_box(min_max_with(simd, black_box(&x))))
+        });
+    }
+    group.finish();
+}
+
+/// A copy of `l` (a `Sequential` takes its layers by value, the quantizers by reference).
+fn copy_linear(l: &Linear<f32>, rng: &mut StdRng) -> Linear<f32> {
+    let c = Linear::new(l.in_features(), l.out_features(), rng);
+    c.weight.set(l.weight.value());
+    if let (Some(b), Some(src)) = (&c.bias, &l.bias) {
+        b.set(src.value());
+    }
+    c
+}
+
+fn bench_mlp(c: &mut Criterion) {
+    set_num_threads(1);
+    const BATCH: usize = 128;
+    let mut rng = StdRng::seed_from_u64(1);
+    let fcs = [Linear::new(784, 128, &mut rng), Linear::new(128, 64, &mut rng), Linear::new(64, 10, &mut rng)];
+    let fp32 = Sequential::<f32>::new()
+        .add(copy_linear(&fcs[0], &mut rng))
+        .add(ReLU)
+        .add(copy_linear(&fcs[1], &mut rng))
+        .add(ReLU)
+        .add(copy_linear(&fcs[2], &mut rng));
+    let layers = [
+        FloatLayer::Linear(&fcs[0]),
+        FloatLayer::ReLU,
+        FloatLayer::Linear(&fcs[1]),
+        FloatLayer::ReLU,
+        FloatLayer::Linear(&fcs[2]),
+    ];
+    // MNIST-like inputs: pixels in [0, 1].
+    let calibration: Vec<Tensor<f32>> =
+        (0..4).map(|_| Tensor::<f32>::rand_uniform(&[BATCH, 784], 0.0, 1.0, &mut rng)).collect();
+    let dynamic = QuantizedSequential::dynamic(&layers);
+    let stat = QuantizedSequential::calibrated(&layers, &calibration, || {
+        Box::new(MinMaxObserver::new(ObserverConfig::activations()))
+    });
+    let x = Tensor::<f32>::rand_uniform(&[BATCH, 784], 0.0, 1.0, &mut rng);
+    let run_fp32 = || no_grad(|| fp32.forward(&Var::constant(x.clone())).into_data());
+    let runs: [(&str, &dyn Fn() -> Tensor<f32>); 3] =
+        [("fp32", &run_fp32), ("dynamic_int8", &|| dynamic.forward(&x)), ("static_int8", &|| stat.forward(&x))];
+
+    let mut best = [f64::INFINITY; 3];
+    for _ in 0..15 {
+        for (b, (_, f)) in best.iter_mut().zip(&runs) {
+            let t = Instant::now();
+            for _ in 0..100 {
+                black_box(f());
+            }
+            *b = b.min(t.elapsed().as_secs_f64() / 100.0);
+        }
+    }
+    println!("mlp 784-128-64-10, batch {BATCH}, interleaved, best of 15 rounds of 100 calls:");
+    for ((name, _), b) in runs.iter().zip(best) {
+        println!("  {name:<13} {:.4} ms/batch  fp32/this = {:.2}x", 1e3 * b, best[0] / b);
+    }
+
+    let mut group = c.benchmark_group("mlp_b128");
+    for (name, f) in runs {
+        group.bench_function(name, |bch| bch.iter(|| black_box(f())));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_gemm, bench_quantize, bench_mlp);
 criterion_main!(benches);

@@ -5,7 +5,8 @@ use std::ops::Range;
 use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
 
 use super::gemm::{gemm_u8i8, PackedB};
-use super::model::{min_max, InputQuant};
+use super::model::InputQuant;
+use super::simd::min_max;
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
 use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
 

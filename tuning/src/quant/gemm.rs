@@ -8,6 +8,11 @@
 //! portable scalar one. Integer arithmetic is exact, so all three give identical results
 //! (as long as a sum fits in i32: `255 * 128 * k < 2³¹`, `k` up to 65 793).
 //!
+//! A quantized layer uses the fused path: [`PackedA::quantize`] writes its f32 input, quantized,
+//! straight into the padded layout the kernels read, and [`gemm_dequantize`] turns each
+//! [`MR`] x [`NR`] tile of accumulators into f32 outputs (bias, optional ReLU) as it leaves
+//! the kernel, so neither a separate u8 copy nor an i32 matrix is made.
+//!
 //! ```
 //! use ferrograd_tuning::quant::gemm::{gemm_u8i8, PackedB};
 //! let a = [1u8, 2, 3, 4, 5, 6]; // 2 x 3
@@ -16,10 +21,12 @@
 //! assert_eq!(c, vec![1 - 3, 2 * (1 + 2 + 3), 4 - 6, 2 * (4 + 5 + 6)]);
 //! ```
 
+use super::simd::quantize_u8_into;
+
 /// Columns of `B` per packed panel (and of the output tile).
 pub const NR: usize = 32;
 /// Rows of `A` per output tile.
-pub const MR: usize = 4;
+pub const MR: usize = 8;
 
 /// A GEMM implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +106,72 @@ impl PackedB {
     }
 }
 
+/// `A` (`m x k`, u8, row-major) laid out for the kernels: rows padded with zeros to a multiple
+/// of 4 bytes and the row count to a multiple of [`MR`]. A quantized layer fills one straight
+/// from its f32 input ([`PackedA::quantize`]), reusing the buffer from call to call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    data: Vec<u8>,
+}
+
+impl PackedA {
+    /// Packs `a` (`m x k`, row-major).
+    ///
+    /// # Panics
+    /// If `a.len() != m * k`.
+    pub fn new(a: &[u8], m: usize, k: usize) -> Self {
+        assert_eq!(a.len(), m * k, "PackedA::new: {} values for a {m} x {k} matrix", a.len());
+        let mut p = PackedA::default();
+        p.fill(m, k, |all| all.copy_from_slice(a), |r, row| row.copy_from_slice(&a[r * k..(r + 1) * k]));
+        p
+    }
+
+    /// Replaces the contents with `x` (`m x k` f32, row-major) quantized to uint8 by
+    /// [`quantize_u8_into`] with `scale` and `zero_point`, written straight into the padded layout.
+    ///
+    /// # Panics
+    /// If `x.len() != m * k`.
+    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize, scale: f32, zero_point: i32) {
+        assert_eq!(x.len(), m * k, "PackedA::quantize: {} values for a {m} x {k} matrix", x.len());
+        self.fill(
+            m,
+            k,
+            |all| quantize_u8_into(x, scale, zero_point, all),
+            |r, row| quantize_u8_into(&x[r * k..(r + 1) * k], scale, zero_point, row),
+        );
+    }
+
+    /// Sizes the buffer for `m x k` and writes the rows, with `all` (the `m * k` bytes) when rows
+    /// need no padding or with `row` one at a time; zeros the padding. Only the padding is
+    /// cleared, as the rows are overwritten anyway.
+    fn fill(&mut self, m: usize, k: usize, all: impl FnOnce(&mut [u8]), mut row: impl FnMut(usize, &mut [u8])) {
+        let (kp, mp) = (k.div_ceil(4) * 4, m.div_ceil(MR) * MR);
+        (self.m, self.k) = (m, k);
+        self.data.resize(mp * kp, 0);
+        if kp == k {
+            all(&mut self.data[..m * k]);
+        } else {
+            for (r, dst) in self.data.chunks_exact_mut(kp).take(m).enumerate() {
+                row(r, &mut dst[..k]);
+                dst[k..].fill(0);
+            }
+        }
+        self.data[m * kp..].fill(0);
+    }
+
+    /// Rows of `A`.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of `A` (the reduction length).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
 /// `A · Bᵀ` in i32 with the fastest kernel; `a` is `m x k` row-major.
 ///
 /// # Panics
@@ -112,40 +185,132 @@ pub fn gemm_u8i8(a: &[u8], m: usize, b: &PackedB) -> Vec<i32> {
 /// # Panics
 /// If the kernel is not available on this CPU, or `a.len() != m * b.k()`.
 pub fn gemm_u8i8_with(kernel: Kernel, a: &[u8], m: usize, b: &PackedB) -> Vec<i32> {
-    assert!(kernel.is_available(), "gemm_u8i8: kernel {kernel:?} is not available on this CPU");
-    let (n, k, groups) = (b.n, b.k, b.groups);
-    assert_eq!(a.len(), m * k, "gemm_u8i8: A has {} values, expected {m} x {k}", a.len());
-    let kp = groups * 4;
-    // A with rows padded to a multiple of 4 bytes and to a multiple of MR rows, zeros elsewhere.
-    let mp = m.div_ceil(MR) * MR;
-    let mut ap = vec![0u8; mp * kp];
-    for r in 0..m {
-        ap[r * kp..r * kp + k].copy_from_slice(&a[r * k..(r + 1) * k]);
-    }
+    assert_eq!(a.len(), m * b.k, "gemm_u8i8: A has {} values, expected {m} x {}", a.len(), b.k);
+    let n = b.n;
     let mut c = vec![0i32; m * n];
+    gemm_tiles(kernel, &PackedA::new(a, m, b.k), b, |r, j0, tile| {
+        let dst = &mut c[r * n + j0..r * n + n.min(j0 + NR)];
+        // A fixed-length copy for whole panels: a variable-length one is a `memcpy` call.
+        match <&mut [i32; NR]>::try_from(&mut *dst) {
+            Ok(dst) => *dst = *tile,
+            Err(_) => dst.copy_from_slice(&tile[..dst.len()]),
+        }
+    });
+    c
+}
+
+/// The dequantize step fused into [`gemm_dequantize`]: real outputs from the i32 accumulators,
+/// `y[m, n] = (acc[m, n] - a_zero * Σ_k B[n, k]) * (a_scale * w_scale[n]) + bias[n]`, then
+/// `max(y, 0)` if `relu`; the same f32 operations as [`dequantize_accumulators`].
+#[derive(Clone, Copy, Debug)]
+pub struct Dequantize<'a> {
+    /// Scale of the activations.
+    pub a_scale: f32,
+    /// Zero point of the activations.
+    pub a_zero: i32,
+    /// Scale of each weight row (output column).
+    pub w_scale: &'a [f32],
+    /// Bias per output column.
+    pub bias: Option<&'a [f32]>,
+    /// Whether a ReLU follows.
+    pub relu: bool,
+}
+
+/// `A · Bᵀ` dequantized to f32 into `out` (`m x n`, row-major) tile by tile, with the fastest
+/// kernel: no i32 matrix is materialised.
+///
+/// ```
+/// use ferrograd_tuning::quant::gemm::{gemm_dequantize, Dequantize, PackedA, PackedB};
+/// let mut a = PackedA::default();
+/// a.quantize(&[0.0, 1.0, 2.0, 3.0], 2, 2, 1.0, 0); // exact: [[0, 1], [2, 3]]
+/// let b = PackedB::new(&[1, -1], 1, 2);
+/// let stage = Dequantize { a_scale: 1.0, a_zero: 0, w_scale: &[0.5], bias: Some(&[0.25]), relu: true };
+/// let mut y = [0.0f32; 2];
+/// gemm_dequantize(&a, &b, &stage, &mut y);
+/// assert_eq!(y, [0.0, 0.0]); // 0.5 * (0 - 1) + 0.25 and 0.5 * (2 - 3) + 0.25, through ReLU
+/// ```
+///
+/// # Panics
+/// If the shapes of `a`, `b`, the stage's vectors and `out` do not agree.
+pub fn gemm_dequantize(a: &PackedA, b: &PackedB, stage: &Dequantize, out: &mut [f32]) {
+    gemm_dequantize_with(Kernel::best(), a, b, stage, out);
+}
+
+/// [`gemm_dequantize`] with a chosen kernel.
+///
+/// # Panics
+/// If the kernel is not available on this CPU, or the shapes do not agree.
+pub fn gemm_dequantize_with(kernel: Kernel, a: &PackedA, b: &PackedB, stage: &Dequantize, out: &mut [f32]) {
+    let (m, n) = (a.m, b.n);
+    assert!(
+        stage.w_scale.len() == n && stage.bias.is_none_or(|v| v.len() == n) && out.len() == m * n,
+        "gemm_dequantize: {} scales, {:?} biases and {} outputs for a {m} x {n} product",
+        stage.w_scale.len(),
+        stage.bias.map(<[f32]>::len),
+        out.len()
+    );
+    // Per column, padded to whole panels so that the per-tile loop has a fixed length.
+    let np = n.div_ceil(NR) * NR;
+    let (mut scales, mut offsets, mut bias) = (vec![0.0f32; np], vec![0i32; np], vec![0.0f32; np]);
+    for j in 0..n {
+        scales[j] = stage.w_scale[j] * stage.a_scale;
+        offsets[j] = stage.a_zero * b.row_sums[j];
+        bias[j] = stage.bias.map_or(0.0, |v| v[j]);
+    }
+    let relu = stage.relu;
+    let dequantize = |tile: &[i32; NR], j0: usize, y: &mut [f32; NR]| {
+        let (s, o, c) = (&scales[j0..j0 + NR], &offsets[j0..j0 + NR], &bias[j0..j0 + NR]);
+        for j in 0..NR {
+            let v = (tile[j] - o[j]) as f32 * s[j] + c[j];
+            y[j] = if relu { v.max(0.0) } else { v };
+        }
+    };
+    gemm_tiles(kernel, a, b, |r, j0, tile| {
+        let dst = &mut out[r * n + j0..r * n + n.min(j0 + NR)];
+        // A whole panel is written in place with a fixed length (a variable-length copy from
+        // a temporary was a `memcpy` call per tile row).
+        match <&mut [f32; NR]>::try_from(&mut *dst) {
+            Ok(dst) => dequantize(tile, j0, dst),
+            Err(_) => {
+                let mut y = [0.0f32; NR];
+                dequantize(tile, j0, &mut y);
+                dst.copy_from_slice(&y[..dst.len()]);
+            }
+        }
+    });
+}
+
+/// Runs the kernel over every `MR x NR` tile of `A · Bᵀ` and hands each valid row of a tile to
+/// `store(row, first column, NR accumulators)` (columns past `n` hold zeros).
+fn gemm_tiles(kernel: Kernel, a: &PackedA, b: &PackedB, mut store: impl FnMut(usize, usize, &[i32; NR])) {
+    assert!(kernel.is_available(), "gemm_u8i8: kernel {kernel:?} is not available on this CPU");
+    assert_eq!(a.k, b.k, "gemm_u8i8: A is {} x {} but B is {} x {}", a.m, a.k, b.n, b.k);
+    let (m, groups) = (a.m, b.groups);
+    let kp = groups * 4;
+    let mp = m.div_ceil(MR) * MR;
     let mut tile = [0i32; MR * NR];
-    for p in 0..n.div_ceil(NR) {
+    for p in 0..b.n.div_ceil(NR) {
         let panel = &b.data[p * groups * NR * 4..(p + 1) * groups * NR * 4];
         for r0 in (0..mp).step_by(MR) {
-            let rows = &ap[r0 * kp..(r0 + MR) * kp];
+            let rows = &a.data[r0 * kp..(r0 + MR) * kp];
             run_kernel(kernel, rows, panel, groups, &mut tile);
             for r in r0..(r0 + MR).min(m) {
-                let cols = NR.min(n - p * NR);
-                c[r * n + p * NR..r * n + p * NR + cols].copy_from_slice(&tile[(r - r0) * NR..(r - r0) * NR + cols]);
+                let t: &[i32; NR] = tile[(r - r0) * NR..(r - r0 + 1) * NR].try_into().expect("NR accumulators");
+                store(r, p * NR, t);
             }
         }
     }
-    c
 }
 
 /// One `MR x NR` tile: `rows` is `MR` rows of `4 * groups` bytes, `panel` `groups * NR * 4` bytes.
 fn run_kernel(kernel: Kernel, rows: &[u8], panel: &[i8], groups: usize, tile: &mut [i32; MR * NR]) {
-    debug_assert!(rows.len() == MR * groups * 4 && panel.len() == groups * NR * 4);
+    // Checked in every build: the AVX-512 kernel reads through raw pointers within these bounds.
+    assert!(rows.len() == MR * groups * 4 && panel.len() == groups * NR * 4, "gemm_u8i8: tile slices");
     match kernel {
         Kernel::Scalar => kernel_scalar(rows, panel, groups, tile),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `gemm_u8i8_with` checked that the CPU has AVX2; the slice lengths are as
-        // the kernel reads them (asserted above in debug builds, guaranteed by the driver).
+        // SAFETY: `gemm_tiles` checked that the CPU has AVX2; the slice lengths are as the
+        // kernel reads them (asserted above).
         Kernel::Avx2 => unsafe { x86::kernel_avx2(rows, panel, groups, tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX-512F and AVX-512 VNNI.
@@ -220,13 +385,20 @@ mod x86 {
     pub(super) unsafe fn kernel_avx512vnni(rows: &[u8], panel: &[i8], groups: usize, tile: &mut [i32; MR * NR]) {
         let kp = groups * 4;
         let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        // Raw pointers: slice indexing in this loop left bounds checks that cost as much as the
+        // arithmetic.
+        let (a, b) = (rows.as_ptr(), panel.as_ptr());
         for g in 0..groups {
-            let bg = &panel[g * NR * 4..(g + 1) * NR * 4];
-            // SAFETY: `bg` is 128 readable bytes, two unaligned 64-byte loads.
-            let (b0, b1) =
-                unsafe { (_mm512_loadu_si512(bg.as_ptr().cast()), _mm512_loadu_si512(bg[64..].as_ptr().cast())) };
+            // SAFETY: `g < groups`, so the 128 bytes from `g * NR * 4` are inside `panel`;
+            // loadu has no alignment requirement.
+            let (b0, b1) = unsafe {
+                let bg = b.add(g * NR * 4);
+                (_mm512_loadu_si512(bg.cast()), _mm512_loadu_si512(bg.add(64).cast()))
+            };
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let a4 = i32::from_le_bytes(rows[r * kp + g * 4..r * kp + g * 4 + 4].try_into().unwrap());
+                // SAFETY: `r < MR` and `g < groups`, so the 4 bytes from `r * kp + 4 * g` are
+                // inside `rows`; read_unaligned has no alignment requirement.
+                let a4 = unsafe { a.add(r * kp + g * 4).cast::<i32>().read_unaligned() };
                 let a = _mm512_set1_epi32(a4);
                 // u8 x i8, four products summed into each i32 lane, without saturation.
                 acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], a, b0);
@@ -270,9 +442,9 @@ pub fn dequantize_accumulators(
     let bias = bias.unwrap_or(&zeros);
     let mut out = Vec::with_capacity(acc.len());
     for row in acc.chunks(n) {
-        for j in 0..n {
-            out.push((row[j] - offsets[j]) as f32 * scales[j] + bias[j]);
-        }
+        // Zipped iterators (not indexed pushes) so that the loop vectorizes.
+        let cols = row.iter().zip(&offsets).zip(&scales).zip(bias);
+        out.extend(cols.map(|(((&a, &o), &s), &c)| (a - o) as f32 * s + c));
     }
     out
 }

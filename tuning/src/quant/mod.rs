@@ -8,6 +8,7 @@ mod observer;
 mod qtensor;
 
 pub mod gemm;
+pub mod simd;
 
 pub use conv::QuantizedConv2d;
 pub use fake::{fake_quantize, fake_quantize_mask, QatConv2d, QatLinear};

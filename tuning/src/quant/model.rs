@@ -8,6 +8,7 @@
 //! window gives the maximum of the quantized window, and pooling before the next layer's
 //! quantization equals pooling in uint8.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -18,9 +19,10 @@ use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
 
 use super::conv::{check_options, QuantizedConv2d};
 use super::fake::{QatConv2d, QatLinear};
-use super::gemm::{dequantize_accumulators, gemm_u8i8, PackedB};
+use super::gemm::{gemm_dequantize, Dequantize, PackedA, PackedB};
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
-use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
+use super::qtensor::{QDtype, QParams, QScheme};
+use super::simd::min_max;
 
 /// A layer of the float model to convert, in order (a `Sequential` cannot be inspected, so the
 /// caller lists what it built).
@@ -129,14 +131,33 @@ impl QuantizedLinear {
         self.input
     }
 
-    /// `x [batch, in] -> [batch, out]`: quantize `x` to uint8, int8 GEMM, requantize to f32.
+    /// `x [batch, in] -> [batch, out]`: quantize `x` to uint8, int8 GEMM, dequantize to f32.
+    /// The quantized input goes to a per-thread buffer reused from call to call (it keeps the
+    /// size of the largest input seen), and the dequantize step runs on each GEMM tile.
     ///
     /// # Panics
     /// If `x` is not `[batch, in]`.
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        self.forward_impl(x, false)
+    }
+
+    /// `relu(forward(x))`, with the ReLU fused into the GEMM's output pass (the same values as
+    /// [`QuantizedLinear::forward`] followed by `max(y, 0)`).
+    ///
+    /// # Panics
+    /// If `x` is not `[batch, in]`.
+    pub fn forward_relu(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        self.forward_impl(x, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor<f32>, relu: bool) -> Tensor<f32> {
+        thread_local! {
+            // The quantized input of the last call on this thread: its buffer is reused.
+            static PACKED_INPUT: RefCell<PackedA> = RefCell::new(PackedA::default());
+        }
         let k = self.packed.k();
         assert!(x.rank() == 2 && x.shape()[1] == k, "QuantizedLinear: input shape {:?} is not [batch, {k}]", x.shape());
-        let m = x.shape()[0];
+        let (m, n) = (x.shape()[0], self.packed.n());
         let x = x.contiguous();
         let xs = x.as_slice().expect("a contiguous tensor has a slice");
         let (scale, zero_point) = match self.input {
@@ -147,11 +168,19 @@ impl QuantizedLinear {
                 (p.scale[0], p.zero_point[0])
             }
         };
-        let a = quantize_u8(xs, scale, zero_point);
-        let acc = gemm_u8i8(&a, m, &self.packed);
-        let y =
-            dequantize_accumulators(&acc, &self.packed, scale, zero_point, &self.weight_scale, self.bias.as_deref());
-        Tensor::from_vec(y, &[m, self.packed.n()])
+        let stage = Dequantize {
+            a_scale: scale,
+            a_zero: zero_point,
+            w_scale: &self.weight_scale,
+            bias: self.bias.as_deref(),
+            relu,
+        };
+        let mut y = vec![0.0f32; m * n];
+        PACKED_INPUT.with_borrow_mut(|a| {
+            a.quantize(xs, m, k, scale, zero_point);
+            gemm_dequantize(a, &self.packed, &stage, &mut y);
+        });
+        Tensor::from_vec(y, &[m, n])
     }
 }
 
@@ -212,22 +241,6 @@ fn float_linear_forward(x: &Tensor<f32>, l: &Linear<f32>) -> Tensor<f32> {
 
 fn float_conv(x: &Tensor<f32>, c: &Conv2d<f32>) -> Tensor<f32> {
     x.conv2d(&c.weight.value(), c.bias.as_ref().map(|b| b.value()).as_ref(), &c.options)
-}
-
-/// Minimum and maximum, over 16 independent lanes so that the loop vectorizes.
-pub(super) fn min_max(xs: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16]);
-    let mut chunks = xs.chunks_exact(16);
-    for c in &mut chunks {
-        for i in 0..16 {
-            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
-            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
-        }
-    }
-    let fold = |init: f32, f: fn(f32, f32) -> f32, lanes: &[f32]| {
-        lanes.iter().chain(chunks.remainder()).fold(init, |a, &b| f(a, b))
-    };
-    (fold(f32::INFINITY, f32::min, &lo), fold(f32::NEG_INFINITY, f32::max, &hi))
 }
 
 fn relu(x: Tensor<f32>) -> Tensor<f32> {
@@ -329,7 +342,13 @@ impl QuantizedSequential {
         let mut layers = self.layers.iter().peekable();
         while let Some(layer) = layers.next() {
             x = match layer {
-                QuantizedLayer::Linear(l) => l.forward(&x),
+                QuantizedLayer::Linear(l) => {
+                    if layers.next_if(|l| matches!(l, QuantizedLayer::ReLU)).is_some() {
+                        l.forward_relu(&x)
+                    } else {
+                        l.forward(&x)
+                    }
+                }
                 QuantizedLayer::Conv2d(c) => {
                     let relu = layers.next_if(|l| matches!(l, QuantizedLayer::ReLU)).is_some();
                     let pool = match layers.peek().copied() {

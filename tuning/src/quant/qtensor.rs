@@ -2,6 +2,8 @@
 
 use ferrograd_tensor::Tensor;
 
+use super::simd::quantize_u8_into;
+
 /// The integer type of quantized values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QDtype {
@@ -137,10 +139,11 @@ impl QParams {
 
 /// Quantizes `x` to uint8 with `(x * inv_scale + zero_point + 0.5)` clamped to `[0, 255]` and
 /// truncated: equal to [`QParams::quantize_value`] for uint8 parameters (truncating a value
-/// clamped to `[0, 255]` is `floor`), written so that the loop vectorizes.
+/// clamped to `[0, 255]` is `floor`), vectorised by [`quantize_u8_into`].
 pub(crate) fn quantize_u8(xs: &[f32], scale: f32, zero_point: i32) -> Vec<u8> {
-    let (inv, zp) = (1.0 / scale, zero_point as f32);
-    xs.iter().map(|&v| (v * inv + zp + 0.5).clamp(0.0, 255.0) as i32 as u8).collect()
+    let mut out = vec![0u8; xs.len()];
+    quantize_u8_into(xs, scale, zero_point, &mut out);
+    out
 }
 
 /// The integer data of a [`QTensor`].
