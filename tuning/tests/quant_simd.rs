@@ -87,8 +87,8 @@ fn scalar_quantize_is_the_documented_formula() {
     let xs = [-1.0f32, 0.0, 0.5, 1.5, 2.5, 3.0, 1e9, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
     let mut q = [0u8; 10];
     quantize_u8_into_with(Simd::Scalar, &xs, 1.0, 1, &mut q);
-    // floor(x + 1.5): ties round up; saturation at both ends; NaN gives 0.
-    assert_eq!(q, [0, 1, 2, 3, 4, 4, 255, 255, 0, 0]);
+    // round(x) + 1 with ties to even (0.5 -> 0, 1.5 -> 2, 2.5 -> 2); saturation at both ends; NaN gives 0.
+    assert_eq!(q, [0, 1, 1, 3, 3, 4, 255, 255, 0, 0]);
     // The same as QParams::quantize_value for uint8 on finite inputs.
     let p = QParams::from_min_max(&[-1.0], &[3.0], QDtype::Uint8, QScheme::Affine, None);
     let xs = awkward_values(500, 1);

@@ -459,6 +459,6 @@ pub fn requantize_u8(acc: &[i32], multiplier: &[f32], zero_point: i32) -> Vec<u8
     assert!(n > 0 && acc.len().is_multiple_of(n), "requantize_u8: {} accumulators for {n} columns", acc.len());
     acc.iter()
         .enumerate()
-        .map(|(i, &v)| ((v as f32 * multiplier[i % n]).round() as i32 + zero_point).clamp(0, 255) as u8)
+        .map(|(i, &v)| ((v as f32 * multiplier[i % n]).round_ties_even() as i32 + zero_point).clamp(0, 255) as u8)
         .collect()
 }

@@ -88,7 +88,7 @@ impl QParams {
                 QScheme::Affine => {
                     let s = ((hi - lo) / (qmax - qmin) as f32).max(f32::EPSILON);
                     scale.push(s);
-                    zero_point.push((qmin - (lo / s).round() as i32).clamp(qmin, qmax));
+                    zero_point.push((qmin - (lo / s).round_ties_even() as i32).clamp(qmin, qmax));
                 }
             }
         }
@@ -100,18 +100,27 @@ impl QParams {
         self.scale.len()
     }
 
-    /// `clamp(floor(x * (1 / scale) + zero_point + 0.5), qmin, qmax)` for channel `ch`.
+    /// `clamp(round(x * (1 / scale)) + zero_point, qmin, qmax)` for channel `ch`, rounding half
+    /// to even as PyTorch does (`std::nearbyint`).
     #[inline]
     pub fn quantize_value(&self, x: f32, ch: usize) -> i32 {
         self.quantize_unclamped(x, ch).clamp(self.dtype.qmin(), self.dtype.qmax())
     }
 
-    /// `floor(x * (1 / scale) + zero_point + 0.5)` for channel `ch` (round half up), before
-    /// clamping to the integer range. The int8 layers compute the same f32 expression, so every
-    /// quantizing path (tensors, fake quantization, inference) agrees bit for bit.
+    /// `round(x * (1 / scale)) + zero_point` for channel `ch`, rounding half to even, before
+    /// clamping to the integer range: PyTorch's expression, so fake quantization and its mask
+    /// match `torch.fake_quantize_per_*_affine` bit for bit. The int8 layers round the same f32
+    /// product, so every quantizing path (tensors, fake quantization, inference) agrees. NaN
+    /// gives `i32::MIN` (below every range, as x86's conversion gives PyTorch) and values past
+    /// the i32 range saturate.
     #[inline]
     pub fn quantize_unclamped(&self, x: f32, ch: usize) -> i32 {
-        (x * (1.0 / self.scale[ch]) + self.zero_point[ch] as f32 + 0.5).floor() as i32
+        let r = (x * (1.0 / self.scale[ch])).round_ties_even();
+        if r.is_nan() {
+            i32::MIN
+        } else {
+            (r as i32).saturating_add(self.zero_point[ch])
+        }
     }
 
     /// `(q - zero_point) * scale` for channel `ch`.
@@ -137,9 +146,9 @@ impl QParams {
     }
 }
 
-/// Quantizes `x` to uint8 with `(x * inv_scale + zero_point + 0.5)` clamped to `[0, 255]` and
-/// truncated: equal to [`QParams::quantize_value`] for uint8 parameters (truncating a value
-/// clamped to `[0, 255]` is `floor`), vectorised by [`quantize_u8_into`].
+/// Quantizes `x` to uint8, `clamp(round(x * (1 / scale)) + zero_point, 0, 255)` with ties to
+/// even: equal to [`QParams::quantize_value`] for uint8 parameters, vectorised by
+/// [`quantize_u8_into`].
 pub(crate) fn quantize_u8(xs: &[f32], scale: f32, zero_point: i32) -> Vec<u8> {
     let mut out = vec![0u8; xs.len()];
     quantize_u8_into(xs, scale, zero_point, &mut out);

@@ -5,10 +5,11 @@
 //! ones picked at run time ([`Simd::best`]). They give identical results for every input,
 //! special values included:
 //!
-//! - quantization computes `t = x * (1 / scale) + zero_point + 0.5` with the same f32 roundings
-//!   (a multiply then two adds, no fused multiply-add), clamps `t` to `[0, 255]` and truncates,
-//!   that is `floor` (round half up, as [`QParams::quantize_value`](super::QParams::quantize_value)).
-//!   `+inf` gives 255, `-inf` 0 and NaN 0;
+//! - quantization computes `t = x * (1 / scale)` in f32, clamps it to `[-zero_point,
+//!   255 - zero_point]`, rounds half to even and adds `zero_point`: PyTorch's
+//!   `clamp(nearbyint(x * inv_scale) + zero_point, 0, 255)` and
+//!   [`QParams::quantize_value`](super::QParams::quantize_value) (clamping to integer bounds
+//!   before rounding gives the same integers). `+inf` gives 255, `-inf` 0 and NaN 0;
 //! - min/max ignore NaN; an empty or all-NaN slice gives `(+inf, -inf)`.
 //!
 //! ```
@@ -51,7 +52,7 @@ impl Simd {
     }
 }
 
-/// Quantizes `xs` to uint8 into `out`: `clamp(floor(x * (1 / scale) + zero_point + 0.5), 0, 255)`
+/// Quantizes `xs` to uint8 into `out`: `clamp(round(x * (1 / scale)) + zero_point, 0, 255)`, half to even
 /// (see the module documentation for special values), with the fastest implementation.
 ///
 /// # Panics
@@ -81,10 +82,12 @@ pub fn quantize_u8_into_with(simd: Simd, xs: &[f32], scale: f32, zero_point: i32
     }
 }
 
-/// The reference: the clamp maps NaN to NaN, which `as i32` turns into 0.
+/// The reference: `f32::max` maps NaN to the lower bound, hence to 0. After the clamp and the
+/// rounding, `r + zp` is an integer in `[0, 255]`, exact in f32.
 fn quantize_scalar(xs: &[f32], inv: f32, zp: f32, out: &mut [u8]) {
+    let (lo, hi) = (-zp, 255.0 - zp);
     for (o, &v) in out.iter_mut().zip(xs) {
-        *o = (v * inv + zp + 0.5).clamp(0.0, 255.0) as i32 as u8;
+        *o = ((v * inv).max(lo).min(hi).round_ties_even() + zp) as u8;
     }
 }
 
@@ -124,22 +127,23 @@ mod x86 {
 
     use super::{min_max_scalar, quantize_scalar};
 
-    // The vector `max(t, 0)` / `min(t, 255)` return their second operand when the first is NaN,
-    // so a NaN `t` becomes 0 like the reference; the truncating conversion of a value in
-    // [0, 255] is its floor. `x * inv + zp + 0.5` is computed as three rounded operations, as in
-    // the reference (no FMA).
+    // The vector `max(t, lo)` / `min(t, hi)` return their second operand when the first is NaN,
+    // so a NaN `t` becomes `lo`, hence 0, like the reference. The rounding is explicit (nearest,
+    // ties to even), whatever MXCSR says; adding `zp` to the rounded value is exact, and the
+    // truncating conversion of an integer in [0, 255] changes nothing.
 
     /// # Safety
     /// The CPU must support AVX2; `xs.len() == out.len()`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn quantize_avx2(xs: &[f32], inv: f32, zp: f32, out: &mut [u8]) {
-        let (vinv, vzp, half) = (_mm256_set1_ps(inv), _mm256_set1_ps(zp), _mm256_set1_ps(0.5));
-        let (zero, top) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+        let (vinv, vzp) = (_mm256_set1_ps(inv), _mm256_set1_ps(zp));
+        let (lo, hi) = (_mm256_set1_ps(-zp), _mm256_set1_ps(255.0 - zp));
         let q = |x: &[f32; 8]| {
             // SAFETY: `x` is 8 readable f32; loadu has no alignment requirement.
             let x = unsafe { _mm256_loadu_ps(x.as_ptr()) };
-            let t = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(x, vinv), vzp), half);
-            _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t, zero), top))
+            let t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x, vinv), lo), hi);
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+            _mm256_cvttps_epi32(_mm256_add_ps(r, vzp))
         };
         // Packing 4 x 8 i32 gives bytes in the order 0-3 of each vector then 4-7 of each; the
         // permutation of 4-byte groups restores the element order.
@@ -160,13 +164,14 @@ mod x86 {
     /// The CPU must support AVX-512F and AVX-512BW; `xs.len() == out.len()`.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn quantize_avx512(xs: &[f32], inv: f32, zp: f32, out: &mut [u8]) {
-        let (vinv, vzp, half) = (_mm512_set1_ps(inv), _mm512_set1_ps(zp), _mm512_set1_ps(0.5));
-        let (zero, top) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+        let (vinv, vzp) = (_mm512_set1_ps(inv), _mm512_set1_ps(zp));
+        let (lo, hi) = (_mm512_set1_ps(-zp), _mm512_set1_ps(255.0 - zp));
         let q = |x: &[f32; 16]| {
             // SAFETY: `x` is 16 readable f32; loadu has no alignment requirement.
             let x = unsafe { _mm512_loadu_ps(x.as_ptr()) };
-            let t = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(x, vinv), vzp), half);
-            _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(t, zero), top))
+            let t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, vinv), lo), hi);
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+            _mm512_cvttps_epi32(_mm512_add_ps(r, vzp))
         };
         // 64 values per step, packed to bytes in registers and stored at once (a narrowing
         // store `vpmovdb` per 16 values was the bottleneck). The packs work within 128-bit
