@@ -74,8 +74,8 @@ pub struct DistillOptions {
     pub temperature: f64,
     /// Weight of the soft-target term; `1 - alpha` weighs the hard-label cross-entropy.
     pub alpha: f64,
-    /// Compute the teacher's logits for the whole dataset once, before the epoch, instead of
-    /// batch by batch (same values: the teacher is frozen and in eval mode).
+    /// In [`distill_epoch`], compute the teacher's logits for the whole dataset once, before the
+    /// epoch, instead of batch by batch (same values: the teacher is frozen and in eval mode).
     pub cache_teacher: bool,
 }
 
@@ -116,10 +116,12 @@ impl<F: Float> TeacherCache<F> {
 }
 
 /// One epoch of distillation: for each batch of `loader` (epoch `epoch`'s order), the teacher's
-/// logits (under no-grad, or from a cache), the student's forward pass, [`distillation_loss`],
-/// and one optimizer step on the student. Returns the mean loss over the samples.
+/// logits (under no-grad, or from a cache built for this epoch when `opts.cache_teacher`), the
+/// student's forward pass, [`distillation_loss`], and one optimizer step on the student. Returns
+/// the mean loss over the samples.
 ///
-/// The teacher is put in eval mode and the student in training mode.
+/// The teacher is put in eval mode and the student in training mode. To compute the teacher's
+/// logits only once for a whole run, build a [`TeacherCache`] and call [`distill_epoch_cached`].
 pub fn distill_epoch<F: Float>(
     student: &dyn Module<F>,
     teacher: &dyn Module<F>,
@@ -128,23 +130,82 @@ pub fn distill_epoch<F: Float>(
     epoch: u64,
     opts: &DistillOptions,
 ) -> f64 {
-    let cache = opts.cache_teacher.then(|| TeacherCache::new(teacher, loader));
+    if opts.cache_teacher {
+        let cache = TeacherCache::new(teacher, loader);
+        return distill_epoch_cached(student, &cache, loader, optimizer, epoch, opts);
+    }
     teacher.eval();
-    student.train(true);
+    distill_batches(student, loader, optimizer, epoch, opts, |x, _| no_grad(|| teacher.forward(x).into_data()))
+}
+
+/// [`distill_epoch`] with the teacher's logits taken from `cache` (built once by
+/// [`TeacherCache::new`] over the same `loader`, and reusable for every epoch since the teacher
+/// is frozen). `opts.cache_teacher` is ignored.
+///
+/// ```
+/// use ferrograd_nn::data::{DataLoader, TensorDataset};
+/// use ferrograd_nn::layers::{Linear, Sequential};
+/// use ferrograd_nn::Module;
+/// use ferrograd_optim::{GroupOptions, Optim, Sgd};
+/// use ferrograd_tensor::Tensor;
+/// use ferrograd_tuning::distill::{distill_epoch_cached, DistillOptions, TeacherCache};
+/// use rand::{rngs::StdRng, SeedableRng};
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let x = Tensor::<f32>::rand_normal(&[32, 4], 0.0, 1.0, &mut rng);
+/// let y = Tensor::from_vec((0..32).map(|i| i % 3).collect(), &[32]);
+/// let loader = DataLoader::new(TensorDataset::new(x, y), 8).shuffle(1);
+/// let teacher = Sequential::new().add(Linear::new(4, 3, &mut rng));
+/// let student = Sequential::new().add(Linear::new(4, 3, &mut rng));
+/// let cache = TeacherCache::new(&teacher, &loader);
+/// let mut opt = Optim::new(Sgd::default(), student.parameters(), GroupOptions::lr(0.1));
+/// for epoch in 0..3 {
+///     let loss = distill_epoch_cached(&student, &cache, &loader, &mut opt, epoch, &DistillOptions::default());
+///     assert!(loss.is_finite());
+/// }
+/// ```
+///
+/// # Panics
+/// If the cache does not hold one row of logits per sample of `loader`'s dataset.
+pub fn distill_epoch_cached<F: Float>(
+    student: &dyn Module<F>,
+    cache: &TeacherCache<F>,
+    loader: &DataLoader<F, i64>,
+    optimizer: &mut dyn Optimizer<F>,
+    epoch: u64,
+    opts: &DistillOptions,
+) -> f64 {
+    let samples = loader.dataset().inputs().size(0);
+    assert_eq!(
+        cache.logits().size(0),
+        samples,
+        "distill_epoch_cached: the teacher cache has {} rows of logits but the dataset has {samples} samples",
+        cache.logits().size(0)
+    );
     let order = loader.epoch_order(epoch);
+    let bs = loader.batch_size();
+    distill_batches(student, loader, optimizer, epoch, opts, |_, (i, n)| {
+        let idx: Vec<i64> = order[i * bs..i * bs + n].iter().map(|&j| j as i64).collect();
+        cache.logits().index_select(0, &Tensor::from_vec(idx, &[n]))
+    })
+}
+
+/// The training loop shared by both entry points; `teacher_logits(inputs, (batch index, batch
+/// size))` gives the teacher's logits of a batch.
+fn distill_batches<F: Float>(
+    student: &dyn Module<F>,
+    loader: &DataLoader<F, i64>,
+    optimizer: &mut dyn Optimizer<F>,
+    epoch: u64,
+    opts: &DistillOptions,
+    teacher_logits: impl Fn(&Var<F>, (usize, usize)) -> Tensor<F>,
+) -> f64 {
+    student.train(true);
     let (mut loss_sum, mut seen) = (0.0f64, 0usize);
     for (i, (inputs, labels)) in loader.iter_epoch(epoch).enumerate() {
         let n = labels.numel();
         let x = Var::constant(inputs);
-        let teacher_logits = match &cache {
-            Some(c) => {
-                let start = i * loader.batch_size();
-                let idx: Vec<i64> = order[start..start + n].iter().map(|&j| j as i64).collect();
-                c.logits().index_select(0, &Tensor::from_vec(idx, &[n]))
-            }
-            None => no_grad(|| teacher.forward(&x).into_data()),
-        };
-        let loss = distillation_loss(&student.forward(&x), &teacher_logits, &labels, opts.temperature, opts.alpha);
+        let t = teacher_logits(&x, (i, n));
+        let loss = distillation_loss(&student.forward(&x), &t, &labels, opts.temperature, opts.alpha);
         optimizer.step(&loss.backward());
         loss_sum += loss.item().to_f64() * n as f64;
         seen += n;

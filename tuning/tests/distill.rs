@@ -8,7 +8,7 @@ use ferrograd_nn::loss::cross_entropy;
 use ferrograd_nn::Module;
 use ferrograd_optim::{GroupOptions, Optim, Sgd};
 use ferrograd_tensor::Tensor;
-use ferrograd_tuning::distill::{distill_epoch, distillation_loss, DistillOptions, TeacherCache};
+use ferrograd_tuning::distill::{distill_epoch, distill_epoch_cached, distillation_loss, DistillOptions, TeacherCache};
 use rand::{rngs::StdRng, SeedableRng};
 
 fn logits(seed: u64, shape: &[usize]) -> Tensor<f64> {
@@ -89,16 +89,36 @@ fn cached_and_uncached_teacher_give_the_same_training() {
     let teacher = mlp(1, 16);
     let cache = TeacherCache::new(&teacher, &loader);
     assert_eq!(cache.logits().shape(), &[64, 4]);
+    // Teacher run per batch, cached per epoch, cached once for the whole run.
     let mut losses = Vec::new();
-    for cache_teacher in [false, true] {
+    for variant in 0..3 {
         let student = mlp(2, 4);
         let mut opt = Optim::new(Sgd::default(), student.parameters(), GroupOptions::lr(0.1));
-        let opts = DistillOptions { temperature: 3.0, alpha: 0.8, cache_teacher };
-        let l: Vec<f64> = (0..3).map(|e| distill_epoch(&student, &teacher, &loader, &mut opt, e, &opts)).collect();
+        let opts = DistillOptions { temperature: 3.0, alpha: 0.8, cache_teacher: variant == 1 };
+        let l: Vec<f64> = (0..3)
+            .map(|e| match variant {
+                2 => distill_epoch_cached(&student, &cache, &loader, &mut opt, e, &opts),
+                _ => distill_epoch(&student, &teacher, &loader, &mut opt, e, &opts),
+            })
+            .collect();
         losses.push(l);
     }
-    for (a, b) in losses[0].iter().zip(&losses[1]) {
-        assert!((a - b).abs() < 1e-6, "{losses:?}");
+    for other in &losses[1..] {
+        for (a, b) in losses[0].iter().zip(other) {
+            assert!((a - b).abs() < 1e-6, "{losses:?}");
+        }
     }
     assert!(losses[0][2] < losses[0][0], "the loss does not go down: {losses:?}");
+}
+
+#[test]
+#[should_panic(expected = "the teacher cache has 64 rows of logits but the dataset has 16 samples")]
+fn cache_of_another_dataset_is_refused() {
+    let cache = TeacherCache::new(&mlp(1, 16), &toy_data());
+    let mut rng = StdRng::seed_from_u64(4);
+    let x = Tensor::<f32>::rand_normal(&[16, 6], 0.0, 1.0, &mut rng);
+    let small = DataLoader::new(TensorDataset::new(x, Tensor::from_vec(vec![0i64; 16], &[16])), 8);
+    let student = mlp(2, 4);
+    let mut opt = Optim::new(Sgd::default(), student.parameters(), GroupOptions::lr(0.1));
+    distill_epoch_cached(&student, &cache, &small, &mut opt, 0, &DistillOptions::default());
 }
