@@ -411,12 +411,16 @@ fn max_step<E: Float>(best: &mut [E], next: &mut [E], winner: &[E], src: &[E], k
             return;
         }
     }
-    for i in 0..n {
-        let v = src[i];
-        let take = v > best[i] || v.is_nan();
-        next[i] = if take { k } else { winner[i] };
+    max_step_portable(best, next, winner, src, k);
+}
+
+/// [`max_step`] without SIMD.
+fn max_step_portable<E: Float>(best: &mut [E], next: &mut [E], winner: &[E], src: &[E], k: E) {
+    for (((b, nx), &w), &v) in best.iter_mut().zip(next.iter_mut()).zip(winner).zip(src) {
+        let take = v > *b || v.is_nan();
+        *nx = if take { k } else { w };
         if take {
-            best[i] = v;
+            *b = v;
         }
     }
 }
@@ -524,5 +528,54 @@ fn avg_backward_plane_unpadded<E: Float>(geo: &PoolGeometry, gp: &[E], xp: &mut 
                 row[kj..].iter_mut().step_by(sw).zip(&share).for_each(|(v, &s)| *v += s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of every length up to three vectors, from a fixed pseudo-random stream over a few
+    /// values (ties), `-inf` and NaN, in `best`, `winner` and `src` alike.
+    fn rows<E: Float>() -> Vec<[Vec<E>; 3]> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            match state % 10 {
+                0 => E::nan(),
+                1 => E::neg_infinity(),
+                r => E::from_f64(r as f64 - 5.0),
+            }
+        };
+        (0..=24).map(|n| [(); 3].map(|_| (0..n).map(|_| next()).collect())).collect()
+    }
+
+    fn same_bits<E: Float>(a: &[E], b: &[E]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| x == y || (x.is_nan() && y.is_nan()))
+    }
+
+    fn check_dispatch_matches_portable<E: Float>() {
+        for [best, winner, src] in rows::<E>() {
+            let k = E::from_f64(7.0);
+            let (mut b1, mut n1) = (best.clone(), vec![E::zero(); best.len()]);
+            let (mut b2, mut n2) = (best.clone(), vec![E::zero(); best.len()]);
+            max_step(&mut b1, &mut n1, &winner, &src, k);
+            max_step_portable(&mut b2, &mut n2, &winner, &src, k);
+            assert!(
+                same_bits(&b1, &b2) && same_bits(&n1, &n2),
+                "length {}: {b1:?} {n1:?} vs {b2:?} {n2:?}",
+                best.len()
+            );
+        }
+    }
+
+    /// On a CPU with AVX this compares the vector kernels (with their masked tails) against the
+    /// portable loop; elsewhere both sides are the portable loop.
+    #[test]
+    fn max_step_simd_matches_portable() {
+        check_dispatch_matches_portable::<f32>();
+        check_dispatch_matches_portable::<f64>();
     }
 }
