@@ -117,6 +117,10 @@ impl<F: Float> UpdateRule<F> for Adam {
         adam_kernel(&k, p, &g, m, v, vmax);
     }
 
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        Some(&mut self.betas.0)
+    }
+
     fn weight_decay(&self) -> WeightDecay {
         WeightDecay::InRule
     }

@@ -45,7 +45,7 @@ pub use lion::Lion;
 pub use optimizer::{GroupOptions, Optim, Optimizer, ParamGroup, RuleState, UpdateRule, WeightDecay};
 pub use rmsprop::{RmsProp, RmsPropState};
 pub use scheduler::{
-    ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR, LinearLR, LrScheduler, MultiStepLR,
-    OneCycleLR, PlateauMode, PlateauOptions, ReduceLROnPlateau, SequentialLR, StepLR, ThresholdMode,
+    ChainedScheduler, ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR, LinearLR, LrScheduler,
+    MultiStepLR, OneCycleLR, PlateauMode, PlateauOptions, ReduceLROnPlateau, SequentialLR, StepLR, ThresholdMode,
 };
 pub use sgd::{Sgd, SgdState};

@@ -65,6 +65,10 @@ impl<F: Float> UpdateRule<F> for Lion {
         }
     }
 
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        Some(&mut self.betas.0)
+    }
+
     fn weight_decay(&self) -> WeightDecay {
         WeightDecay::Decoupled
     }

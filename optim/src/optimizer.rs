@@ -32,6 +32,18 @@ pub trait Optimizer<F: Float> {
     fn lr(&self) -> f64;
     /// Sets the learning rate of every parameter group (what an LR scheduler drives).
     fn set_lr(&mut self, lr: f64);
+    /// The momentum of the first parameter group, as PyTorch's `OneCycleLR` sees it: SGD's and
+    /// RMSprop's `momentum`, Adam's and Lion's `beta1`; `None` if the rule has none (the
+    /// default).
+    fn momentum(&self) -> Option<f64> {
+        None
+    }
+    /// Sets the momentum (or `beta1`, as [`Optimizer::momentum`]) of every parameter group
+    /// (what a momentum-cycling schedule drives). Returns `false`, changing nothing, if the
+    /// rule has none (the default).
+    fn set_momentum(&mut self, _momentum: f64) -> bool {
+        false
+    }
     /// The optimizer's state as named tensors: `state.{group}.{param}.{name}` and
     /// `state.{group}.{param}.step`, for parameters that have taken a step. The step count is
     /// stored as a one-element tensor of `F` (exact up to 2^24 steps in f32). Hyperparameters
@@ -126,6 +138,12 @@ pub trait UpdateRule<F: Float>: Clone + Send {
     /// How the group's weight decay is applied (default: L2, added to the gradient).
     fn weight_decay(&self) -> WeightDecay {
         WeightDecay::L2
+    }
+    /// The hyperparameter a momentum-cycling schedule drives (SGD's `momentum`, Adam's
+    /// `beta1`), or `None` if the rule has none (the default). Backs
+    /// [`Optimizer::momentum`] and [`Optimizer::set_momentum`].
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        None
     }
 }
 
@@ -254,6 +272,21 @@ impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
 
     fn set_lr(&mut self, lr: f64) {
         self.groups.iter_mut().for_each(|g| g.options.lr = lr);
+    }
+    fn momentum(&self) -> Option<f64> {
+        // Rules are small configurations: a clone lends `momentum_mut` its `&mut`.
+        self.groups[0].rule.clone().momentum_mut().copied()
+    }
+    fn set_momentum(&mut self, momentum: f64) -> bool {
+        if self.groups[0].rule.clone().momentum_mut().is_none() {
+            return false;
+        }
+        for g in &mut self.groups {
+            if let Some(m) = g.rule.momentum_mut() {
+                *m = momentum;
+            }
+        }
+        true
     }
 
     fn state_dict(&self) -> BTreeMap<String, Tensor<F>> {

@@ -107,6 +107,10 @@ impl<F: Float> UpdateRule<F> for RmsProp {
         }
     }
 
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        Some(&mut self.momentum)
+    }
+
     fn weight_decay(&self) -> WeightDecay {
         WeightDecay::InRule
     }

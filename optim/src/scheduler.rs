@@ -5,9 +5,15 @@
 //! PyTorch's `scheduler.step()` writes the optimizer's lr. Epoch 0 is the lr before the first
 //! `step()`. Values follow PyTorch's closed forms, so a schedule can also be restored by
 //! [`LrScheduler::set_epoch`] after loading a checkpoint. [`ReduceLROnPlateau`] depends on the
-//! metric history instead and has its own `step(metric)`.
+//! metric history instead and has its own `step(metric)`. [`OneCycleLR`] also cycles the
+//! momentum (SGD's `momentum`, Adam's `beta1`) by default: [`LrScheduler::apply_to`] writes
+//! both into the optimizer.
 
 use std::f64::consts::PI;
+
+use ferrograd_tensor::Float;
+
+use crate::Optimizer;
 
 /// An epoch-driven learning-rate schedule.
 ///
@@ -36,6 +42,73 @@ pub trait LrScheduler {
     /// The learning rate at the current epoch.
     fn get_lr(&self) -> f64 {
         self.lr_at(self.epoch())
+    }
+
+    /// The momentum (SGD's `momentum`, Adam's `beta1`) at `epoch` for a schedule that drives
+    /// it, as [`OneCycleLR`] does by default; `None` (the default) leaves the optimizer's own.
+    fn momentum_at(&self, _epoch: u64) -> Option<f64> {
+        None
+    }
+
+    /// The momentum at the current epoch, if the schedule drives it.
+    fn get_momentum(&self) -> Option<f64> {
+        self.momentum_at(self.epoch())
+    }
+
+    /// Writes the current lr, and the momentum if the schedule drives it, into every group of
+    /// `opt`: what PyTorch's `scheduler.step()` leaves in the optimizer. Call it once after
+    /// building the schedule (PyTorch's constructor does the same) and after each
+    /// [`LrScheduler::step`].
+    ///
+    /// # Panics
+    /// If the schedule drives the momentum and `opt`'s rule has none (Adagrad), as PyTorch
+    /// raises; turn the cycling off (`OneCycleLR::cycle_momentum = false`) for such rules.
+    ///
+    /// ```
+    /// use ferrograd_autograd::Param;
+    /// use ferrograd_optim::{GroupOptions, LrScheduler, OneCycleLR, Optim, Optimizer, Sgd};
+    /// use ferrograd_tensor::Tensor;
+    /// let w = Param::new(Tensor::from_vec(vec![1.0f32], &[1]));
+    /// let sgd = Sgd { momentum: 0.9, ..Sgd::default() };
+    /// let mut opt = Optim::new(sgd, vec![w.clone()], GroupOptions::lr(0.1));
+    /// let mut sched = OneCycleLR::new(0.1, 100);
+    /// sched.apply_to(&mut opt);
+    /// assert!((opt.lr() - 0.004).abs() < 1e-12 && opt.momentum() == Some(0.95));
+    /// for _ in 0..30 {
+    ///     opt.step(&w.var().square().sum().backward());
+    ///     sched.step();
+    ///     sched.apply_to(&mut opt);
+    /// }
+    /// assert!((opt.lr() - 0.1).abs() < 1e-3 && (opt.momentum().unwrap() - 0.85).abs() < 1e-3);
+    /// ```
+    fn apply_to<F: Float>(&self, opt: &mut dyn Optimizer<F>)
+    where
+        Self: Sized,
+    {
+        opt.set_lr(self.get_lr());
+        if let Some(m) = self.get_momentum() {
+            assert!(
+                opt.set_momentum(m),
+                "LrScheduler::apply_to: the schedule cycles momentum but the optimizer's rule has neither \
+                 momentum nor betas (turn cycle_momentum off)"
+            );
+        }
+    }
+}
+
+/// A boxed schedule is a schedule (so `Box<dyn LrScheduler>` has [`LrScheduler::apply_to`]).
+impl<S: LrScheduler + ?Sized> LrScheduler for Box<S> {
+    fn lr_at(&self, epoch: u64) -> f64 {
+        (**self).lr_at(epoch)
+    }
+    fn epoch(&self) -> u64 {
+        (**self).epoch()
+    }
+    fn set_epoch(&mut self, epoch: u64) {
+        (**self).set_epoch(epoch)
+    }
+    fn momentum_at(&self, epoch: u64) -> Option<f64> {
+        (**self).momentum_at(epoch)
     }
 }
 
@@ -250,9 +323,11 @@ epoch_counter!(LinearLR);
 
 /// The one-cycle policy (`three_phase=False`, cosine annealing): from `max_lr / div_factor` up
 /// to `max_lr` over the first `pct_start` of `total_steps`, then down to
-/// `max_lr / div_factor / final_div_factor`. Stepped per batch. PyTorch's OneCycleLR also
-/// cycles momentum by default; this schedule drives the lr only. Past `total_steps` (where
-/// PyTorch raises) it stays at the final lr.
+/// `max_lr / div_factor / final_div_factor`. Stepped per batch. With `cycle_momentum` (the
+/// default, as PyTorch's) the momentum moves the other way, from `max_momentum` down to
+/// `base_momentum` at the peak and back up, on the same cosine; [`LrScheduler::apply_to`]
+/// writes it into the optimizer (SGD's and RMSprop's `momentum`, Adam's and Lion's `beta1`).
+/// Past `total_steps` (where PyTorch raises) both stay at their final values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OneCycleLR {
     /// Peak lr.
@@ -265,32 +340,70 @@ pub struct OneCycleLR {
     pub div_factor: f64,
     /// `min_lr = initial_lr / final_div_factor`.
     pub final_div_factor: f64,
+    /// Whether the schedule drives the momentum too.
+    pub cycle_momentum: bool,
+    /// Momentum at the lr's peak.
+    pub base_momentum: f64,
+    /// Momentum at the start and the end of the cycle.
+    pub max_momentum: f64,
     /// Current step.
     pub last_epoch: u64,
 }
 
 impl OneCycleLR {
     /// A new schedule with PyTorch's defaults (pct_start 0.3, div_factor 25,
-    /// final_div_factor 1e4).
+    /// final_div_factor 1e4, momentum cycled between 0.85 and 0.95).
     pub fn new(max_lr: f64, total_steps: u64) -> Self {
         assert!(total_steps > 1, "OneCycleLR: total_steps must be at least 2");
-        OneCycleLR { max_lr, total_steps, pct_start: 0.3, div_factor: 25.0, final_div_factor: 1e4, last_epoch: 0 }
+        OneCycleLR {
+            max_lr,
+            total_steps,
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+            cycle_momentum: true,
+            base_momentum: 0.85,
+            max_momentum: 0.95,
+            last_epoch: 0,
+        }
     }
-    fn closed_form(&self, e: u64) -> f64 {
-        let initial = self.max_lr / self.div_factor;
-        let min_lr = initial / self.final_div_factor;
+
+    /// The value at step `e` of a quantity that goes `rise.0` to `rise.1` over the first
+    /// phase and `fall.0` to `fall.1` over the second, on PyTorch's cosine.
+    fn anneal(&self, e: u64, rise: (f64, f64), fall: (f64, f64)) -> f64 {
         let peak = self.pct_start * self.total_steps as f64 - 1.0;
         let end = self.total_steps as f64 - 1.0;
         let s = e as f64;
-        let anneal = |start: f64, stop: f64, pct: f64| stop + (start - stop) / 2.0 * ((PI * pct).cos() + 1.0);
+        let cos = |(start, stop): (f64, f64), pct: f64| stop + (start - stop) / 2.0 * ((PI * pct).cos() + 1.0);
         if s <= peak {
-            anneal(initial, self.max_lr, s / peak)
+            cos(rise, s / peak)
         } else {
-            anneal(self.max_lr, min_lr, ((s - peak) / (end - peak)).min(1.0))
+            cos(fall, ((s - peak) / (end - peak)).min(1.0))
         }
     }
+
+    fn closed_form(&self, e: u64) -> f64 {
+        let initial = self.max_lr / self.div_factor;
+        let min_lr = initial / self.final_div_factor;
+        self.anneal(e, (initial, self.max_lr), (self.max_lr, min_lr))
+    }
 }
-epoch_counter!(OneCycleLR);
+
+impl LrScheduler for OneCycleLR {
+    fn lr_at(&self, epoch: u64) -> f64 {
+        self.closed_form(epoch)
+    }
+    fn epoch(&self) -> u64 {
+        self.last_epoch
+    }
+    fn set_epoch(&mut self, epoch: u64) {
+        self.last_epoch = epoch;
+    }
+    fn momentum_at(&self, epoch: u64) -> Option<f64> {
+        let (base, max) = (self.base_momentum, self.max_momentum);
+        self.cycle_momentum.then(|| self.anneal(epoch, (max, base), (base, max)))
+    }
+}
 
 /// Schedules run one after another: `schedulers[i]` takes over at `milestones[i - 1]`,
 /// restarted at its own epoch 0 (PyTorch's `SequentialLR`, e.g. a linear warmup then cosine).
@@ -339,6 +452,62 @@ impl LrScheduler for SequentialLR {
     }
     fn set_epoch(&mut self, epoch: u64) {
         self.last_epoch = epoch;
+    }
+    fn momentum_at(&self, e: u64) -> Option<f64> {
+        let idx = self.milestones.partition_point(|&m| m <= e);
+        let start = if idx == 0 { 0 } else { self.milestones[idx - 1] };
+        self.schedulers[idx].momentum_at(e - start)
+    }
+}
+
+/// Schedules applied together, each step (PyTorch's `ChainedScheduler`): the lr is `base_lr`
+/// times every schedule's own factor `lr_i(epoch) / base_lr`, e.g. a constant warmup factor on
+/// top of an exponential decay. Every schedule must be built with the same `base_lr`.
+///
+/// PyTorch steps each schedule's recursive (chainable) form in turn; that equals this product
+/// for the schedules whose steps are factors (constant, linear, step, multi-step, exponential,
+/// and cosine annealing with `eta_min = 0` until `t_max`). A momentum is taken from the last
+/// schedule that drives one.
+///
+/// ```
+/// use ferrograd_optim::{ChainedScheduler, ConstantLR, ExponentialLR, LrScheduler};
+/// let warm = ConstantLR::new(0.1, 0.5, 2);
+/// let decay = ExponentialLR::new(0.1, 0.9);
+/// let mut sched = ChainedScheduler::new(0.1, vec![Box::new(warm), Box::new(decay)]);
+/// assert!((sched.get_lr() - 0.05).abs() < 1e-12);
+/// sched.step();
+/// assert!((sched.step() - 0.1 * 0.81).abs() < 1e-12);
+/// ```
+pub struct ChainedScheduler {
+    base_lr: f64,
+    schedulers: Vec<Box<dyn LrScheduler + Send>>,
+    last_epoch: u64,
+}
+
+impl ChainedScheduler {
+    /// Applies `schedulers`, all built with `base_lr`, together.
+    ///
+    /// # Panics
+    /// If `schedulers` is empty or `base_lr` is zero (the factors would be undefined).
+    pub fn new(base_lr: f64, schedulers: Vec<Box<dyn LrScheduler + Send>>) -> Self {
+        assert!(!schedulers.is_empty(), "ChainedScheduler: no schedulers");
+        assert!(base_lr != 0.0, "ChainedScheduler: base_lr must not be zero");
+        ChainedScheduler { base_lr, schedulers, last_epoch: 0 }
+    }
+}
+
+impl LrScheduler for ChainedScheduler {
+    fn lr_at(&self, e: u64) -> f64 {
+        self.schedulers.iter().fold(self.base_lr, |lr, s| lr * (s.lr_at(e) / self.base_lr))
+    }
+    fn epoch(&self) -> u64 {
+        self.last_epoch
+    }
+    fn set_epoch(&mut self, epoch: u64) {
+        self.last_epoch = epoch;
+    }
+    fn momentum_at(&self, e: u64) -> Option<f64> {
+        self.schedulers.iter().rev().find_map(|s| s.momentum_at(e))
     }
 }
 

@@ -91,6 +91,10 @@ impl<F: Float> UpdateRule<F> for Sgd {
         }
     }
 
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        Some(&mut self.momentum)
+    }
+
     fn weight_decay(&self) -> WeightDecay {
         WeightDecay::InRule
     }

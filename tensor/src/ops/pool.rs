@@ -8,6 +8,8 @@
 use super::conv::dense;
 use crate::element::Float;
 use crate::tensor::Tensor;
+#[cfg(target_arch = "x86_64")]
+use std::any::TypeId;
 
 /// Options of 2-D pooling: `[height, width]` pairs, as PyTorch's `nn.MaxPool2d`/`nn.AvgPool2d`.
 ///
@@ -109,6 +111,12 @@ impl PoolGeometry {
         }
     }
 
+    /// Whether every window lies inside the plane, so the kernels can skip clipping (and the
+    /// offsets within a window are small enough to be exact in an `f32`).
+    fn unpadded(&self) -> bool {
+        self.ph == 0 && self.pw == 0 && self.kh * self.w <= 1 << 24
+    }
+
     /// Calls `f(plane, output index within the plane, window)` for every output position.
     fn for_each_window(&self, mut f: impl FnMut(usize, usize, &Window)) {
         let windows: Vec<Window> = (0..self.ho)
@@ -174,25 +182,34 @@ impl<E: Float> Tensor<E> {
     fn max_pool2d_impl(&self, op: &str, opts: &Pool2dOptions) -> (Tensor<E>, Tensor<i64>) {
         let geo = PoolGeometry::new(op, self.shape(), opts);
         let x = dense(self);
-        let hw = geo.h * geo.w;
-        let n_out = geo.planes * geo.ho * geo.wo;
-        let (mut y, mut idx) = (Vec::with_capacity(n_out), Vec::with_capacity(n_out));
-        geo.for_each_window(|plane, _, win| {
-            let xp = &x[plane * hw..][..hw];
-            let (mut best, mut arg) = (E::neg_infinity(), win.h0 * geo.w + win.w0);
-            for ih in win.h0..win.h1 {
-                let row = &xp[ih * geo.w..][..geo.w];
-                for (iw, &v) in row.iter().enumerate().take(win.w1).skip(win.w0) {
-                    // A NaN replaces any maximum and sticks, as in PyTorch.
-                    if v > best || v.is_nan() {
-                        best = v;
-                        arg = ih * geo.w + iw;
+        let (hw, per_plane) = (geo.h * geo.w, geo.ho * geo.wo);
+        let n_out = geo.planes * per_plane;
+        let (mut y, mut idx) = (vec![E::neg_infinity(); n_out], vec![0i64; n_out]);
+        if geo.unpadded() {
+            // No window is clipped (and `hw > 0`): pool whole output rows at a time.
+            let planes = x.chunks_exact(hw).zip(y.chunks_exact_mut(per_plane)).zip(idx.chunks_exact_mut(per_plane));
+            let mut scratch = MaxScratch::new(&geo);
+            for ((xp, yp), ip) in planes {
+                max_plane_unpadded(&geo, xp, yp, ip, &mut scratch);
+            }
+        } else {
+            geo.for_each_window(|plane, i, win| {
+                let xp = &x[plane * hw..][..hw];
+                let (mut best, mut arg) = (E::neg_infinity(), win.h0 * geo.w + win.w0);
+                for ih in win.h0..win.h1 {
+                    let row = &xp[ih * geo.w..][win.w0..win.w1];
+                    for (iw, &v) in (win.w0..).zip(row) {
+                        // A NaN replaces any maximum and sticks, as in PyTorch.
+                        if v > best || v.is_nan() {
+                            best = v;
+                            arg = ih * geo.w + iw;
+                        }
                     }
                 }
-            }
-            y.push(best);
-            idx.push(arg as i64);
-        });
+                y[plane * per_plane + i] = best;
+                idx[plane * per_plane + i] = arg as i64;
+            });
+        }
         let shape = geo.out_shape(self.shape());
         (Tensor::from_vec(y, &shape), Tensor::from_vec(idx, &shape))
     }
@@ -253,16 +270,22 @@ impl<E: Float> Tensor<E> {
     pub fn avg_pool2d(&self, opts: &Pool2dOptions) -> Tensor<E> {
         let geo = PoolGeometry::new("avg_pool2d", self.shape(), opts);
         let x = dense(self);
-        let hw = geo.h * geo.w;
-        let mut y = Vec::with_capacity(geo.planes * geo.ho * geo.wo);
-        geo.for_each_window(|plane, _, win| {
-            let xp = &x[plane * hw..][..hw];
-            let mut sum = E::zero();
-            for ih in win.h0..win.h1 {
-                sum += xp[ih * geo.w + win.w0..ih * geo.w + win.w1].iter().fold(E::zero(), |a, &v| a + v);
+        let (hw, per_plane) = (geo.h * geo.w, geo.ho * geo.wo);
+        let mut y = vec![E::zero(); geo.planes * per_plane];
+        if geo.unpadded() {
+            for (xp, yp) in x.chunks_exact(hw).zip(y.chunks_exact_mut(per_plane)) {
+                avg_plane_unpadded(&geo, xp, yp);
             }
-            y.push(sum / E::from_f64(divisor(win, opts) as f64));
-        });
+        } else {
+            geo.for_each_window(|plane, i, win| {
+                let xp = &x[plane * hw..][..hw];
+                let mut sum = E::zero();
+                for ih in win.h0..win.h1 {
+                    sum += xp[ih * geo.w + win.w0..ih * geo.w + win.w1].iter().fold(E::zero(), |a, &v| a + v);
+                }
+                y[plane * per_plane + i] = sum / E::from_f64(divisor(win, opts) as f64);
+            });
+        }
         Tensor::from_vec(y, &geo.out_shape(self.shape()))
     }
 
@@ -287,13 +310,19 @@ impl<E: Float> Tensor<E> {
         let g = dense(grad_out);
         let (hw, per_plane) = (geo.h * geo.w, geo.ho * geo.wo);
         let mut gx = vec![E::zero(); input_shape.iter().product()];
-        geo.for_each_window(|plane, i, win| {
-            let share = g[plane * per_plane + i] / E::from_f64(divisor(win, opts) as f64);
-            let xp = &mut gx[plane * hw..][..hw];
-            for ih in win.h0..win.h1 {
-                xp[ih * geo.w + win.w0..ih * geo.w + win.w1].iter_mut().for_each(|v| *v += share);
+        if geo.unpadded() {
+            for (gp, xp) in g.chunks_exact(per_plane).zip(gx.chunks_exact_mut(hw)) {
+                avg_backward_plane_unpadded(&geo, gp, xp);
             }
-        });
+        } else {
+            geo.for_each_window(|plane, i, win| {
+                let share = g[plane * per_plane + i] / E::from_f64(divisor(win, opts) as f64);
+                let xp = &mut gx[plane * hw..][..hw];
+                for ih in win.h0..win.h1 {
+                    xp[ih * geo.w + win.w0..ih * geo.w + win.w1].iter_mut().for_each(|v| *v += share);
+                }
+            });
+        }
         Tensor::from_vec(gx, input_shape)
     }
 }
@@ -304,5 +333,249 @@ fn divisor(win: &Window, opts: &Pool2dOptions) -> usize {
         win.padded_area
     } else {
         (win.h1 - win.h0) * (win.w1 - win.w0)
+    }
+}
+
+// Unpadded planes: every window lies inside the plane, so none is clipped. The kernels sweep
+// one kernel offset `(ki, kj)` at a time, in row-major order, over many windows at once (a
+// row of them, or for max pooling the whole plane), so the inner loops run over output
+// columns; each window still sees its elements in row-major order, as in the clipped path.
+
+/// Scratch planes of [`max_plane_unpadded`], allocated once per call of the kernel.
+struct MaxScratch<E> {
+    /// One kernel offset's inputs for every window of the plane.
+    taps: Vec<E>,
+    /// For each window, the in-plane offset from its first element to its maximum so far, as
+    /// an `E` so that it is selected in the same vector lanes as the values.
+    winner: Vec<E>,
+    /// The next `winner`, written beside it rather than over it.
+    next: Vec<E>,
+}
+
+impl<E: Float> MaxScratch<E> {
+    fn new(geo: &PoolGeometry) -> Self {
+        let plane = vec![E::zero(); geo.ho * geo.wo];
+        MaxScratch { taps: plane.clone(), winner: plane.clone(), next: plane }
+    }
+}
+
+/// Max pooling of one `h x w` plane `xp` into `yp` (filled with `-inf`) and the indices `ip`.
+///
+/// For each kernel offset in row-major order, its input under every window is gathered into
+/// one contiguous row and [`max_step`] folds that row into the running maxima with vector
+/// selects and no branch: on random data a branch per comparison mispredicts half the time.
+/// The winner's offset within its window is kept as an `E` in the same lanes and turned into
+/// an index at the end.
+fn max_plane_unpadded<E: Float>(geo: &PoolGeometry, xp: &[E], yp: &mut [E], ip: &mut [i64], s: &mut MaxScratch<E>) {
+    let (w, sh, sw, wo) = (geo.w, geo.sh, geo.sw, geo.wo);
+    s.winner.fill(E::zero());
+    for ki in 0..geo.kh {
+        for kj in 0..geo.kw {
+            for (oh, taps) in s.taps.chunks_exact_mut(wo).enumerate() {
+                let row = &xp[(oh * sh + ki) * w + kj..];
+                taps.iter_mut().zip(row.iter().step_by(sw)).for_each(|(t, &v)| *t = v);
+            }
+            max_step(yp, &mut s.next, &s.winner, &s.taps, E::from_f64((ki * w + kj) as f64));
+            std::mem::swap(&mut s.winner, &mut s.next);
+        }
+    }
+    for (oh, (ir, wr)) in ip.chunks_exact_mut(wo).zip(s.winner.chunks_exact(wo)).enumerate() {
+        let first = (oh * sh * w) as i64;
+        for (ow, (i, &k)) in ir.iter_mut().zip(wr).enumerate() {
+            *i = first + (ow * sw) as i64 + k.to_f64() as i64;
+        }
+    }
+}
+
+/// One kernel offset `k` of a plane of windows: where `src[i] > best[i]` or `src[i]` is NaN (a
+/// NaN replaces any maximum and sticks, as in PyTorch), `best[i] = src[i]` and `next[i] = k`;
+/// elsewhere `next[i] = winner[i]`. All four slices have the same length.
+///
+/// The portable loop compiles to a compare and branch per element, which on random data
+/// mispredicts half the time (LLVM does not vectorise it); with AVX, f32 and f64 use blends.
+fn max_step<E: Float>(best: &mut [E], next: &mut [E], winner: &[E], src: &[E], k: E) {
+    let n = best.len();
+    assert!(next.len() == n && winner.len() == n && src.len() == n, "max_step: rows of different lengths");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx") {
+        if let (Some(b), Some(nx), Some(w), Some(x)) = (retype(best), retype(next), retype_ref(winner), retype_ref(src))
+        {
+            // SAFETY: the CPU runs AVX, and the lengths are equal (asserted above).
+            unsafe { simd::max_step_f32(b, nx, w, x, k.to_f64() as f32) };
+            return;
+        }
+        if let (Some(b), Some(nx), Some(w), Some(x)) = (retype(best), retype(next), retype_ref(winner), retype_ref(src))
+        {
+            // SAFETY: as above.
+            unsafe { simd::max_step_f64(b, nx, w, x, k.to_f64()) };
+            return;
+        }
+    }
+    max_step_portable(best, next, winner, src, k);
+}
+
+/// [`max_step`] without SIMD.
+fn max_step_portable<E: Float>(best: &mut [E], next: &mut [E], winner: &[E], src: &[E], k: E) {
+    for (((b, nx), &w), &v) in best.iter_mut().zip(next.iter_mut()).zip(winner).zip(src) {
+        let take = v > *b || v.is_nan();
+        *nx = if take { k } else { w };
+        if take {
+            *b = v;
+        }
+    }
+}
+
+/// `s` as a slice of `T` when `E` is `T`.
+#[cfg(target_arch = "x86_64")]
+fn retype_ref<E: 'static, T: 'static>(s: &[E]) -> Option<&[T]> {
+    // SAFETY: `E` and `T` are the same type, so this is `s` itself.
+    (TypeId::of::<E>() == TypeId::of::<T>()).then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `s` as a mutable slice of `T` when `E` is `T`.
+#[cfg(target_arch = "x86_64")]
+fn retype<E: 'static, T: 'static>(s: &mut [E]) -> Option<&mut [T]> {
+    // SAFETY: `E` and `T` are the same type, so this is `s` itself.
+    (TypeId::of::<E>() == TypeId::of::<T>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
+
+/// [`max_step`] with AVX blends, a vector of f32 or f64 at a time; the last partial vector is
+/// loaded and stored under a mask.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Eight `-1`s then eight `0`s: the 8 (or 4 for f64) words from `MASK[8 - r]` enable the
+    /// first `r` lanes.
+    static MASK: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// # Safety
+    /// The CPU must run AVX, and all four slices must have the same length.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn max_step_f32(best: &mut [f32], next: &mut [f32], winner: &[f32], src: &[f32], k: f32) {
+        let n = best.len();
+        let kv = _mm256_set1_ps(k);
+        let mut i = 0;
+        while i < n {
+            let r = (n - i).min(8);
+            // SAFETY: `8 - r + 8 <= 16` words of `MASK`; the mask enables lanes `i..i + r`,
+            // all inside the slices, so masked loads and stores touch nothing past their ends.
+            unsafe {
+                let m = _mm256_loadu_si256(MASK.as_ptr().add(8 - r).cast());
+                let v = _mm256_maskload_ps(src.as_ptr().add(i), m);
+                let b = _mm256_maskload_ps(best.as_ptr().add(i), m);
+                let w = _mm256_maskload_ps(winner.as_ptr().add(i), m);
+                let take = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, b), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                _mm256_maskstore_ps(best.as_mut_ptr().add(i), m, _mm256_blendv_ps(b, v, take));
+                _mm256_maskstore_ps(next.as_mut_ptr().add(i), m, _mm256_blendv_ps(w, kv, take));
+            }
+            i += r;
+        }
+    }
+
+    /// # Safety
+    /// As [`max_step_f32`].
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn max_step_f64(best: &mut [f64], next: &mut [f64], winner: &[f64], src: &[f64], k: f64) {
+        let n = best.len();
+        let kv = _mm256_set1_pd(k);
+        let mut i = 0;
+        while i < n {
+            let r = (n - i).min(4);
+            // SAFETY: as in `max_step_f32`; each enabled 64-bit lane reads two `-1` words.
+            unsafe {
+                let m = _mm256_loadu_si256(MASK.as_ptr().add(8 - 2 * r).cast());
+                let v = _mm256_maskload_pd(src.as_ptr().add(i), m);
+                let b = _mm256_maskload_pd(best.as_ptr().add(i), m);
+                let w = _mm256_maskload_pd(winner.as_ptr().add(i), m);
+                let take = _mm256_or_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(v, b), _mm256_cmp_pd::<_CMP_UNORD_Q>(v, v));
+                _mm256_maskstore_pd(best.as_mut_ptr().add(i), m, _mm256_blendv_pd(b, v, take));
+                _mm256_maskstore_pd(next.as_mut_ptr().add(i), m, _mm256_blendv_pd(w, kv, take));
+            }
+            i += r;
+        }
+    }
+}
+
+/// Average pooling of one `h x w` plane `xp` into `yp` (filled with zeros); with no padding the
+/// divisor is the kernel's area whether or not padding counts.
+fn avg_plane_unpadded<E: Float>(geo: &PoolGeometry, xp: &[E], yp: &mut [E]) {
+    let (w, sw) = (geo.w, geo.sw);
+    let area = E::from_f64((geo.kh * geo.kw) as f64);
+    for (oh, yr) in yp.chunks_exact_mut(geo.wo).enumerate() {
+        for ih in oh * geo.sh..oh * geo.sh + geo.kh {
+            let row = &xp[ih * w..][..w];
+            for kj in 0..geo.kw {
+                yr.iter_mut().zip(row[kj..].iter().step_by(sw)).for_each(|(s, &v)| *s += v);
+            }
+        }
+        yr.iter_mut().for_each(|s| *s /= area);
+    }
+}
+
+/// The gradient of [`avg_plane_unpadded`]: spreads the plane's output gradient `gp` over the
+/// windows of `xp` (zeros on entry).
+fn avg_backward_plane_unpadded<E: Float>(geo: &PoolGeometry, gp: &[E], xp: &mut [E]) {
+    let (w, sw) = (geo.w, geo.sw);
+    let area = E::from_f64((geo.kh * geo.kw) as f64);
+    let mut share = vec![E::zero(); geo.wo];
+    for (oh, gr) in gp.chunks_exact(geo.wo).enumerate() {
+        share.iter_mut().zip(gr).for_each(|(s, &g)| *s = g / area);
+        for ih in oh * geo.sh..oh * geo.sh + geo.kh {
+            let row = &mut xp[ih * w..][..w];
+            for kj in 0..geo.kw {
+                row[kj..].iter_mut().step_by(sw).zip(&share).for_each(|(v, &s)| *v += s);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of every length up to three vectors, from a fixed pseudo-random stream over a few
+    /// values (ties), `-inf` and NaN, in `best`, `winner` and `src` alike.
+    fn rows<E: Float>() -> Vec<[Vec<E>; 3]> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            match state % 10 {
+                0 => E::nan(),
+                1 => E::neg_infinity(),
+                r => E::from_f64(r as f64 - 5.0),
+            }
+        };
+        (0..=24).map(|n| [(); 3].map(|_| (0..n).map(|_| next()).collect())).collect()
+    }
+
+    fn same_bits<E: Float>(a: &[E], b: &[E]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| x == y || (x.is_nan() && y.is_nan()))
+    }
+
+    fn check_dispatch_matches_portable<E: Float>() {
+        for [best, winner, src] in rows::<E>() {
+            let k = E::from_f64(7.0);
+            let (mut b1, mut n1) = (best.clone(), vec![E::zero(); best.len()]);
+            let (mut b2, mut n2) = (best.clone(), vec![E::zero(); best.len()]);
+            max_step(&mut b1, &mut n1, &winner, &src, k);
+            max_step_portable(&mut b2, &mut n2, &winner, &src, k);
+            assert!(
+                same_bits(&b1, &b2) && same_bits(&n1, &n2),
+                "length {}: {b1:?} {n1:?} vs {b2:?} {n2:?}",
+                best.len()
+            );
+        }
+    }
+
+    /// On a CPU with AVX this compares the vector kernels (with their masked tails) against the
+    /// portable loop; elsewhere both sides are the portable loop.
+    #[test]
+    fn max_step_simd_matches_portable() {
+        check_dispatch_matches_portable::<f32>();
+        check_dispatch_matches_portable::<f64>();
     }
 }
