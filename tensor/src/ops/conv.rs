@@ -10,10 +10,14 @@
 //! same kernels with a unit height. Autograd builds conv's backward on these associated
 //! functions; the bias gradient is a plain sum over `N, H, W`.
 
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
+use std::sync::Mutex;
 
 use crate::element::{Element, Float};
 use crate::tensor::Tensor;
+
+use super::matmul::{min_work_per_thread, num_threads, parallel_ranges};
 
 /// Options of a 2-D convolution: `[height, width]` pairs, as PyTorch's `nn.Conv2d`.
 ///
@@ -374,6 +378,9 @@ impl Geometry {
 
     /// The forward convolution of dense input `x` and weight `w`, as a dense `[n, o, p]` buffer.
     fn forward<E: Float>(&self, x: &[E], w: &[E], bias: Option<&[E]>) -> Vec<E> {
+        if let (Some(x), Some(w), true) = (f32s(x), f32s(w), shift::usable(self)) {
+            return from_f32s(shift::forward(self, x, w, bias.map(|b| f32s(b).expect("bias is f32 like x"))));
+        }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         if self.is_pointwise() {
             let mut y = vec![E::zero(); self.n * self.o * p];
@@ -417,6 +424,10 @@ impl Geometry {
 
     /// The gradient w.r.t. the input of dense output gradient `gy` and weight `w`.
     fn input_grad<E: Float>(&self, gy: &[E], w: &[E]) -> Vec<E> {
+        let reach = self.ph <= self.dh * (self.kh - 1) && self.pw <= self.dw * (self.kw - 1);
+        if let (Some(gy), Some(w), true) = (f32s(gy), f32s(w), reach && shift::usable(self)) {
+            return from_f32s(shift::input_grad(self, gy, w));
+        }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         let mut gx = vec![E::zero(); self.n * self.c * self.h * self.w];
         if self.is_pointwise() {
@@ -448,6 +459,9 @@ impl Geometry {
 
     /// The gradient w.r.t. the weight of dense input `x` and output gradient `gy`.
     fn weight_grad<E: Float>(&self, x: &[E], gy: &[E]) -> Vec<E> {
+        if let (Some(x), Some(gy), true) = (f32s(x), f32s(gy), shift::usable(self)) {
+            return from_f32s(shift::weight_grad(self, x, gy));
+        }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         let mut gw = vec![E::zero(); self.o * kg];
         if self.is_pointwise() {
@@ -475,6 +489,474 @@ impl Geometry {
             }
         }
         gw
+    }
+}
+
+/// `s` as `f32`s when `E` is `f32`.
+fn f32s<E: Element>(s: &[E]) -> Option<&[f32]> {
+    // SAFETY: `E` is `f32` (same type id), so the slice's elements already are `f32`s.
+    (TypeId::of::<E>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// A vector of `f32` as the `Vec<E>` it is (only called where `E` is `f32`).
+fn from_f32s<E: Element>(v: Vec<f32>) -> Vec<E> {
+    *(Box::new(v) as Box<dyn Any>).downcast::<Vec<E>>().expect("conv: f32 result for an f32 element type")
+}
+
+/// Runs `f` on every item, each on its own thread of the shared pool (a single item on the
+/// calling thread).
+fn run_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
+    if items.len() <= 1 {
+        items.into_iter().for_each(f);
+        return;
+    }
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    parallel_ranges(slots.len(), slots.len(), &|range| {
+        for slot in &slots[range] {
+            if let Some(t) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                f(t);
+            }
+        }
+    });
+}
+
+/// Threads for a batch of `n` samples of `work` multiply-adds each: as many as [`num_threads`]
+/// allows while each gets at least [`min_work_per_thread`] and one sample.
+fn batch_threads(n: usize, work: usize) -> usize {
+    let total = n.saturating_mul(work);
+    num_threads().min(n).min(total / min_work_per_thread().max(1)).max(1)
+}
+
+/// `0..n` cut into `parts` nearly equal ranges.
+fn split(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..parts).map(move |i| i * n / parts..(i + 1) * n / parts)
+}
+
+/// Stride-1 convolutions of `f32` without unrolling the input.
+///
+/// Each input plane is padded once (a copy only when there is padding) to `hp x wp`; output
+/// position `(oh, ow)` is then sweep index `q = oh * wp + ow`, and the input tap `(c, ki, kj)`
+/// it reads is `q + c * hp * wp + ki * dh * wp + kj * dw`: for every tap, the whole sweep reads
+/// one contiguous run of the padded planes. So the forward pass is a GEMM whose right operand
+/// rows are shifted windows of the input itself, computed by AVX-512 kernels straight from the
+/// planes; sweep positions with `ow >= wo` are computed and dropped (`wp / wo` extra work,
+/// against im2col's copy of `kh * kw` times the input). The weight gradient is the same sweep
+/// with the reduction along `q` (the output gradient laid out with row pitch `wp`, its extra
+/// columns masked off), and the input gradient is a forward pass over the output gradient with
+/// the kernel flipped and its channels swapped. Samples are split across threads.
+mod shift {
+    use super::{batch_threads, run_each, split, Geometry};
+
+    /// Whether the kernels apply: stride 1 and a CPU with AVX-512.
+    pub(super) fn usable(geo: &Geometry) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            geo.sh == 1 && geo.sw == 1 && std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = geo;
+            false
+        }
+    }
+
+    /// The sweep over a sample's padded planes, in 16-lane vectors.
+    pub(super) struct Sweep {
+        /// Padded width and plane size.
+        wp: usize,
+        plane: usize,
+        /// Sweep positions `0..qv` stay inside the padded planes for every tap.
+        qv: usize,
+        /// Per vector: the lanes below `qv` (safe to load) ...
+        pub(super) load: Vec<u16>,
+        /// ... the lanes that are output positions (`ow < wo`) ...
+        pub(super) valid: Vec<u16>,
+        /// ... and the output index of its first valid lane.
+        pub(super) start: Vec<usize>,
+        /// Per tap `(c, ki, kj)` of a group: its offset from the sweep position.
+        pub(super) offs: Vec<usize>,
+        /// Output positions, `ho * wo`: the valid lanes of all vectors.
+        pub(super) outputs: usize,
+    }
+
+    impl Sweep {
+        /// The sweep of a stride-1 convolution of `cg` planes of `hp x wp` (padding included).
+        fn new(geo: &Geometry, cg: usize, hp: usize, wp: usize) -> Self {
+            let (ho, wo, plane) = (geo.ho, geo.wo, hp * wp);
+            let qv = if ho * wo == 0 { 0 } else { (ho - 1) * wp + wo };
+            let nq = qv.div_ceil(16);
+            let (mut load, mut valid, mut start) = (vec![0; nq], vec![0; nq], vec![0; nq]);
+            for j in 0..nq {
+                let q0 = 16 * j;
+                start[j] = q0 / wp * wo + (q0 % wp).min(wo);
+                for (l, q) in (q0..q0 + 16).enumerate() {
+                    if q < qv {
+                        load[j] |= 1 << l;
+                        if q % wp < wo {
+                            valid[j] |= 1 << l;
+                        }
+                    }
+                }
+            }
+            let mut offs = Vec::with_capacity(cg * geo.kh * geo.kw);
+            for c in 0..cg {
+                for ki in 0..geo.kh {
+                    offs.extend((0..geo.kw).map(|kj| c * plane + ki * geo.dh * wp + kj * geo.dw));
+                }
+            }
+            Sweep { wp, plane, qv, load, valid, start, offs, outputs: ho * wo }
+        }
+
+        /// Elements a group's planes must hold for every tap of the sweep to stay inside them.
+        pub(super) fn extent(&self) -> usize {
+            self.offs.iter().max().map_or(0, |&o| o + self.qv)
+        }
+
+        /// Vectors per sweep.
+        fn nq(&self) -> usize {
+            self.load.len()
+        }
+    }
+
+    /// Copies `c` planes of `h x w` from `src` into the interiors of the `hp x wp` planes of
+    /// `dst`, at row `ph` and column `pw` (the borders of `dst` are left as they are: zero).
+    fn pad_planes(src: &[f32], (c, h, w): (usize, usize, usize), (ph, pw): (usize, usize), s: &Sweep, dst: &mut [f32]) {
+        for ch in 0..c {
+            let plane = &mut dst[ch * s.plane..][..s.plane];
+            for (r, row) in src[ch * h * w..][..h * w].chunks_exact(w).enumerate() {
+                plane[(r + ph) * s.wp + pw..][..w].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// The forward convolution of dense `x` and `w` (see the module doc), as a dense `[n, o, p]`.
+    pub(super) fn forward(geo: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let (p, og, cg, kg) = (geo.p(), geo.og(), geo.cg(), geo.kg());
+        let (hp, wp) = (geo.h + 2 * geo.ph, geo.w + 2 * geo.pw);
+        let sweep = Sweep::new(geo, cg, hp, wp);
+        let padded = geo.ph > 0 || geo.pw > 0;
+        let (x_len, y_len) = (geo.c * geo.h * geo.w, geo.o * p);
+        let mut y = vec![0.0; geo.n * y_len];
+        let threads = batch_threads(geo.n, geo.o * kg * sweep.nq() * 16);
+        let parts: Vec<_> = split(geo.n, threads)
+            .scan(&mut y[..], |rest, r| {
+                let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * y_len);
+                *rest = tail;
+                Some((r, part))
+            })
+            .collect();
+        run_each(parts, &|(range, ys): (std::ops::Range<usize>, &mut [f32])| {
+            let mut buf = if padded { vec![0.0; geo.c * sweep.plane] } else { Vec::new() };
+            for (b, yb) in range.zip(ys.chunks_exact_mut(y_len)) {
+                let xb = &x[b * x_len..][..x_len];
+                let planes = if padded {
+                    pad_planes(xb, (geo.c, geo.h, geo.w), (geo.ph, geo.pw), &sweep, &mut buf);
+                    &buf[..]
+                } else {
+                    xb
+                };
+                for g in 0..geo.groups {
+                    avx512::forward(
+                        &planes[g * cg * sweep.plane..],
+                        &sweep,
+                        &w[g * og * kg..][..og * kg],
+                        bias.map(|b| &b[g * og..][..og]),
+                        &mut yb[g * og * p..][..og * p],
+                    );
+                }
+            }
+        });
+        y
+    }
+
+    /// The input gradient of a stride-1 convolution whose padding is at most the dilated
+    /// kernel's reach: a forward pass over `gy` padded by the reach minus the padding, with the
+    /// kernel flipped and input and output channels swapped within each group.
+    pub(super) fn input_grad(geo: &Geometry, gy: &[f32], w: &[f32]) -> Vec<f32> {
+        let (og, cg, taps) = (geo.og(), geo.cg(), geo.kh * geo.kw);
+        let mut flipped = vec![0.0; geo.c * og * taps];
+        for g in 0..geo.groups {
+            for o in 0..og {
+                for c in 0..cg {
+                    let src = &w[((g * og + o) * cg + c) * taps..][..taps];
+                    let dst = &mut flipped[((g * cg + c) * og + o) * taps..][..taps];
+                    dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &s)| *d = s);
+                }
+            }
+        }
+        let transposed = Geometry {
+            c: geo.o,
+            h: geo.ho,
+            w: geo.wo,
+            o: geo.c,
+            ph: geo.dh * (geo.kh - 1) - geo.ph,
+            pw: geo.dw * (geo.kw - 1) - geo.pw,
+            ho: geo.h,
+            wo: geo.w,
+            ..*geo
+        };
+        forward(&transposed, gy, &flipped, None)
+    }
+
+    /// L1-sized batch chunks of the weight gradient: samples whose planes and output gradient
+    /// rows fit in 32 KiB (at least one).
+    const WEIGHT_GRAD_CHUNK_FLOATS: usize = 8 << 10;
+
+    /// The weight gradient of dense `x` and `gy` (see the module doc).
+    pub(super) fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
+        let (p, og, cg, kg) = (geo.p(), geo.og(), geo.cg(), geo.kg());
+        let (hp, wp) = (geo.h + 2 * geo.ph, geo.w + 2 * geo.pw);
+        let sweep = Sweep::new(geo, cg, hp, wp);
+        let padded = geo.ph > 0 || geo.pw > 0;
+        let (nqw, x_len) = (sweep.nq() * 16, geo.c * geo.h * geo.w);
+        let (xs, gs) = (geo.c * sweep.plane, geo.o * nqw);
+        let per_chunk = (WEIGHT_GRAD_CHUNK_FLOATS / (xs + gs).max(1)).clamp(1, geo.n.max(1));
+        let threads = batch_threads(geo.n, geo.o * kg * nqw);
+        let partials: Vec<_> = split(geo.n, threads).map(|r| (r, vec![0.0; geo.o * kg * 16])).collect();
+        let partials = std::sync::Mutex::new(partials);
+        let ranges: Vec<usize> = (0..threads).collect();
+        run_each(ranges, &|i| {
+            let (range, mut acc) = {
+                let mut guard = partials.lock().unwrap_or_else(|e| e.into_inner());
+                (guard[i].0.clone(), std::mem::take(&mut guard[i].1))
+            };
+            let mut xbuf = if padded { vec![0.0; per_chunk * xs] } else { Vec::new() };
+            let mut gbuf = vec![0.0; per_chunk * gs];
+            for n0 in range.clone().step_by(per_chunk) {
+                let nb = per_chunk.min(range.end - n0);
+                let xc = if padded {
+                    for (b, dst) in xbuf.chunks_exact_mut(xs).take(nb).enumerate() {
+                        pad_planes(
+                            &x[(n0 + b) * x_len..][..x_len],
+                            (geo.c, geo.h, geo.w),
+                            (geo.ph, geo.pw),
+                            &sweep,
+                            dst,
+                        );
+                    }
+                    &xbuf[..nb * xs]
+                } else {
+                    &x[n0 * x_len..][..nb * x_len]
+                };
+                for (src, dst) in gy[n0 * geo.o * p..][..nb * geo.o * p].chunks_exact(p).zip(gbuf.chunks_exact_mut(nqw))
+                {
+                    for (s, d) in src.chunks_exact(geo.wo).zip(dst.chunks_mut(wp)) {
+                        d[..geo.wo].copy_from_slice(s);
+                    }
+                }
+                for g in 0..geo.groups {
+                    avx512::weight_grad(
+                        (&xc[g * cg * sweep.plane..], xs),
+                        (&gbuf[g * og * nqw..nb * gs], gs),
+                        nb,
+                        &sweep,
+                        (og, kg),
+                        &mut acc[g * og * kg * 16..][..og * kg * 16],
+                    );
+                }
+            }
+            partials.lock().unwrap_or_else(|e| e.into_inner())[i].1 = acc;
+        });
+        let partials = partials.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut gw = vec![0.0; geo.o * kg];
+        for (_, acc) in &partials {
+            for (g, lanes) in gw.iter_mut().zip(acc.chunks_exact(16)) {
+                *g += lanes.iter().sum::<f32>();
+            }
+        }
+        gw
+    }
+
+    /// The AVX-512 kernels, behind safe entry points that check every extent they touch.
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use super::Sweep;
+        use std::arch::x86_64::*;
+
+        /// `y[o][..] = bias[o] + sum over taps k of w[o][k] * planes[sweep + offs[k]]`, for the
+        /// `og` output channels of one group and sample (`y` is `og x p`).
+        pub(super) fn forward(planes: &[f32], s: &Sweep, w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+            let kg = s.offs.len();
+            let og = if kg == 0 { bias.map_or(0, <[f32]>::len) } else { w.len() / kg };
+            assert!(planes.len() >= s.extent() && w.len() == og * kg, "conv: shift forward operands");
+            assert!(bias.is_none_or(|b| b.len() == og) && y.len() == og * s.outputs, "conv: shift forward output");
+            let args = Fwd {
+                x: planes.as_ptr(),
+                w: w.as_ptr(),
+                bias: bias.map(<[f32]>::as_ptr),
+                y: y.as_mut_ptr(),
+                p: s.outputs,
+                og,
+                kg,
+            };
+            // SAFETY: avx512f was detected (`usable`); every tap offset plus every loaded sweep
+            // position stays inside `planes` (extent), `w` holds `og` rows of `kg` taps, and
+            // the valid lanes of each vector land inside `y`'s rows (checked above).
+            unsafe {
+                match og {
+                    7.. => fwd_tiles::<8, 3>(&args, s),
+                    3..=6 => fwd_tiles::<6, 4>(&args, s),
+                    _ => fwd_tiles::<2, 8>(&args, s),
+                }
+            }
+        }
+
+        struct Fwd {
+            x: *const f32,
+            w: *const f32,
+            bias: Option<*const f32>,
+            y: *mut f32,
+            p: usize,
+            og: usize,
+            kg: usize,
+        }
+
+        /// `MR` output channels by `NV` sweep vectors at a time; channel rows past `og` repeat
+        /// the last one and are not stored.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn fwd_tiles<const MR: usize, const NV: usize>(a: &Fwd, s: &Sweep) {
+            let nq = s.load.len();
+            if a.og == 0 {
+                return;
+            }
+            for j0 in (0..nq).step_by(NV) {
+                let (mut lm, mut vm) = ([0u16; NV], [0u16; NV]);
+                for v in 0..NV.min(nq - j0) {
+                    lm[v] = s.load[j0 + v];
+                    vm[v] = s.valid[j0 + v];
+                }
+                let xq = a.x.wrapping_add(16 * j0);
+                for o0 in (0..a.og).step_by(MR) {
+                    let row = |r: usize| (o0 + r).min(a.og - 1);
+                    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+                    if let Some(bias) = a.bias {
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            // SAFETY: `row(r) < og`, the length of the bias.
+                            *acc = [_mm512_set1_ps(unsafe { *bias.add(row(r)) }); NV];
+                        }
+                    }
+                    let mut wr = [a.w; MR];
+                    for (r, wr) in wr.iter_mut().enumerate() {
+                        *wr = a.w.wrapping_add(row(r) * a.kg);
+                    }
+                    for (k, &off) in s.offs.iter().enumerate() {
+                        let p = xq.wrapping_add(off);
+                        let mut xv = [_mm512_setzero_ps(); NV];
+                        for v in 0..NV {
+                            // SAFETY: only lanes below `qv` are read, inside the planes.
+                            xv[v] = unsafe { _mm512_maskz_loadu_ps(lm[v], p.wrapping_add(16 * v)) };
+                        }
+                        for r in 0..MR {
+                            // SAFETY: `k < kg` in a row of `w`.
+                            let wk = _mm512_set1_ps(unsafe { *wr[r].add(k) });
+                            for v in 0..NV {
+                                acc[r][v] = _mm512_fmadd_ps(wk, xv[v], acc[r][v]);
+                            }
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate().take(a.og - o0) {
+                        let mut d = a.y.wrapping_add((o0 + r) * a.p + s.start[j0]);
+                        for v in 0..NV {
+                            let n = vm[v].count_ones();
+                            let packed = _mm512_maskz_compress_ps(vm[v], acc[v]);
+                            // SAFETY: the valid lanes of the vector are the next `n` outputs of
+                            // the row, inside `y`.
+                            unsafe { _mm512_mask_storeu_ps(d, ((1u32 << n) - 1) as u16, packed) };
+                            d = d.wrapping_add(n as usize);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Adds, lane by lane, `sum over samples and sweep vectors of gy[o][q] * x[q + offs[k]]`
+        /// into `acc[o][k]` (16 lanes each) for a batch chunk of `nb` samples of one group:
+        /// `x` and `gy` are the group's planes and output gradient rows (pitch `16 * nq`) of the
+        /// chunk's first sample, with the given sample strides.
+        pub(super) fn weight_grad(
+            (x, xs): (&[f32], usize),
+            (gy, gs): (&[f32], usize),
+            nb: usize,
+            s: &Sweep,
+            (og, kg): (usize, usize),
+            acc: &mut [f32],
+        ) {
+            let nqw = s.load.len() * 16;
+            if nb == 0 || og == 0 || kg == 0 || nqw == 0 {
+                return;
+            }
+            assert!(x.len() >= (nb - 1) * xs + s.extent(), "conv: shift weight_grad input");
+            assert!(gy.len() >= (nb - 1) * gs + og * nqw && acc.len() == og * kg * 16, "conv: shift weight_grad");
+            let args = Wg { x: x.as_ptr(), xs, gy: gy.as_ptr(), gs, nb, og, kg, acc: acc.as_mut_ptr() };
+            // SAFETY: avx512f was detected (`usable`), and the extents were checked above: the
+            // valid lanes of every tap stay inside each sample's planes, every gradient row holds
+            // `nqw` elements, and `acc` holds 16 lanes per weight.
+            unsafe {
+                match og {
+                    ..=2 => wg_tiles::<2, 8>(&args, s),
+                    5 | 6 | 11 | 12 => wg_tiles::<6, 4>(&args, s),
+                    _ => wg_tiles::<4, 6>(&args, s),
+                }
+            }
+        }
+
+        struct Wg {
+            x: *const f32,
+            xs: usize,
+            gy: *const f32,
+            gs: usize,
+            nb: usize,
+            og: usize,
+            kg: usize,
+            acc: *mut f32,
+        }
+
+        /// `MR` output channels by `NK` taps at a time; rows and taps past the end repeat the
+        /// last one and are not stored.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wg_tiles<const MR: usize, const NK: usize>(a: &Wg, s: &Sweep) {
+            let nqw = s.load.len() * 16;
+            for o0 in (0..a.og).step_by(MR) {
+                let mut gr = [0usize; MR];
+                for (r, gr) in gr.iter_mut().enumerate() {
+                    *gr = (o0 + r).min(a.og - 1) * nqw;
+                }
+                for k0 in (0..a.kg).step_by(NK) {
+                    let mut off = [0usize; NK];
+                    for (kk, off) in off.iter_mut().enumerate() {
+                        *off = s.offs[(k0 + kk).min(a.kg - 1)];
+                    }
+                    let mut acc = [[_mm512_setzero_ps(); NK]; MR];
+                    for b in 0..a.nb {
+                        let (xb, gb) = (a.x.wrapping_add(b * a.xs), a.gy.wrapping_add(b * a.gs));
+                        for (j, &m) in s.valid.iter().enumerate() {
+                            let mut xv = [_mm512_setzero_ps(); NK];
+                            for kk in 0..NK {
+                                // SAFETY: only valid lanes are read, inside the sample's planes.
+                                xv[kk] = unsafe { _mm512_maskz_loadu_ps(m, xb.wrapping_add(off[kk] + 16 * j)) };
+                            }
+                            for r in 0..MR {
+                                // SAFETY: vector `j` of a gradient row of `nqw` elements.
+                                let g = unsafe { _mm512_loadu_ps(gb.add(gr[r] + 16 * j)) };
+                                for kk in 0..NK {
+                                    acc[r][kk] = _mm512_fmadd_ps(g, xv[kk], acc[r][kk]);
+                                }
+                            }
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate().take(a.og - o0) {
+                        for (kk, &v) in acc.iter().enumerate().take(a.kg - k0) {
+                            // SAFETY: weight `(o0 + r, k0 + kk)` is inside `acc` (og x kg x 16).
+                            unsafe {
+                                let d = a.acc.add(((o0 + r) * a.kg + k0 + kk) * 16);
+                                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), v));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
