@@ -424,8 +424,7 @@ impl Geometry {
 
     /// The gradient w.r.t. the input of dense output gradient `gy` and weight `w`.
     fn input_grad<E: Float>(&self, gy: &[E], w: &[E]) -> Vec<E> {
-        let reach = self.ph <= self.dh * (self.kh - 1) && self.pw <= self.dw * (self.kw - 1);
-        if let (Some(gy), Some(w), true) = (f32s(gy), f32s(w), reach && shift::usable(self)) {
+        if let (Some(gy), Some(w), true) = (f32s(gy), f32s(w), shift::usable(self)) {
             return from_f32s(shift::input_grad(self, gy, w));
         }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
@@ -670,33 +669,70 @@ mod shift {
         y
     }
 
-    /// The input gradient of a stride-1 convolution whose padding is at most the dilated
-    /// kernel's reach: a forward pass over `gy` padded by the reach minus the padding, with the
-    /// kernel flipped and input and output channels swapped within each group.
-    pub(super) fn input_grad(geo: &Geometry, gy: &[f32], w: &[f32]) -> Vec<f32> {
-        let (og, cg, taps) = (geo.og(), geo.cg(), geo.kh * geo.kw);
-        let mut flipped = vec![0.0; geo.c * og * taps];
-        for g in 0..geo.groups {
-            for o in 0..og {
-                for c in 0..cg {
-                    let src = &w[((g * og + o) * cg + c) * taps..][..taps];
-                    let dst = &mut flipped[((g * cg + c) * og + o) * taps..][..taps];
-                    dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &s)| *d = s);
-                }
+    /// Lays out the `o` output gradient planes of one sample (`ho x wo` each) as sweep rows of
+    /// `16 * nq` elements with row pitch `wp`; the extra columns and the tail stay as they are
+    /// in `dst` (zero).
+    fn sweep_rows(gy: &[f32], geo: &Geometry, s: &Sweep, dst: &mut [f32]) {
+        let nqw = s.nq() * 16;
+        for (src, dst) in gy.chunks_exact(geo.p()).zip(dst.chunks_exact_mut(nqw)) {
+            for (row, d) in src.chunks_exact(geo.wo).zip(dst.chunks_mut(s.wp)) {
+                d[..geo.wo].copy_from_slice(row);
             }
         }
-        let transposed = Geometry {
-            c: geo.o,
-            h: geo.ho,
-            w: geo.wo,
-            o: geo.c,
-            ph: geo.dh * (geo.kh - 1) - geo.ph,
-            pw: geo.dw * (geo.kw - 1) - geo.pw,
-            ho: geo.h,
-            wo: geo.w,
-            ..*geo
-        };
-        forward(&transposed, gy, &flipped, None)
+    }
+
+    /// The input gradient of dense `gy` and `w`: the adjoint of the forward sweep, which adds
+    /// `sum over o of w[o][k] * gy[o][q]` into the padded planes at `q + offs[k]` for every tap
+    /// `k` (output gradient rows laid out as sweep rows), then crops the padding.
+    pub(super) fn input_grad(geo: &Geometry, gy: &[f32], w: &[f32]) -> Vec<f32> {
+        let (og, cg, kg) = (geo.og(), geo.cg(), geo.kg());
+        let (hp, wp) = (geo.h + 2 * geo.ph, geo.w + 2 * geo.pw);
+        let sweep = Sweep::new(geo, cg, hp, wp);
+        let padded = geo.ph > 0 || geo.pw > 0;
+        let (nqw, x_len, y_len) = (sweep.nq() * 16, geo.c * geo.h * geo.w, geo.o * geo.p());
+        // Taps with the channel varying fastest: consecutive read-modify-writes of a tile then
+        // go to different planes instead of overlapping by all but one element.
+        let mut taps: Vec<usize> = (0..kg).collect();
+        taps.sort_by_key(|&k| (k % (geo.kh * geo.kw), k));
+        let mut gx = vec![0.0; geo.n * x_len];
+        let threads = batch_threads(geo.n, geo.o * kg * nqw);
+        let parts: Vec<_> = split(geo.n, threads)
+            .scan(&mut gx[..], |rest, r| {
+                let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * x_len);
+                *rest = tail;
+                Some((r, part))
+            })
+            .collect();
+        run_each(parts, &|(range, gxs): (std::ops::Range<usize>, &mut [f32])| {
+            let mut rows = vec![0.0; geo.o * nqw];
+            let mut buf = if padded { vec![0.0; geo.c * sweep.plane] } else { Vec::new() };
+            for (b, gxb) in range.zip(gxs.chunks_exact_mut(x_len)) {
+                sweep_rows(&gy[b * y_len..][..y_len], geo, &sweep, &mut rows);
+                let planes = if padded {
+                    buf.fill(0.0);
+                    &mut buf[..]
+                } else {
+                    &mut gxb[..]
+                };
+                for g in 0..geo.groups {
+                    avx512::input_grad(
+                        &rows[g * og * nqw..][..og * nqw],
+                        &sweep,
+                        &taps,
+                        &w[g * og * kg..][..og * kg],
+                        &mut planes[g * cg * sweep.plane..],
+                    );
+                }
+                if padded {
+                    for (src, dst) in buf.chunks_exact(sweep.plane).zip(gxb.chunks_exact_mut(geo.h * geo.w)) {
+                        for (r, d) in dst.chunks_exact_mut(geo.w).enumerate() {
+                            d.copy_from_slice(&src[(r + geo.ph) * wp + geo.pw..][..geo.w]);
+                        }
+                    }
+                }
+            }
+        });
+        gx
     }
 
     /// L1-sized batch chunks of the weight gradient: samples whose planes and output gradient
@@ -864,6 +900,84 @@ mod shift {
                             // the row, inside `y`.
                             unsafe { _mm512_mask_storeu_ps(d, ((1u32 << n) - 1) as u16, packed) };
                             d = d.wrapping_add(n as usize);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Adds `sum over o of w[o][k] * rows[o][q]` into `planes[q + offs[k]]` for every tap `k`
+        /// of one group and sample, taking the taps in the order of `taps`.
+        pub(super) fn input_grad(rows: &[f32], s: &Sweep, taps: &[usize], w: &[f32], planes: &mut [f32]) {
+            let (kg, nqw) = (s.offs.len(), s.load.len() * 16);
+            let og = if kg == 0 { 0 } else { w.len() / kg };
+            if og == 0 || nqw == 0 {
+                return;
+            }
+            assert!(
+                w.len() == og * kg && rows.len() == og * nqw && planes.len() >= s.extent(),
+                "conv: shift input_grad"
+            );
+            assert!(taps.len() == kg && taps.iter().all(|&k| k < kg), "conv: shift input_grad taps");
+            let args = Ig { rows: rows.as_ptr(), w: w.as_ptr(), planes: planes.as_mut_ptr(), og, kg, taps };
+            // SAFETY: avx512f was detected (`usable`); the rows hold `og` sweeps of `nqw`, every
+            // tap is an index below `kg` into the rows of `w`, and the lanes below `qv` of every
+            // tap stay inside `planes` (extent), which is a unique borrow.
+            unsafe { ig_tiles::<6, 4>(&args, s) }
+        }
+
+        struct Ig<'a> {
+            rows: *const f32,
+            w: *const f32,
+            planes: *mut f32,
+            og: usize,
+            kg: usize,
+            taps: &'a [usize],
+        }
+
+        /// `NK` taps by `NV` sweep vectors at a time, summed over the output channels in
+        /// registers, then added into the planes; taps past the end repeat the last one and are
+        /// not added.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn ig_tiles<const NK: usize, const NV: usize>(a: &Ig<'_>, s: &Sweep) {
+            let (nq, nqw) = (s.load.len(), s.load.len() * 16);
+            for j0 in (0..nq).step_by(NV) {
+                // Only the lanes that are output positions: the others must not carry `0 * inf`
+                // from the weights into the planes.
+                let mut lm = [0u16; NV];
+                for v in 0..NV.min(nq - j0) {
+                    lm[v] = s.valid[j0 + v];
+                }
+                for t0 in (0..a.kg).step_by(NK) {
+                    let mut tap = [0usize; NK];
+                    for (kk, tap) in tap.iter_mut().enumerate() {
+                        *tap = a.taps[(t0 + kk).min(a.kg - 1)];
+                    }
+                    let mut acc = [[_mm512_setzero_ps(); NV]; NK];
+                    for o in 0..a.og {
+                        let row = a.rows.wrapping_add(o * nqw + 16 * j0);
+                        let mut g = [_mm512_setzero_ps(); NV];
+                        for v in 0..NV {
+                            // SAFETY: vectors below `nq` of a row of `nqw` elements (others masked).
+                            g[v] = unsafe { _mm512_maskz_loadu_ps(lm[v], row.wrapping_add(16 * v)) };
+                        }
+                        for kk in 0..NK {
+                            // SAFETY: `o < og` and `tap[kk] < kg`, inside `w`.
+                            let wk = _mm512_set1_ps(unsafe { *a.w.add(o * a.kg + tap[kk]) });
+                            for v in 0..NV {
+                                acc[kk][v] = _mm512_fmadd_ps(wk, g[v], acc[kk][v]);
+                            }
+                        }
+                    }
+                    for (kk, acc) in acc.iter().enumerate().take(a.kg - t0) {
+                        let p = a.planes.wrapping_add(s.offs[tap[kk]] + 16 * j0);
+                        for v in 0..NV {
+                            let d = p.wrapping_add(16 * v);
+                            // SAFETY: only valid lanes (below `qv`) are touched, inside the planes.
+                            unsafe {
+                                let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lm[v], d), acc[v]);
+                                _mm512_mask_storeu_ps(d, lm[v], sum);
+                            }
                         }
                     }
                 }
