@@ -828,6 +828,7 @@ mod shift {
     mod avx512 {
         use super::Sweep;
         use std::arch::x86_64::*;
+        use std::ops::Range;
 
         /// `y[o][..] = bias[o] + sum over taps k of w[o][k] * planes[sweep + offs[k]]`, for the
         /// `og` output channels of one group and sample (`y` is `og x p`).
@@ -850,9 +851,9 @@ mod shift {
             // the valid lanes of each vector land inside `y`'s rows (checked above).
             unsafe {
                 match og {
-                    7.. => fwd_tiles::<8, 3>(&args, s),
-                    3..=6 => fwd_tiles::<6, 4>(&args, s),
-                    _ => fwd_tiles::<2, 8>(&args, s),
+                    7.. => fwd_sweep::<8, 3>(&args, s),
+                    3..=6 => fwd_sweep::<6, 4>(&args, s),
+                    _ => fwd_sweep::<2, 8>(&args, s),
                 }
             }
         }
@@ -870,12 +871,42 @@ mod shift {
         /// `MR` output channels by `NV` sweep vectors at a time; channel rows past `og` repeat
         /// the last one and are not stored.
         #[target_feature(enable = "avx512f")]
-        unsafe fn fwd_tiles<const MR: usize, const NV: usize>(a: &Fwd, s: &Sweep) {
-            let nq = s.load.len();
+        unsafe fn fwd_sweep<const MR: usize, const NV: usize>(a: &Fwd, s: &Sweep) {
+            let mut j = s.load.len() / NV * NV;
+            // SAFETY: as the caller's, over vectors `0..j` and then the rest in smaller blocks.
+            unsafe {
+                fwd_tiles::<MR, NV>(a, s, 0..j);
+                while j < s.load.len() {
+                    let step = tail_block(s.load.len() - j);
+                    match step {
+                        4 => fwd_tiles::<MR, 4>(a, s, j..j + 4),
+                        2 => fwd_tiles::<MR, 2>(a, s, j..j + 2),
+                        _ => fwd_tiles::<MR, 1>(a, s, j..j + 1),
+                    }
+                    j += step;
+                }
+            }
+        }
+
+        /// The block of sweep vectors to take next when `left` remain after the full blocks, so
+        /// no tile computes vectors that are all masked off (a third of the work on a sweep of 9
+        /// vectors in blocks of 4).
+        fn tail_block(left: usize) -> usize {
+            match left {
+                4.. => 4,
+                2 | 3 => 2,
+                _ => 1,
+            }
+        }
+
+        /// The tiles of [`fwd_sweep`] over sweep vectors `js`, `NV` at a time.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn fwd_tiles<const MR: usize, const NV: usize>(a: &Fwd, s: &Sweep, js: Range<usize>) {
+            let nq = js.end;
             if a.og == 0 {
                 return;
             }
-            for j0 in (0..nq).step_by(NV) {
+            for j0 in js.step_by(NV) {
                 let (mut lm, mut vm) = ([0u16; NV], [0u16; NV]);
                 for v in 0..NV.min(nq - j0) {
                     lm[v] = s.load[j0 + v];
@@ -942,7 +973,18 @@ mod shift {
             // SAFETY: avx512f was detected (`usable`); the rows hold `og` sweeps of `nqw`, every
             // tap is an index below `kg` into the rows of `w`, and the lanes below `qv` of every
             // tap stay inside `planes` (extent), which is a unique borrow.
-            unsafe { ig_tiles::<6, 4>(&args, s) }
+            unsafe {
+                let mut j = s.load.len() / 4 * 4;
+                ig_tiles::<6, 4>(&args, s, 0..j);
+                while j < s.load.len() {
+                    let step = tail_block(s.load.len() - j);
+                    match step {
+                        2 => ig_tiles::<6, 2>(&args, s, j..j + 2),
+                        _ => ig_tiles::<6, 1>(&args, s, j..j + 1),
+                    }
+                    j += step;
+                }
+            }
         }
 
         struct Ig<'a> {
@@ -958,9 +1000,9 @@ mod shift {
         /// registers, then added into the planes; taps past the end repeat the last one and are
         /// not added.
         #[target_feature(enable = "avx512f")]
-        unsafe fn ig_tiles<const NK: usize, const NV: usize>(a: &Ig<'_>, s: &Sweep) {
-            let (nq, nqw) = (s.load.len(), s.load.len() * 16);
-            for j0 in (0..nq).step_by(NV) {
+        unsafe fn ig_tiles<const NK: usize, const NV: usize>(a: &Ig<'_>, s: &Sweep, js: Range<usize>) {
+            let (nq, nqw) = (js.end, s.load.len() * 16);
+            for j0 in js.step_by(NV) {
                 // Only the lanes that are output positions: the others must not carry `0 * inf`
                 // from the weights into the planes.
                 let mut lm = [0u16; NV];
