@@ -1,8 +1,10 @@
 //! Convolutions over `[N, C, L]` and `[N, C, H, W]` inputs and the kernels of their gradients.
 //!
-//! Everything is im2col + GEMM: a chunk of the batch is unrolled into a matrix with one row per
-//! (channel, kernel offset) and one column per (sample, output position), so each group of each
-//! chunk is one GEMM with the weight. Chunks are sized to stay in L2 cache rather than to make
+//! Stride-1 `f32` convolutions on CPUs with AVX-512 skip unrolling: every kernel tap reads a
+//! contiguous run of the (padded) input planes, which AVX-512 kernels sweep directly, splitting
+//! the batch over threads (module `shift`). Everything else is im2col + GEMM: a chunk of the
+//! batch is unrolled into a matrix with one row per (channel, kernel offset) and one column per
+//! (sample, output position), so each group of each chunk is one GEMM with the weight. Chunks are sized to stay in L2 cache rather than to make
 //! one GEMM over the whole batch: unrolling and packing dominate at small channel counts.
 //! The input gradient is the transposed product scattered back with col2im; the weight gradient
 //! is the output gradient times the unrolled input. A 1x1 kernel with stride 1 and no padding
@@ -542,8 +544,10 @@ fn split(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>>
 /// planes; sweep positions with `ow >= wo` are computed and dropped (`wp / wo` extra work,
 /// against im2col's copy of `kh * kw` times the input). The weight gradient is the same sweep
 /// with the reduction along `q` (the output gradient laid out with row pitch `wp`, its extra
-/// columns masked off), and the input gradient is a forward pass over the output gradient with
-/// the kernel flipped and its channels swapped. Samples are split across threads.
+/// columns masked off), and the input gradient is
+/// its adjoint: for every tap, the output gradient summed over output channels is added back
+/// into the padded planes at the tap's offset, and the padding is cropped. Samples are split
+/// across threads. Other convolutions (strided, `f64`, or without AVX-512) take im2col + GEMM.
 mod shift {
     use super::{batch_threads, run_each, split, Geometry};
 
@@ -772,14 +776,10 @@ mod shift {
         let per_sample = og.min(8) * nqw + cg * sweep.plane;
         let per_chunk = (WEIGHT_GRAD_CHUNK_FLOATS / per_sample.max(1)).clamp(1, geo.n.max(1));
         let threads = batch_threads(geo.n, geo.o * kg * nqw);
-        let partials: Vec<_> = split(geo.n, threads).map(|r| (r, vec![0.0; geo.o * kg * 16])).collect();
-        let partials = std::sync::Mutex::new(partials);
-        let ranges: Vec<usize> = (0..threads).collect();
-        run_each(ranges, &|i| {
-            let (range, mut acc) = {
-                let mut guard = partials.lock().unwrap_or_else(|e| e.into_inner());
-                (guard[i].0.clone(), std::mem::take(&mut guard[i].1))
-            };
+        // Per thread, 16 lanes of partial sums per weight, added up at the end.
+        let mut partials = vec![vec![0.0; geo.o * kg * 16]; threads];
+        let items: Vec<_> = split(geo.n, threads).zip(partials.iter_mut()).collect();
+        run_each(items, &|(range, acc): (std::ops::Range<usize>, &mut Vec<f32>)| {
             let mut xbuf = if padded { vec![0.0; per_chunk * xs] } else { Vec::new() };
             let mut gstore = Aligned::zeros(per_chunk * gs);
             let gbuf = gstore.get();
@@ -811,11 +811,9 @@ mod shift {
                     );
                 }
             }
-            partials.lock().unwrap_or_else(|e| e.into_inner())[i].1 = acc;
         });
-        let partials = partials.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut gw = vec![0.0; geo.o * kg];
-        for (_, acc) in &partials {
+        for acc in &partials {
             for (g, lanes) in gw.iter_mut().zip(acc.chunks_exact(16)) {
                 *g += lanes.iter().sum::<f32>();
             }
@@ -834,7 +832,7 @@ mod shift {
         /// `og` output channels of one group and sample (`y` is `og x p`).
         pub(super) fn forward(planes: &[f32], s: &Sweep, w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
             let kg = s.offs.len();
-            let og = if kg == 0 { bias.map_or(0, <[f32]>::len) } else { w.len() / kg };
+            let og = w.len().checked_div(kg).unwrap_or_else(|| bias.map_or(0, <[f32]>::len));
             assert!(planes.len() >= s.extent() && w.len() == og * kg, "conv: shift forward operands");
             assert!(bias.is_none_or(|b| b.len() == og) && y.len() == og * s.outputs, "conv: shift forward output");
             let args = Fwd {
@@ -908,10 +906,9 @@ mod shift {
             }
             for j0 in js.step_by(NV) {
                 let (mut lm, mut vm) = ([0u16; NV], [0u16; NV]);
-                for v in 0..NV.min(nq - j0) {
-                    lm[v] = s.load[j0 + v];
-                    vm[v] = s.valid[j0 + v];
-                }
+                let n = NV.min(nq - j0);
+                lm[..n].copy_from_slice(&s.load[j0..j0 + n]);
+                vm[..n].copy_from_slice(&s.valid[j0..j0 + n]);
                 let xq = a.x.wrapping_add(16 * j0);
                 for o0 in (0..a.og).step_by(MR) {
                     let row = |r: usize| (o0 + r).min(a.og - 1);
@@ -960,7 +957,7 @@ mod shift {
         /// of one group and sample, taking the taps in the order of `taps`.
         pub(super) fn input_grad(rows: &[f32], s: &Sweep, taps: &[usize], w: &[f32], planes: &mut [f32]) {
             let (kg, nqw) = (s.offs.len(), s.load.len() * 16);
-            let og = if kg == 0 { 0 } else { w.len() / kg };
+            let og = w.len().checked_div(kg).unwrap_or(0);
             if og == 0 || nqw == 0 {
                 return;
             }
@@ -1006,9 +1003,8 @@ mod shift {
                 // Only the lanes that are output positions: the others must not carry `0 * inf`
                 // from the weights into the planes.
                 let mut lm = [0u16; NV];
-                for v in 0..NV.min(nq - j0) {
-                    lm[v] = s.valid[j0 + v];
-                }
+                let n = NV.min(nq - j0);
+                lm[..n].copy_from_slice(&s.valid[j0..j0 + n]);
                 for t0 in (0..a.kg).step_by(NK) {
                     let mut tap = [0usize; NK];
                     for (kk, tap) in tap.iter_mut().enumerate() {
