@@ -12,14 +12,10 @@
 //! same kernels with a unit height. Autograd builds conv's backward on these associated
 //! functions; the bias gradient is a plain sum over `N, H, W`.
 
-use std::any::{Any, TypeId};
 use std::borrow::Cow;
-use std::sync::Mutex;
 
 use crate::element::{Element, Float};
 use crate::tensor::Tensor;
-
-use super::matmul::{min_work_per_thread, num_threads, parallel_ranges};
 
 /// Options of a 2-D convolution: `[height, width]` pairs, as PyTorch's `nn.Conv2d`.
 ///
@@ -380,8 +376,14 @@ impl Geometry {
 
     /// The forward convolution of dense input `x` and weight `w`, as a dense `[n, o, p]` buffer.
     fn forward<E: Float>(&self, x: &[E], w: &[E], bias: Option<&[E]>) -> Vec<E> {
-        if let (Some(x), Some(w), true) = (f32s(x), f32s(w), shift::usable(self)) {
-            return from_f32s(shift::forward(self, x, w, bias.map(|b| f32s(b).expect("bias is f32 like x"))));
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(x), Some(w), true) = (shift::f32s(x), shift::f32s(w), shift::usable(self)) {
+            return shift::from_f32s(shift::forward(
+                self,
+                x,
+                w,
+                bias.map(|b| shift::f32s(b).expect("bias is f32 like x")),
+            ));
         }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         if self.is_pointwise() {
@@ -426,8 +428,9 @@ impl Geometry {
 
     /// The gradient w.r.t. the input of dense output gradient `gy` and weight `w`.
     fn input_grad<E: Float>(&self, gy: &[E], w: &[E]) -> Vec<E> {
-        if let (Some(gy), Some(w), true) = (f32s(gy), f32s(w), shift::usable(self)) {
-            return from_f32s(shift::input_grad(self, gy, w));
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(gy), Some(w), true) = (shift::f32s(gy), shift::f32s(w), shift::usable(self)) {
+            return shift::from_f32s(shift::input_grad(self, gy, w));
         }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         let mut gx = vec![E::zero(); self.n * self.c * self.h * self.w];
@@ -460,8 +463,9 @@ impl Geometry {
 
     /// The gradient w.r.t. the weight of dense input `x` and output gradient `gy`.
     fn weight_grad<E: Float>(&self, x: &[E], gy: &[E]) -> Vec<E> {
-        if let (Some(x), Some(gy), true) = (f32s(x), f32s(gy), shift::usable(self)) {
-            return from_f32s(shift::weight_grad(self, x, gy));
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(x), Some(gy), true) = (shift::f32s(x), shift::f32s(gy), shift::usable(self)) {
+            return shift::from_f32s(shift::weight_grad(self, x, gy));
         }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         let mut gw = vec![E::zero(); self.o * kg];
@@ -493,47 +497,6 @@ impl Geometry {
     }
 }
 
-/// `s` as `f32`s when `E` is `f32`.
-fn f32s<E: Element>(s: &[E]) -> Option<&[f32]> {
-    // SAFETY: `E` is `f32` (same type id), so the slice's elements already are `f32`s.
-    (TypeId::of::<E>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
-}
-
-/// A vector of `f32` as the `Vec<E>` it is (only called where `E` is `f32`).
-fn from_f32s<E: Element>(v: Vec<f32>) -> Vec<E> {
-    *(Box::new(v) as Box<dyn Any>).downcast::<Vec<E>>().expect("conv: f32 result for an f32 element type")
-}
-
-/// Runs `f` on every item, each on its own thread of the shared pool (a single item on the
-/// calling thread).
-fn run_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
-    if items.len() <= 1 {
-        items.into_iter().for_each(f);
-        return;
-    }
-    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
-    parallel_ranges(slots.len(), slots.len(), &|range| {
-        for slot in &slots[range] {
-            if let Some(t) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                f(t);
-            }
-        }
-    });
-}
-
-/// Threads for a batch of `n` samples of `work` multiply-adds each: as many as [`num_threads`]
-/// allows while each gets at least [`min_work_per_thread`] and one sample.
-fn batch_threads(n: usize, work: usize) -> usize {
-    let total = n.saturating_mul(work);
-    num_threads().min(n).min(total / min_work_per_thread().max(1)).max(1)
-}
-
-/// `0..n` cut into `parts` nearly equal ranges.
-fn split(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    (0..parts).map(move |i| i * n / parts..(i + 1) * n / parts)
-}
-
 /// Stride-1 convolutions of `f32` without unrolling the input.
 ///
 /// Each input plane is padded once (a copy only when there is padding) to `hp x wp`; output
@@ -548,22 +511,60 @@ fn split(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>>
 /// its adjoint: for every tap, the output gradient summed over output channels is added back
 /// into the padded planes at the tap's offset, and the padding is cropped. Samples are split
 /// across threads. Other convolutions (strided, `f64`, or without AVX-512) take im2col + GEMM.
+#[cfg(target_arch = "x86_64")]
 mod shift {
+    use std::any::{Any, TypeId};
     use std::mem::MaybeUninit;
+    use std::sync::Mutex;
 
-    use super::{batch_threads, run_each, split, Geometry};
+    use super::super::matmul::{min_work_per_thread, num_threads, parallel_ranges};
+    use super::Geometry;
+    use crate::element::Element;
+
+    /// `s` as `f32`s when `E` is `f32`.
+    pub(super) fn f32s<E: Element>(s: &[E]) -> Option<&[f32]> {
+        // SAFETY: `E` is `f32` (same type id), so the slice's elements already are `f32`s.
+        (TypeId::of::<E>() == TypeId::of::<f32>())
+            .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+    }
+
+    /// A vector of `f32` as the `Vec<E>` it is (only called where `E` is `f32`).
+    pub(super) fn from_f32s<E: Element>(v: Vec<f32>) -> Vec<E> {
+        *(Box::new(v) as Box<dyn Any>).downcast::<Vec<E>>().expect("conv: f32 result for an f32 element type")
+    }
+
+    /// Runs `f` on every item, each on its own thread of the shared pool (a single item on the
+    /// calling thread).
+    fn run_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
+        if items.len() <= 1 {
+            items.into_iter().for_each(f);
+            return;
+        }
+        let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+        parallel_ranges(slots.len(), slots.len(), &|range| {
+            for slot in &slots[range] {
+                if let Some(t) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    f(t);
+                }
+            }
+        });
+    }
+
+    /// Threads for a batch of `n` samples of `work` multiply-adds each: as many as [`num_threads`]
+    /// allows while each gets at least [`min_work_per_thread`] and one sample.
+    fn batch_threads(n: usize, work: usize) -> usize {
+        let total = n.saturating_mul(work);
+        num_threads().min(n).min(total / min_work_per_thread().max(1)).max(1)
+    }
+
+    /// `0..n` cut into `parts` nearly equal ranges.
+    fn split(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        (0..parts).map(move |i| i * n / parts..(i + 1) * n / parts)
+    }
 
     /// Whether the kernels apply: stride 1 and a CPU with AVX-512.
     pub(super) fn usable(geo: &Geometry) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            geo.sh == 1 && geo.sw == 1 && std::arch::is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = geo;
-            false
-        }
+        geo.sh == 1 && geo.sw == 1 && std::arch::is_x86_feature_detected!("avx512f")
     }
 
     /// The sweep over a sample's padded planes, in 16-lane vectors.
@@ -830,7 +831,6 @@ mod shift {
     }
 
     /// The AVX-512 kernels, behind safe entry points that check every extent they touch.
-    #[cfg(target_arch = "x86_64")]
     mod avx512 {
         use super::Sweep;
         use std::arch::x86_64::*;
