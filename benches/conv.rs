@@ -1,6 +1,8 @@
 //! conv2d throughput on LeNet-5's two convolutions, batch 64, in samples per second (criterion's
-//! "elem/s"). `benches/compare/conv_torch.py` times the same convolutions in PyTorch; see
-//! `benches/compare/README.md`. The convolution kernels run on the calling thread.
+//! "elem/s"): unpadded on 28x28 and 12x12 inputs, and as `benches/training.rs`'s LeNet has them
+//! (padding 2 on 28x28, then 14x14). `benches/compare/conv_torch.py` times the same convolutions
+//! in PyTorch; see `benches/compare/README.md`. The batch is split over up to
+//! `MATMUL_NUM_THREADS` threads (default: all cores) when each thread gets enough work.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrograd::tensor::rand::rngs::StdRng;
@@ -11,17 +13,21 @@ use std::time::Duration;
 
 const BATCH: usize = 64;
 
-/// (name, input channels, output channels, input side, kernel side)
-const CASES: [(&str, usize, usize, usize, usize); 2] =
-    [("1to6_28x28_k5", 1, 6, 28, 5), ("6to16_12x12_k5", 6, 16, 12, 5)];
+/// (name, input channels, output channels, input side, kernel side, padding)
+const CASES: [(&str, usize, usize, usize, usize, usize); 4] = [
+    ("1to6_28x28_k5", 1, 6, 28, 5, 0),
+    ("6to16_12x12_k5", 6, 16, 12, 5, 0),
+    ("lenet_1to6_28x28_k5_p2", 1, 6, 28, 5, 2),
+    ("lenet_6to16_14x14_k5", 6, 16, 14, 5, 0),
+];
 
 fn conv(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0);
-    let opts = Conv2dOptions::default();
     let mut group = c.benchmark_group("conv2d");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.measurement_time(Duration::from_secs(4));
-    for (name, cin, cout, side, k) in CASES {
+    for (name, cin, cout, side, k, pad) in CASES {
+        let opts = Conv2dOptions { padding: [pad, pad], ..Default::default() };
         let x = Tensor::<f32>::rand_uniform(&[BATCH, cin, side, side], -1.0, 1.0, &mut rng);
         let w = Tensor::<f32>::rand_uniform(&[cout, cin, k, k], -0.2, 0.2, &mut rng);
         let b = Tensor::<f32>::rand_uniform(&[cout], -0.2, 0.2, &mut rng);

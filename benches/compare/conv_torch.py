@@ -12,8 +12,13 @@ import torch
 import torch.nn.functional as F
 
 BATCH = 64
-# (name, input channels, output channels, input side, kernel side), as in benches/conv.rs
-CASES = [("1to6_28x28_k5", 1, 6, 28, 5), ("6to16_12x12_k5", 6, 16, 12, 5)]
+# (name, input channels, output channels, input side, kernel side, padding), as in benches/conv.rs
+CASES = [
+    ("1to6_28x28_k5", 1, 6, 28, 5, 0),
+    ("6to16_12x12_k5", 6, 16, 12, 5, 0),
+    ("lenet_1to6_28x28_k5_p2", 1, 6, 28, 5, 2),
+    ("lenet_6to16_14x14_k5", 6, 16, 14, 5, 0),
+]
 
 
 def timings(fn, repeats, inner):
@@ -41,14 +46,14 @@ def main():
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"mkldnn {torch.backends.mkldnn.is_available()}")
     conv_backward = torch.ops.aten.convolution_backward
-    for name, cin, cout, side, k in CASES:
+    for name, cin, cout, side, k, pad in CASES:
         x = torch.rand(BATCH, cin, side, side) * 2 - 1
         w = (torch.rand(cout, cin, k, k) * 2 - 1) * 0.2
         b = (torch.rand(cout) * 2 - 1) * 0.2
-        gy = torch.rand_like(F.conv2d(x, w, b))
-        geometry = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)  # stride, padding, dilation, ..., groups
+        gy = torch.rand_like(F.conv2d(x, w, b, padding=pad))
+        geometry = ([1, 1], [pad, pad], [1, 1], False, [0, 0], 1)  # stride, padding, dilation, ..., groups
         kernels = {
-            "forward": lambda: F.conv2d(x, w, b),
+            "forward": lambda: F.conv2d(x, w, b, padding=pad),
             # The aten backward with one gradient requested at a time, as benches/conv.rs times ours.
             "input_grad": lambda: conv_backward(gy, x, w, None, *geometry, [True, False, False]),
             "weight_grad": lambda: conv_backward(gy, x, w, None, *geometry, [False, True, False]),

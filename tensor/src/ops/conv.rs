@@ -1,8 +1,10 @@
 //! Convolutions over `[N, C, L]` and `[N, C, H, W]` inputs and the kernels of their gradients.
 //!
-//! Everything is im2col + GEMM: a chunk of the batch is unrolled into a matrix with one row per
-//! (channel, kernel offset) and one column per (sample, output position), so each group of each
-//! chunk is one GEMM with the weight. Chunks are sized to stay in L2 cache rather than to make
+//! Stride-1 `f32` convolutions on CPUs with AVX-512 skip unrolling: every kernel tap reads a
+//! contiguous run of the (padded) input planes, which AVX-512 kernels sweep directly, splitting
+//! the batch over threads (module `shift`). Everything else is im2col + GEMM: a chunk of the
+//! batch is unrolled into a matrix with one row per (channel, kernel offset) and one column per
+//! (sample, output position), so each group of each chunk is one GEMM with the weight. Chunks are sized to stay in L2 cache rather than to make
 //! one GEMM over the whole batch: unrolling and packing dominate at small channel counts.
 //! The input gradient is the transposed product scattered back with col2im; the weight gradient
 //! is the output gradient times the unrolled input. A 1x1 kernel with stride 1 and no padding
@@ -374,6 +376,15 @@ impl Geometry {
 
     /// The forward convolution of dense input `x` and weight `w`, as a dense `[n, o, p]` buffer.
     fn forward<E: Float>(&self, x: &[E], w: &[E], bias: Option<&[E]>) -> Vec<E> {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(x), Some(w), true) = (shift::f32s(x), shift::f32s(w), shift::usable(self)) {
+            return shift::from_f32s(shift::forward(
+                self,
+                x,
+                w,
+                bias.map(|b| shift::f32s(b).expect("bias is f32 like x")),
+            ));
+        }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         if self.is_pointwise() {
             let mut y = vec![E::zero(); self.n * self.o * p];
@@ -417,6 +428,10 @@ impl Geometry {
 
     /// The gradient w.r.t. the input of dense output gradient `gy` and weight `w`.
     fn input_grad<E: Float>(&self, gy: &[E], w: &[E]) -> Vec<E> {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(gy), Some(w), true) = (shift::f32s(gy), shift::f32s(w), shift::usable(self)) {
+            return shift::from_f32s(shift::input_grad(self, gy, w));
+        }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         let mut gx = vec![E::zero(); self.n * self.c * self.h * self.w];
         if self.is_pointwise() {
@@ -448,6 +463,10 @@ impl Geometry {
 
     /// The gradient w.r.t. the weight of dense input `x` and output gradient `gy`.
     fn weight_grad<E: Float>(&self, x: &[E], gy: &[E]) -> Vec<E> {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(x), Some(gy), true) = (shift::f32s(x), shift::f32s(gy), shift::usable(self)) {
+            return shift::from_f32s(shift::weight_grad(self, x, gy));
+        }
         let (p, og, cg, kg) = (self.p(), self.og(), self.cg(), self.kg());
         let mut gw = vec![E::zero(); self.o * kg];
         if self.is_pointwise() {
@@ -475,6 +494,649 @@ impl Geometry {
             }
         }
         gw
+    }
+}
+
+/// Stride-1 convolutions of `f32` without unrolling the input.
+///
+/// Each input plane is padded once (a copy only when there is padding) to `hp x wp`; output
+/// position `(oh, ow)` is then sweep index `q = oh * wp + ow`, and the input tap `(c, ki, kj)`
+/// it reads is `q + c * hp * wp + ki * dh * wp + kj * dw`: for every tap, the whole sweep reads
+/// one contiguous run of the padded planes. So the forward pass is a GEMM whose right operand
+/// rows are shifted windows of the input itself, computed by AVX-512 kernels straight from the
+/// planes; sweep positions with `ow >= wo` are computed and dropped (`wp / wo` extra work,
+/// against im2col's copy of `kh * kw` times the input). The weight gradient is the same sweep
+/// with the reduction along `q` (the output gradient laid out with row pitch `wp`, its extra
+/// columns masked off), and the input gradient is
+/// its adjoint: for every tap, the output gradient summed over output channels is added back
+/// into the padded planes at the tap's offset, and the padding is cropped. Samples are split
+/// across threads. Other convolutions (strided, `f64`, or without AVX-512) take im2col + GEMM.
+#[cfg(target_arch = "x86_64")]
+mod shift {
+    use std::any::{Any, TypeId};
+    use std::mem::MaybeUninit;
+    use std::sync::Mutex;
+
+    use super::super::matmul::{min_work_per_thread, num_threads, parallel_ranges};
+    use super::Geometry;
+    use crate::element::Element;
+
+    /// `s` as `f32`s when `E` is `f32`.
+    pub(super) fn f32s<E: Element>(s: &[E]) -> Option<&[f32]> {
+        // SAFETY: `E` is `f32` (same type id), so the slice's elements already are `f32`s.
+        (TypeId::of::<E>() == TypeId::of::<f32>())
+            .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+    }
+
+    /// A vector of `f32` as the `Vec<E>` it is (only called where `E` is `f32`).
+    pub(super) fn from_f32s<E: Element>(v: Vec<f32>) -> Vec<E> {
+        *(Box::new(v) as Box<dyn Any>).downcast::<Vec<E>>().expect("conv: f32 result for an f32 element type")
+    }
+
+    /// Runs `f` on every item, each on its own thread of the shared pool (a single item on the
+    /// calling thread).
+    fn run_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
+        if items.len() <= 1 {
+            items.into_iter().for_each(f);
+            return;
+        }
+        let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+        parallel_ranges(slots.len(), slots.len(), &|range| {
+            for slot in &slots[range] {
+                if let Some(t) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    f(t);
+                }
+            }
+        });
+    }
+
+    /// Threads for a batch of `n` samples of `work` multiply-adds each: as many as [`num_threads`]
+    /// allows while each gets at least [`min_work_per_thread`] and one sample.
+    fn batch_threads(n: usize, work: usize) -> usize {
+        let total = n.saturating_mul(work);
+        num_threads().min(n).min(total / min_work_per_thread().max(1)).max(1)
+    }
+
+    /// `0..n` cut into `parts` nearly equal ranges.
+    fn split(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        (0..parts).map(move |i| i * n / parts..(i + 1) * n / parts)
+    }
+
+    /// Whether the kernels apply: stride 1 and a CPU with AVX-512.
+    pub(super) fn usable(geo: &Geometry) -> bool {
+        geo.sh == 1 && geo.sw == 1 && std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// The sweep over a sample's padded planes, in 16-lane vectors.
+    pub(super) struct Sweep {
+        /// Padded width and plane size.
+        wp: usize,
+        plane: usize,
+        /// Sweep positions `0..qv` stay inside the padded planes for every tap.
+        qv: usize,
+        /// Per vector: the lanes below `qv` (safe to load) ...
+        pub(super) load: Vec<u16>,
+        /// ... the lanes that are output positions (`ow < wo`) ...
+        pub(super) valid: Vec<u16>,
+        /// ... and the output index of its first valid lane.
+        pub(super) start: Vec<usize>,
+        /// Per tap `(c, ki, kj)` of a group: its offset from the sweep position.
+        pub(super) offs: Vec<usize>,
+        /// Output positions, `ho * wo`: the valid lanes of all vectors.
+        pub(super) outputs: usize,
+    }
+
+    impl Sweep {
+        /// The sweep of a stride-1 convolution of `cg` planes of `hp x wp` (padding included).
+        fn new(geo: &Geometry, cg: usize, hp: usize, wp: usize) -> Self {
+            let (ho, wo, plane) = (geo.ho, geo.wo, hp * wp);
+            let qv = if ho * wo == 0 { 0 } else { (ho - 1) * wp + wo };
+            let nq = qv.div_ceil(16);
+            let (mut load, mut valid, mut start) = (vec![0; nq], vec![0; nq], vec![0; nq]);
+            for j in 0..nq {
+                let q0 = 16 * j;
+                start[j] = q0 / wp * wo + (q0 % wp).min(wo);
+                for (l, q) in (q0..q0 + 16).enumerate() {
+                    if q < qv {
+                        load[j] |= 1 << l;
+                        if q % wp < wo {
+                            valid[j] |= 1 << l;
+                        }
+                    }
+                }
+            }
+            let mut offs = Vec::with_capacity(cg * geo.kh * geo.kw);
+            for c in 0..cg {
+                for ki in 0..geo.kh {
+                    offs.extend((0..geo.kw).map(|kj| c * plane + ki * geo.dh * wp + kj * geo.dw));
+                }
+            }
+            Sweep { wp, plane, qv, load, valid, start, offs, outputs: ho * wo }
+        }
+
+        /// Elements a group's planes must hold for every tap of the sweep to stay inside them.
+        pub(super) fn extent(&self) -> usize {
+            self.offs.iter().max().map_or(0, |&o| o + self.qv)
+        }
+
+        /// Vectors per sweep.
+        fn nq(&self) -> usize {
+            self.load.len()
+        }
+    }
+
+    /// Copies `c` planes of `h x w` from `src` into the interiors of the `hp x wp` planes of
+    /// `dst`, at row `ph` and column `pw` (the borders of `dst` are left as they are: zero).
+    fn pad_planes(src: &[f32], (c, h, w): (usize, usize, usize), (ph, pw): (usize, usize), s: &Sweep, dst: &mut [f32]) {
+        for ch in 0..c {
+            let plane = &mut dst[ch * s.plane..][..s.plane];
+            for (r, row) in src[ch * h * w..][..h * w].chunks_exact(w).enumerate() {
+                plane[(r + ph) * s.wp + pw..][..w].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// The forward convolution of dense `x` and `w` (see the module doc), as a dense `[n, o, p]`.
+    pub(super) fn forward(geo: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let (p, og, cg, kg) = (geo.p(), geo.og(), geo.cg(), geo.kg());
+        let (hp, wp) = (geo.h + 2 * geo.ph, geo.w + 2 * geo.pw);
+        let sweep = Sweep::new(geo, cg, hp, wp);
+        let padded = geo.ph > 0 || geo.pw > 0;
+        let (x_len, y_len) = (geo.c * geo.h * geo.w, geo.o * p);
+        // Left uninitialised: the kernel writes every output (zero-filling first made LeNet's
+        // first convolution 1.17x slower).
+        let len = geo.n * y_len;
+        let mut y: Vec<f32> = Vec::with_capacity(len);
+        let threads = batch_threads(geo.n, geo.o * kg * sweep.nq() * 16);
+        let parts: Vec<_> = split(geo.n, threads)
+            .scan(&mut y.spare_capacity_mut()[..len], |rest, r| {
+                let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * y_len);
+                *rest = tail;
+                Some((r, part))
+            })
+            .collect();
+        run_each(parts, &|(range, ys): (std::ops::Range<usize>, &mut [MaybeUninit<f32>])| {
+            let mut buf = if padded { vec![0.0; geo.c * sweep.plane] } else { Vec::new() };
+            for (b, yb) in range.zip(ys.chunks_exact_mut(y_len)) {
+                let xb = &x[b * x_len..][..x_len];
+                let planes = if padded {
+                    pad_planes(xb, (geo.c, geo.h, geo.w), (geo.ph, geo.pw), &sweep, &mut buf);
+                    &buf[..]
+                } else {
+                    xb
+                };
+                for g in 0..geo.groups {
+                    avx512::forward(
+                        &planes[g * cg * sweep.plane..],
+                        &sweep,
+                        &w[g * og * kg..][..og * kg],
+                        bias.map(|b| &b[g * og..][..og]),
+                        &mut yb[g * og * p..][..og * p],
+                    );
+                }
+            }
+        });
+        // SAFETY: the parts cover `0..len`, and `avx512::forward` wrote every element of each
+        // group's outputs of each sample in them.
+        unsafe { y.set_len(len) };
+        y
+    }
+
+    /// A zeroed buffer whose start is aligned to a cache line, so the sweep rows in it (whole
+    /// vectors of 16) are read without loads split across lines.
+    struct Aligned {
+        store: Vec<f32>,
+        len: usize,
+    }
+
+    impl Aligned {
+        fn zeros(len: usize) -> Self {
+            Aligned { store: vec![0.0; len + 15], len }
+        }
+
+        fn get(&mut self) -> &mut [f32] {
+            let at = self.store.as_ptr().align_offset(64).min(15);
+            &mut self.store[at..at + self.len]
+        }
+    }
+
+    /// Lays out the `o` output gradient planes of one sample (`ho x wo` each) as sweep rows of
+    /// `16 * nq` elements with row pitch `wp`; the extra columns and the tail stay as they are
+    /// in `dst` (zero).
+    fn sweep_rows(gy: &[f32], geo: &Geometry, s: &Sweep, dst: &mut [f32]) {
+        let nqw = s.nq() * 16;
+        for (src, dst) in gy.chunks_exact(geo.p()).zip(dst.chunks_exact_mut(nqw)) {
+            for (row, d) in src.chunks_exact(geo.wo).zip(dst.chunks_mut(s.wp)) {
+                d[..geo.wo].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// The input gradient of dense `gy` and `w`: the adjoint of the forward sweep, which adds
+    /// `sum over o of w[o][k] * gy[o][q]` into the padded planes at `q + offs[k]` for every tap
+    /// `k` (output gradient rows laid out as sweep rows), then crops the padding.
+    pub(super) fn input_grad(geo: &Geometry, gy: &[f32], w: &[f32]) -> Vec<f32> {
+        let (og, cg, kg) = (geo.og(), geo.cg(), geo.kg());
+        let (hp, wp) = (geo.h + 2 * geo.ph, geo.w + 2 * geo.pw);
+        let sweep = Sweep::new(geo, cg, hp, wp);
+        let padded = geo.ph > 0 || geo.pw > 0;
+        let (nqw, x_len, y_len) = (sweep.nq() * 16, geo.c * geo.h * geo.w, geo.o * geo.p());
+        // Taps with the channel varying fastest: consecutive read-modify-writes of a tile then
+        // go to different planes instead of overlapping by all but one element.
+        let mut taps: Vec<usize> = (0..kg).collect();
+        taps.sort_by_key(|&k| (k % (geo.kh * geo.kw), k));
+        let mut gx = vec![0.0; geo.n * x_len];
+        let threads = batch_threads(geo.n, geo.o * kg * nqw);
+        let parts: Vec<_> = split(geo.n, threads)
+            .scan(&mut gx[..], |rest, r| {
+                let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * x_len);
+                *rest = tail;
+                Some((r, part))
+            })
+            .collect();
+        run_each(parts, &|(range, gxs): (std::ops::Range<usize>, &mut [f32])| {
+            let mut rows = Aligned::zeros(geo.o * nqw);
+            let rows = rows.get();
+            let mut buf = if padded { vec![0.0; geo.c * sweep.plane] } else { Vec::new() };
+            for (b, gxb) in range.zip(gxs.chunks_exact_mut(x_len)) {
+                sweep_rows(&gy[b * y_len..][..y_len], geo, &sweep, rows);
+                let planes = if padded {
+                    buf.fill(0.0);
+                    &mut buf[..]
+                } else {
+                    &mut gxb[..]
+                };
+                for g in 0..geo.groups {
+                    avx512::input_grad(
+                        &rows[g * og * nqw..][..og * nqw],
+                        &sweep,
+                        &taps,
+                        &w[g * og * kg..][..og * kg],
+                        &mut planes[g * cg * sweep.plane..],
+                    );
+                }
+                if padded {
+                    for (src, dst) in buf.chunks_exact(sweep.plane).zip(gxb.chunks_exact_mut(geo.h * geo.w)) {
+                        for (r, d) in dst.chunks_exact_mut(geo.w).enumerate() {
+                            d.copy_from_slice(&src[(r + geo.ph) * wp + geo.pw..][..geo.w]);
+                        }
+                    }
+                }
+            }
+        });
+        gx
+    }
+
+    /// L1-sized batch chunks of the weight gradient: as many samples (at least one) as keep the
+    /// operands of a kernel tile within 40 KiB, so the tile's sweeps over the chunk run from L1
+    /// (on LeNet's 6->16 layer, 4 samples a chunk ran 1.1x faster than 2; on its 1->6 layer, 1
+    /// ran 1.3x faster than 2).
+    const WEIGHT_GRAD_CHUNK_FLOATS: usize = 10 << 10;
+
+    /// The weight gradient of dense `x` and `gy` (see the module doc).
+    pub(super) fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
+        let (p, og, cg, kg) = (geo.p(), geo.og(), geo.cg(), geo.kg());
+        let (hp, wp) = (geo.h + 2 * geo.ph, geo.w + 2 * geo.pw);
+        let sweep = Sweep::new(geo, cg, hp, wp);
+        let padded = geo.ph > 0 || geo.pw > 0;
+        let (nqw, x_len) = (sweep.nq() * 16, geo.c * geo.h * geo.w);
+        let (xs, gs) = (geo.c * sweep.plane, geo.o * nqw);
+        // One tile's operands: up to 8 gradient rows and the group's planes per sample.
+        let per_sample = og.min(8) * nqw + cg * sweep.plane;
+        let per_chunk = (WEIGHT_GRAD_CHUNK_FLOATS / per_sample.max(1)).clamp(1, geo.n.max(1));
+        let threads = batch_threads(geo.n, geo.o * kg * nqw);
+        // Per thread, 16 lanes of partial sums per weight, added up at the end.
+        let mut partials = vec![vec![0.0; geo.o * kg * 16]; threads];
+        let items: Vec<_> = split(geo.n, threads).zip(partials.iter_mut()).collect();
+        run_each(items, &|(range, acc): (std::ops::Range<usize>, &mut Vec<f32>)| {
+            let mut xbuf = if padded { vec![0.0; per_chunk * xs] } else { Vec::new() };
+            let mut gstore = Aligned::zeros(per_chunk * gs);
+            let gbuf = gstore.get();
+            for n0 in range.clone().step_by(per_chunk) {
+                let nb = per_chunk.min(range.end - n0);
+                let xc = if padded {
+                    for (b, dst) in xbuf.chunks_exact_mut(xs).take(nb).enumerate() {
+                        pad_planes(
+                            &x[(n0 + b) * x_len..][..x_len],
+                            (geo.c, geo.h, geo.w),
+                            (geo.ph, geo.pw),
+                            &sweep,
+                            dst,
+                        );
+                    }
+                    &xbuf[..nb * xs]
+                } else {
+                    &x[n0 * x_len..][..nb * x_len]
+                };
+                sweep_rows(&gy[n0 * geo.o * p..][..nb * geo.o * p], geo, &sweep, gbuf);
+                for g in 0..geo.groups {
+                    avx512::weight_grad(
+                        (&xc[g * cg * sweep.plane..], xs),
+                        (&gbuf[g * og * nqw..nb * gs], gs),
+                        nb,
+                        &sweep,
+                        (og, kg),
+                        &mut acc[g * og * kg * 16..][..og * kg * 16],
+                    );
+                }
+            }
+        });
+        let mut gw = vec![0.0; geo.o * kg];
+        for acc in &partials {
+            for (g, lanes) in gw.iter_mut().zip(acc.chunks_exact(16)) {
+                *g += lanes.iter().sum::<f32>();
+            }
+        }
+        gw
+    }
+
+    /// The AVX-512 kernels, behind safe entry points that check every extent they touch.
+    mod avx512 {
+        use super::Sweep;
+        use std::arch::x86_64::*;
+        use std::mem::MaybeUninit;
+        use std::ops::Range;
+
+        /// `y[o][..] = bias[o] + sum over taps k of w[o][k] * planes[sweep + offs[k]]`, for the
+        /// `og` output channels of one group and sample (`y` is `og x p`, every element written).
+        pub(super) fn forward(planes: &[f32], s: &Sweep, w: &[f32], bias: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) {
+            let kg = s.offs.len();
+            let og = y.len().checked_div(s.outputs).unwrap_or(0);
+            assert!(planes.len() >= s.extent() && w.len() == og * kg, "conv: shift forward operands");
+            assert!(bias.is_none_or(|b| b.len() == og) && y.len() == og * s.outputs, "conv: shift forward output");
+            let args = Fwd {
+                x: planes.as_ptr(),
+                w: w.as_ptr(),
+                bias: bias.map(<[f32]>::as_ptr),
+                y: y.as_mut_ptr().cast(),
+                p: s.outputs,
+                og,
+                kg,
+            };
+            // SAFETY: avx512f was detected (`usable`); every tap offset plus every loaded sweep
+            // position stays inside `planes` (extent), `w` holds `og` rows of `kg` taps, and
+            // the valid lanes of each vector land inside `y`'s rows (checked above).
+            unsafe {
+                match og {
+                    7.. => fwd_sweep::<8, 3>(&args, s),
+                    3..=6 => fwd_sweep::<6, 4>(&args, s),
+                    _ => fwd_sweep::<2, 8>(&args, s),
+                }
+            }
+        }
+
+        struct Fwd {
+            x: *const f32,
+            w: *const f32,
+            bias: Option<*const f32>,
+            y: *mut f32,
+            p: usize,
+            og: usize,
+            kg: usize,
+        }
+
+        /// `MR` output channels by `NV` sweep vectors at a time; channel rows past `og` repeat
+        /// the last one and are not stored.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn fwd_sweep<const MR: usize, const NV: usize>(a: &Fwd, s: &Sweep) {
+            let mut j = s.load.len() / NV * NV;
+            // SAFETY: as the caller's, over vectors `0..j` and then the rest in smaller blocks.
+            unsafe {
+                fwd_tiles::<MR, NV>(a, s, 0..j);
+                while j < s.load.len() {
+                    let step = tail_block(s.load.len() - j);
+                    match step {
+                        4 => fwd_tiles::<MR, 4>(a, s, j..j + 4),
+                        2 => fwd_tiles::<MR, 2>(a, s, j..j + 2),
+                        _ => fwd_tiles::<MR, 1>(a, s, j..j + 1),
+                    }
+                    j += step;
+                }
+            }
+        }
+
+        /// The block of sweep vectors to take next when `left` remain after the full blocks, so
+        /// no tile computes vectors that are all masked off (a third of the work on a sweep of 9
+        /// vectors in blocks of 4).
+        fn tail_block(left: usize) -> usize {
+            match left {
+                4.. => 4,
+                2 | 3 => 2,
+                _ => 1,
+            }
+        }
+
+        /// The tiles of [`fwd_sweep`] over sweep vectors `js`, `NV` at a time.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn fwd_tiles<const MR: usize, const NV: usize>(a: &Fwd, s: &Sweep, js: Range<usize>) {
+            let nq = js.end;
+            if a.og == 0 {
+                return;
+            }
+            for j0 in js.step_by(NV) {
+                let (mut lm, mut vm) = ([0u16; NV], [0u16; NV]);
+                let n = NV.min(nq - j0);
+                lm[..n].copy_from_slice(&s.load[j0..j0 + n]);
+                vm[..n].copy_from_slice(&s.valid[j0..j0 + n]);
+                let xq = a.x.wrapping_add(16 * j0);
+                for o0 in (0..a.og).step_by(MR) {
+                    let row = |r: usize| (o0 + r).min(a.og - 1);
+                    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+                    if let Some(bias) = a.bias {
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            // SAFETY: `row(r) < og`, the length of the bias.
+                            *acc = [_mm512_set1_ps(unsafe { *bias.add(row(r)) }); NV];
+                        }
+                    }
+                    let mut wr = [a.w; MR];
+                    for (r, wr) in wr.iter_mut().enumerate() {
+                        *wr = a.w.wrapping_add(row(r) * a.kg);
+                    }
+                    for (k, &off) in s.offs.iter().enumerate() {
+                        let p = xq.wrapping_add(off);
+                        let mut xv = [_mm512_setzero_ps(); NV];
+                        for v in 0..NV {
+                            // SAFETY: only lanes below `qv` are read, inside the planes.
+                            xv[v] = unsafe { _mm512_maskz_loadu_ps(lm[v], p.wrapping_add(16 * v)) };
+                        }
+                        for r in 0..MR {
+                            // SAFETY: `k < kg` in a row of `w`.
+                            let wk = _mm512_set1_ps(unsafe { *wr[r].add(k) });
+                            for v in 0..NV {
+                                acc[r][v] = _mm512_fmadd_ps(wk, xv[v], acc[r][v]);
+                            }
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate().take(a.og - o0) {
+                        let mut d = a.y.wrapping_add((o0 + r) * a.p + s.start[j0]);
+                        for v in 0..NV {
+                            let n = vm[v].count_ones();
+                            let packed = _mm512_maskz_compress_ps(vm[v], acc[v]);
+                            // SAFETY: the valid lanes of the vector are the next `n` outputs of
+                            // the row, inside `y`.
+                            unsafe { _mm512_mask_storeu_ps(d, ((1u32 << n) - 1) as u16, packed) };
+                            d = d.wrapping_add(n as usize);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Adds `sum over o of w[o][k] * rows[o][q]` into `planes[q + offs[k]]` for every tap `k`
+        /// of one group and sample, taking the taps in the order of `taps`.
+        pub(super) fn input_grad(rows: &[f32], s: &Sweep, taps: &[usize], w: &[f32], planes: &mut [f32]) {
+            let (kg, nqw) = (s.offs.len(), s.load.len() * 16);
+            let og = w.len().checked_div(kg).unwrap_or(0);
+            if og == 0 || nqw == 0 {
+                return;
+            }
+            assert!(
+                w.len() == og * kg && rows.len() == og * nqw && planes.len() >= s.extent(),
+                "conv: shift input_grad"
+            );
+            assert!(taps.len() == kg && taps.iter().all(|&k| k < kg), "conv: shift input_grad taps");
+            let args = Ig { rows: rows.as_ptr(), w: w.as_ptr(), planes: planes.as_mut_ptr(), og, kg, taps };
+            // SAFETY: avx512f was detected (`usable`); the rows hold `og` sweeps of `nqw`, every
+            // tap is an index below `kg` into the rows of `w`, and the lanes below `qv` of every
+            // tap stay inside `planes` (extent), which is a unique borrow.
+            unsafe {
+                let mut j = s.load.len() / 4 * 4;
+                ig_tiles::<6, 4>(&args, s, 0..j);
+                while j < s.load.len() {
+                    let step = tail_block(s.load.len() - j);
+                    match step {
+                        2 => ig_tiles::<6, 2>(&args, s, j..j + 2),
+                        _ => ig_tiles::<6, 1>(&args, s, j..j + 1),
+                    }
+                    j += step;
+                }
+            }
+        }
+
+        struct Ig<'a> {
+            rows: *const f32,
+            w: *const f32,
+            planes: *mut f32,
+            og: usize,
+            kg: usize,
+            taps: &'a [usize],
+        }
+
+        /// `NK` taps by `NV` sweep vectors at a time, summed over the output channels in
+        /// registers, then added into the planes; taps past the end repeat the last one and are
+        /// not added.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn ig_tiles<const NK: usize, const NV: usize>(a: &Ig<'_>, s: &Sweep, js: Range<usize>) {
+            let (nq, nqw) = (js.end, s.load.len() * 16);
+            for j0 in js.step_by(NV) {
+                // Only the lanes that are output positions: the others must not carry `0 * inf`
+                // from the weights into the planes.
+                let mut lm = [0u16; NV];
+                let n = NV.min(nq - j0);
+                lm[..n].copy_from_slice(&s.valid[j0..j0 + n]);
+                for t0 in (0..a.kg).step_by(NK) {
+                    let mut tap = [0usize; NK];
+                    for (kk, tap) in tap.iter_mut().enumerate() {
+                        *tap = a.taps[(t0 + kk).min(a.kg - 1)];
+                    }
+                    let mut acc = [[_mm512_setzero_ps(); NV]; NK];
+                    for o in 0..a.og {
+                        let row = a.rows.wrapping_add(o * nqw + 16 * j0);
+                        let mut g = [_mm512_setzero_ps(); NV];
+                        for v in 0..NV {
+                            // SAFETY: vectors below `nq` of a row of `nqw` elements (others masked).
+                            g[v] = unsafe { _mm512_maskz_loadu_ps(lm[v], row.wrapping_add(16 * v)) };
+                        }
+                        for kk in 0..NK {
+                            // SAFETY: `o < og` and `tap[kk] < kg`, inside `w`.
+                            let wk = _mm512_set1_ps(unsafe { *a.w.add(o * a.kg + tap[kk]) });
+                            for v in 0..NV {
+                                acc[kk][v] = _mm512_fmadd_ps(wk, g[v], acc[kk][v]);
+                            }
+                        }
+                    }
+                    for (kk, acc) in acc.iter().enumerate().take(a.kg - t0) {
+                        let p = a.planes.wrapping_add(s.offs[tap[kk]] + 16 * j0);
+                        for v in 0..NV {
+                            let d = p.wrapping_add(16 * v);
+                            // SAFETY: only valid lanes (below `qv`) are touched, inside the planes.
+                            unsafe {
+                                let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lm[v], d), acc[v]);
+                                _mm512_mask_storeu_ps(d, lm[v], sum);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Adds, lane by lane, `sum over samples and sweep vectors of gy[o][q] * x[q + offs[k]]`
+        /// into `acc[o][k]` (16 lanes each) for a batch chunk of `nb` samples of one group:
+        /// `x` and `gy` are the group's planes and output gradient rows (pitch `16 * nq`) of the
+        /// chunk's first sample, with the given sample strides.
+        pub(super) fn weight_grad(
+            (x, xs): (&[f32], usize),
+            (gy, gs): (&[f32], usize),
+            nb: usize,
+            s: &Sweep,
+            (og, kg): (usize, usize),
+            acc: &mut [f32],
+        ) {
+            let nqw = s.load.len() * 16;
+            if nb == 0 || og == 0 || kg == 0 || nqw == 0 {
+                return;
+            }
+            assert!(x.len() >= (nb - 1) * xs + s.extent(), "conv: shift weight_grad input");
+            assert!(gy.len() >= (nb - 1) * gs + og * nqw && acc.len() == og * kg * 16, "conv: shift weight_grad");
+            let args = Wg { x: x.as_ptr(), xs, gy: gy.as_ptr(), gs, nb, og, kg, acc: acc.as_mut_ptr() };
+            // SAFETY: avx512f was detected (`usable`), and the extents were checked above: the
+            // valid lanes of every tap stay inside each sample's planes, every gradient row holds
+            // `nqw` elements, and `acc` holds 16 lanes per weight.
+            unsafe {
+                match og {
+                    7.. => wg_tiles::<8, 3>(&args, s),
+                    3..=6 => wg_tiles::<6, 4>(&args, s),
+                    _ => wg_tiles::<2, 8>(&args, s),
+                }
+            }
+        }
+
+        struct Wg {
+            x: *const f32,
+            xs: usize,
+            gy: *const f32,
+            gs: usize,
+            nb: usize,
+            og: usize,
+            kg: usize,
+            acc: *mut f32,
+        }
+
+        /// `MR` output channels by `NK` taps at a time; rows and taps past the end repeat the
+        /// last one and are not stored.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wg_tiles<const MR: usize, const NK: usize>(a: &Wg, s: &Sweep) {
+            let nqw = s.load.len() * 16;
+            for o0 in (0..a.og).step_by(MR) {
+                let mut gr = [0usize; MR];
+                for (r, gr) in gr.iter_mut().enumerate() {
+                    *gr = (o0 + r).min(a.og - 1) * nqw;
+                }
+                for k0 in (0..a.kg).step_by(NK) {
+                    let mut off = [0usize; NK];
+                    for (kk, off) in off.iter_mut().enumerate() {
+                        *off = s.offs[(k0 + kk).min(a.kg - 1)];
+                    }
+                    let mut acc = [[_mm512_setzero_ps(); NK]; MR];
+                    for b in 0..a.nb {
+                        let (xb, gb) = (a.x.wrapping_add(b * a.xs), a.gy.wrapping_add(b * a.gs));
+                        for (j, &m) in s.valid.iter().enumerate() {
+                            let mut xv = [_mm512_setzero_ps(); NK];
+                            for kk in 0..NK {
+                                // SAFETY: only valid lanes are read, inside the sample's planes.
+                                xv[kk] = unsafe { _mm512_maskz_loadu_ps(m, xb.wrapping_add(off[kk] + 16 * j)) };
+                            }
+                            for r in 0..MR {
+                                // SAFETY: vector `j` of a gradient row of `nqw` elements.
+                                let g = unsafe { _mm512_loadu_ps(gb.add(gr[r] + 16 * j)) };
+                                for kk in 0..NK {
+                                    acc[r][kk] = _mm512_fmadd_ps(g, xv[kk], acc[r][kk]);
+                                }
+                            }
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate().take(a.og - o0) {
+                        for (kk, &v) in acc.iter().enumerate().take(a.kg - k0) {
+                            // SAFETY: weight `(o0 + r, k0 + kk)` is inside `acc` (og x kg x 16).
+                            unsafe {
+                                let d = a.acc.add(((o0 + r) * a.kg + k0 + kk) * 16);
+                                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), v));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

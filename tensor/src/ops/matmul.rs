@@ -126,6 +126,12 @@ fn run_split(ctx: ThreadTreeCtx<'_>, units: Range<usize>, threads: usize, f: &(d
     ctx.join(|c| run_split(c, units.start..mid, left, f), |c| run_split(c, mid..units.end, threads - left, f));
 }
 
+/// Runs `f` over `0..units` split into `threads` nearly equal ranges on the shared pool (for
+/// kernels other than matmul that split their own work).
+pub(crate) fn parallel_ranges(units: usize, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    run_split(pool(threads).top(), 0..units, threads, f);
+}
+
 /// The output pointer shared by the threads of one product.
 #[derive(Clone, Copy)]
 struct OutPtr<E>(*mut E);
