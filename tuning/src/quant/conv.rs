@@ -169,17 +169,10 @@ impl QuantizedConv2d {
         let m = n * positions;
         // Requantized as `dequantize_accumulators` does, `(acc - zero_point * Σ_k w) * scale +
         // bias`, and written from each tile (rows: positions, columns: the group's channels)
-        // straight to its place in `[n, out, oh * ow]`. Per channel, each group's padded to
-        // whole panels so that a tile is requantized with fixed-length loops.
-        let np = og.div_ceil(NR) * NR;
-        let (mut offsets, mut multipliers, mut biases) =
-            (vec![0i32; o.groups * np], vec![0.0f32; o.groups * np], vec![0.0f32; o.groups * np]);
-        for c in 0..out {
-            let i = c / og * np + c % og;
-            offsets[i] = zero_point * self.packed[c / og].row_sums()[c % og];
-            multipliers[i] = scale * self.weight_scale[c];
-            biases[i] = self.bias.as_ref().map_or(0.0, |b| b[c]);
-        }
+        // straight to its place in `[n, out, oh * ow]`.
+        let offsets: Vec<i32> = (0..out).map(|c| zero_point * self.packed[c / og].row_sums()[c % og]).collect();
+        let multipliers: Vec<f32> = self.weight_scale.iter().map(|s| scale * s).collect();
+        let biases = self.bias.clone().unwrap_or_else(|| vec![0.0; out]);
         let pool = max_pool.map(|p| PlanePool::new(*p, oh, ow));
         let (yh, yw) = pool.as_ref().map_or((oh, ow), |p| (p.ho, p.wo));
         let mut y = Vec::with_capacity(n * out * yh * yw);
@@ -195,32 +188,34 @@ impl QuantizedConv2d {
                     geometry.fill_rows(&padded, &rows, g * cg, r0..(r0 + MR).min(m), buf, kp)
                 };
                 gemm_blocks(kernel, m, packed, WORD, fill, |r0, j0, tile| {
-                    let at = g * np + j0;
-                    let (off, mul, add) = (&offsets[at..at + NR], &multipliers[at..at + NR], &biases[at..at + NR]);
-                    let mut values = [0.0f32; MR * NR];
-                    for (v, acc) in values.chunks_exact_mut(NR).zip(tile.chunks_exact(NR)) {
-                        for j in 0..NR {
-                            let x = (acc[j] - off[j]) as f32 * mul[j] + add[j];
-                            v[j] = if relu { x.max(0.0) } else { x };
-                        }
-                    }
                     let channels = j0..og.min(j0 + NR);
                     let (b, p) = (r0 / positions, r0 % positions);
                     let plane = |b: usize, j: usize| (b * out + g * og + j) * positions;
+                    let requantize = |acc: i32, j: usize| {
+                        let c = g * og + j;
+                        let x = (acc - offsets[c]) as f32 * multipliers[c] + biases[c];
+                        if relu {
+                            x.max(0.0)
+                        } else {
+                            x
+                        }
+                    };
                     if p + MR <= positions {
-                        // The whole tile is in one image: MR consecutive positions per channel.
+                        // The whole tile is in one image: MR consecutive positions per channel,
+                        // requantized and stored as one short vector.
                         for j in channels {
+                            let acc: [i32; MR] = std::array::from_fn(|i| tile[i * NR + j - j0]);
                             let dst: &mut [f32; MR] =
                                 (&mut target[plane(b, j) + p..][..MR]).try_into().expect("MR outputs");
-                            for (i, d) in dst.iter_mut().enumerate() {
-                                *d = values[i * NR + j - j0];
+                            for (d, &a) in dst.iter_mut().zip(&acc) {
+                                *d = requantize(a, j);
                             }
                         }
                     } else {
                         let (mut b, mut p) = (b, p);
-                        for v in values.chunks_exact(NR).take(m - r0) {
+                        for acc in tile.chunks_exact(NR).take(m - r0) {
                             for j in channels.clone() {
-                                target[plane(b, j) + p] = v[j - j0];
+                                target[plane(b, j) + p] = requantize(acc[j - j0], j);
                             }
                             (b, p) = if p + 1 == positions { (b + 1, 0) } else { (b, p + 1) };
                         }
@@ -403,6 +398,14 @@ impl Geometry {
                 }
             }
             let mut dst = i * kp;
+            if dx == 1 && kw <= WORD {
+                // One copy per kernel row (LeNet's 5 x 5).
+                for &row in rows {
+                    buf[dst..][..WORD].copy_from_slice(&padded[corner + row..][..WORD]);
+                    dst += kw;
+                }
+                continue;
+            }
             for &row in rows {
                 let src = corner + row;
                 if dx == 1 {
