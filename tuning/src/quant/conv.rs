@@ -191,9 +191,12 @@ impl QuantizedConv2d {
                     let channels = j0..og.min(j0 + NR);
                     let (b, p) = (r0 / positions, r0 % positions);
                     let plane = |b: usize, j: usize| (b * out + g * og + j) * positions;
-                    let requantize = |acc: i32, j: usize| {
+                    let params = |j: usize| {
                         let c = g * og + j;
-                        let x = (acc - offsets[c]) as f32 * multipliers[c] + biases[c];
+                        (offsets[c], multipliers[c], biases[c])
+                    };
+                    let requantize = |acc: i32, (offset, multiplier, bias): (i32, f32, f32)| {
+                        let x = (acc - offset) as f32 * multiplier + bias;
                         if relu {
                             x.max(0.0)
                         } else {
@@ -207,15 +210,16 @@ impl QuantizedConv2d {
                             let acc: [i32; MR] = std::array::from_fn(|i| tile[i * NR + j - j0]);
                             let dst: &mut [f32; MR] =
                                 (&mut target[plane(b, j) + p..][..MR]).try_into().expect("MR outputs");
+                            let params = params(j);
                             for (d, &a) in dst.iter_mut().zip(&acc) {
-                                *d = requantize(a, j);
+                                *d = requantize(a, params);
                             }
                         }
                     } else {
                         let (mut b, mut p) = (b, p);
                         for acc in tile.chunks_exact(NR).take(m - r0) {
                             for j in channels.clone() {
-                                target[plane(b, j) + p] = requantize(acc[j - j0], j);
+                                target[plane(b, j) + p] = requantize(acc[j - j0], params(j));
                             }
                             (b, p) = if p + 1 == positions { (b + 1, 0) } else { (b, p + 1) };
                         }
