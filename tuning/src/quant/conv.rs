@@ -1,6 +1,6 @@
 //! An int8 Conv2d through im2col and the int8 GEMM.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 
 use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
@@ -15,7 +15,10 @@ use super::simd::quantize_u8_into;
 /// A Conv2d with int8 weights (symmetric, per output channel) and uint8 inputs (per tensor):
 /// the input is quantized, unfolded into patches (im2col, padding with the zero point, which
 /// stands for 0.0) and multiplied with each group's weight `[out / groups, in / groups * kh * kw]`
-/// by the int8 GEMM; the accumulators are requantized to f32 with the bias added.
+/// by the int8 GEMM; the accumulators are requantized to f32 with the bias added. The patches
+/// are made a few output positions at a time, just before the GEMM kernel reads them, and each
+/// tile of accumulators is requantized straight into the `[n, out, oh, ow]` output, so that
+/// neither the patch matrix nor an i32 matrix is ever stored.
 ///
 /// ```
 /// use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
@@ -164,7 +167,6 @@ impl QuantizedConv2d {
             }
         };
         let geometry = Geometry { n, cin, h, w, oh, ow, kh, kw, options: *o };
-        let padded = geometry.pad_quantized(xs, scale, zero_point);
         let (og, positions) = (out / o.groups, oh * ow);
         let m = n * positions;
         // Requantized as `dequantize_accumulators` does, `(acc - zero_point * Σ_k w) * scale +
@@ -176,6 +178,8 @@ impl QuantizedConv2d {
         let pool = max_pool.map(|p| PlanePool::new(*p, oh, ow));
         let (yh, yw) = pool.as_ref().map_or((oh, ow), |p| (p.ho, p.wo));
         let mut y = Vec::with_capacity(n * out * yh * yw);
+        let mut padded = PADDED.take();
+        geometry.pad_quantized(xs, scale, zero_point, &mut padded);
         UNPOOLED.with_borrow_mut(|unpooled| {
             // Before pooling the output goes to a buffer kept from call to call (a fresh one
             // costs a page fault per 4 KiB written).
@@ -232,6 +236,7 @@ impl QuantizedConv2d {
                 }
             }
         });
+        PADDED.set(padded);
         Tensor::from_vec(y, &[n, out, yh, yw])
     }
 }
@@ -239,6 +244,9 @@ impl QuantizedConv2d {
 thread_local! {
     /// The unpooled output of [`QuantizedConv2d::forward_fused`], reused from call to call.
     static UNPOOLED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The quantized, padded input of [`QuantizedConv2d::forward`], reused from call to call (a
+    /// fresh one over 128 KiB is mapped and faulted in page by page on every call).
+    static PADDED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Max pooling of one `h x w` plane, as [`Tensor::max_pool2d`] (padding never wins).
@@ -332,7 +340,7 @@ struct Geometry {
     options: Conv2dOptions,
 }
 
-/// Bytes copied at once by [`Geometry::im2col`]; buffers carry this much slack at their end.
+/// Bytes copied at once by [`Geometry::fill_rows`]; buffers carry this much slack at their end.
 const WORD: usize = 8;
 
 impl Geometry {
@@ -341,22 +349,23 @@ impl Geometry {
         (self.h + 2 * self.options.padding[0], self.w + 2 * self.options.padding[1])
     }
 
-    /// The input `[n, cin, h, w]` quantized to uint8, each plane surrounded by its padding,
-    /// filled with the zero point (which stands exactly for 0.0), plus [`WORD`] bytes of slack.
-    fn pad_quantized(&self, x: &[f32], scale: f32, zero_point: i32) -> Vec<u8> {
+    /// Replaces `out` with the input `[n, cin, h, w]` quantized to uint8, each plane surrounded
+    /// by its padding, filled with the zero point (which stands exactly for 0.0), plus [`WORD`]
+    /// bytes of slack.
+    fn pad_quantized(&self, x: &[f32], scale: f32, zero_point: i32, out: &mut Vec<u8>) {
         let (hp, wp) = self.padded();
         let [ph, pw] = self.options.padding;
-        let mut out = vec![zero_point as u8; self.n * self.cin * hp * wp + WORD];
+        out.clear();
+        out.resize(self.n * self.cin * hp * wp + WORD, zero_point as u8);
         if (ph, pw) == (0, 0) {
             quantize_u8_into(x, scale, zero_point, &mut out[..x.len()]);
-            return out;
+            return;
         }
         for (plane, src) in x.chunks_exact(self.h * self.w).enumerate() {
             for (y, row) in src.chunks_exact(self.w).enumerate() {
                 quantize_u8_into(row, scale, zero_point, &mut out[(plane * hp + y + ph) * wp + pw..][..self.w]);
             }
         }
-        out
     }
 
     /// Where each kernel row `(c, ky)` of a group of `channels` input channels starts, relative

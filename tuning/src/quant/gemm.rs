@@ -11,7 +11,10 @@
 //! A quantized layer uses the fused path: [`PackedA::quantize`] writes its f32 input, quantized,
 //! straight into the padded layout the kernels read, and [`gemm_dequantize`] turns each
 //! [`MR`] x [`NR`] tile of accumulators into f32 outputs (bias, optional ReLU) as it leaves
-//! the kernel, so neither a separate u8 copy nor an i32 matrix is made.
+//! the kernel, so neither a separate u8 copy nor an i32 matrix is made. A quantized Conv2d
+//! writes `A` itself, [`MR`] rows at a time, from its input (im2col in cache), and requantizes
+//! each tile straight into its output. A panel with at most `NR / 2` valid columns (a
+//! convolution with few output channels) runs a kernel of half the width.
 //!
 //! ```
 //! use ferrograd_tuning::quant::gemm::{gemm_u8i8, PackedB};
