@@ -13,13 +13,16 @@
 //! interleaved (A, B, C, A, B, C, ...) and the best round of each and the ratios are printed, as
 //! the machine is shared and drifts.
 //!
+//! The same for the LeNet CNN (conv 1->6 5x5 pad 2, ReLU, max pool 2, conv 6->16 5x5, ReLU, max
+//! pool 2, 400-120-84-10, random weights) on a batch of 128 MNIST-sized images (`cnn_b128`).
+//!
 //! `cargo bench --bench quant -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferrograd::nn::layers::{Linear, ReLU, Sequential};
+use ferrograd::nn::layers::{Conv2d, Conv2dConfig, Linear, MaxPool2d, ReLU, Sequential};
 use ferrograd::nn::Module;
 use ferrograd::prelude::{no_grad, Var};
 use ferrograd::tensor::{set_num_threads, Tensor};
@@ -115,21 +118,7 @@ fn bench_mlp(c: &mut Criterion) {
     let runs: [(&str, &dyn Fn() -> Tensor<f32>); 3] =
         [("fp32", &run_fp32), ("dynamic_int8", &|| dynamic.forward(&x)), ("static_int8", &|| stat.forward(&x))];
 
-    let mut best = [f64::INFINITY; 3];
-    for _ in 0..15 {
-        for (b, (_, f)) in best.iter_mut().zip(&runs) {
-            let t = Instant::now();
-            for _ in 0..100 {
-                black_box(f());
-            }
-            *b = b.min(t.elapsed().as_secs_f64() / 100.0);
-        }
-    }
-    println!("mlp 784-128-64-10, batch {BATCH}, interleaved, best of 15 rounds of 100 calls:");
-    for ((name, _), b) in runs.iter().zip(best) {
-        println!("  {name:<13} {:.4} ms/batch  fp32/this = {:.2}x", 1e3 * b, best[0] / b);
-    }
-
+    interleaved(&format!("mlp 784-128-64-10, batch {BATCH}"), &runs, 100);
     let mut group = c.benchmark_group("mlp_b128");
     for (name, f) in runs {
         group.bench_function(name, |bch| bch.iter(|| black_box(f())));
@@ -137,5 +126,74 @@ fn bench_mlp(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_gemm, bench_quantize, bench_mlp);
+/// Times `runs` interleaved (A, B, C, A, B, C, ...), 15 rounds of `calls` calls each, and prints
+/// the best round of each with its speed-up over the first.
+fn interleaved(title: &str, runs: &[(&str, &dyn Fn() -> Tensor<f32>)], calls: usize) {
+    let mut best = vec![f64::INFINITY; runs.len()];
+    for _ in 0..15 {
+        for (b, (_, f)) in best.iter_mut().zip(runs) {
+            let t = Instant::now();
+            for _ in 0..calls {
+                black_box(f());
+            }
+            *b = b.min(t.elapsed().as_secs_f64() / calls as f64);
+        }
+    }
+    println!("{title}, interleaved, best of 15 rounds of {calls} calls:");
+    for ((name, _), b) in runs.iter().zip(&best) {
+        println!("  {name:<13} {:.4} ms/batch  fp32/this = {:.2}x", 1e3 * b, best[0] / b);
+    }
+}
+
+fn bench_cnn(c: &mut Criterion) {
+    set_num_threads(1);
+    const BATCH: usize = 128;
+    let mut rng = StdRng::seed_from_u64(3);
+    let pad2 = Conv2dConfig { padding: [2, 2], ..Default::default() };
+    let convs = [Conv2d::with_config(1, 6, [5, 5], pad2, &mut rng), Conv2d::new(6, 16, [5, 5], &mut rng)];
+    let fcs = [Linear::new(400, 120, &mut rng), Linear::new(120, 84, &mut rng), Linear::new(84, 10, &mut rng)];
+    let pool = MaxPool2d::new([2, 2]);
+    let layers = [
+        FloatLayer::Conv2d(&convs[0]),
+        FloatLayer::ReLU,
+        FloatLayer::MaxPool2d(pool),
+        FloatLayer::Conv2d(&convs[1]),
+        FloatLayer::ReLU,
+        FloatLayer::MaxPool2d(pool),
+        FloatLayer::Flatten,
+        FloatLayer::Linear(&fcs[0]),
+        FloatLayer::ReLU,
+        FloatLayer::Linear(&fcs[1]),
+        FloatLayer::ReLU,
+        FloatLayer::Linear(&fcs[2]),
+    ];
+    let calibration: Vec<Tensor<f32>> =
+        (0..2).map(|_| Tensor::<f32>::rand_uniform(&[BATCH, 1, 28, 28], 0.0, 1.0, &mut rng)).collect();
+    let dynamic = QuantizedSequential::dynamic(&layers);
+    let stat = QuantizedSequential::calibrated(&layers, &calibration, || {
+        Box::new(MinMaxObserver::new(ObserverConfig::activations()))
+    });
+    let x = Tensor::<f32>::rand_uniform(&[BATCH, 1, 28, 28], 0.0, 1.0, &mut rng);
+    let run_fp32 = || {
+        no_grad(|| {
+            let mut h = Var::constant(x.clone());
+            for conv in &convs {
+                h = conv.forward(&h).relu().max_pool2d(&pool.options);
+            }
+            let h = h.reshape(&[BATCH, 400]);
+            let h = fcs[1].forward(&fcs[0].forward(&h).relu()).relu();
+            fcs[2].forward(&h).into_data()
+        })
+    };
+    let runs: [(&str, &dyn Fn() -> Tensor<f32>); 3] =
+        [("fp32", &run_fp32), ("dynamic_int8", &|| dynamic.forward(&x)), ("static_int8", &|| stat.forward(&x))];
+    interleaved(&format!("LeNet CNN, batch {BATCH}"), &runs, 10);
+    let mut group = c.benchmark_group("cnn_b128");
+    for (name, f) in runs {
+        group.bench_function(name, |bch| bch.iter(|| black_box(f())));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_gemm, bench_quantize, bench_mlp, bench_cnn);
 criterion_main!(benches);

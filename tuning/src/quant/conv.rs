@@ -1,19 +1,24 @@
 //! An int8 Conv2d through im2col and the int8 GEMM.
 
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 
 use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
 
-use super::gemm::{gemm_u8i8, PackedB};
+use super::gemm::{gemm_blocks, Kernel, PackedB, MR, NR};
 use super::model::InputQuant;
-use super::simd::min_max;
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
-use super::qtensor::{quantize_u8, QDtype, QParams, QScheme};
+use super::qtensor::{QDtype, QParams, QScheme};
+use super::simd::min_max;
+use super::simd::quantize_u8_into;
 
 /// A Conv2d with int8 weights (symmetric, per output channel) and uint8 inputs (per tensor):
 /// the input is quantized, unfolded into patches (im2col, padding with the zero point, which
 /// stands for 0.0) and multiplied with each group's weight `[out / groups, in / groups * kh * kw]`
-/// by the int8 GEMM; the accumulators are requantized to f32 with the bias added.
+/// by the int8 GEMM; the accumulators are requantized to f32 with the bias added. The patches
+/// are made a few output positions at a time, just before the GEMM kernel reads them, and each
+/// tile of accumulators is requantized straight into the `[n, out, oh, ow]` output, so that
+/// neither the patch matrix nor an i32 matrix is ever stored.
 ///
 /// ```
 /// use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
@@ -162,46 +167,86 @@ impl QuantizedConv2d {
             }
         };
         let geometry = Geometry { n, cin, h, w, oh, ow, kh, kw, options: *o };
-        let padded = geometry.pad(&quantize_u8(xs, scale, zero_point), zero_point as u8);
         let (og, positions) = (out / o.groups, oh * ow);
-        let accumulators: Vec<Vec<i32>> = (self.packed.iter().enumerate())
-            .map(|(g, packed)| gemm_u8i8(&geometry.im2col(&padded, g * cg..(g + 1) * cg), n * positions, packed))
-            .collect();
+        let m = n * positions;
         // Requantized as `dequantize_accumulators` does, `(acc - zero_point * Σ_k w) * scale +
-        // bias`, and moved from [n, oh * ow, out / groups] per group to [n, out, oh * ow], in
-        // the output's order.
-        let per_channel: Vec<(i32, f32, f32)> = (0..out)
-            .map(|c| {
-                let row_sum = self.packed[c / og].row_sums()[c % og];
-                (zero_point * row_sum, scale * self.weight_scale[c], self.bias.as_ref().map_or(0.0, |b| b[c]))
-            })
-            .collect();
+        // bias`, and written from each tile (rows: positions, columns: the group's channels)
+        // straight to its place in `[n, out, oh * ow]`.
+        let offsets: Vec<i32> = (0..out).map(|c| zero_point * self.packed[c / og].row_sums()[c % og]).collect();
+        let multipliers: Vec<f32> = self.weight_scale.iter().map(|s| scale * s).collect();
+        let biases = self.bias.clone().unwrap_or_else(|| vec![0.0; out]);
         let pool = max_pool.map(|p| PlanePool::new(*p, oh, ow));
         let (yh, yw) = pool.as_ref().map_or((oh, ow), |p| (p.ho, p.wo));
         let mut y = Vec::with_capacity(n * out * yh * yw);
-        let mut plane = Vec::with_capacity(if pool.is_some() { positions } else { 0 });
-        for b in 0..n {
-            for (c, &(offset, multiplier, bias)) in per_channel.iter().enumerate() {
-                let acc = &accumulators[c / og][b * positions * og + c % og..][..(positions - 1) * og + 1];
-                let values = (0..positions).map(|p| (acc[p * og] - offset) as f32 * multiplier + bias);
-                let target = if pool.is_some() {
-                    plane.clear();
-                    &mut plane
-                } else {
-                    &mut y
+        let mut padded = PADDED.take();
+        geometry.pad_quantized(xs, scale, zero_point, &mut padded);
+        UNPOOLED.with_borrow_mut(|unpooled| {
+            // Before pooling the output goes to a buffer kept from call to call (a fresh one
+            // costs a page fault per 4 KiB written).
+            let target: &mut Vec<f32> = if pool.is_some() { &mut *unpooled } else { &mut y };
+            target.resize(n * out * positions, 0.0);
+            let kernel = Kernel::best();
+            let rows = geometry.kernel_rows(cg);
+            for (g, packed) in self.packed.iter().enumerate() {
+                let fill = |r0: usize, buf: &mut [u8], kp: usize| {
+                    geometry.fill_rows(&padded, &rows, g * cg, r0..(r0 + MR).min(m), buf, kp)
                 };
-                if relu {
-                    target.extend(values.map(|v| v.max(0.0)));
-                } else {
-                    target.extend(values);
-                }
-                if let Some(pool) = &pool {
-                    pool.apply(&plane, &mut y);
+                gemm_blocks(kernel, m, packed, WORD, fill, |r0, j0, tile| {
+                    let channels = j0..og.min(j0 + NR);
+                    let (b, p) = (r0 / positions, r0 % positions);
+                    let plane = |b: usize, j: usize| (b * out + g * og + j) * positions;
+                    let params = |j: usize| {
+                        let c = g * og + j;
+                        (offsets[c], multipliers[c], biases[c])
+                    };
+                    let requantize = |acc: i32, (offset, multiplier, bias): (i32, f32, f32)| {
+                        let x = (acc - offset) as f32 * multiplier + bias;
+                        if relu {
+                            x.max(0.0)
+                        } else {
+                            x
+                        }
+                    };
+                    if p + MR <= positions {
+                        // The whole tile is in one image: MR consecutive positions per channel,
+                        // requantized and stored as one short vector.
+                        for j in channels {
+                            let acc: [i32; MR] = std::array::from_fn(|i| tile[i * NR + j - j0]);
+                            let dst: &mut [f32; MR] =
+                                (&mut target[plane(b, j) + p..][..MR]).try_into().expect("MR outputs");
+                            let params = params(j);
+                            for (d, &a) in dst.iter_mut().zip(&acc) {
+                                *d = requantize(a, params);
+                            }
+                        }
+                    } else {
+                        let (mut b, mut p) = (b, p);
+                        for acc in tile.chunks_exact(NR).take(m - r0) {
+                            for j in channels.clone() {
+                                target[plane(b, j) + p] = requantize(acc[j - j0], params(j));
+                            }
+                            (b, p) = if p + 1 == positions { (b + 1, 0) } else { (b, p + 1) };
+                        }
+                    }
+                });
+            }
+            if let Some(pool) = &pool {
+                for plane in unpooled.chunks_exact(positions) {
+                    pool.apply(plane, &mut y);
                 }
             }
-        }
+        });
+        PADDED.set(padded);
         Tensor::from_vec(y, &[n, out, yh, yw])
     }
+}
+
+thread_local! {
+    /// The unpooled output of [`QuantizedConv2d::forward_fused`], reused from call to call.
+    static UNPOOLED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The quantized, padded input of [`QuantizedConv2d::forward`], reused from call to call (a
+    /// fresh one over 128 KiB is mapped and faulted in page by page on every call).
+    static PADDED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Max pooling of one `h x w` plane, as [`Tensor::max_pool2d`] (padding never wins).
@@ -295,7 +340,7 @@ struct Geometry {
     options: Conv2dOptions,
 }
 
-/// Bytes copied at once by [`Geometry::im2col`]; buffers carry this much slack at their end.
+/// Bytes copied at once by [`Geometry::fill_rows`]; buffers carry this much slack at their end.
 const WORD: usize = 8;
 
 impl Geometry {
@@ -304,62 +349,99 @@ impl Geometry {
         (self.h + 2 * self.options.padding[0], self.w + 2 * self.options.padding[1])
     }
 
-    /// The quantized input `[n, cin, h, w]` with each plane surrounded by its padding, filled
-    /// with the zero point (which stands exactly for 0.0), plus [`WORD`] bytes of slack.
-    fn pad(&self, q: &[u8], zero_point: u8) -> Vec<u8> {
+    /// Replaces `out` with the input `[n, cin, h, w]` quantized to uint8, each plane surrounded
+    /// by its padding, filled with the zero point (which stands exactly for 0.0), plus [`WORD`]
+    /// bytes of slack.
+    fn pad_quantized(&self, x: &[f32], scale: f32, zero_point: i32, out: &mut Vec<u8>) {
         let (hp, wp) = self.padded();
         let [ph, pw] = self.options.padding;
-        let mut out = vec![zero_point; self.n * self.cin * hp * wp + WORD];
-        for (plane, src) in q.chunks_exact(self.h * self.w).enumerate() {
+        out.clear();
+        out.resize(self.n * self.cin * hp * wp + WORD, zero_point as u8);
+        if (ph, pw) == (0, 0) {
+            quantize_u8_into(x, scale, zero_point, &mut out[..x.len()]);
+            return;
+        }
+        for (plane, src) in x.chunks_exact(self.h * self.w).enumerate() {
             for (y, row) in src.chunks_exact(self.w).enumerate() {
-                out[(plane * hp + y + ph) * wp + pw..][..self.w].copy_from_slice(row);
+                quantize_u8_into(row, scale, zero_point, &mut out[(plane * hp + y + ph) * wp + pw..][..self.w]);
             }
         }
-        out
     }
 
-    /// Patches of input channels `channels` of the padded input: one row per output position
-    /// (`n * oh * ow` rows), columns in the weight's `(in, kh, kw)` order.
+    /// Where each kernel row `(c, ky)` of a group of `channels` input channels starts, relative
+    /// to a patch's top-left corner in the group's first channel of the padded input.
+    fn kernel_rows(&self, channels: usize) -> Vec<usize> {
+        let (hp, wp) = self.padded();
+        let dy = self.options.dilation[0];
+        (0..channels).flat_map(|c| (0..self.kh).map(move |ky| c * hp * wp + ky * dy * wp)).collect()
+    }
+
+    /// Patches of the padded input for output positions `positions` (of `n * oh * ow`), one
+    /// row of `buf` each at a stride of `kp` bytes, columns in the weight's `(in, kh, kw)` order
+    /// from input channel `first` on; `rows` from [`Geometry::kernel_rows`].
     ///
     /// Without dilation along the width, the `kw` taps of a kernel row are contiguous in the
     /// padded input and are copied [`WORD`] bytes at a time: a copy may run up to `WORD - 1`
-    /// bytes past its segment, into the place of the next segment, which is written after it
-    /// (rows and segments are written in increasing order; the slack absorbs the last one).
-    fn im2col(&self, padded: &[u8], channels: Range<usize>) -> Vec<u8> {
-        let Geometry { n, cin, oh, ow, kh, kw, options: o, .. } = *self;
+    /// bytes past its segment, into the place of the next segment or the row's padding, which
+    /// is written after it or never counted (`buf` has `WORD` bytes of slack for the last row).
+    fn fill_rows(
+        &self,
+        padded: &[u8],
+        rows: &[usize],
+        first: usize,
+        positions: Range<usize>,
+        buf: &mut [u8],
+        kp: usize,
+    ) {
+        let Geometry { cin, oh, ow, kw, options: o, .. } = *self;
         let (hp, wp) = self.padded();
-        let k = channels.len() * kh * kw;
-        let len = n * oh * ow * k;
-        let mut cols = vec![0u8; len + WORD];
-        let (plane, [sy, sx], [dy, dx]) = (hp * wp, o.stride, o.dilation);
-        // Where each kernel row `(c, ky)` starts, relative to the patch's top-left corner in
-        // the first channel of the group.
-        let rows: Vec<usize> =
-            (0..channels.len()).flat_map(|c| (0..kh).map(move |ky| c * plane + ky * dy * wp)).collect();
-        let mut dst = 0;
-        for b in 0..n {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let corner = (b * cin + channels.start) * plane + oy * sy * wp + ox * sx;
-                    for &row in &rows {
-                        let src = corner + row;
-                        if dx == 1 {
-                            let mut j = 0;
-                            while j < kw {
-                                cols[dst + j..][..WORD].copy_from_slice(&padded[src + j..][..WORD]);
-                                j += WORD;
-                            }
-                        } else {
-                            for kx in 0..kw {
-                                cols[dst + kx] = padded[src + kx * dx];
-                            }
-                        }
-                        dst += kw;
-                    }
+        let ([sy, sx], dx) = (o.stride, o.dilation[1]);
+        // The coordinates of the first position, then stepped (a division per row cost as much
+        // as the copies).
+        let (mut b, mut oy, mut ox) = (positions.start / (oh * ow), positions.start / ow % oh, positions.start % ow);
+        // What the copies of one position may touch past its corner and its row of `buf`.
+        let src_span = rows.iter().max().map_or(0, |&r| r + WORD);
+        let dst_span = rows.len().saturating_sub(1) * kw + WORD;
+        for i in 0..positions.len() {
+            let corner = (b * cin + first) * hp * wp + oy * sy * wp + ox * sx;
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+                if oy == oh {
+                    oy = 0;
+                    b += 1;
                 }
             }
+            let mut dst = i * kp;
+            if dx == 1 && kw <= WORD {
+                // One copy per kernel row (LeNet's 5 x 5), bounds checked once per position: with
+                // a check per copy, the checks took as long as the copies.
+                let src = &padded[corner..corner + src_span];
+                let dst = &mut buf[dst..dst + dst_span];
+                for (t, &row) in rows.iter().enumerate() {
+                    // SAFETY: `row + WORD <= src_span` and `t * kw + WORD <= dst_span` (as
+                    // `t < rows.len()`), so both ranges are inside their slices, which do not
+                    // overlap (one is borrowed mutably).
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(row), dst.as_mut_ptr().add(t * kw), WORD) };
+                }
+                continue;
+            }
+            for &row in rows {
+                let src = corner + row;
+                if dx == 1 {
+                    let mut j = 0;
+                    while j < kw {
+                        buf[dst + j..][..WORD].copy_from_slice(&padded[src + j..][..WORD]);
+                        j += WORD;
+                    }
+                } else {
+                    for kx in 0..kw {
+                        buf[dst + kx] = padded[src + kx * dx];
+                    }
+                }
+                dst += kw;
+            }
         }
-        cols.truncate(len);
-        cols
     }
 }

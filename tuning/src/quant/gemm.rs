@@ -11,7 +11,10 @@
 //! A quantized layer uses the fused path: [`PackedA::quantize`] writes its f32 input, quantized,
 //! straight into the padded layout the kernels read, and [`gemm_dequantize`] turns each
 //! [`MR`] x [`NR`] tile of accumulators into f32 outputs (bias, optional ReLU) as it leaves
-//! the kernel, so neither a separate u8 copy nor an i32 matrix is made.
+//! the kernel, so neither a separate u8 copy nor an i32 matrix is made. A quantized Conv2d
+//! writes `A` itself, [`MR`] rows at a time, from its input (im2col in cache), and requantizes
+//! each tile straight into its output. A panel with at most `NR / 2` valid columns (a
+//! convolution with few output channels) runs a kernel of half the width.
 //!
 //! ```
 //! use ferrograd_tuning::quant::gemm::{gemm_u8i8, PackedB};
@@ -291,9 +294,10 @@ fn gemm_tiles(kernel: Kernel, a: &PackedA, b: &PackedB, mut store: impl FnMut(us
     let mut tile = [0i32; MR * NR];
     for p in 0..b.n.div_ceil(NR) {
         let panel = &b.data[p * groups * NR * 4..(p + 1) * groups * NR * 4];
+        let width = Width::of_panel(b.n, p);
         for r0 in (0..mp).step_by(MR) {
             let rows = &a.data[r0 * kp..(r0 + MR) * kp];
-            run_kernel(kernel, rows, panel, groups, &mut tile);
+            run_kernel(kernel, rows, panel, groups, width, &mut tile);
             for r in r0..(r0 + MR).min(m) {
                 let t: &[i32; NR] = tile[(r - r0) * NR..(r - r0 + 1) * NR].try_into().expect("NR accumulators");
                 store(r, p * NR, t);
@@ -302,32 +306,89 @@ fn gemm_tiles(kernel: Kernel, a: &PackedA, b: &PackedB, mut store: impl FnMut(us
     }
 }
 
+/// The driver under the GEMMs, for an `A` (`m x b.k()`) that the caller writes [`MR`] rows at a
+/// time: for each block of rows `r0..r0 + MR`, `fill(r0, rows, kp)` writes rows `r0..min(r0 +
+/// MR, m)` at a stride of `kp` bytes (`b.k()` rounded up to 4) into `rows` (`MR * kp + slack`
+/// bytes; what it leaves, or writes, in the padding of a row and in rows past `m` is never
+/// counted, as `B` is zero there), then every `MR x NR` tile of that block goes to
+/// `store(r0, first column, tile)`, rows past `m` included (columns past `n` hold zeros).
+///
+/// A convolution fills the rows from its input (im2col a block at a time, in cache), so that no
+/// patch matrix is made. Panels with at most 16 valid columns run a kernel of half the width.
+pub(super) fn gemm_blocks(
+    kernel: Kernel,
+    m: usize,
+    b: &PackedB,
+    slack: usize,
+    mut fill: impl FnMut(usize, &mut [u8], usize),
+    mut store: impl FnMut(usize, usize, &[i32; MR * NR]),
+) {
+    assert!(kernel.is_available(), "gemm_u8i8: kernel {kernel:?} is not available on this CPU");
+    let groups = b.groups;
+    let kp = groups * 4;
+    let mut rows = vec![0u8; MR * kp + slack];
+    let mut tile = [0i32; MR * NR];
+    for r0 in (0..m).step_by(MR) {
+        fill(r0, &mut rows, kp);
+        for p in 0..b.n.div_ceil(NR) {
+            let panel = &b.data[p * groups * NR * 4..(p + 1) * groups * NR * 4];
+            let width = Width::of_panel(b.n, p);
+            run_kernel(kernel, &rows[..MR * kp], panel, groups, width, &mut tile);
+            store(r0, p * NR, &tile);
+        }
+    }
+}
+
+/// How many columns of a panel a kernel computes: all [`NR`], or the first `NR / 2` (the rest
+/// of the tile is zeroed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Width {
+    Full,
+    Half,
+}
+
+impl Width {
+    /// The width for panel `p` of `n` columns.
+    fn of_panel(n: usize, p: usize) -> Width {
+        if n - p * NR <= NR / 2 {
+            Width::Half
+        } else {
+            Width::Full
+        }
+    }
+}
+
 /// One `MR x NR` tile: `rows` is `MR` rows of `4 * groups` bytes, `panel` `groups * NR * 4` bytes.
-fn run_kernel(kernel: Kernel, rows: &[u8], panel: &[i8], groups: usize, tile: &mut [i32; MR * NR]) {
+fn run_kernel(kernel: Kernel, rows: &[u8], panel: &[i8], groups: usize, width: Width, tile: &mut [i32; MR * NR]) {
     // Checked in every build: the AVX-512 kernel reads through raw pointers within these bounds.
     assert!(rows.len() == MR * groups * 4 && panel.len() == groups * NR * 4, "gemm_u8i8: tile slices");
+    let halves = if width == Width::Full { 2 } else { 1 };
     match kernel {
-        Kernel::Scalar => kernel_scalar(rows, panel, groups, tile),
+        Kernel::Scalar => kernel_scalar(rows, panel, groups, halves, tile),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `gemm_tiles` checked that the CPU has AVX2; the slice lengths are as the
+        // SAFETY: `gemm_blocks` checked that the CPU has AVX2; the slice lengths are as the
         // kernel reads them (asserted above).
-        Kernel::Avx2 => unsafe { x86::kernel_avx2(rows, panel, groups, tile) },
+        Kernel::Avx2 => unsafe { x86::kernel_avx2(rows, panel, groups, halves, tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX-512F and AVX-512 VNNI.
-        Kernel::Avx512Vnni => unsafe { x86::kernel_avx512vnni(rows, panel, groups, tile) },
+        Kernel::Avx512Vnni if width == Width::Full => unsafe { x86::kernel_avx512vnni::<2>(rows, panel, groups, tile) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx512Vnni => unsafe { x86::kernel_avx512vnni::<1>(rows, panel, groups, tile) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("gemm_u8i8: kernel availability was checked"),
     }
 }
 
-fn kernel_scalar(rows: &[u8], panel: &[i8], groups: usize, tile: &mut [i32; MR * NR]) {
+/// The first `16 * halves` columns of a tile (the others zeroed).
+fn kernel_scalar(rows: &[u8], panel: &[i8], groups: usize, halves: usize, tile: &mut [i32; MR * NR]) {
     tile.fill(0);
     let kp = groups * 4;
     for g in 0..groups {
         let bg = &panel[g * NR * 4..(g + 1) * NR * 4];
         for r in 0..MR {
             let a = &rows[r * kp + g * 4..r * kp + g * 4 + 4];
-            for j in 0..NR {
+            for j in 0..halves * NR / 2 {
                 let b = &bg[j * 4..j * 4 + 4];
                 tile[r * NR + j] += (0..4).map(|t| i32::from(a[t]) * i32::from(b[t])).sum::<i32>();
             }
@@ -341,15 +402,23 @@ mod x86 {
 
     use super::{MR, NR};
 
+    /// The first `16 * halves` columns of a tile (the others zeroed).
+    ///
     /// # Safety
     /// The CPU must support AVX2; `rows.len() == MR * 4 * groups`, `panel.len() == groups * NR * 4`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn kernel_avx2(rows: &[u8], panel: &[i8], groups: usize, tile: &mut [i32; MR * NR]) {
+    pub(super) unsafe fn kernel_avx2(
+        rows: &[u8],
+        panel: &[i8],
+        groups: usize,
+        halves: usize,
+        tile: &mut [i32; MR * NR],
+    ) {
         let kp = groups * 4;
         // Per row and per 4-column chunk, 8 lanes: (col, even pair) and (col, odd pair) partials.
         let mut partial = [[0i32; 8]; MR * NR / 4];
         for r in 0..MR {
-            for half in 0..2 {
+            for half in 0..halves {
                 let mut acc = [_mm256_setzero_si256(); 4];
                 for g in 0..groups {
                     let a4 = i32::from_le_bytes(rows[r * kp + g * 4..r * kp + g * 4 + 4].try_into().unwrap());
@@ -379,38 +448,46 @@ mod x86 {
         }
     }
 
+    /// The first `16 * HALVES` columns of a tile (the others zeroed), `HALVES` 1 or 2.
+    ///
     /// # Safety
     /// The CPU must support AVX-512F and AVX-512 VNNI; lengths as for [`kernel_avx2`].
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) unsafe fn kernel_avx512vnni(rows: &[u8], panel: &[i8], groups: usize, tile: &mut [i32; MR * NR]) {
+    pub(super) unsafe fn kernel_avx512vnni<const HALVES: usize>(
+        rows: &[u8],
+        panel: &[i8],
+        groups: usize,
+        tile: &mut [i32; MR * NR],
+    ) {
         let kp = groups * 4;
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut acc = [[_mm512_setzero_si512(); HALVES]; MR];
         // Raw pointers: slice indexing in this loop left bounds checks that cost as much as the
         // arithmetic.
         let (a, b) = (rows.as_ptr(), panel.as_ptr());
         for g in 0..groups {
-            // SAFETY: `g < groups`, so the 128 bytes from `g * NR * 4` are inside `panel`;
-            // loadu has no alignment requirement.
-            let (b0, b1) = unsafe {
-                let bg = b.add(g * NR * 4);
-                (_mm512_loadu_si512(bg.cast()), _mm512_loadu_si512(bg.add(64).cast()))
-            };
+            let mut bh = [_mm512_setzero_si512(); HALVES];
+            for (h, bh) in bh.iter_mut().enumerate() {
+                // SAFETY: `g < groups` and `h < 2`, so the 64 bytes from `g * NR * 4 + 64 * h`
+                // are inside `panel`; loadu has no alignment requirement.
+                *bh = unsafe { _mm512_loadu_si512(b.add(g * NR * 4 + 64 * h).cast()) };
+            }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: `r < MR` and `g < groups`, so the 4 bytes from `r * kp + 4 * g` are
                 // inside `rows`; read_unaligned has no alignment requirement.
                 let a4 = unsafe { a.add(r * kp + g * 4).cast::<i32>().read_unaligned() };
                 let a = _mm512_set1_epi32(a4);
                 // u8 x i8, four products summed into each i32 lane, without saturation.
-                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], a, b0);
-                acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], a, b1);
+                for (acc_h, &bh) in acc_r.iter_mut().zip(&bh) {
+                    *acc_h = _mm512_dpbusd_epi32(*acc_h, a, bh);
+                }
             }
         }
         for (r, acc_r) in acc.iter().enumerate() {
             let out = &mut tile[r * NR..(r + 1) * NR];
-            // SAFETY: `out` is 32 writable i32, two unaligned 16-lane stores.
-            unsafe {
-                _mm512_storeu_si512(out.as_mut_ptr().cast(), acc_r[0]);
-                _mm512_storeu_si512(out[16..].as_mut_ptr().cast(), acc_r[1]);
+            for h in 0..2 {
+                let v = if h < HALVES { acc_r[h] } else { _mm512_setzero_si512() };
+                // SAFETY: `out[16 * h..]` has 16 writable i32 (`h < 2`); storeu is unaligned.
+                unsafe { _mm512_storeu_si512(out[16 * h..].as_mut_ptr().cast(), v) };
             }
         }
     }

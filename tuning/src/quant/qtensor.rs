@@ -2,8 +2,6 @@
 
 use ferrograd_tensor::Tensor;
 
-use super::simd::quantize_u8_into;
-
 /// The integer type of quantized values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QDtype {
@@ -144,15 +142,6 @@ impl QParams {
         };
         move |i| (i / inner) % channels
     }
-}
-
-/// Quantizes `x` to uint8, `clamp(round(x * (1 / scale)) + zero_point, 0, 255)` with ties to
-/// even: equal to [`QParams::quantize_value`] for uint8 parameters, vectorised by
-/// [`quantize_u8_into`].
-pub(crate) fn quantize_u8(xs: &[f32], scale: f32, zero_point: i32) -> Vec<u8> {
-    let mut out = vec![0u8; xs.len()];
-    quantize_u8_into(xs, scale, zero_point, &mut out);
-    out
 }
 
 /// The integer data of a [`QTensor`].
