@@ -112,8 +112,10 @@ impl<S: LrScheduler + ?Sized> LrScheduler for Box<S> {
     }
 }
 
+/// `LrScheduler` for a schedule with a `closed_form(epoch)` lr and a `last_epoch` counter; the
+/// optional block is the body of `momentum_at(&self, epoch)` for schedules that drive momentum.
 macro_rules! epoch_counter {
-    ($t:ty) => {
+    ($t:ty $(, momentum_at($s:ident, $e:ident) $momentum:block)?) => {
         impl LrScheduler for $t {
             fn lr_at(&self, epoch: u64) -> f64 {
                 self.closed_form(epoch)
@@ -124,6 +126,9 @@ macro_rules! epoch_counter {
             fn set_epoch(&mut self, epoch: u64) {
                 self.last_epoch = epoch;
             }
+            $(
+                fn momentum_at(&$s, $e: u64) -> Option<f64> $momentum
+            )?
         }
     };
 }
@@ -389,21 +394,10 @@ impl OneCycleLR {
     }
 }
 
-impl LrScheduler for OneCycleLR {
-    fn lr_at(&self, epoch: u64) -> f64 {
-        self.closed_form(epoch)
-    }
-    fn epoch(&self) -> u64 {
-        self.last_epoch
-    }
-    fn set_epoch(&mut self, epoch: u64) {
-        self.last_epoch = epoch;
-    }
-    fn momentum_at(&self, epoch: u64) -> Option<f64> {
-        let (base, max) = (self.base_momentum, self.max_momentum);
-        self.cycle_momentum.then(|| self.anneal(epoch, (max, base), (base, max)))
-    }
-}
+epoch_counter!(OneCycleLR, momentum_at(self, epoch) {
+    let (base, max) = (self.base_momentum, self.max_momentum);
+    self.cycle_momentum.then(|| self.anneal(epoch, (max, base), (base, max)))
+});
 
 /// Schedules run one after another: `schedulers[i]` takes over at `milestones[i - 1]`,
 /// restarted at its own epoch 0 (PyTorch's `SequentialLR`, e.g. a linear warmup then cosine).
