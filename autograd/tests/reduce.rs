@@ -73,6 +73,16 @@ fn prod_gradient_is_exact_at_zeros() {
 }
 
 #[test]
+fn prod_second_derivatives_cross_zeros() {
+    // Slices with one, two and three exact zeros: d²prod / dx_i dx_k is the product of the rest,
+    // non-zero for two zeros (a proptest found the mask-based formula giving 0 there).
+    let rows = [0.0f64, 2.0, -1.5, 0.7, 0.0, 2.0, 0.0, 0.7, 0.0, 0.0, 0.0, 0.7];
+    let x = Tensor::from_vec(rows.to_vec(), &[3, 4]);
+    check(|v| v[0].prod_dims(&[1], false), std::slice::from_ref(&x), true).unwrap();
+    check(|v| v[0].prod(), &[Tensor::from_vec(vec![0.0, 3.0, 0.0, -2.0], &[2, 2])], true).unwrap();
+}
+
+#[test]
 fn max_gradient_is_shared_among_ties() {
     let x = Var::leaf(Tensor::from_vec(vec![3.0f64, 1.0, 3.0], &[3]));
     let g = x.max().backward();

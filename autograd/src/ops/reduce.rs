@@ -152,14 +152,21 @@ impl<F: Float> Var<F> {
             let shape = x.shape();
             let is_zero = x.data.eq_scalar(F::zero());
             let zeros_in_slice = mask::<F>(&is_zero).data.sum_dims(&dims_i, true);
-            // Product of the others: out / x where x != 0; for a zero, the product of the non-zero
-            // elements if it is the only zero of its slice, else 0.
+            // Product of the others: out / x where x != 0. For a zero x_i it is
+            // (prod of x with zeros as 1) / (x_i + 1) times the product of the slice's other
+            // zeros: 1 for a lone zero, the other zero's value x_k for two (written as
+            // sum(zeros) - x_i, so that it depends on x_k alone), 0 for more. Each branch is
+            // the true function near x, so create_graph gets the second derivatives right,
+            // d²prod / dx_i dx_k among them.
             let z = mask::<F>(&is_zero);
             let x_nz = x.add(&z);
             let prod_nz = x_nz.prod_dims(&dims_i, true);
             let lone_zero = mask::<F>(&zeros_in_slice.eq_scalar(F::one()));
+            let two_zeros = mask::<F>(&zeros_in_slice.eq_scalar(F::from_f64(2.0)));
+            let other_zero = z.mul(&x).sum_dims(&dims_i, true).sub(&x);
+            let other_zeros = lone_zero.add(&two_zeros.mul(&other_zero));
             let y = expand_reduced(&ctx.output(&saved), shape, &d, keepdim);
-            let others = z.rsub_scalar(F::one()).mul(&y.div(&x_nz)).add(&z.mul(&lone_zero.mul(&prod_nz)));
+            let others = z.rsub_scalar(F::one()).mul(&y.div(&x_nz)).add(&z.mul(&prod_nz.div(&x_nz).mul(&other_zeros)));
             smallvec![Some(expand_reduced(g, shape, &d, keepdim).mul(&others))]
         })
     }
