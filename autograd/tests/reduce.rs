@@ -29,7 +29,9 @@ proptest! {
         check(|v| v[0].sum_dims(&dims, keepdim), std::slice::from_ref(&x), true)?;
         check(|v| v[0].mean_dims(&dims, keepdim), std::slice::from_ref(&x), true)?;
         check(|v| v[0].logsumexp_dims(&dims, keepdim), std::slice::from_ref(&x), true)?;
-        check(|v| v[0].prod_dims(&dims, keepdim), std::slice::from_ref(&x), true)?;
+        // Scaled to |x| <= 1.2 so that products of up to 27 elements stay small: at |prod| ~ 1e7
+        // the finite differences' rounding noise (~1e-4) exceeds gradgradcheck's atol.
+        check(|v| (&v[0] * 0.3).prod_dims(&dims, keepdim), std::slice::from_ref(&x), true)?;
         let n: usize = dims.iter().map(|&d| x.shape()[d as usize]).product();
         if n > 1 {
             check(|v| v[0].var_dims(&dims, 1, keepdim), std::slice::from_ref(&x), true)?;
