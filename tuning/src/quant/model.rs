@@ -54,8 +54,8 @@ impl FloatLayer<'_> {
             FloatLayer::Qat(q) => float_linear_forward(&x, &q.linear),
             FloatLayer::Conv2d(c) => float_conv(&x, c),
             FloatLayer::QatConv2d(q) => float_conv(&x, &q.conv),
-            FloatLayer::ReLU => relu(x),
-            FloatLayer::Flatten => flatten(&x),
+            FloatLayer::ReLU => x.relu(),
+            FloatLayer::Flatten => x.flatten(1, -1),
             FloatLayer::MaxPool2d(p) => x.max_pool2d(&p.options),
             FloatLayer::AvgPool2d(p) => x.avg_pool2d(&p.options),
         }
@@ -243,15 +243,6 @@ fn float_conv(x: &Tensor<f32>, c: &Conv2d<f32>) -> Tensor<f32> {
     x.conv2d(&c.weight.value(), c.bias.as_ref().map(|b| b.value()).as_ref(), &c.options)
 }
 
-fn relu(x: Tensor<f32>) -> Tensor<f32> {
-    x.map(|v| v.max(0.0))
-}
-
-fn flatten(x: &Tensor<f32>) -> Tensor<f32> {
-    let n = x.shape().first().copied().unwrap_or(1);
-    x.reshape(&[n, x.numel() / n.max(1)])
-}
-
 impl QuantizedSequential {
     /// Dynamic quantization: int8 weights, each batch's activations quantized with its own range.
     /// QAT layers are taken as their float layers.
@@ -360,8 +351,8 @@ impl QuantizedSequential {
                     };
                     c.forward_fused(&x, relu, pool)
                 }
-                QuantizedLayer::ReLU => relu(x),
-                QuantizedLayer::Flatten => flatten(&x),
+                QuantizedLayer::ReLU => x.relu(),
+                QuantizedLayer::Flatten => x.flatten(1, -1),
                 QuantizedLayer::MaxPool2d(p) => x.max_pool2d(p),
                 QuantizedLayer::AvgPool2d(p) => x.avg_pool2d(p),
             };
