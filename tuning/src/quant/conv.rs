@@ -8,8 +8,6 @@ use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
 use super::gemm::{gemm_blocks, Kernel, PackedB, MR, NR};
 use super::model::InputQuant;
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
-use super::qtensor::{QDtype, QParams, QScheme};
-use super::simd::min_max;
 use super::simd::quantize_u8_into;
 
 /// A Conv2d with int8 weights (symmetric, per output channel) and uint8 inputs (per tensor):
@@ -158,14 +156,7 @@ impl QuantizedConv2d {
         let ow = span(w, kw, o.dilation[1], o.stride[1], o.padding[1]);
         let x = x.contiguous();
         let xs = x.as_slice().expect("a contiguous tensor has a slice");
-        let (scale, zero_point) = match self.input {
-            InputQuant::Static { scale, zero_point } => (scale, zero_point),
-            InputQuant::Dynamic => {
-                let (lo, hi) = min_max(xs);
-                let p = QParams::from_min_max(&[lo], &[hi], QDtype::Uint8, QScheme::Affine, None);
-                (p.scale[0], p.zero_point[0])
-            }
-        };
+        let (scale, zero_point) = self.input.scale_zero_point(xs);
         let geometry = Geometry { n, cin, h, w, oh, ow, kh, kw, options: *o };
         let (og, positions) = (out / o.groups, oh * ow);
         let m = n * positions;

@@ -81,6 +81,21 @@ pub enum InputQuant {
     },
 }
 
+impl InputQuant {
+    /// The `(scale, zero_point)` that quantizes the input `xs`: the fixed pair, or affine uint8
+    /// over the batch's own range (NaN ignored).
+    pub(super) fn scale_zero_point(self, xs: &[f32]) -> (f32, i32) {
+        match self {
+            InputQuant::Static { scale, zero_point } => (scale, zero_point),
+            InputQuant::Dynamic => {
+                let (lo, hi) = min_max(xs);
+                let p = QParams::from_min_max(&[lo], &[hi], QDtype::Uint8, QScheme::Affine, None);
+                (p.scale[0], p.zero_point[0])
+            }
+        }
+    }
+}
+
 /// A Linear layer with int8 weights (symmetric, per output channel) and uint8 inputs.
 #[derive(Clone, Debug)]
 pub struct QuantizedLinear {
@@ -160,14 +175,7 @@ impl QuantizedLinear {
         let (m, n) = (x.shape()[0], self.packed.n());
         let x = x.contiguous();
         let xs = x.as_slice().expect("a contiguous tensor has a slice");
-        let (scale, zero_point) = match self.input {
-            InputQuant::Static { scale, zero_point } => (scale, zero_point),
-            InputQuant::Dynamic => {
-                let (lo, hi) = min_max(xs);
-                let p = QParams::from_min_max(&[lo], &[hi], QDtype::Uint8, QScheme::Affine, None);
-                (p.scale[0], p.zero_point[0])
-            }
-        };
+        let (scale, zero_point) = self.input.scale_zero_point(xs);
         let stage = Dequantize {
             a_scale: scale,
             a_zero: zero_point,
