@@ -6,6 +6,9 @@
 
 #![warn(missing_docs)]
 
+// The derive's expansion names `::ferrograd_nn`, which must resolve inside this crate too.
+extern crate self as ferrograd_nn;
+
 pub mod checkpoint;
 pub mod data;
 mod error;
@@ -16,8 +19,11 @@ mod module;
 
 pub use checkpoint::{load_module, save_module, AnyTensor};
 pub use error::NnError;
+pub use ferrograd_derive::Module;
 pub use layers::{
     AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
     LogSoftmax, MaxPool2d, ReLU, Sequential, SiLU, Sigmoid, Softmax, Tanh, GELU,
 };
-pub use module::Module;
+#[doc(hidden)]
+pub use module::derive_support as __private;
+pub use module::{Module, TrainingFlag};

@@ -9,11 +9,13 @@ use crate::Module;
 macro_rules! activation {
     ($(#[$doc:meta])* $name:ident, |$x:ident| $body:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Module)]
+        #[module(any_float)]
         pub struct $name;
 
-        impl<F: Float> Module<F> for $name {
-            fn forward(&self, $x: &Var<F>) -> Var<F> {
+        impl $name {
+            /// Applies the activation elementwise (also [`Module::forward`]).
+            pub fn forward<F: Float>(&self, $x: &Var<F>) -> Var<F> {
                 $body
             }
         }
@@ -50,9 +52,11 @@ activation!(
 );
 
 /// `x` for `x >= 0`, `negative_slope * x` otherwise.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Module)]
+#[module(any_float)]
 pub struct LeakyReLU {
     /// The slope for negative inputs (PyTorch's default `0.01`).
+    #[module(skip)]
     pub negative_slope: f64,
 }
 
@@ -69,8 +73,9 @@ impl Default for LeakyReLU {
     }
 }
 
-impl<F: Float> Module<F> for LeakyReLU {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl LeakyReLU {
+    /// Applies the activation (also [`Module::forward`]).
+    pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.leaky_relu(F::from_f64(self.negative_slope))
     }
 }
@@ -78,14 +83,17 @@ impl<F: Float> Module<F> for LeakyReLU {
 /// Gaussian error linear unit `x * Φ(x)`; with `tanh_approximation`, PyTorch's
 /// `approximate='tanh'` form.
 #[allow(clippy::upper_case_acronyms)] // PyTorch's name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Module)]
+#[module(any_float)]
 pub struct GELU {
     /// Use the tanh approximation instead of the exact erf form (default `false`).
+    #[module(skip)]
     pub tanh_approximation: bool,
 }
 
-impl<F: Float> Module<F> for GELU {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl GELU {
+    /// Applies the activation (also [`Module::forward`]).
+    pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         if self.tanh_approximation {
             input.gelu_tanh()
         } else {
@@ -95,9 +103,11 @@ impl<F: Float> Module<F> for GELU {
 }
 
 /// Softmax along `dim`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Module)]
+#[module(any_float)]
 pub struct Softmax {
     /// The dimension that sums to one (negative counts from the end).
+    #[module(skip)]
     pub dim: isize,
 }
 
@@ -108,16 +118,19 @@ impl Softmax {
     }
 }
 
-impl<F: Float> Module<F> for Softmax {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl Softmax {
+    /// Applies the activation (also [`Module::forward`]).
+    pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.softmax(self.dim)
     }
 }
 
 /// `log(softmax(x))` along `dim`, computed stably.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Module)]
+#[module(any_float)]
 pub struct LogSoftmax {
     /// The dimension normalised over (negative counts from the end).
+    #[module(skip)]
     pub dim: isize,
 }
 
@@ -128,8 +141,9 @@ impl LogSoftmax {
     }
 }
 
-impl<F: Float> Module<F> for LogSoftmax {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl LogSoftmax {
+    /// Applies the activation (also [`Module::forward`]).
+    pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.log_softmax(self.dim)
     }
 }

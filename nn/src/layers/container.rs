@@ -16,7 +16,9 @@ use crate::Module;
 /// let names: Vec<String> = mlp.named_parameters().into_iter().map(|(n, _)| n).collect();
 /// assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias"]);
 /// ```
+#[derive(Module)]
 pub struct Sequential<F: Float = f32> {
+    #[module(flatten)]
     layers: Vec<Box<dyn Module<F>>>,
 }
 
@@ -67,13 +69,10 @@ impl<F: Float> std::fmt::Debug for Sequential<F> {
     }
 }
 
-impl<F: Float> Module<F> for Sequential<F> {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl<F: Float> Sequential<F> {
+    /// Applies the layers in order (also [`Module::forward`]).
+    pub fn forward(&self, input: &Var<F>) -> Var<F> {
         self.layers.iter().fold(input.clone(), |x, layer| layer.forward(&x))
-    }
-
-    fn children(&self) -> Vec<(String, &dyn Module<F>)> {
-        self.layers.iter().enumerate().map(|(i, m)| (i.to_string(), &**m)).collect()
     }
 }
 
@@ -87,11 +86,14 @@ impl<F: Float> Module<F> for Sequential<F> {
 /// let y: Var<f32> = Flatten::default().forward(&Var::constant(Tensor::zeros(&[2, 3, 4, 5])));
 /// assert_eq!(y.shape(), &[2, 60]);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Module)]
+#[module(any_float)]
 pub struct Flatten {
     /// First dimension flattened (negative counts from the end).
+    #[module(skip)]
     pub start_dim: isize,
     /// Last dimension flattened, inclusive (negative counts from the end).
+    #[module(skip)]
     pub end_dim: isize,
 }
 
@@ -108,8 +110,9 @@ impl Default for Flatten {
     }
 }
 
-impl<F: Float> Module<F> for Flatten {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl Flatten {
+    /// Flattens the dimensions (also [`Module::forward`]).
+    pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.flatten(self.start_dim, self.end_dim)
     }
 }

@@ -77,13 +77,14 @@ fn check_groups(layer: &str, in_channels: usize, out_channels: usize, groups: us
 /// let conv = Conv2d::<f32>::with_config(3, 8, [3, 3], cfg, &mut StdRng::seed_from_u64(0));
 /// assert_eq!(conv.forward(&Var::constant(Tensor::ones(&[2, 3, 5, 5]))).shape(), &[2, 8, 5, 5]);
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Module)]
 pub struct Conv2d<F: Float = f32> {
     /// `[out, in / groups, kh, kw]`.
     pub weight: Param<F>,
     /// `[out]`, if the layer has a bias.
     pub bias: Option<Param<F>>,
     /// Stride, padding, dilation and groups.
+    #[module(skip)]
     pub options: Conv2dOptions,
 }
 
@@ -127,25 +128,23 @@ impl<F: Float> Conv2d<F> {
     }
 }
 
-impl<F: Float> Module<F> for Conv2d<F> {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl<F: Float> Conv2d<F> {
+    /// The forward pass with the layer's own parameters (also [`Module::forward`]).
+    pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())
-    }
-
-    fn params(&self) -> Vec<(&str, &Param<F>)> {
-        super::weight_and_bias(Some(&self.weight), self.bias.as_ref())
     }
 }
 
 /// A 1-D convolution: `[N, in, L]` to `[N, out, L']`; `weight` is `[out, in / groups, k]`.
-#[derive(Debug)]
+#[derive(Debug, Module)]
 pub struct Conv1d<F: Float = f32> {
     /// `[out, in / groups, k]`.
     pub weight: Param<F>,
     /// `[out]`, if the layer has a bias.
     pub bias: Option<Param<F>>,
     /// Stride, padding, dilation and groups.
+    #[module(skip)]
     pub options: Conv1dOptions,
 }
 
@@ -187,13 +186,10 @@ impl<F: Float> Conv1d<F> {
     }
 }
 
-impl<F: Float> Module<F> for Conv1d<F> {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl<F: Float> Conv1d<F> {
+    /// The forward pass with the layer's own parameters (also [`Module::forward`]).
+    pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())
-    }
-
-    fn params(&self) -> Vec<(&str, &Param<F>)> {
-        super::weight_and_bias(Some(&self.weight), self.bias.as_ref())
     }
 }

@@ -27,10 +27,14 @@ use crate::Module;
 /// drop.eval();
 /// assert_eq!(drop.forward(&x).to_vec(), x.to_vec());
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Module)]
+#[module(any_float)]
 pub struct Dropout {
+    #[module(skip)]
     p: f64,
+    #[module(skip)]
     rng: Mutex<StdRng>,
+    #[module(training)]
     training: AtomicBool,
 }
 
@@ -67,8 +71,9 @@ impl Dropout {
     }
 }
 
-impl<F: Float> Module<F> for Dropout {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl Dropout {
+    /// Drops elements in training mode, the identity in evaluation (also [`Module::forward`]).
+    pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         if !self.is_training() || self.p == 0.0 {
             return input.clone();
         }
@@ -77,9 +82,5 @@ impl<F: Float> Module<F> for Dropout {
         let mut rng = self.rng.lock().expect("Dropout generator lock poisoned");
         let mask = Tensor::from_fn(input.shape(), |_| if rng.random::<f64>() < self.p { F::zero() } else { keep });
         input * &Var::constant(mask)
-    }
-
-    fn set_training_self(&self, training: bool) {
-        Dropout::train(self, training);
     }
 }

@@ -23,7 +23,7 @@ use crate::Module;
 /// let y = emb.forward_indices(&Tensor::from_vec(vec![1i64, 7, 7], &[3]));
 /// assert_eq!(y.shape(), &[3, 4]);
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Module)]
 pub struct Embedding<F: Float = f32> {
     /// `[num_embeddings, embedding_dim]`.
     pub weight: Param<F>,
@@ -58,21 +58,18 @@ impl<F: Float> Embedding<F> {
     }
 }
 
-impl<F: Float> Module<F> for Embedding<F> {
-    /// Reads `input`'s values as indices (see the type's documentation).
+impl<F: Float> Embedding<F> {
+    /// Reads `input`'s values as indices (see the type's documentation); also
+    /// [`Module::forward`].
     ///
     /// # Panics
     /// If a value is not a whole number in `[0, num_embeddings)`.
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+    pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let indices = input.data().map(|v| {
             let f = v.to_f64();
             assert!(f.fract() == 0.0, "Embedding: input value {f} is not a whole number, so not an index");
             f as i64
         });
         self.forward_indices(&indices)
-    }
-
-    fn params(&self) -> Vec<(&str, &Param<F>)> {
-        vec![("weight", &self.weight)]
     }
 }

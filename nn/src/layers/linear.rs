@@ -33,7 +33,7 @@ impl Default for LinearConfig {
 /// let y = fc.forward(&Var::constant(Tensor::ones(&[4, 3])));
 /// assert_eq!(y.shape(), &[4, 2]);
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Module)]
 pub struct Linear<F: Float = f32> {
     /// `[out_features, in_features]`.
     pub weight: Param<F>,
@@ -85,13 +85,13 @@ impl<F: Float> Linear<F> {
     }
 }
 
-impl<F: Float> Module<F> for Linear<F> {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl<F: Float> Linear<F> {
+    /// The forward pass: `input Wᵀ + b` (also [`Module::forward`]).
+    ///
+    /// # Panics
+    /// If the input's last dimension is not `in_features`.
+    pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())
-    }
-
-    fn params(&self) -> Vec<(&str, &Param<F>)> {
-        super::weight_and_bias(Some(&self.weight), self.bias.as_ref())
     }
 }

@@ -1,5 +1,5 @@
 //! The standard layers, one file per family, each a struct of [`Param`](ferrograd_autograd::Param)s
-//! with a PyTorch-default `new` constructor and a [`Module`](crate::Module) impl.
+//! with a PyTorch-default `new` constructor, an inherent `forward`, and `#[derive(Module)]`.
 //!
 //! Parameter and buffer names match PyTorch (`weight`, `bias`, `running_mean`, `running_var`),
 //! and shapes too (a Linear weight is `[out, in]`), so state dicts line up with PyTorch's.
@@ -26,15 +26,6 @@ pub use norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, LayerNormCo
 pub use pool::{AvgPool2d, MaxPool2d};
 
 use ferrograd_tensor::Float;
-
-/// The `weight` and `bias` entries of a layer's `params`, skipping absent ones, under PyTorch's
-/// names.
-fn weight_and_bias<'a, F: Float>(
-    weight: Option<&'a ferrograd_autograd::Param<F>>,
-    bias: Option<&'a ferrograd_autograd::Param<F>>,
-) -> Vec<(&'static str, &'a ferrograd_autograd::Param<F>)> {
-    weight.map(|w| ("weight", w)).into_iter().chain(bias.map(|b| ("bias", b))).collect()
-}
 
 /// A bias parameter's PyTorch default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 fn default_bias<F: Float>(len: usize, fan_in: usize, rng: &mut impl rand::Rng) -> ferrograd_autograd::Param<F> {

@@ -108,17 +108,21 @@ macro_rules! batch_norm_layer {
         /// bn.eval();
         /// assert!(!bn.is_training());
         /// ```
-        #[derive(Debug)]
+        #[derive(Debug, Module)]
         pub struct $name<F: Float = f32> {
             /// Per-channel scale `[C]`, if affine.
             pub weight: Option<Param<F>>,
             /// Per-channel shift `[C]`, if affine.
             pub bias: Option<Param<F>>,
             /// Running mean `[C]` (a buffer).
+            #[module(buffer)]
             pub running_mean: Param<F>,
             /// Running (unbiased) variance `[C]` (a buffer).
+            #[module(buffer)]
             pub running_var: Param<F>,
+            #[module(skip)]
             config: BatchNormConfig,
+            #[module(training)]
             training: AtomicBool,
         }
 
@@ -173,23 +177,12 @@ macro_rules! batch_norm_layer {
             }
         }
 
-        impl<F: Float> Module<F> for $name<F> {
-            fn forward(&self, input: &Var<F>) -> Var<F> {
+        impl<F: Float> $name<F> {
+            /// The forward pass with the layer's own parameters (also [`Module::forward`]).
+            pub fn forward(&self, input: &Var<F>) -> Var<F> {
                 let weight = self.weight.as_ref().map(Param::var);
                 let bias = self.bias.as_ref().map(Param::var);
                 self.forward_with(input, weight.as_ref(), bias.as_ref())
-            }
-
-            fn params(&self) -> Vec<(&str, &Param<F>)> {
-                super::weight_and_bias(self.weight.as_ref(), self.bias.as_ref())
-            }
-
-            fn buffers(&self) -> Vec<(&str, &Param<F>)> {
-                vec![("running_mean", &self.running_mean), ("running_var", &self.running_var)]
-            }
-
-            fn set_training_self(&self, training: bool) {
-                self.training.store(training, Ordering::Relaxed);
             }
         }
     };
@@ -227,13 +220,15 @@ impl Default for LayerNormConfig {
 /// let y = ln.forward(&Var::constant(Tensor::arange(0.0, 8.0, 1.0).reshape(&[2, 4])));
 /// assert!(y.sum_dims(&[1], false).to_vec().iter().all(|s| s.abs() < 1e-9));
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Module)]
 pub struct LayerNorm<F: Float = f32> {
     /// Elementwise scale of shape `normalized_shape`, if affine.
     pub weight: Option<Param<F>>,
     /// Elementwise shift of shape `normalized_shape`, if affine with bias.
     pub bias: Option<Param<F>>,
+    #[module(skip)]
     normalized_shape: Vec<usize>,
+    #[module(skip)]
     eps: f64,
 }
 
@@ -287,14 +282,14 @@ impl<F: Float> LayerNorm<F> {
     }
 }
 
-impl<F: Float> Module<F> for LayerNorm<F> {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl<F: Float> LayerNorm<F> {
+    /// The forward pass with the layer's own parameters (also [`Module::forward`]).
+    ///
+    /// # Panics
+    /// If the input's shape does not end with `normalized_shape`.
+    pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let weight = self.weight.as_ref().map(Param::var);
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, weight.as_ref(), bias.as_ref())
-    }
-
-    fn params(&self) -> Vec<(&str, &Param<F>)> {
-        super::weight_and_bias(self.weight.as_ref(), self.bias.as_ref())
     }
 }

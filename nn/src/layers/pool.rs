@@ -15,9 +15,11 @@ use crate::Module;
 /// let y: Var<f32> = pool.forward(&Var::constant(Tensor::ones(&[1, 1, 4, 4])));
 /// assert_eq!(y.shape(), &[1, 1, 2, 2]);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Module)]
+#[module(any_float)]
 pub struct MaxPool2d {
     /// Kernel, stride and padding.
+    #[module(skip)]
     pub options: Pool2dOptions,
 }
 
@@ -33,17 +35,20 @@ impl MaxPool2d {
     }
 }
 
-impl<F: Float> Module<F> for MaxPool2d {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl MaxPool2d {
+    /// Pools `input` (also [`Module::forward`]).
+    pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.max_pool2d(&self.options)
     }
 }
 
 /// 2-D average pooling. `AvgPool2d::new([2, 2])` uses stride = kernel, no padding and counts
 /// padding in the divisor, as PyTorch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Module)]
+#[module(any_float)]
 pub struct AvgPool2d {
     /// Kernel, stride, padding and whether padding counts in the divisor.
+    #[module(skip)]
     pub options: Pool2dOptions,
 }
 
@@ -59,8 +64,9 @@ impl AvgPool2d {
     }
 }
 
-impl<F: Float> Module<F> for AvgPool2d {
-    fn forward(&self, input: &Var<F>) -> Var<F> {
+impl AvgPool2d {
+    /// Pools `input` (also [`Module::forward`]).
+    pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.avg_pool2d(&self.options)
     }
 }
