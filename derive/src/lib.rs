@@ -386,7 +386,7 @@ fn expand(input: &DeriveInput, default_root: TokenStream2) -> syn::Result<TokenS
         .generics
         .type_params()
         .map(|p| p.ident.clone())
-        .filter(|id| Some(id) != float_ident.as_ref() && float.to_token_stream().to_string() != id.to_string())
+        .filter(|id| !matches!(&float, Type::Path(t) if t.path.is_ident(id)))
         .filter(|id| tree_types.iter().any(|t| mentions(t.to_token_stream(), id)))
         .collect();
     {

@@ -9,6 +9,7 @@
 // The derive's expansion names `::ferrograd_nn`, which must resolve inside this crate too.
 extern crate self as ferrograd_nn;
 
+pub mod check;
 pub mod checkpoint;
 pub mod data;
 mod error;

@@ -85,7 +85,7 @@
 //!
 //! /// A recurrent cell: `h' = tanh(W x + U h)`; the single-input form starts from zeros.
 //! #[derive(Module)]
-//! #[module(forward = from_zero_state)]
+//! #[module(forward = forward_zero_state)]
 //! struct Cell<F: Float = f32> {
 //!     w: Linear<F>,
 //!     u: Linear<F>,
@@ -95,7 +95,7 @@
 //!     fn forward(&self, x: &Var<F>, h: &Var<F>) -> Var<F> {
 //!         (&self.w.forward(x) + &self.u.forward(h)).tanh()
 //!     }
-//!     fn from_zero_state(&self, x: &Var<F>) -> Var<F> {
+//!     fn forward_zero_state(&self, x: &Var<F>) -> Var<F> {
 //!         let h = Var::constant(Tensor::zeros(&[x.shape()[0], self.u.in_features()]));
 //!         self.forward(x, &h)
 //!     }

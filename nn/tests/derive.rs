@@ -259,7 +259,7 @@ fn derived_forward_calls_the_inherent_method_through_the_trait_and_dyn() {
 
 /// `forward = method`: the single-input form under another name, the full one beside it.
 #[derive(Module)]
-#[module(forward = from_zeros)]
+#[module(forward = forward_zero_state)]
 struct Cell<F: Float = f32> {
     w: Linear<F>,
     u: Linear<F>,
@@ -270,7 +270,7 @@ impl<F: Float> Cell<F> {
         (&self.w.forward(x) + &self.u.forward(h)).tanh()
     }
 
-    fn from_zeros(&self, x: &Var<F>) -> Var<F> {
+    fn forward_zero_state(&self, x: &Var<F>) -> Var<F> {
         self.forward(x, &Var::constant(Tensor::zeros(&[x.shape()[0], self.u.in_features()])))
     }
 }
@@ -411,13 +411,16 @@ fn hand_written_and_derived_modules_nest_both_ways() {
 
 // ---------------------------------------------------------------- the shipped layers
 
+/// A layer, its parameter names and its buffer names.
+type LayerCase = (&'static str, Box<dyn Module<f32>>, Vec<&'static str>, Vec<&'static str>);
+
 /// Parameter and buffer names of every layer, as PyTorch names them (checkpoints depend on it).
 #[test]
 fn every_shipped_layer_keeps_its_parameter_and_buffer_names() {
     let mut r = rng();
     let wb = ["weight", "bias"];
     let running = ["running_mean", "running_var"];
-    let cases: Vec<(&str, Box<dyn Module<f32>>, Vec<&str>, Vec<&str>)> = vec![
+    let cases: Vec<LayerCase> = vec![
         ("Linear", Box::new(Linear::new(3, 2, &mut r)), wb.to_vec(), vec![]),
         (
             "Linear(bias=False)",
