@@ -672,8 +672,13 @@ impl<E: Float> Tensor<E> {
 }
 
 impl<E: Element> fmt::Debug for Tensor<E> {
+    /// The dtype, shape and elements; and the strides and offset when the layout is not a fresh
+    /// row-major one, since a failing property test often fails because of the layout.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor<{}>(shape={:?}, ", E::DTYPE, self.shape())?;
+        if !self.is_contiguous() || self.offset() != 0 {
+            write!(f, "strides={:?}, offset={}, ", self.strides(), self.offset())?;
+        }
         let v = self.to_vec();
         if v.len() <= 32 {
             write!(f, "data={v:?})")
