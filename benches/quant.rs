@@ -23,7 +23,6 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrograd::nn::layers::{Conv2d, Conv2dConfig, Linear, MaxPool2d, ReLU, Sequential};
-use ferrograd::nn::Module;
 use ferrograd::prelude::{no_grad, Var};
 use ferrograd::tensor::{set_num_threads, Tensor};
 use ferrograd::tuning::quant::gemm::{gemm_u8i8_with, Kernel, PackedB};

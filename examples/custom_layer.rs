@@ -1,26 +1,28 @@
 //! A user-defined architecture: a residual MLP whose blocks are `x + W2 gelu(W1 LayerNorm(x))`
-//! (the pre-norm block of transformer MLPs), written as plain structs of layers that implement
-//! `Module` by listing their `children`. It is trained with plain SGD, the update written inline,
-//! on a seeded synthetic regression task, and printed as it learns.
+//! (the pre-norm block of transformer MLPs), written as plain structs of layers with
+//! `#[derive(Module)]`: the fields are the parameter tree, so nothing is listed by hand and no
+//! layer can be left out of training, saving or eval mode. The block's gradients are checked
+//! with `gradcheck_module` in f64; then the f32 model is trained with plain SGD, the update
+//! written inline, on a seeded synthetic regression task, and printed as it learns.
 //!
 //! Exits non-zero unless the final loss is below a quarter of the first.
 //!
 //! `cargo run --release --example custom_layer`
 
-use ferrograd::nn::layers::{LayerNorm, Linear, GELU};
-use ferrograd::nn::Module;
+use ferrograd::nn::check::gradcheck_module;
 use ferrograd::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 /// `x + fc2(gelu(fc1(norm(x))))`: the width stays `dim`, the hidden layer is `hidden` wide.
-struct ResidualBlock {
-    norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+#[derive(Module)]
+struct ResidualBlock<F: Float = f32> {
+    norm: LayerNorm<F>,
+    fc1: Linear<F>,
+    fc2: Linear<F>,
 }
 
-impl ResidualBlock {
+impl<F: Float> ResidualBlock<F> {
     fn new(dim: usize, hidden: usize, rng: &mut StdRng) -> Self {
         ResidualBlock {
             norm: LayerNorm::new(&[dim]),
@@ -28,28 +30,23 @@ impl ResidualBlock {
             fc2: Linear::new(hidden, dim, rng),
         }
     }
-}
 
-impl Module for ResidualBlock {
-    fn forward(&self, x: &Var) -> Var {
+    fn forward(&self, x: &Var<F>) -> Var<F> {
         let h = GELU::default().forward(&self.fc1.forward(&self.norm.forward(x)));
         x + &self.fc2.forward(&h)
     }
-
-    // The names make `named_parameters` read `blocks.0.fc1.weight`, as PyTorch would.
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        vec![("norm".into(), &self.norm), ("fc1".into(), &self.fc1), ("fc2".into(), &self.fc2)]
-    }
 }
 
-/// An input projection, residual blocks, and a linear read-out.
-struct ResidualMlp {
-    input: Linear,
-    blocks: Vec<ResidualBlock>,
-    head: Linear,
+/// An input projection, residual blocks, and a linear read-out. The field names give
+/// `named_parameters` PyTorch's names: `blocks.0.fc1.weight`.
+#[derive(Module)]
+struct ResidualMlp<F: Float = f32> {
+    input: Linear<F>,
+    blocks: Vec<ResidualBlock<F>>,
+    head: Linear<F>,
 }
 
-impl ResidualMlp {
+impl<F: Float> ResidualMlp<F> {
     fn new(inputs: usize, dim: usize, depth: usize, rng: &mut StdRng) -> Self {
         ResidualMlp {
             input: Linear::new(inputs, dim, rng),
@@ -57,25 +54,23 @@ impl ResidualMlp {
             head: Linear::new(dim, 1, rng),
         }
     }
-}
 
-impl Module for ResidualMlp {
-    fn forward(&self, x: &Var) -> Var {
+    fn forward(&self, x: &Var<F>) -> Var<F> {
         let h = self.blocks.iter().fold(self.input.forward(x), |h, block| block.forward(&h));
         self.head.forward(&h)
-    }
-
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        let mut out: Vec<(String, &dyn Module)> = vec![("input".into(), &self.input)];
-        out.extend(self.blocks.iter().enumerate().map(|(i, b)| (format!("blocks.{i}"), b as &dyn Module)));
-        out.push(("head".into(), &self.head));
-        out
     }
 }
 
 fn main() {
     let mut rng = StdRng::seed_from_u64(7);
     let (n, inputs) = (256, 4);
+
+    // The block's backward against finite differences, for its input and every parameter (a
+    // failure would name the parameter, as in `fc1.weight[3, 1]`).
+    let block = ResidualBlock::<f64>::new(4, 8, &mut rng);
+    let probe = Tensor::<f64>::rand_uniform(&[3, 4], -1.0, 1.0, &mut rng);
+    gradcheck_module(&block, &probe).expect("the residual block's gradients");
+    println!("gradcheck_module: the residual block's gradients match finite differences");
 
     // Target: a smooth nonlinear function of the inputs, y = sin(x0 + x1) + x2 * x3 / 2.
     let x = Tensor::<f32>::rand_uniform(&[n, inputs], -1.5, 1.5, &mut rng);

@@ -1,11 +1,14 @@
 //! A user-defined differentiable op: a fused swish (`x * sigmoid(beta * x)`) with a learnable
-//! `beta`, written as a `CustomOp` (one forward kernel on tensors, a backward in `Var` ops), then
-//! checked with gradcheck and gradgradcheck and used in a few steps of gradient descent.
+//! `beta`, written as a `CustomOp` (one forward kernel on tensors, a backward in `Var` ops) and
+//! checked with gradcheck and gradgradcheck; then wrapped in a layer whose `beta` is a parameter
+//! (`#[derive(Module)]`), checked again as a module (`gradcheck_module`, which would name
+//! `beta` in a failure), and fitted with SGD.
 //!
 //! `cargo run --release --example custom_op`
 
 use ferrograd::autograd::check::{gradcheck, gradgradcheck};
 use ferrograd::autograd::CustomOp;
+use ferrograd::nn::check::{gradcheck_module, gradgradcheck_module};
 use ferrograd::prelude::*;
 
 /// `swish(x, beta) = x * sigmoid(beta * x)`; `beta` is a one-element tensor.
@@ -26,10 +29,27 @@ impl<F: Float> CustomOp<F> for Swish {
         let (x, beta) = (&inputs[0], &inputs[1]);
         let s = x.mul(beta).sigmoid();
         let ds = s.mul(&s.rsub_scalar(F::one())); // sigmoid'(beta x)
-                                                  // d/dx = s + x beta s'(beta x); d/dbeta = x² s'(beta x), summed over x's elements.
+
+        // d/dx = s + x beta s'(beta x); d/dbeta = x² s'(beta x), summed over x's elements.
         let dx = s.add(&x.mul(beta).mul(&ds));
         let dbeta = x.square().mul(&ds).mul(grad).sum().reshape(beta.shape());
         vec![Some(grad.mul(&dx)), Some(dbeta)]
+    }
+}
+
+/// The op as a layer with a learnable `beta`.
+#[derive(Module)]
+struct SwishLayer<F: Float = f32> {
+    beta: Param<F>,
+}
+
+impl<F: Float> SwishLayer<F> {
+    fn new(beta: F) -> Self {
+        SwishLayer { beta: Param::new(Tensor::from_vec(vec![beta], &[1])) }
+    }
+
+    fn forward(&self, x: &Var<F>) -> Var<F> {
+        Var::apply_op(Swish, &[x, &self.beta.var()])
     }
 }
 
@@ -41,19 +61,25 @@ fn main() {
     gradgradcheck(f, &[x.clone(), beta]).expect("swish second derivative");
     println!("swish: gradcheck and gradgradcheck pass");
 
-    // Fit beta so that swish(x, beta) matches a target made with beta = 0.6.
+    // The same checks on the layer: with respect to its input and its parameter `beta`.
+    let layer = SwishLayer::<f64>::new(1.3);
+    gradcheck_module(&layer, &x).expect("swish layer gradient");
+    gradgradcheck_module(&layer, &x).expect("swish layer second derivative");
+    println!("swish layer: gradcheck_module and gradgradcheck_module pass");
+
+    // Fit beta so that the layer matches a target made with beta = 0.6.
     let target = Var::constant(x.map(|v| v / (1.0 + (-0.6 * v).exp())));
     let input = Var::constant(x);
-    let mut beta = Tensor::from_vec(vec![2.0f64], &[1]);
+    let layer = SwishLayer::<f64>::new(2.0);
+    let mut opt = Optim::new(Sgd::default(), layer.parameters(), GroupOptions::lr(2.0));
     for step in 0..200 {
-        let b = Var::leaf(beta.clone());
-        let loss = Var::apply_op(Swish, &[&input, &b]).sub(&target).square().mean();
-        let g = loss.backward();
-        beta = beta.sub(&g.get(&b).unwrap().mul_scalar(2.0));
+        let loss = mse_loss(&layer.forward(&input), &target);
+        opt.step(&loss.backward());
         if step % 50 == 0 {
-            println!("step {step:3}: loss {:.3e}, beta {:.4}", loss.item(), beta.item());
+            println!("step {step:3}: loss {:.3e}, beta {:.4}", loss.item(), layer.beta.value().item());
         }
     }
-    println!("fitted beta = {:.4} (target 0.6)", beta.item());
-    assert!((beta.item() - 0.6).abs() < 1e-2, "gradient descent did not recover beta");
+    let fitted = layer.beta.value().item();
+    println!("fitted beta = {fitted:.4} (target 0.6)");
+    assert!((fitted - 0.6).abs() < 1e-2, "gradient descent did not recover beta");
 }

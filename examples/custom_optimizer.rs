@@ -1,12 +1,11 @@
 //! A user-written optimizer: signSGD with momentum ("Signum", Bernstein et al. 2018) as an
-//! `UpdateRule`, training a small two-layer MLP (written with `Param`s and `Var` ops) on
-//! seeded synthetic regression data. The rule is all a new optimizer needs: the `Optim` driver
-//! brings parameter groups, weight decay, skipped missing gradients and state save/load.
+//! `UpdateRule`, training a small two-layer MLP (a `#[derive(Module)]` struct of `Linear`
+//! layers) on seeded synthetic regression data. The rule is all a new optimizer needs: the
+//! `Optim` driver brings parameter groups (here the weights and the biases, split by their
+//! dotted names), weight decay, skipped missing gradients and state save/load.
 //!
 //! `cargo run --release --example custom_optimizer`
 
-use ferrograd::autograd::Param;
-use ferrograd::optim::{GroupOptions, Optim, Optimizer, UpdateRule};
 use ferrograd::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -33,6 +32,23 @@ impl<F: Float> UpdateRule<F> for Signum {
     }
 }
 
+/// `fc2(tanh(fc1(x)))`.
+#[derive(Module)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn new(inputs: usize, hidden: usize, rng: &mut StdRng) -> Self {
+        Mlp { fc1: Linear::new(inputs, hidden, rng), fc2: Linear::new(hidden, 1, rng) }
+    }
+
+    fn forward(&self, x: &Var) -> Var {
+        self.fc2.forward(&self.fc1.forward(x).tanh())
+    }
+}
+
 fn main() {
     let mut rng = StdRng::seed_from_u64(7);
     // y = sin(x0) + x1 * x2 on 256 points of [-2, 2]^3.
@@ -40,20 +56,15 @@ fn main() {
     let y = Tensor::from_vec(x.to_vec().chunks(3).map(|r| r[0].sin() + r[1] * r[2]).collect(), &[256, 1]);
     let (x, y) = (Var::constant(x), Var::constant(y));
 
-    let w1 = Param::new(Tensor::rand_normal(&[3, 32], 0.0, 0.5, &mut rng));
-    let b1 = Param::new(Tensor::zeros(&[32]));
-    let w2 = Param::new(Tensor::rand_normal(&[32, 1], 0.0, 0.2, &mut rng));
-    let b2 = Param::new(Tensor::zeros(&[1]));
-    let mse = || {
-        let h = (&x.matmul(&w1.var()) + &b1.var()).tanh();
-        let pred = &h.matmul(&w2.var()) + &b2.var();
-        (&pred - &y).square().mean()
-    };
+    let model = Mlp::new(3, 32, &mut rng);
+    let mse = || mse_loss(&model.forward(&x), &y);
 
-    let mut opt = Optim::new(Signum { beta: 0.9 }, vec![w1.clone(), w2.clone()], GroupOptions::lr(0.01));
-    // Biases in their own group: a smaller lr and no weight decay.
-    opt.add_group(vec![b1.clone(), b2.clone()], GroupOptions::lr(0.005));
-    opt.groups_mut()[0].options.weight_decay = 1e-4;
+    // Weights in one group, biases in their own: a smaller lr and no weight decay.
+    let (biases, weights): (Vec<_>, Vec<_>) =
+        model.named_parameters().into_iter().partition(|(n, _)| n.ends_with("bias"));
+    let params = |named: Vec<(String, Param)>| named.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    let mut opt = Optim::new(Signum { beta: 0.9 }, params(weights), GroupOptions::lr(0.01).weight_decay(1e-4));
+    opt.add_group(params(biases), GroupOptions::lr(0.005));
 
     let first = mse().data().item();
     let mut last = first;

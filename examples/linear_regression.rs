@@ -14,11 +14,7 @@ use std::error::Error;
 use std::io::Write;
 use std::path::PathBuf;
 
-use ferrograd::nn::data::{DataLoader, TensorDataset};
-use ferrograd::nn::layers::Linear;
-use ferrograd::nn::loss::mse_loss;
-use ferrograd::nn::Module;
-use ferrograd::optim::{GroupOptions, Optim, Optimizer, Sgd};
+// Tensors, Var, Linear, mse_loss, DataLoader, Module, Optim and Sgd: all in the prelude.
 use ferrograd::prelude::*;
 use ferrograd::tensor::rand::{rngs::StdRng, SeedableRng};
 

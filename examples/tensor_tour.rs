@@ -12,6 +12,10 @@ fn main() {
     let x = Tensor::<f32>::arange(0.0, 6.0, 1.0).reshape(&[2, 3]);
     let xt = x.t();
     println!("x = {:?}\nx.t() strides {:?}, shares storage: {}", x.to_vec(), xt.strides(), xt.shares_storage(&x));
+    // Debug shows a view's layout beside its data (so a failing property test shows it too).
+    println!("{xt:?}");
+    // Columns 1 and 2 of x, as a view: x's strides, starting one element in.
+    println!("{:?}", x.slice(1, 1, 3, 1));
 
     // NumPy broadcasting and reductions over chosen dims.
     let bias = Tensor::from_vec(vec![10.0f32, 20.0, 30.0], &[3]);
