@@ -1,8 +1,9 @@
 //! `ferrograd-nn`: layers, losses, data loading and checkpoints on top of the autograd.
 //!
 //! A model is a [`Module`]: a forward pass over [`Var`](ferrograd_autograd::Var)s plus a named
-//! tree of [`Param`](ferrograd_autograd::Param)s. Layers follow PyTorch's names, shapes and
-//! default initialisations.
+//! tree of [`Param`](ferrograd_autograd::Param)s, usually read off a struct's fields by
+//! `#[derive(Module)]`. Layers follow PyTorch's names, shapes and default initialisations.
+//! [`check::gradcheck_module`] checks a module's gradients against finite differences.
 
 #![warn(missing_docs)]
 

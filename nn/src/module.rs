@@ -3,128 +3,7 @@
 //! A model is a struct of its parameters and layers. `#[derive(Module)]` reads the tree off the
 //! struct's fields (nothing to list by hand, so nothing to forget); the provided methods walk it
 //! to give PyTorch-style dotted names (`encoder.layers.0.linear1.weight`), switch train/eval
-//! mode, and save or restore a `state_dict`.
-//!
-//! # Writing a layer
-//!
-//! A struct, its parameters, and an inherent `forward`: the derive's [`Module::forward`] calls
-//! the inherent one, so `layer.forward(&x)` works with or without the trait in scope, and the
-//! layer composes with every other module (fields, [`Sequential`](crate::layers::Sequential),
-//! `Vec`s of layers).
-//!
-//! ```
-//! use ferrograd_autograd::{Param, Var};
-//! use ferrograd_nn::{layers::Linear, Module};
-//! use ferrograd_tensor::{Float, Tensor};
-//! use rand::{rngs::StdRng, SeedableRng};
-//!
-//! #[derive(Module)]
-//! struct Residual<F: Float = f32> {
-//!     fc: Linear<F>,
-//!     blocks: Vec<Linear<F>>,
-//!     gate: Param<F>,
-//!     #[module(skip)]
-//!     width: usize,
-//! }
-//!
-//! impl<F: Float> Residual<F> {
-//!     fn forward(&self, x: &Var<F>) -> Var<F> {
-//!         let h = self.blocks.iter().fold(self.fc.forward(x), |h, b| b.forward(&h).relu());
-//!         x + &(&h * &self.gate.var())
-//!     }
-//! }
-//!
-//! let mut rng = StdRng::seed_from_u64(0);
-//! let block = Residual::<f64> {
-//!     fc: Linear::new(4, 4, &mut rng),
-//!     blocks: vec![Linear::new(4, 4, &mut rng), Linear::new(4, 4, &mut rng)],
-//!     gate: Param::new(Tensor::zeros(&[1])),
-//!     width: 4,
-//! };
-//! let names: Vec<String> = block.named_parameters().into_iter().map(|(n, _)| n).collect();
-//! assert_eq!(names, ["gate", "fc.weight", "fc.bias", "blocks.0.weight", "blocks.0.bias", "blocks.1.weight", "blocks.1.bias"]);
-//! assert_eq!(block.forward(&Var::constant(Tensor::ones(&[2, 4]))).shape(), &[2, 4]);
-//! ```
-//!
-//! The attributes (`skip`, `buffer`, `training`, `flatten`; `float`, `any_float`, `forward`) are
-//! listed on the [derive macro](macro@crate::Module).
-//!
-//! # Layers with several inputs or outputs
-//!
-//! [`Module::forward`] is the single-input form, the one a [`Sequential`](crate::layers::Sequential)
-//! chains. A layer whose natural signature is different keeps it as an inherent method and still
-//! derives `Module`, so that its parameters are found, named, trained, saved and switched to
-//! eval mode with the rest of the model:
-//!
-//! - it has a natural single-input form too (an LSTM from a zero state, self-attention): name
-//!   that method with `#[module(forward = method)]`, and keep the full signature
-//!   (`forward_state(&x, state) -> (y, state)`) beside it;
-//! - it has none (a decoder layer needs the target and the memory): `#[module(forward = none)]`;
-//!   its own `forward(&tgt, &memory)` is the one callers use, and `Module::forward` panics with
-//!   the type's name (as calling a two-argument PyTorch module with one argument raises).
-//!
-//! ```
-//! use ferrograd_autograd::Var;
-//! use ferrograd_nn::{layers::Linear, Module};
-//! use ferrograd_tensor::{Float, Tensor};
-//! use rand::{rngs::StdRng, SeedableRng};
-//!
-//! /// Mixes a target with a memory: `q(tgt) + k(memory)`.
-//! #[derive(Module)]
-//! #[module(forward = none)]
-//! struct Mix<F: Float = f32> {
-//!     q: Linear<F>,
-//!     k: Linear<F>,
-//! }
-//!
-//! impl<F: Float> Mix<F> {
-//!     fn forward(&self, tgt: &Var<F>, memory: &Var<F>) -> Var<F> {
-//!         &self.q.forward(tgt) + &self.k.forward(memory)
-//!     }
-//! }
-//!
-//! /// A recurrent cell: `h' = tanh(W x + U h)`; the single-input form starts from zeros.
-//! #[derive(Module)]
-//! #[module(forward = forward_zero_state)]
-//! struct Cell<F: Float = f32> {
-//!     w: Linear<F>,
-//!     u: Linear<F>,
-//! }
-//!
-//! impl<F: Float> Cell<F> {
-//!     fn forward(&self, x: &Var<F>, h: &Var<F>) -> Var<F> {
-//!         (&self.w.forward(x) + &self.u.forward(h)).tanh()
-//!     }
-//!     fn forward_zero_state(&self, x: &Var<F>) -> Var<F> {
-//!         let h = Var::constant(Tensor::zeros(&[x.shape()[0], self.u.in_features()]));
-//!         self.forward(x, &h)
-//!     }
-//! }
-//!
-//! /// Both inside one model: the tree sees every parameter.
-//! #[derive(Module)]
-//! #[module(forward = none)]
-//! struct Model<F: Float = f32> {
-//!     cell: Cell<F>,
-//!     mix: Mix<F>,
-//! }
-//!
-//! let mut rng = StdRng::seed_from_u64(0);
-//! let model = Model::<f32> {
-//!     cell: Cell { w: Linear::new(3, 5, &mut rng), u: Linear::new(5, 5, &mut rng) },
-//!     mix: Mix { q: Linear::new(5, 2, &mut rng), k: Linear::new(4, 2, &mut rng) },
-//! };
-//! assert_eq!(model.parameters().len(), 8);
-//! let x = Var::constant(Tensor::ones(&[6, 3]));
-//! let h = Module::forward(&model.cell, &x); // the single-input form, as Sequential would call it
-//! let y = model.mix.forward(&h, &Var::constant(Tensor::ones(&[6, 4])));
-//! assert_eq!(y.shape(), &[6, 2]);
-//! ```
-//!
-//! # Writing the impl by hand
-//!
-//! Still works: implement `forward`, and `params`, `buffers`, `children` and
-//! `set_training_self` where the layer has them (see [`Module`]).
+//! mode, and save or restore a `state_dict`. The guide to writing a layer is on the trait.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,12 +13,135 @@ use ferrograd_tensor::{Float, Tensor};
 
 use crate::NnError;
 
-/// A building block of a model.
+/// A building block of a model: a forward pass and a named tree of parameters, buffers and
+/// submodules.
 ///
-/// Usually derived: `#[derive(Module)]` (see the [derive macro](macro@crate::Module) and the module
-/// guide in the [crate documentation](crate)). By hand, only `forward` is required; a layer with parameters
-/// also implements `params`, a container implements `children`, and a layer that behaves
-/// differently in training (Dropout, BatchNorm) implements `set_training_self`.
+/// The provided methods walk the tree: [`named_parameters`](Module::named_parameters) gives
+/// PyTorch's dotted names (`encoder.layers.0.linear1.weight`), [`train`](Module::train) and
+/// [`eval`](Module::eval) switch every module's mode, [`state_dict`](Module::state_dict) and
+/// [`load_state_dict`](Module::load_state_dict) save and restore parameters and buffers.
+///
+/// # Writing a layer
+///
+/// A struct, its parameters, and an inherent `forward`: the derive's [`Module::forward`] calls
+/// the inherent one, so `layer.forward(&x)` works with or without the trait in scope, and the
+/// layer composes with every other module (fields, [`Sequential`](crate::layers::Sequential),
+/// `Vec`s of layers).
+///
+/// ```
+/// use ferrograd_autograd::{Param, Var};
+/// use ferrograd_nn::{layers::Linear, Module};
+/// use ferrograd_tensor::{Float, Tensor};
+/// use rand::{rngs::StdRng, SeedableRng};
+///
+/// #[derive(Module)]
+/// struct Residual<F: Float = f32> {
+///     fc: Linear<F>,
+///     blocks: Vec<Linear<F>>,
+///     gate: Param<F>,
+///     #[module(skip)]
+///     width: usize,
+/// }
+///
+/// impl<F: Float> Residual<F> {
+///     fn forward(&self, x: &Var<F>) -> Var<F> {
+///         let h = self.blocks.iter().fold(self.fc.forward(x), |h, b| b.forward(&h).relu());
+///         x + &(&h * &self.gate.var())
+///     }
+/// }
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let block = Residual::<f64> {
+///     fc: Linear::new(4, 4, &mut rng),
+///     blocks: vec![Linear::new(4, 4, &mut rng), Linear::new(4, 4, &mut rng)],
+///     gate: Param::new(Tensor::zeros(&[1])),
+///     width: 4,
+/// };
+/// let names: Vec<String> = block.named_parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["gate", "fc.weight", "fc.bias", "blocks.0.weight", "blocks.0.bias", "blocks.1.weight", "blocks.1.bias"]);
+/// assert_eq!(block.forward(&Var::constant(Tensor::ones(&[2, 4]))).shape(), &[2, 4]);
+/// ```
+///
+/// The attributes (`skip`, `buffer`, `training`, `flatten`; `float`, `any_float`, `forward`) are
+/// listed on the [derive macro](macro@crate::Module).
+///
+/// # Layers with several inputs or outputs
+///
+/// [`Module::forward`] is the single-input form, the one a [`Sequential`](crate::layers::Sequential)
+/// chains. A layer whose natural signature is different keeps it as an inherent method and still
+/// derives `Module`, so that its parameters are found, named, trained, saved and switched to
+/// eval mode with the rest of the model:
+///
+/// - it has a natural single-input form too (an LSTM from a zero state, self-attention): name
+///   that method with `#[module(forward = method)]`, and keep the full signature
+///   (`forward_state(&x, state) -> (y, state)`) beside it;
+/// - it has none (a decoder layer needs the target and the memory): `#[module(forward = none)]`;
+///   its own `forward(&tgt, &memory)` is the one callers use, and `Module::forward` panics with
+///   the type's name (as calling a two-argument PyTorch module with one argument raises).
+///
+/// ```
+/// use ferrograd_autograd::Var;
+/// use ferrograd_nn::{layers::Linear, Module};
+/// use ferrograd_tensor::{Float, Tensor};
+/// use rand::{rngs::StdRng, SeedableRng};
+///
+/// /// Mixes a target with a memory: `q(tgt) + k(memory)`.
+/// #[derive(Module)]
+/// #[module(forward = none)]
+/// struct Mix<F: Float = f32> {
+///     q: Linear<F>,
+///     k: Linear<F>,
+/// }
+///
+/// impl<F: Float> Mix<F> {
+///     fn forward(&self, tgt: &Var<F>, memory: &Var<F>) -> Var<F> {
+///         &self.q.forward(tgt) + &self.k.forward(memory)
+///     }
+/// }
+///
+/// /// A recurrent cell: `h' = tanh(W x + U h)`; the single-input form starts from zeros.
+/// #[derive(Module)]
+/// #[module(forward = forward_zero_state)]
+/// struct Cell<F: Float = f32> {
+///     w: Linear<F>,
+///     u: Linear<F>,
+/// }
+///
+/// impl<F: Float> Cell<F> {
+///     fn forward(&self, x: &Var<F>, h: &Var<F>) -> Var<F> {
+///         (&self.w.forward(x) + &self.u.forward(h)).tanh()
+///     }
+///     fn forward_zero_state(&self, x: &Var<F>) -> Var<F> {
+///         let h = Var::constant(Tensor::zeros(&[x.shape()[0], self.u.in_features()]));
+///         self.forward(x, &h)
+///     }
+/// }
+///
+/// /// Both inside one model: the tree sees every parameter.
+/// #[derive(Module)]
+/// #[module(forward = none)]
+/// struct Model<F: Float = f32> {
+///     cell: Cell<F>,
+///     mix: Mix<F>,
+/// }
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let model = Model::<f32> {
+///     cell: Cell { w: Linear::new(3, 5, &mut rng), u: Linear::new(5, 5, &mut rng) },
+///     mix: Mix { q: Linear::new(5, 2, &mut rng), k: Linear::new(4, 2, &mut rng) },
+/// };
+/// assert_eq!(model.parameters().len(), 8);
+/// let x = Var::constant(Tensor::ones(&[6, 3]));
+/// let h = Module::forward(&model.cell, &x); // the single-input form, as Sequential would call it
+/// let y = model.mix.forward(&h, &Var::constant(Tensor::ones(&[6, 4])));
+/// assert_eq!(y.shape(), &[6, 2]);
+/// ```
+///
+/// # Writing the impl by hand
+///
+/// Still works: only `forward` is required; a layer with parameters also implements `params`
+/// (and `buffers`), a container implements `children`, and a layer that behaves differently in
+/// training (Dropout, BatchNorm) implements `set_training_self`.
 ///
 /// ```
 /// use ferrograd_autograd::{Param, Var};
@@ -324,8 +326,8 @@ impl TrainingFlag for AtomicBool {
 
 /// What `#[derive(Module)]` expands to calls into; not a public API.
 ///
-/// A field is classified by its type through [`Field`]: a `Param` or `Option<Param>` is a
-/// parameter, anything that holds modules ([`Submodules`]: a module, or a `Vec`, `Option` or
+/// A field is classified by its type through `Field`: a `Param` or `Option<Param>` is a
+/// parameter, anything that holds modules (`Submodules`: a module, or a `Vec`, `Option` or
 /// array of them, nested as deep as wanted) gives children. The kind parameter `K` keeps the
 /// impls apart (a blanket impl over every `Module` would otherwise overlap with the containers'),
 /// and is inferred at each field: exactly one impl fits a well-formed field, none fits a

@@ -376,6 +376,64 @@ fn float_any_float_and_generic_modules() {
 }
 
 #[test]
+fn where_clauses_lifetimes_raw_names_unit_structs_and_another_crate_path() {
+    use ferrograd_nn as nnx;
+
+    #[derive(Module)]
+    struct Bounded<F>
+    where
+        F: Float,
+    {
+        r#type: Linear<F>,
+    }
+    impl<F: Float> Bounded<F> {
+        fn forward(&self, x: &Var<F>) -> Var<F> {
+            self.r#type.forward(x)
+        }
+    }
+    #[derive(Module)]
+    struct Borrowing<'a> {
+        fc: Linear,
+        #[module(skip)]
+        label: &'a str,
+    }
+    impl Borrowing<'_> {
+        fn forward(&self, x: &Var) -> Var {
+            self.fc.forward(x)
+        }
+    }
+    #[derive(Module)]
+    #[module(any_float)]
+    struct Identity;
+    impl Identity {
+        fn forward<F: Float>(&self, x: &Var<F>) -> Var<F> {
+            x.clone()
+        }
+    }
+    // The expansion names the crate where `crate = ...` says (here an alias of ferrograd_nn).
+    #[derive(nnx::Module)]
+    #[module(crate = nnx)]
+    struct Aliased {
+        fc: Linear,
+    }
+    impl Aliased {
+        fn forward(&self, x: &Var) -> Var {
+            self.fc.forward(x)
+        }
+    }
+
+    let mut r = rng();
+    assert_eq!(names(&Bounded::<f64> { r#type: Linear::new(1, 1, &mut r) }), ["type.weight", "type.bias"]);
+    let label = String::from("b");
+    let b = Borrowing { fc: Linear::new(1, 1, &mut r), label: &label };
+    assert_eq!((names(&b).len(), b.label), (2, "b"));
+    assert!(Module::<f64>::named_parameters(&Identity).is_empty());
+    let x = Var::constant(Tensor::<f32>::ones(&[1, 1]));
+    assert_eq!(Module::forward(&Identity, &x).to_vec(), [1.0]);
+    assert_eq!(names(&Aliased { fc: Linear::new(1, 1, &mut r) }), ["fc.weight", "fc.bias"]);
+}
+
+#[test]
 fn hand_written_and_derived_modules_nest_both_ways() {
     struct Scale(Param);
     impl Module for Scale {

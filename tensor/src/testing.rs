@@ -7,7 +7,7 @@
 //! rescales a drawn tensor without losing its layout. A failing case's report shows each
 //! tensor's layout (shape, strides, offset) beside its data, since the layout is often the cause.
 //!
-//! [`proptest`] itself is re-exported, so a user's tests need no direct dependency on it:
+//! [`proptest`](mod@proptest) itself is re-exported, so a user's tests need no direct dependency on it:
 //!
 //! ```
 //! use ferrograd_tensor::testing::proptest::prelude::*;
