@@ -2,7 +2,7 @@
 
 use ferrograd_tensor::{Float, Tensor};
 
-use crate::kernel::{c, dense};
+use crate::kernel::{c, dense, non_negative};
 use crate::{GroupOptions, RuleState, UpdateRule, WeightDecay};
 
 /// Adagrad's rule as PyTorch's: `clr = lr / (1 + (t - 1) * lr_decay)`, `sum += g²`,
@@ -46,6 +46,10 @@ pub struct AdagradState<F: Float> {
 impl<F: Float> RuleState<F> for AdagradState<F> {
     fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Tensor<F>)> {
         vec![("sum", &mut self.sum)]
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        non_negative("sum", &self.sum)
     }
 }
 

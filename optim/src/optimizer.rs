@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ferrograd_autograd::{Grads, NodeId, Param};
-use ferrograd_tensor::{Float, Tensor};
+use ferrograd_tensor::{Element, Float, Tensor};
 
 use crate::OptimError;
 
@@ -92,6 +92,13 @@ pub enum WeightDecay {
 pub trait RuleState<F: Float>: Clone + Send {
     /// The state's tensors by name, in a fixed order. Loading writes into them.
     fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Tensor<F>)>;
+
+    /// Checks state loaded from a checkpoint, after the driver has checked every shape and that
+    /// every value is finite: the name of an entry holding a value this rule can never produce
+    /// (a negative sum of squares), and why. The default accepts any finite state.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        Ok(())
+    }
 }
 
 impl<F: Float> RuleState<F> for () {
@@ -112,7 +119,7 @@ impl<F: Float> RuleState<F> for Tensor<F> {
 /// signSGD in full:
 /// ```
 /// use ferrograd_optim::{GroupOptions, UpdateRule};
-/// use ferrograd_tensor::{Float, Tensor};
+/// use ferrograd_tensor::{Element, Float, Tensor};
 /// #[derive(Clone)]
 /// struct SignSgd;
 /// impl<F: Float> UpdateRule<F> for SignSgd {
@@ -236,6 +243,34 @@ fn key(g: usize, i: usize, name: &str) -> String {
     format!("state.{g}.{i}.{name}")
 }
 
+/// The most steps a checkpoint may record: 2^53, where an `f64` count stops being exact. No run
+/// comes near it (centuries at a microsecond a step), so more is a corrupt file; and `u64`
+/// arithmetic on the count stays far from overflowing.
+const MAX_STEP: u64 = 1 << 53;
+
+/// A saved step count as a `u64`, or why it cannot be one.
+fn parse_step(s: f64) -> Result<u64, String> {
+    if !s.is_finite() {
+        Err(format!("step count {s} is not finite"))
+    } else if s < 0.0 {
+        Err(format!("step count {s} is negative"))
+    } else if s.fract() != 0.0 {
+        Err(format!("step count {s} is not a whole number"))
+    } else if s > MAX_STEP as f64 {
+        Err(format!("step count {s} is more steps than a run can take (at most 2^53)"))
+    } else {
+        Ok(s as u64)
+    }
+}
+
+/// `Ok` if every element of `t` is finite, else which one is not.
+fn all_finite<F: Float>(t: &Tensor<F>) -> Result<(), String> {
+    match t.to_vec().into_iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        None => Ok(()),
+        Some((i, x)) => Err(format!("element {i} is {}", Element::to_f64(x))),
+    }
+}
+
 impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
     fn step(&mut self, grads: &Grads<F>) {
         for group in &self.groups {
@@ -319,10 +354,8 @@ impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
                         found: step.shape().to_vec(),
                     });
                 }
-                let s = step.item().to_f64();
-                if !(s >= 0.0 && s.fract() == 0.0) {
-                    return Err(OptimError::InvalidValue { key: step_key, reason: format!("step count {s}") });
-                }
+                let s = parse_step(Element::to_f64(step.item()))
+                    .map_err(|reason| OptimError::InvalidValue { key: step_key, reason })?;
                 let value = p.value();
                 let mut state = group.rule.init_state(&value);
                 for (name, slot) in state.tensors_mut() {
@@ -335,10 +368,14 @@ impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
                             found: t.shape().to_vec(),
                         });
                     }
+                    all_finite(t).map_err(|reason| OptimError::InvalidValue { key: k, reason })?;
                     *slot = t.clone();
                     used.insert(sk.as_str());
                 }
-                loaded.insert(p.id(), Slot { step: s as u64, state });
+                state
+                    .validate()
+                    .map_err(|(name, reason)| OptimError::InvalidValue { key: key(gi, pi, name), reason })?;
+                loaded.insert(p.id(), Slot { step: s, state });
             }
         }
         if let Some(k) = saved.keys().find(|k| !used.contains(k.as_str())) {

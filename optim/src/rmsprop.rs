@@ -2,7 +2,7 @@
 
 use ferrograd_tensor::{Float, Tensor};
 
-use crate::kernel::{c, dense, ftz, zeros_like};
+use crate::kernel::{c, dense, ftz, non_negative, zeros_like};
 use crate::{GroupOptions, RuleState, UpdateRule, WeightDecay};
 
 /// RMSprop's rule as PyTorch's: `s = alpha * s + (1 - alpha) * g²`; centered:
@@ -57,6 +57,10 @@ impl<F: Float> RuleState<F> for RmsPropState<F> {
         v.extend(self.momentum_buffer.iter_mut().map(|t| ("momentum_buffer", t)));
         v.extend(self.grad_avg.iter_mut().map(|t| ("grad_avg", t)));
         v
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        non_negative("square_avg", &self.square_avg)
     }
 }
 
