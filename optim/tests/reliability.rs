@@ -7,8 +7,10 @@ use ferrograd_autograd::Param;
 use ferrograd_optim::{Adagrad, Adam, GroupOptions, Optim, OptimError, Optimizer, RmsProp, Sgd};
 use ferrograd_tensor::Tensor;
 
+type State = BTreeMap<String, Tensor<f64>>;
+
 /// The state of one Adam step on `w`, with its step count replaced by `step`.
-fn adam_state_at(step: f64) -> (Param<f64>, Optim<f64, Adam>, BTreeMap<String, Tensor<f64>>) {
+fn adam_state_at(step: f64) -> (Param<f64>, Optim<f64, Adam>, State) {
     let w = Param::new(Tensor::from_vec(vec![1.0, -2.0, 0.5], &[3]));
     let mut opt = Optim::new(Adam::default(), vec![w.clone()], GroupOptions::lr(0.1));
     opt.step(&w.var().square().sum().backward());
