@@ -3,8 +3,9 @@
 
 use ferrograd_tensor::{Float, Tensor};
 
+use crate::error::{decay, non_negative as option_non_negative};
 use crate::kernel::{c, dense, ftz, non_negative, zeros_like};
-use crate::{GroupOptions, RuleState, UpdateRule, WeightDecay};
+use crate::{GroupOptions, OptimError, RuleState, UpdateRule, WeightDecay};
 
 /// Adam's rule, PyTorch's `_single_tensor_adam` step for step:
 /// `m = lerp(m, g, 1 - beta1)`, `v = beta2 * v + (1 - beta2) * g²`,
@@ -122,6 +123,22 @@ impl<F: Float> UpdateRule<F> for Adam {
             return;
         }
         adam_kernel(&k, p, &g, m, v, vmax);
+    }
+
+    fn name(&self) -> &'static str {
+        if self.decoupled_weight_decay {
+            "AdamW"
+        } else {
+            "Adam"
+        }
+    }
+
+    /// PyTorch's checks: betas in `[0, 1)`, eps finite and `>= 0`.
+    fn validate(&self) -> Result<(), OptimError> {
+        let name = UpdateRule::<F>::name(self);
+        decay(name, "betas.0", self.betas.0)?;
+        decay(name, "betas.1", self.betas.1)?;
+        option_non_negative(name, "eps", self.eps)
     }
 
     fn momentum_mut(&mut self) -> Option<&mut f64> {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ferrograd_autograd::{Grads, NodeId, Param};
 use ferrograd_tensor::{Element, Float, Tensor};
 
+use crate::error::non_negative;
 use crate::OptimError;
 
 /// What every optimizer offers a training loop.
@@ -146,6 +147,28 @@ pub trait UpdateRule<F: Float>: Clone + Send {
     fn weight_decay(&self) -> WeightDecay {
         WeightDecay::L2
     }
+    /// The rule's name in messages (default: its type's name, `Adam`).
+    fn name(&self) -> &'static str {
+        let full = std::any::type_name::<Self>();
+        let path = full.split('<').next().unwrap_or(full);
+        path.rsplit("::").next().unwrap_or(path)
+    }
+
+    /// Checks the rule's hyperparameters, as PyTorch's constructors do: an
+    /// [`OptimError::InvalidOption`] naming the first one out of range. [`Optim`] calls it when
+    /// a group is added and before every step; the group's lr and weight decay are checked
+    /// there too. The default accepts any configuration.
+    ///
+    /// ```
+    /// use ferrograd_optim::{Adam, OptimError, UpdateRule};
+    /// let bad = Adam { betas: (0.9, 1.0), ..Adam::default() };
+    /// let err = UpdateRule::<f32>::validate(&bad).unwrap_err();
+    /// assert_eq!(err.to_string(), "Adam: invalid betas.1 = 1: must be in [0, 1)");
+    /// ```
+    fn validate(&self) -> Result<(), OptimError> {
+        Ok(())
+    }
+
     /// The hyperparameter a momentum-cycling schedule drives (SGD's `momentum`, Adam's
     /// `beta1`), or `None` if the rule has none (the default). Backs
     /// [`Optimizer::momentum`] and [`Optimizer::set_momentum`].
@@ -177,39 +200,89 @@ pub struct Optim<F: Float, R: UpdateRule<F>> {
     state: HashMap<NodeId, Slot<R::State>>,
 }
 
+impl<F: Float, R: UpdateRule<F>> std::fmt::Debug for Optim<F, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups: Vec<_> = self.groups.iter().map(|g| (g.rule.name(), g.params.len(), g.options)).collect();
+        f.debug_struct("Optim").field("groups", &groups).field("params_with_state", &self.state.len()).finish()
+    }
+}
+
 impl<F: Float, R: UpdateRule<F>> Optim<F, R> {
     /// An optimizer with one group.
     ///
     /// # Panics
-    /// If a parameter appears twice.
+    /// If an option is out of range (the message names the rule, the option and its value, at
+    /// the caller's line) or a parameter appears twice. [`Optim::try_new`] returns these as
+    /// errors instead, for options that come from configs or searches.
     #[track_caller]
     pub fn new(rule: R, params: Vec<Param<F>>, options: GroupOptions) -> Self {
+        match Self::try_new(rule, params, options) {
+            Ok(opt) => opt,
+            Err(e) => panic!("Optim::new: {e}"),
+        }
+    }
+
+    /// [`Optim::new`] returning an [`OptimError`] for options out of range (what PyTorch's
+    /// constructors reject: a negative or NaN lr, betas outside `[0, 1)`, a negative eps,
+    /// weight decay or momentum, Nesterov without momentum, ...) or a repeated parameter.
+    ///
+    /// ```
+    /// use ferrograd_autograd::Param;
+    /// use ferrograd_optim::{GroupOptions, Optim, OptimError, Sgd};
+    /// use ferrograd_tensor::Tensor;
+    /// let w = Param::new(Tensor::<f32>::zeros(&[2]));
+    /// let err = Optim::try_new(Sgd::default(), vec![w], GroupOptions::lr(-0.1)).unwrap_err();
+    /// assert_eq!(err.to_string(), "Sgd: invalid lr = -0.1: must be finite and >= 0");
+    /// ```
+    pub fn try_new(rule: R, params: Vec<Param<F>>, options: GroupOptions) -> Result<Self, OptimError> {
         let mut opt = Optim { groups: Vec::new(), state: HashMap::new() };
-        opt.add_group_with(params, options, rule);
-        opt
+        opt.try_add_group_with(params, options, rule)?;
+        Ok(opt)
     }
 
     /// Adds a group using the first group's rule configuration.
     ///
     /// # Panics
-    /// If a parameter already belongs to this optimizer.
+    /// As [`Optim::new`]: an option out of range, or a parameter already in this optimizer.
     #[track_caller]
     pub fn add_group(&mut self, params: Vec<Param<F>>, options: GroupOptions) {
+        if let Err(e) = self.try_add_group(params, options) {
+            panic!("Optim::add_group: {e}");
+        }
+    }
+
+    /// [`Optim::add_group`] returning an error instead of panicking; on error nothing changes.
+    pub fn try_add_group(&mut self, params: Vec<Param<F>>, options: GroupOptions) -> Result<(), OptimError> {
         let rule = self.groups[0].rule.clone();
-        self.add_group_with(params, options, rule);
+        self.try_add_group_with(params, options, rule)
     }
 
     /// Adds a group with its own rule configuration (say other betas).
     ///
     /// # Panics
-    /// If a parameter already belongs to this optimizer.
+    /// As [`Optim::new`]: an option out of range, or a parameter already in this optimizer.
     #[track_caller]
     pub fn add_group_with(&mut self, params: Vec<Param<F>>, options: GroupOptions, rule: R) {
+        if let Err(e) = self.try_add_group_with(params, options, rule) {
+            panic!("Optim::add_group_with: {e}");
+        }
+    }
+
+    /// [`Optim::add_group_with`] returning an error instead of panicking; on error nothing
+    /// changes.
+    pub fn try_add_group_with(
+        &mut self,
+        params: Vec<Param<F>>,
+        options: GroupOptions,
+        rule: R,
+    ) -> Result<(), OptimError> {
+        check_group(&rule, &options)?;
         let mut seen: HashSet<NodeId> = self.groups.iter().flat_map(|g| g.params.iter().map(|p| p.id())).collect();
-        for p in &params {
-            assert!(seen.insert(p.id()), "Optim::add_group: parameter {p:?} is already in this optimizer");
+        if let Some(p) = params.iter().find(|p| !seen.insert(p.id())) {
+            return Err(OptimError::DuplicateParameter(format!("{p:?}")));
         }
         self.groups.push(ParamGroup { params, options, rule });
+        Ok(())
     }
 
     /// The parameter groups.
@@ -223,8 +296,14 @@ impl<F: Float, R: UpdateRule<F>> Optim<F, R> {
     }
 
     /// Sets the learning rate of group `group` only.
+    ///
+    /// # Panics
+    /// If `lr` is negative or not finite, or there is no such group.
     #[track_caller]
     pub fn set_group_lr(&mut self, group: usize, lr: f64) {
+        if let Err(e) = non_negative(self.groups[group].rule.name(), "lr", lr) {
+            panic!("Optim::set_group_lr: {e}");
+        }
         self.groups[group].options.lr = lr;
     }
 
@@ -237,6 +316,13 @@ impl<F: Float, R: UpdateRule<F>> Optim<F, R> {
     pub fn param_state(&self, param: &Param<F>) -> Option<&R::State> {
         self.state.get(&param.id()).map(|s| &s.state)
     }
+}
+
+/// A group's options and its rule's hyperparameters, as PyTorch's constructors check them.
+fn check_group<F: Float, R: UpdateRule<F>>(rule: &R, options: &GroupOptions) -> Result<(), OptimError> {
+    non_negative(rule.name(), "lr", options.lr)?;
+    non_negative(rule.name(), "weight_decay", options.weight_decay)?;
+    rule.validate()
 }
 
 fn key(g: usize, i: usize, name: &str) -> String {
@@ -272,8 +358,14 @@ fn all_finite<F: Float>(t: &Tensor<F>) -> Result<(), String> {
 }
 
 impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
+    #[track_caller]
     fn step(&mut self, grads: &Grads<F>) {
-        for group in &self.groups {
+        for (gi, group) in self.groups.iter().enumerate() {
+            // Options can change between steps (groups_mut, set_momentum): a value out of range
+            // would give NaN weights or silent ascent.
+            if let Err(e) = check_group(&group.rule, &group.options) {
+                panic!("Optimizer::step: parameter group {gi}: {e}");
+            }
             let opts = &group.options;
             let rule = &group.rule;
             for p in &group.params {
@@ -305,7 +397,11 @@ impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
         self.groups[0].options.lr
     }
 
+    #[track_caller]
     fn set_lr(&mut self, lr: f64) {
+        if let Err(e) = non_negative(self.groups[0].rule.name(), "lr", lr) {
+            panic!("Optimizer::set_lr: {e}");
+        }
         self.groups.iter_mut().for_each(|g| g.options.lr = lr);
     }
     fn momentum(&self) -> Option<f64> {

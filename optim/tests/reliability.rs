@@ -1,11 +1,39 @@
 //! Regressions from the reliability audit (issue 18): impossible saved state, unchecked options
 //! and non-finite gradients under clipping.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 use ferrograd_autograd::Param;
-use ferrograd_optim::{Adagrad, Adam, GroupOptions, Optim, OptimError, Optimizer, RmsProp, Sgd};
+use ferrograd_optim::{Adagrad, Adam, GroupOptions, Lion, Optim, OptimError, Optimizer, RmsProp, Sgd, UpdateRule};
 use ferrograd_tensor::Tensor;
+
+thread_local! {
+    static PANIC_AT: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, which must panic, and returns its message and the file and line it reported.
+fn panic_site(f: impl FnOnce()) -> (String, String, u32) {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let site = info.location().map(|l| (l.file().to_string(), l.line()));
+            PANIC_AT.with(|p| *p.borrow_mut() = site);
+            default(info);
+        }));
+    });
+    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let (file, line) = PANIC_AT.with(|p| p.borrow_mut().take()).expect("the hook saw the panic");
+    (msg, file, line)
+}
 
 type State = BTreeMap<String, Tensor<f64>>;
 
@@ -99,4 +127,127 @@ fn non_finite_or_negative_state_is_a_typed_error() {
     let mut s = sgd.state_dict();
     s.insert("state.0.0.momentum_buffer".into(), Tensor::from_vec(vec![-1.0, 2.0], &[2]));
     assert_eq!(sgd.load_state_dict(&s), Ok(()), "a momentum buffer may be negative");
+}
+
+fn w() -> Param<f64> {
+    Param::new(Tensor::from_vec(vec![1.0, -2.0], &[2]))
+}
+
+/// `Optim::try_new(rule, [w], options)`'s error message.
+fn refusal<R: UpdateRule<f64>>(rule: R, options: GroupOptions) -> String {
+    match Optim::try_new(rule, vec![w()], options) {
+        Ok(_) => "accepted".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn options_out_of_range_are_refused_naming_rule_option_and_value() {
+    let lr = GroupOptions::lr;
+    let sgd = Sgd::default();
+    let adam = Adam::default();
+    let cases: Vec<(String, &str)> = vec![
+        (refusal(sgd, lr(-0.1)), "Sgd: invalid lr = -0.1: must be finite and >= 0"),
+        (refusal(sgd, lr(f64::NAN)), "Sgd: invalid lr = NaN: must be finite and >= 0"),
+        (refusal(sgd, lr(f64::INFINITY)), "Sgd: invalid lr = inf: must be finite and >= 0"),
+        (refusal(sgd, lr(0.1).weight_decay(-1e-4)), "Sgd: invalid weight_decay = -0.0001: must be finite and >= 0"),
+        (refusal(Sgd { momentum: -0.9, ..sgd }, lr(0.1)), "Sgd: invalid momentum = -0.9: must be finite and >= 0"),
+        (refusal(Sgd { dampening: 1.5, ..sgd }, lr(0.1)), "Sgd: invalid dampening = 1.5: must be in [0, 1]"),
+        (
+            refusal(Sgd { nesterov: true, ..sgd }, lr(0.1)),
+            "Sgd: invalid momentum = 0: Nesterov momentum needs a momentum > 0",
+        ),
+        (
+            refusal(Sgd { nesterov: true, momentum: 0.9, dampening: 0.1, ..sgd }, lr(0.1)),
+            "Sgd: invalid dampening = 0.1: Nesterov momentum needs zero dampening",
+        ),
+        (refusal(Adam { betas: (1.0, 0.999), ..adam }, lr(0.1)), "Adam: invalid betas.0 = 1: must be in [0, 1)"),
+        (refusal(Adam { betas: (0.9, -0.1), ..adam }, lr(0.1)), "Adam: invalid betas.1 = -0.1: must be in [0, 1)"),
+        (
+            refusal(Adam { eps: -1e-8, ..Adam::adamw() }, lr(0.1)),
+            "AdamW: invalid eps = -0.00000001: must be finite and >= 0",
+        ),
+        (refusal(Adam::adamw(), lr(f64::NAN)), "AdamW: invalid lr = NaN: must be finite and >= 0"),
+        (
+            refusal(RmsProp { alpha: 1.5, ..RmsProp::default() }, lr(0.1)),
+            "RmsProp: invalid alpha = 1.5: must be in [0, 1]",
+        ),
+        (
+            refusal(RmsProp { momentum: -0.5, ..RmsProp::default() }, lr(0.1)),
+            "RmsProp: invalid momentum = -0.5: must be finite and >= 0",
+        ),
+        (
+            refusal(RmsProp { eps: f64::NAN, ..RmsProp::default() }, lr(0.1)),
+            "RmsProp: invalid eps = NaN: must be finite and >= 0",
+        ),
+        (
+            refusal(Adagrad { lr_decay: -0.1, ..Adagrad::default() }, lr(0.1)),
+            "Adagrad: invalid lr_decay = -0.1: must be finite and >= 0",
+        ),
+        (
+            refusal(Adagrad { initial_accumulator_value: -1.0, ..Adagrad::default() }, lr(0.1)),
+            "Adagrad: invalid initial_accumulator_value = -1: must be finite and >= 0",
+        ),
+        (
+            refusal(Adagrad { eps: -1.0, ..Adagrad::default() }, lr(0.1)),
+            "Adagrad: invalid eps = -1: must be finite and >= 0",
+        ),
+        (
+            refusal(Lion { betas: (0.9, 1.2), ..Lion::default() }, lr(0.1)),
+            "Lion: invalid betas.1 = 1.2: must be in [0, 1)",
+        ),
+    ];
+    for (got, want) in cases {
+        assert_eq!(got, want);
+    }
+    // The edges of every range are valid.
+    assert_eq!(refusal(Sgd { momentum: 0.0, dampening: 1.0, ..sgd }, lr(0.0)), "accepted");
+    assert_eq!(refusal(Adam { betas: (0.0, 0.0), eps: 0.0, ..adam }, lr(0.0).weight_decay(0.0)), "accepted");
+    assert_eq!(refusal(RmsProp { alpha: 1.0, ..RmsProp::default() }, lr(1e3)), "accepted");
+}
+
+#[test]
+fn the_panicking_constructors_report_the_callers_line() {
+    let (msg, file, line) = panic_site(|| {
+        Optim::new(Adam { betas: (0.9, 1.5), ..Adam::default() }, vec![w()], GroupOptions::lr(0.1));
+    });
+    assert_eq!(msg, "Optim::new: Adam: invalid betas.1 = 1.5: must be in [0, 1)");
+    assert_eq!((file.as_str(), line), (file!(), line!() - 3));
+
+    let mut opt = Optim::new(Sgd::default(), vec![w()], GroupOptions::lr(0.1));
+    let (msg, file, line) = panic_site(|| opt.add_group(vec![Param::new(Tensor::zeros(&[1]))], GroupOptions::lr(-1.0)));
+    assert_eq!(msg, "Optim::add_group: Sgd: invalid lr = -1: must be finite and >= 0");
+    assert_eq!((file.as_str(), line), (file!(), line!() - 2));
+    let (msg, file, line) = panic_site(|| opt.set_lr(f64::NAN));
+    assert_eq!(msg, "Optimizer::set_lr: Sgd: invalid lr = NaN: must be finite and >= 0");
+    assert_eq!((file.as_str(), line), (file!(), line!() - 2));
+    assert_eq!(opt.lr(), 0.1, "a refused lr changes nothing");
+}
+
+#[test]
+fn options_changed_between_steps_are_checked_before_the_step() {
+    let p = w();
+    let mut opt = Optim::new(Adam::default(), vec![p.clone()], GroupOptions::lr(0.1));
+    opt.groups_mut()[0].rule.betas.0 = 1.0;
+    let grads = p.var().square().sum().backward();
+    let (msg, _, _) = panic_site(|| opt.step(&grads));
+    assert_eq!(msg, "Optimizer::step: parameter group 0: Adam: invalid betas.0 = 1: must be in [0, 1)");
+    assert_eq!(p.value().to_vec(), vec![1.0, -2.0], "nothing moved");
+    // set_momentum (a schedule cycling beta1 past 1) is caught the same way.
+    opt.groups_mut()[0].rule.betas.0 = 0.9;
+    opt.set_momentum(1.2);
+    let (msg, _, _) = panic_site(|| opt.step(&grads));
+    assert!(msg.contains("betas.0 = 1.2"), "{msg}");
+}
+
+#[test]
+fn a_repeated_parameter_is_a_typed_error_from_the_try_constructors() {
+    let p = w();
+    let err = Optim::try_new(Sgd::default(), vec![p.clone(), p.clone()], GroupOptions::lr(0.1)).err().unwrap();
+    assert!(matches!(err, OptimError::DuplicateParameter(_)), "{err}");
+    let mut opt = Optim::try_new(Sgd::default(), vec![p.clone()], GroupOptions::lr(0.1)).unwrap();
+    assert!(matches!(opt.try_add_group(vec![p], GroupOptions::lr(0.1)), Err(OptimError::DuplicateParameter(_))));
+    let bad = Sgd { momentum: -1.0, ..Sgd::default() };
+    assert!(opt.try_add_group_with(vec![w()], GroupOptions::lr(0.1), bad).is_err());
+    assert_eq!(opt.groups().len(), 1, "a refused group is not added");
 }
