@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::NonFiniteGrad;
+
 /// An error building an optimizer from options, loading its state, or clipping gradients.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum OptimError {
@@ -21,6 +23,20 @@ pub enum OptimError {
     /// A parameter was given twice (in one group or in two).
     #[error("optimizer: parameter {0} is already in this optimizer")]
     DuplicateParameter(String),
+    /// Gradient clipping met a NaN or infinite total norm (with `error_if_nonfinite`).
+    #[error(
+        "clip_grad_norm: the gradients' total {norm_type}-norm is {norm} ({}); gradients left unchanged",
+        offenders(params)
+    )]
+    NonFiniteGradNorm {
+        /// The total norm computed.
+        norm: f64,
+        /// The p of the norm.
+        norm_type: f64,
+        /// The parameters whose gradient holds NaN or infinity (empty if the norm overflowed
+        /// from finite values).
+        params: Vec<NonFiniteGrad>,
+    },
     /// The saved state lacks an entry this optimizer needs.
     #[error("optimizer state: missing entry `{0}`")]
     MissingKey(String),
@@ -76,4 +92,13 @@ pub(crate) fn decay(rule: &str, option: &str, value: f64) -> Result<(), OptimErr
 /// A fraction: in `[0, 1]`.
 pub(crate) fn fraction(rule: &str, option: &str, value: f64) -> Result<(), OptimError> {
     require(rule, option, value, (0.0..=1.0).contains(&value), "must be in [0, 1]")
+}
+
+/// The parameters of an [`OptimError::NonFiniteGradNorm`] message.
+fn offenders(params: &[NonFiniteGrad]) -> String {
+    if params.is_empty() {
+        "every element is finite: the sum of powers overflowed".to_string()
+    } else {
+        params.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    }
 }

@@ -39,7 +39,7 @@ mod sgd;
 
 pub use adagrad::{Adagrad, AdagradState};
 pub use adam::{Adam, AdamState};
-pub use clip::{clip_grad_norm, clip_grad_value};
+pub use clip::{clip_grad_norm, clip_grad_value, try_clip_grad_norm, ClipOptions, NonFiniteGrad};
 pub use error::OptimError;
 pub use lion::Lion;
 pub use optimizer::{GroupOptions, Optim, Optimizer, ParamGroup, RuleState, UpdateRule, WeightDecay};

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
-use ferrograd_autograd::Param;
-use ferrograd_optim::{Adagrad, Adam, GroupOptions, Lion, Optim, OptimError, Optimizer, RmsProp, Sgd, UpdateRule};
+use ferrograd_autograd::{Grads, Param};
+use ferrograd_optim::{
+    clip_grad_norm, try_clip_grad_norm, Adagrad, Adam, ClipOptions, GroupOptions, Lion, NonFiniteGrad, Optim,
+    OptimError, Optimizer, RmsProp, Sgd, UpdateRule,
+};
 use ferrograd_tensor::Tensor;
 
 thread_local! {
@@ -250,4 +253,80 @@ fn a_repeated_parameter_is_a_typed_error_from_the_try_constructors() {
     let bad = Sgd { momentum: -1.0, ..Sgd::default() };
     assert!(opt.try_add_group_with(vec![w()], GroupOptions::lr(0.1), bad).is_err());
     assert_eq!(opt.groups().len(), 1, "a refused group is not added");
+}
+
+/// Two parameters, the second's gradient holding `bad` at element 0.
+fn bad_grads(bad: f64) -> (Vec<Param<f64>>, Grads<f64>) {
+    let (a, b) = (Param::new(Tensor::zeros(&[2])), Param::new(Tensor::zeros(&[3])));
+    let mut grads = Grads::default();
+    grads.insert(a.id(), Tensor::from_vec(vec![1.0, -2.0], &[2]));
+    grads.insert(b.id(), Tensor::from_vec(vec![bad, 1.0, -3.0], &[3]));
+    (vec![a, b], grads)
+}
+
+fn grads_of(params: &[Param<f64>], grads: &Grads<f64>) -> Vec<f64> {
+    params.iter().flat_map(|p| grads.get_param(p).unwrap().to_vec()).collect()
+}
+
+#[test]
+fn clip_grad_norm_with_a_nan_or_infinite_gradient_scales_as_pytorch() {
+    // PyTorch 2.x, clip_grad_norm_(params, 1.0, p) on these gradients: NaN makes every gradient
+    // NaN; infinity zeroes the finite ones and makes itself NaN. It used to return the norm and
+    // leave every gradient as it was.
+    for norm_type in [2.0, 1.0, f64::INFINITY] {
+        let (params, mut grads) = bad_grads(f64::NAN);
+        assert!(clip_grad_norm(&mut grads, &params, 1.0, norm_type).is_nan());
+        assert!(grads_of(&params, &grads).iter().all(|g| g.is_nan()), "p = {norm_type}");
+
+        let (params, mut grads) = bad_grads(f64::INFINITY);
+        assert_eq!(clip_grad_norm(&mut grads, &params, 1.0, norm_type), f64::INFINITY);
+        let g = grads_of(&params, &grads);
+        assert!(g[2].is_nan() && [g[0], g[1], g[3], g[4]] == [0.0; 4], "p = {norm_type}: {g:?}");
+    }
+}
+
+#[test]
+fn try_clip_grad_norm_refuses_a_non_finite_norm_naming_the_parameters() {
+    let (params, mut grads) = bad_grads(f64::INFINITY);
+    let before = grads_of(&params, &grads);
+    let err = try_clip_grad_norm(&mut grads, &params, 1.0, ClipOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        OptimError::NonFiniteGradNorm {
+            norm: f64::INFINITY,
+            norm_type: 2.0,
+            params: vec![NonFiniteGrad { index: 1, shape: vec![3], nan: 0, infinite: 1 }],
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "clip_grad_norm: the gradients' total 2-norm is inf (parameter 1 (shape [3]): 0 NaN, 1 infinite); \
+         gradients left unchanged"
+    );
+    assert_eq!(grads_of(&params, &grads), before);
+    // Off, it is clip_grad_norm.
+    let off = ClipOptions { error_if_nonfinite: false, ..ClipOptions::default() };
+    assert_eq!(try_clip_grad_norm(&mut grads, &params, 1.0, off), Ok(f64::INFINITY));
+    // Finite gradients clip as before, with or without the check.
+    let (params, mut grads) = bad_grads(2.0);
+    let norm = try_clip_grad_norm(&mut grads, &params, 1.0, ClipOptions::default()).unwrap();
+    assert!((norm - 19f64.sqrt()).abs() < 1e-12);
+    let bad = ClipOptions { norm_type: -1.0, ..ClipOptions::default() };
+    assert!(matches!(try_clip_grad_norm(&mut grads, &params, 1.0, bad), Err(OptimError::InvalidOption { .. })));
+    assert!(matches!(
+        try_clip_grad_norm(&mut grads, &params, f64::NAN, ClipOptions::default()),
+        Err(OptimError::InvalidOption { .. })
+    ));
+}
+
+#[test]
+fn clip_grad_norm_of_huge_finite_gradients_does_not_overflow() {
+    // Squares of 1e200 overflow f64; PyTorch's norm is 1e200 * sqrt(2), and so is ours.
+    let a = Param::new(Tensor::<f64>::zeros(&[2]));
+    let mut grads = Grads::default();
+    grads.insert(a.id(), Tensor::from_vec(vec![1e200, -1e200], &[2]));
+    let norm = try_clip_grad_norm(&mut grads, std::slice::from_ref(&a), 1.0, ClipOptions::default()).unwrap();
+    assert!((norm / (1e200 * 2f64.sqrt()) - 1.0).abs() < 1e-15, "{norm}");
+    let g = grads.get_param(&a).unwrap().to_vec();
+    assert!((g[0] - 1.0 / 2f64.sqrt()).abs() < 1e-12, "{g:?}");
 }
