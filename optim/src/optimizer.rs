@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ferrograd_autograd::{Grads, NodeId, Param};
+use ferrograd_autograd::{enable_grad, Grads, NodeId, Param, Var};
 use ferrograd_tensor::{Element, Float, Tensor};
 
 use crate::error::non_negative;
@@ -29,10 +29,49 @@ pub trait Optimizer<F: Float> {
     /// Updates every parameter that has a gradient in `grads`; parameters without one are left
     /// alone and their state does not advance (PyTorch's rule for `grad is None`).
     fn step(&mut self, grads: &Grads<F>);
+
+    /// A step with a closure that computes the loss (PyTorch's `optimizer.step(closure)`), for
+    /// optimizers that evaluate the loss more than once per step, like [`Lbfgs`](crate::Lbfgs).
+    /// The optimizer runs the closure (with gradients enabled) and its backward pass as often
+    /// as it needs; it returns the loss of the first evaluation. The default evaluates once
+    /// and calls [`Optimizer::step`] with its gradients.
+    ///
+    /// ```
+    /// use ferrograd_autograd::Param;
+    /// use ferrograd_optim::{GroupOptions, Optim, Optimizer, Sgd};
+    /// use ferrograd_tensor::Tensor;
+    /// let w = Param::new(Tensor::from_vec(vec![1.0f64, -2.0], &[2]));
+    /// let mut opt = Optim::new(Sgd::default(), vec![w.clone()], GroupOptions::lr(0.1));
+    /// let loss = opt.step_closure(&mut || w.var().square().sum());
+    /// assert_eq!(loss, 5.0);
+    /// assert_eq!(w.value().to_vec(), vec![0.8, -1.6]);
+    /// ```
+    fn step_closure(&mut self, closure: &mut dyn FnMut() -> Var<F>) -> f64 {
+        let loss = enable_grad(&mut *closure);
+        let value = Element::to_f64(loss.item());
+        self.step(&loss.backward());
+        value
+    }
+
     /// The learning rate of the first parameter group.
     fn lr(&self) -> f64;
     /// Sets the learning rate of every parameter group (what an LR scheduler drives).
     fn set_lr(&mut self, lr: f64);
+    /// The learning rate of each parameter group, in order (default: one group, [`Optimizer::lr`]).
+    fn group_lrs(&self) -> Vec<f64> {
+        vec![self.lr()]
+    }
+    /// Sets each parameter group's learning rate, in order: what a schedule bound to the
+    /// optimizer ([`LrScheduler::bind`](crate::LrScheduler::bind)) drives, each group from its
+    /// own base lr as in PyTorch. The default sets [`Optimizer::set_lr`] from one value.
+    ///
+    /// # Panics
+    /// If `lrs` does not hold one lr per group, or one is negative or not finite.
+    #[track_caller]
+    fn set_group_lrs(&mut self, lrs: &[f64]) {
+        assert_eq!(lrs.len(), 1, "Optimizer::set_group_lrs: {} lrs for 1 parameter group", lrs.len());
+        self.set_lr(lrs[0]);
+    }
     /// The momentum of the first parameter group, as PyTorch's `OneCycleLR` sees it: SGD's and
     /// RMSprop's `momentum`, Adam's and Lion's `beta1`; `None` if the rule has none (the
     /// default).
@@ -334,23 +373,23 @@ fn key(g: usize, i: usize, name: &str) -> String {
 /// arithmetic on the count stays far from overflowing.
 const MAX_STEP: u64 = 1 << 53;
 
-/// A saved step count as a `u64`, or why it cannot be one.
-fn parse_step(s: f64) -> Result<u64, String> {
+/// A saved count (of steps, iterations or evaluations) as a `u64`, or why it cannot be one.
+pub(crate) fn parse_count(s: f64, what: &str) -> Result<u64, String> {
     if !s.is_finite() {
-        Err(format!("step count {s} is not finite"))
+        Err(format!("{what} {s} is not finite"))
     } else if s < 0.0 {
-        Err(format!("step count {s} is negative"))
+        Err(format!("{what} {s} is negative"))
     } else if s.fract() != 0.0 {
-        Err(format!("step count {s} is not a whole number"))
+        Err(format!("{what} {s} is not a whole number"))
     } else if s > MAX_STEP as f64 {
-        Err(format!("step count {s} is more steps than a run can take (at most 2^53)"))
+        Err(format!("{what} {s} is more steps than a run can take (at most 2^53)"))
     } else {
         Ok(s as u64)
     }
 }
 
 /// `Ok` if every element of `t` is finite, else which one is not.
-fn all_finite<F: Float>(t: &Tensor<F>) -> Result<(), String> {
+pub(crate) fn all_finite<F: Float>(t: &Tensor<F>) -> Result<(), String> {
     match t.to_vec().into_iter().enumerate().find(|(_, x)| !x.is_finite()) {
         None => Ok(()),
         Some((i, x)) => Err(format!("element {i} is {}", Element::to_f64(x))),
@@ -395,6 +434,29 @@ impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
 
     fn lr(&self) -> f64 {
         self.groups[0].options.lr
+    }
+
+    fn group_lrs(&self) -> Vec<f64> {
+        self.groups.iter().map(|g| g.options.lr).collect()
+    }
+
+    #[track_caller]
+    fn set_group_lrs(&mut self, lrs: &[f64]) {
+        assert_eq!(
+            lrs.len(),
+            self.groups.len(),
+            "Optimizer::set_group_lrs: {} lrs for {} parameter groups",
+            lrs.len(),
+            self.groups.len()
+        );
+        for (group, &lr) in self.groups.iter().zip(lrs) {
+            if let Err(e) = non_negative(group.rule.name(), "lr", lr) {
+                panic!("Optimizer::set_group_lrs: {e}");
+            }
+        }
+        for (group, &lr) in self.groups.iter_mut().zip(lrs) {
+            group.options.lr = lr;
+        }
     }
 
     #[track_caller]
@@ -450,7 +512,7 @@ impl<F: Float, R: UpdateRule<F>> Optimizer<F> for Optim<F, R> {
                         found: step.shape().to_vec(),
                     });
                 }
-                let s = parse_step(Element::to_f64(step.item()))
+                let s = parse_count(Element::to_f64(step.item()), "step count")
                     .map_err(|reason| OptimError::InvalidValue { key: step_key, reason })?;
                 let value = p.value();
                 let mut state = group.rule.init_state(&value);
