@@ -37,6 +37,8 @@ mod optimizer;
 mod rmsprop;
 mod scheduler;
 mod sgd;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use adagrad::{Adagrad, AdagradState};
 pub use adam::{Adam, AdamState};
