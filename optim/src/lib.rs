@@ -8,18 +8,19 @@
 //!
 //! ```
 //! use ferrograd_autograd::{Param, Var};
-//! use ferrograd_optim::{Adam, GroupOptions, LrScheduler, Optim, Optimizer, StepLR};
+//! use ferrograd_optim::{Adam, GroupOptions, Optim, Optimizer, StepLR};
 //! use ferrograd_tensor::Tensor;
 //! let w = Param::new(Tensor::from_vec(vec![0.0f32, 0.0], &[2, 1]));
 //! let x = Var::constant(Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]));
 //! let y = Var::constant(Tensor::from_vec(vec![3.0, 7.0], &[2, 1]));
 //! let mut opt = Optim::new(Adam::default(), vec![w.clone()], GroupOptions::lr(0.1));
-//! let mut sched = StepLR::new(0.1, 100, 0.5);
+//! let mut sched = StepLR::on(&mut opt, 100, 0.5); // halves the optimizer's lr every 100 steps
 //! for _ in 0..300 {
 //!     let loss = (&x.matmul(&w.var()) - &y).square().mean();
 //!     opt.step(&loss.backward());
-//!     opt.set_lr(sched.step());
+//!     sched.step(&mut opt);
 //! }
+//! assert_eq!(opt.lr(), 0.0125);
 //! let w = w.value().to_vec();
 //! assert!((w[0] - 1.0).abs() < 0.05 && (w[1] - 1.0).abs() < 0.05);
 //! ```
@@ -49,7 +50,8 @@ pub use lion::Lion;
 pub use optimizer::{GroupOptions, Optim, Optimizer, ParamGroup, RuleState, UpdateRule, WeightDecay};
 pub use rmsprop::{RmsProp, RmsPropState};
 pub use scheduler::{
-    ChainedScheduler, ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR, LinearLR, LrScheduler,
-    MultiStepLR, OneCycleLR, PlateauMode, PlateauOptions, ReduceLROnPlateau, SequentialLR, StepLR, ThresholdMode,
+    BoundScheduler, ChainedScheduler, ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR,
+    LinearLR, LrScheduler, MultiStepLR, OneCycleLR, PlateauMode, PlateauOptions, ReduceLROnPlateau, SequentialLR,
+    StepLR, ThresholdMode,
 };
 pub use sgd::{Sgd, SgdState};
