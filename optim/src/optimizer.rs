@@ -95,6 +95,54 @@ pub trait Optimizer<F: Float> {
     fn load_state_dict(&mut self, state: &BTreeMap<String, Tensor<F>>) -> Result<(), OptimError>;
 }
 
+/// A boxed optimizer is an optimizer, so code holding a `Box<dyn Optimizer<F>>` passes
+/// `&mut opt` where an optimizer is expected (a bound schedule's `step(&mut opt)`).
+///
+/// ```
+/// use ferrograd_autograd::Param;
+/// use ferrograd_optim::{GroupOptions, Optim, Optimizer, Sgd, StepLR};
+/// use ferrograd_tensor::Tensor;
+/// let w = Param::new(Tensor::from_vec(vec![1.0f32], &[1]));
+/// let mut opt: Box<dyn Optimizer<f32>> = Box::new(Optim::new(Sgd::default(), vec![w], GroupOptions::lr(0.1)));
+/// let mut sched = StepLR::on(&mut opt, 1, 0.5);
+/// sched.step(&mut opt);
+/// assert_eq!(opt.lr(), 0.05);
+/// ```
+impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
+    fn step(&mut self, grads: &Grads<F>) {
+        (**self).step(grads)
+    }
+    fn step_closure(&mut self, closure: &mut dyn FnMut() -> Var<F>) -> f64 {
+        (**self).step_closure(closure)
+    }
+    fn lr(&self) -> f64 {
+        (**self).lr()
+    }
+    #[track_caller]
+    fn set_lr(&mut self, lr: f64) {
+        (**self).set_lr(lr)
+    }
+    fn group_lrs(&self) -> Vec<f64> {
+        (**self).group_lrs()
+    }
+    #[track_caller]
+    fn set_group_lrs(&mut self, lrs: &[f64]) {
+        (**self).set_group_lrs(lrs)
+    }
+    fn momentum(&self) -> Option<f64> {
+        (**self).momentum()
+    }
+    fn set_momentum(&mut self, momentum: f64) -> bool {
+        (**self).set_momentum(momentum)
+    }
+    fn state_dict(&self) -> BTreeMap<String, Tensor<F>> {
+        (**self).state_dict()
+    }
+    fn load_state_dict(&mut self, state: &BTreeMap<String, Tensor<F>>) -> Result<(), OptimError> {
+        (**self).load_state_dict(state)
+    }
+}
+
 /// The options every parameter group has, whatever the rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupOptions {
