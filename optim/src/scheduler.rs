@@ -771,6 +771,34 @@ impl SequentialLR {
         assert!(milestones.windows(2).all(|w| w[0] < w[1]), "SequentialLR: milestones must increase");
         SequentialLR { schedulers, milestones, last_epoch: 0 }
     }
+
+    /// The sequence bound to `opt` (see [`BoundScheduler`]): each schedule scales every
+    /// parameter group from the group's own lr taken from `opt` now. The base lr the built-in
+    /// parts were built with is not used; a schedule of your own that does not implement
+    /// [`LrScheduler::lr_from`] gives every group its own [`LrScheduler::lr_at`].
+    ///
+    /// ```
+    /// use ferrograd_autograd::Param;
+    /// use ferrograd_optim::{CosineAnnealingLR, GroupOptions, LinearLR, Optim, SequentialLR, Sgd};
+    /// use ferrograd_tensor::Tensor;
+    /// let w = Param::new(Tensor::<f32>::zeros(&[1]));
+    /// let mut opt = Optim::new(Sgd::default(), vec![w], GroupOptions::lr(0.1));
+    /// let (warmup, cosine) = (LinearLR::new(1.0, 0.1, 1.0, 3), CosineAnnealingLR::new(1.0, 10, 0.0));
+    /// let mut sched = SequentialLR::on(&mut opt, vec![Box::new(warmup), Box::new(cosine)], vec![3]);
+    /// let lrs: Vec<f64> = (0..3).map(|_| sched.step(&mut opt)).collect();
+    /// assert!((lrs[2] - 0.1).abs() < 1e-12); // epoch 3: the cosine's start, at the optimizer's lr
+    /// ```
+    ///
+    /// # Panics
+    /// As [`SequentialLR::new`], and if a part cycles momentum that `opt`'s rule lacks.
+    #[track_caller]
+    pub fn on<F: Float>(
+        opt: &mut dyn Optimizer<F>,
+        schedulers: Vec<Box<dyn LrScheduler + Send>>,
+        milestones: Vec<u64>,
+    ) -> BoundScheduler<Self> {
+        SequentialLR::new(schedulers, milestones).bind(opt)
+    }
 }
 
 impl SequentialLR {
@@ -836,6 +864,22 @@ impl ChainedScheduler {
         assert!(!schedulers.is_empty(), "ChainedScheduler: no schedulers");
         assert!(base_lr != 0.0, "ChainedScheduler: base_lr must not be zero");
         ChainedScheduler { base_lr, schedulers, last_epoch: 0 }
+    }
+
+    /// The chain bound to `opt` (see [`BoundScheduler`]): every parameter group's lr is its own
+    /// lr, taken from `opt` now, times each schedule's factor. The base lr the built-in parts
+    /// were built with is not used; a schedule of your own that does not implement
+    /// [`LrScheduler::lr_from`] must be built with `opt`'s lr.
+    ///
+    /// # Panics
+    /// As [`ChainedScheduler::new`] (with `opt`'s first lr as the base), and if a part cycles
+    /// momentum that `opt`'s rule lacks.
+    #[track_caller]
+    pub fn on<F: Float>(
+        opt: &mut dyn Optimizer<F>,
+        schedulers: Vec<Box<dyn LrScheduler + Send>>,
+    ) -> BoundScheduler<Self> {
+        ChainedScheduler::new(opt.lr(), schedulers).bind(opt)
     }
 }
 

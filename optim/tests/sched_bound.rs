@@ -52,19 +52,20 @@ fn bound(name: &str, opt: &mut Optim<f64, Sgd>) -> BoundScheduler<Box<dyn LrSche
         "step" => StepLR::on(opt, 4, 0.5).boxed(),
         "cosine" => CosineAnnealingLR::on(opt, 8, 0.005).boxed(),
         "warm_restarts" => CosineAnnealingWarmRestarts::on(opt, 3, 2, 0.001).boxed(),
-        "linear" => LinearLR::on(opt, 0.25, 1.0, 5).boxed(),
+        // Bound through the trait, as a training driver holding any schedule does.
+        "linear" => {
+            let s: Box<dyn LrScheduler + Send> = Box::new(LinearLR::new(7.0, 0.25, 1.0, 5));
+            s.bind(opt)
+        }
         "sequential" => {
             let warmup = LinearLR::new(7.0, 0.1, 1.0, 3);
             let cosine = CosineAnnealingLR::new(7.0, 10, 0.002);
-            let s: Box<dyn LrScheduler + Send> =
-                Box::new(SequentialLR::new(vec![Box::new(warmup), Box::new(cosine)], vec![3]));
-            s.bind(opt)
+            SequentialLR::on(opt, vec![Box::new(warmup), Box::new(cosine)], vec![3]).boxed()
         }
         "chained" => {
             let parts: Vec<Box<dyn LrScheduler + Send>> =
                 vec![Box::new(ConstantLR::new(7.0, 0.5, 4)), Box::new(ExponentialLR::new(7.0, 0.9))];
-            let s: Box<dyn LrScheduler + Send> = Box::new(ChainedScheduler::new(7.0, parts));
-            s.bind(opt)
+            ChainedScheduler::on(opt, parts).boxed()
         }
         "onecycle" => OneCycleLR::on(opt, 0.05, EPOCHS + 1).boxed(),
         other => panic!("no case {other}"),
