@@ -4,7 +4,14 @@
 //! Every optimizer is the shared driver [`Optim`] over an [`UpdateRule`]: [`Sgd`], [`Adam`]
 //! (and AdamW via [`Adam::adamw`]), [`RmsProp`], [`Adagrad`], [`Lion`], or your own. Updates
 //! match PyTorch's formulas step for step (checked against trajectories recorded with
-//! PyTorch, `tests/fixtures/gen_optim.py`).
+//! PyTorch, `tests/fixtures/gen_optim.py`). [`Lbfgs`] (PyTorch's `LBFGS`, with an optional
+//! strong-Wolfe line search) re-evaluates the loss through [`Optimizer::step_closure`].
+//!
+//! Schedules ([`StepLR`], [`CosineAnnealingLR`], [`OneCycleLR`], ...) are bound to their
+//! optimizer: `StepLR::on(&mut opt, ..)` takes each group's base lr from it, and
+//! [`BoundScheduler::step`] writes the lr, and the momentum when the schedule cycles it, into
+//! the optimizer (see the `scheduler` docs on [`LrScheduler`]). With the `testing` feature,
+//! `testing::Conformance` checks an optimizer of your own in one call.
 //!
 //! ```
 //! use ferrograd_autograd::{Param, Var};
