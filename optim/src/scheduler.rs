@@ -348,7 +348,12 @@ pub struct ConstantLR {
 
 impl ConstantLR {
     /// A new schedule at epoch 0.
+    ///
+    /// # Panics
+    /// If `factor` is not in [0, 1], as PyTorch raises.
+    #[track_caller]
     pub fn new(base_lr: f64, factor: f64, total_iters: u64) -> Self {
+        assert!((0.0..=1.0).contains(&factor), "ConstantLR: factor must be in [0, 1], got {factor}");
         ConstantLR { base_lr, factor, total_iters, last_epoch: 0 }
     }
     fn closed_form(&self, base_lr: f64, e: u64) -> f64 {
@@ -362,9 +367,9 @@ impl ConstantLR {
 epoch_counter!(ConstantLR, base_lr);
 
 impl ConstantLR {
-    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, taken
-    /// from `opt` now as its base, factor for the first `total_iters` epochs; the first values are written into `opt` at once,
-    /// as PyTorch's constructor does. `ConstantLR::new(base_lr, factor, total_iters)` is the unbound form.
+    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, from its lr
+    /// in `opt` now, times `factor` for the first `total_iters` epochs. The first values are written into
+    /// `opt` at once, as PyTorch's constructor does; [`ConstantLR::new`] is the unbound form.
     ///
     /// # Panics
     /// As [`ConstantLR::new`].
@@ -400,9 +405,9 @@ impl StepLR {
 epoch_counter!(StepLR, base_lr);
 
 impl StepLR {
-    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, taken
-    /// from `opt` now as its base, times `gamma` every `step_size` epochs; the first values are written into `opt` at once,
-    /// as PyTorch's constructor does. `StepLR::new(base_lr, step_size, gamma)` is the unbound form.
+    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, from its lr
+    /// in `opt` now, times `gamma` every `step_size` epochs. The first values are written into
+    /// `opt` at once, as PyTorch's constructor does; [`StepLR::new`] is the unbound form.
     ///
     /// # Panics
     /// As [`StepLR::new`].
@@ -438,9 +443,9 @@ impl MultiStepLR {
 epoch_counter!(MultiStepLR, base_lr);
 
 impl MultiStepLR {
-    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, taken
-    /// from `opt` now as its base, times `gamma` at each milestone; the first values are written into `opt` at once,
-    /// as PyTorch's constructor does. `MultiStepLR::new(base_lr, milestones, gamma)` is the unbound form.
+    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, from its lr
+    /// in `opt` now, times `gamma` at each milestone. The first values are written into `opt` at
+    /// once, as PyTorch's constructor does; [`MultiStepLR::new`] is the unbound form.
     ///
     /// # Panics
     /// As [`MultiStepLR::new`].
@@ -474,9 +479,9 @@ impl ExponentialLR {
 epoch_counter!(ExponentialLR, base_lr);
 
 impl ExponentialLR {
-    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, taken
-    /// from `opt` now as its base, times `gamma` every epoch; the first values are written into `opt` at once,
-    /// as PyTorch's constructor does. `ExponentialLR::new(base_lr, gamma)` is the unbound form.
+    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, from its lr
+    /// in `opt` now, times `gamma` every epoch. The first values are written into `opt` at once, as
+    /// PyTorch's constructor does; [`ExponentialLR::new`] is the unbound form.
     ///
     /// # Panics
     /// As [`ExponentialLR::new`].
@@ -517,9 +522,10 @@ impl CosineAnnealingLR {
 epoch_counter!(CosineAnnealingLR, base_lr);
 
 impl CosineAnnealingLR {
-    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, taken
-    /// from `opt` now as its base, annealed to `eta_min` over `t_max` epochs; the first values are written into `opt` at once,
-    /// as PyTorch's constructor does. `CosineAnnealingLR::new(base_lr, t_max, eta_min)` is the unbound form.
+    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, from its lr
+    /// in `opt` now, annealed to `eta_min` over `t_max` epochs. The first values are written into
+    /// `opt` at once, as PyTorch's constructor does; [`CosineAnnealingLR::new`] is the unbound
+    /// form.
     ///
     /// # Panics
     /// As [`CosineAnnealingLR::new`].
@@ -563,9 +569,9 @@ impl CosineAnnealingWarmRestarts {
 epoch_counter!(CosineAnnealingWarmRestarts, base_lr);
 
 impl CosineAnnealingWarmRestarts {
-    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, taken
-    /// from `opt` now as its base, annealed and restarted; the first values are written into `opt` at once,
-    /// as PyTorch's constructor does. `CosineAnnealingWarmRestarts::new(base_lr, t_0, t_mult, eta_min)` is the unbound form.
+    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, from its lr
+    /// in `opt` now, annealed and restarted. The first values are written into `opt` at once, as
+    /// PyTorch's constructor does; [`CosineAnnealingWarmRestarts::new`] is the unbound form.
     ///
     /// # Panics
     /// As [`CosineAnnealingWarmRestarts::new`].
@@ -593,8 +599,18 @@ pub struct LinearLR {
 
 impl LinearLR {
     /// A new schedule at epoch 0.
+    ///
+    /// # Panics
+    /// If `total_iters` is 0, `start_factor` is not in (0, 1] or `end_factor` not in [0, 1],
+    /// as PyTorch raises.
+    #[track_caller]
     pub fn new(base_lr: f64, start_factor: f64, end_factor: f64, total_iters: u64) -> Self {
         assert!(total_iters > 0, "LinearLR: total_iters must be positive");
+        assert!(
+            start_factor > 0.0 && start_factor <= 1.0,
+            "LinearLR: start_factor must be in (0, 1], got {start_factor}"
+        );
+        assert!((0.0..=1.0).contains(&end_factor), "LinearLR: end_factor must be in [0, 1], got {end_factor}");
         LinearLR { base_lr, start_factor, end_factor, total_iters, last_epoch: 0 }
     }
     fn closed_form(&self, base_lr: f64, e: u64) -> f64 {
@@ -605,9 +621,10 @@ impl LinearLR {
 epoch_counter!(LinearLR, base_lr);
 
 impl LinearLR {
-    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, taken
-    /// from `opt` now as its base, scaled linearly from `start_factor` to `end_factor`; the first values are written into `opt` at once,
-    /// as PyTorch's constructor does. `LinearLR::new(base_lr, start_factor, end_factor, total_iters)` is the unbound form.
+    /// The schedule bound to `opt` (see [`BoundScheduler`]): each parameter group's lr, from its lr
+    /// in `opt` now, scaled linearly from `start_factor` to `end_factor`. The first values are
+    /// written into `opt` at once, as PyTorch's constructor does; [`LinearLR::new`] is the unbound
+    /// form.
     ///
     /// # Panics
     /// As [`LinearLR::new`].
@@ -701,10 +718,9 @@ impl OneCycleLR {
     /// let mut sched = OneCycleLR::new(0.1, 10);
     /// opt.set_lr(sched.step()); // the momentum would stay 0.9
     /// ```
-    #[deprecated(
-        note = "`opt.set_lr(sched.step())` drops OneCycleLR's momentum: bind it with `OneCycleLR::on(&mut opt, ..)` \
-                and call `sched.step(&mut opt)`, or call `LrScheduler::step(&mut sched)` then `sched.apply_to(&mut opt)`"
-    )]
+    #[deprecated(note = "`opt.set_lr(sched.step())` drops OneCycleLR's momentum: bind it with \
+                `OneCycleLR::on(&mut opt, ..)` and call `sched.step(&mut opt)`, or call \
+                `LrScheduler::step(&mut sched)` then `sched.apply_to(&mut opt)`")]
     pub fn step(&mut self) -> f64 {
         LrScheduler::step(self)
     }
@@ -983,7 +999,13 @@ pub struct ReduceLROnPlateau {
 impl ReduceLROnPlateau {
     /// A scheduler starting at `lr` (the unbound form: [`ReduceLROnPlateau::step`] returns the
     /// lr for the loop to set).
+    ///
+    /// # Panics
+    /// If `options.factor` is not in [0, 1) (PyTorch raises for a factor of 1 or more).
+    #[track_caller]
     pub fn new(lr: f64, options: PlateauOptions) -> Self {
+        let factor = options.factor;
+        assert!((0.0..1.0).contains(&factor), "ReduceLROnPlateau: factor must be in [0, 1), got {factor}");
         ReduceLROnPlateau { options, lr, best: f64::NAN, num_bad_epochs: 0, cooldown_counter: 0 }
     }
 
@@ -1004,6 +1026,10 @@ impl ReduceLROnPlateau {
     /// let lrs = opt.group_lrs();
     /// assert!((lrs[0] - 0.01).abs() < 1e-12 && (lrs[1] - 0.002).abs() < 1e-12);
     /// ```
+    ///
+    /// # Panics
+    /// As [`ReduceLROnPlateau::new`].
+    #[track_caller]
     pub fn on<F: Float>(opt: &mut dyn Optimizer<F>, options: PlateauOptions) -> Self {
         ReduceLROnPlateau::new(opt.lr(), options)
     }

@@ -193,3 +193,31 @@ fn a_group_added_after_binding_is_reported() {
     opt.add_group(vec![Param::new(Tensor::zeros(&[1]))], GroupOptions::lr(0.3));
     sched.step(&mut opt);
 }
+
+#[test]
+fn out_of_range_schedule_options_are_refused_as_pytorch_refuses_them() {
+    let refused = |f: &(dyn Fn() + std::panic::RefUnwindSafe)| {
+        std::panic::catch_unwind(f).expect_err("must panic").downcast::<String>().map(|s| *s).unwrap_or_default()
+    };
+    assert!(refused(&|| {
+        ConstantLR::new(0.1, 1.5, 3);
+    })
+    .contains("ConstantLR: factor must be in [0, 1], got 1.5"));
+    assert!(refused(&|| {
+        LinearLR::new(0.1, 0.0, 1.0, 3);
+    })
+    .contains("LinearLR: start_factor must be in (0, 1], got 0"));
+    assert!(refused(&|| {
+        LinearLR::new(0.1, 0.5, f64::NAN, 3);
+    })
+    .contains("LinearLR: end_factor must be in [0, 1], got NaN"));
+    assert!(refused(&|| {
+        ReduceLROnPlateau::new(0.1, PlateauOptions { factor: 1.0, ..PlateauOptions::default() });
+    })
+    .contains("ReduceLROnPlateau: factor must be in [0, 1), got 1"));
+    // The edges PyTorch accepts.
+    ConstantLR::new(0.1, 0.0, 3);
+    ConstantLR::new(0.1, 1.0, 3);
+    LinearLR::new(0.1, 1.0, 0.0, 3);
+    ReduceLROnPlateau::new(0.1, PlateauOptions { factor: 0.0, ..PlateauOptions::default() });
+}
