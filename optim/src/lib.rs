@@ -58,7 +58,7 @@ pub use optimizer::{GroupOptions, Optim, Optimizer, ParamGroup, RuleState, Updat
 pub use rmsprop::{RmsProp, RmsPropState};
 pub use scheduler::{
     BoundScheduler, ChainedScheduler, ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR,
-    LinearLR, LrScheduler, MultiStepLR, OneCycleLR, PlateauMode, PlateauOptions, ReduceLROnPlateau, SequentialLR,
-    StepLR, ThresholdMode,
+    LinearLR, LrScheduler, MultiStepLR, OneCycleLR, PlateauMode, PlateauOptions, PlateauState, ReduceLROnPlateau,
+    SequentialLR, StepLR, ThresholdMode,
 };
 pub use sgd::{Sgd, SgdState};

@@ -975,6 +975,19 @@ impl Default for PlateauOptions {
     }
 }
 
+/// The counters of a [`ReduceLROnPlateau`] ([`ReduceLROnPlateau::state`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlateauState {
+    /// The lr of the unbound form (the first group's, when bound).
+    pub lr: f64,
+    /// The best metric seen (NaN before the first step).
+    pub best: f64,
+    /// Epochs since the last improvement.
+    pub num_bad_epochs: u64,
+    /// Epochs of cooldown left.
+    pub cooldown_counter: u64,
+}
+
 /// Multiplies the lr by `factor` when the metric has not improved for `patience` epochs
 /// (PyTorch's `ReduceLROnPlateau`).
 ///
@@ -1111,5 +1124,37 @@ impl ReduceLROnPlateau {
     /// The best metric seen (NaN before the first step).
     pub fn best(&self) -> f64 {
         self.best
+    }
+
+    /// What the scheduler has counted so far, to save with a checkpoint (PyTorch's
+    /// `state_dict()` without the options, which are configuration).
+    ///
+    /// ```
+    /// use ferrograd_optim::{PlateauOptions, ReduceLROnPlateau};
+    /// let options = PlateauOptions { patience: 2, ..PlateauOptions::default() };
+    /// let mut sched = ReduceLROnPlateau::new(0.1, options.clone());
+    /// for loss in [1.0, 1.1, 1.2] {
+    ///     sched.step(loss);
+    /// }
+    /// let saved = sched.state();
+    /// let mut resumed = ReduceLROnPlateau::new(0.1, options);
+    /// resumed.set_state(saved);
+    /// let (lr, lr_resumed) = (sched.step(1.3), resumed.step(1.3)); // the third bad epoch
+    /// assert_eq!(lr, lr_resumed);
+    /// assert!((lr - 0.01).abs() < 1e-15);
+    /// ```
+    pub fn state(&self) -> PlateauState {
+        PlateauState {
+            lr: self.lr,
+            best: self.best,
+            num_bad_epochs: self.num_bad_epochs,
+            cooldown_counter: self.cooldown_counter,
+        }
+    }
+
+    /// Restores a [`ReduceLROnPlateau::state`] (after loading a checkpoint).
+    pub fn set_state(&mut self, state: PlateauState) {
+        let PlateauState { lr, best, num_bad_epochs, cooldown_counter } = state;
+        (self.lr, self.best, self.num_bad_epochs, self.cooldown_counter) = (lr, best, num_bad_epochs, cooldown_counter);
     }
 }
