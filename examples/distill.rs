@@ -40,7 +40,7 @@ use ferrograd::nn::data::{DataLoader, Mnist, TensorDataset};
 use ferrograd::nn::layers::{Dropout, Linear, ReLU, Sequential};
 use ferrograd::nn::loss::cross_entropy;
 use ferrograd::nn::Module;
-use ferrograd::optim::{Adam, CosineAnnealingLR, GroupOptions, LrScheduler, Optim, Optimizer};
+use ferrograd::optim::{Adam, CosineAnnealingLR, GroupOptions, Optim, Optimizer};
 use ferrograd::prelude::*;
 use ferrograd::tensor::rand::{rngs::StdRng, SeedableRng};
 use ferrograd::tuning::distill::{distill_epoch_cached, DistillOptions, TeacherCache};
@@ -74,12 +74,12 @@ fn student(seed: u64, hidden: usize) -> Sequential {
 /// Trains the teacher on the hard labels, the learning rate annealed along a cosine to 0.
 fn train_teacher(model: &Sequential, loader: &DataLoader, epochs: usize) {
     let mut opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(1e-3));
-    let schedule = CosineAnnealingLR::new(1e-3, epochs as u64, 0.0);
+    let mut schedule = CosineAnnealingLR::on(&mut opt, epochs as u64, 0.0);
     for epoch in 0..epochs as u64 {
-        opt.set_lr(schedule.lr_at(epoch));
         for (x, y) in loader.iter_epoch(epoch) {
             opt.step(&cross_entropy(&model.forward(&Var::constant(x)), &y).backward());
         }
+        schedule.step(&mut opt);
     }
 }
 

@@ -58,6 +58,13 @@ impl<F: Float> Default for Grads<F> {
     }
 }
 
+/// Clones share the gradients' storage (copy-on-write).
+impl<F: Float> Clone for Grads<F> {
+    fn clone(&self) -> Self {
+        Grads { map: self.map.clone() }
+    }
+}
+
 impl<F: Float> Grads<F> {
     /// The gradient of `v`, if it required grad and the output depends on it.
     pub fn get(&self, v: &Var<F>) -> Option<&Tensor<F>> {
@@ -97,6 +104,131 @@ impl<F: Float> Grads<F> {
     /// Whether no gradient is held.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// Adds `other`'s gradients into these, as PyTorch's `.grad` accumulates over backward
+    /// passes: gradients of leaves in both are summed, those in one only are kept. This is
+    /// gradient accumulation over micro-batches: the sum of each micro-batch's gradients,
+    /// [scaled](Grads::scale) by its share of the batch, is the whole batch's gradient.
+    /// Gradients attached to a graph (`create_graph`) are summed differentiably; the others in
+    /// place. Also `grads += &other` and `&a + &b`.
+    ///
+    /// ```
+    /// use ferrograd_autograd::Var;
+    /// use ferrograd_tensor::Tensor;
+    /// let w = Var::leaf(Tensor::from_vec(vec![1.0f64, 2.0], &[2]));
+    /// let x = [Tensor::from_vec(vec![1.0, 0.0], &[2]), Tensor::from_vec(vec![3.0, 1.0], &[2])];
+    /// // The mean loss over both samples, and the same from one sample at a time.
+    /// let full = (&w * &Var::constant(Tensor::from_vec(vec![2.0, 0.5], &[2]))).sum().backward();
+    /// let mut acc = (&w * &Var::constant(x[0].clone())).sum().backward();
+    /// acc.accumulate(&(&w * &Var::constant(x[1].clone())).sum().backward());
+    /// acc.scale(0.5);
+    /// assert_eq!(acc.get(&w).unwrap().to_vec(), full.get(&w).unwrap().to_vec());
+    /// ```
+    ///
+    /// # Panics
+    /// If a leaf's gradients have different shapes in the two.
+    #[track_caller]
+    pub fn accumulate(&mut self, other: &Grads<F>) {
+        for (id, g) in &other.map {
+            let Some(mine) = self.map.get_mut(id) else {
+                self.map.insert(*id, g.clone());
+                continue;
+            };
+            assert_eq!(
+                mine.shape(),
+                g.shape(),
+                "Grads::accumulate: the gradient of {id:?} has shape {:?} here and {:?} in the other",
+                mine.shape(),
+                g.shape()
+            );
+            if mine.requires_grad() || g.requires_grad() {
+                *mine = mine.add(g);
+            } else {
+                mine.data.zip_inplace(&g.data, "Grads::accumulate", |a, b| a + b);
+            }
+        }
+    }
+
+    /// Multiplies every gradient by `factor` (to average accumulated micro-batches, or weight a
+    /// loss's gradients). Also `grads *= factor` and `grads * factor`.
+    pub fn scale(&mut self, factor: F) {
+        for g in self.map.values_mut() {
+            if g.requires_grad() {
+                *g = g.mul_scalar(factor);
+            } else {
+                g.data.mul_scalar_(factor);
+            }
+        }
+    }
+}
+
+impl<F: Float> std::ops::AddAssign<&Grads<F>> for Grads<F> {
+    /// [`Grads::accumulate`].
+    #[track_caller]
+    fn add_assign(&mut self, other: &Grads<F>) {
+        self.accumulate(other);
+    }
+}
+
+impl<F: Float> std::ops::AddAssign for Grads<F> {
+    /// [`Grads::accumulate`].
+    #[track_caller]
+    fn add_assign(&mut self, other: Grads<F>) {
+        self.accumulate(&other);
+    }
+}
+
+impl<F: Float> std::ops::Add for Grads<F> {
+    type Output = Grads<F>;
+    /// The sum of two sets of gradients ([`Grads::accumulate`]).
+    #[track_caller]
+    fn add(mut self, other: Grads<F>) -> Grads<F> {
+        self.accumulate(&other);
+        self
+    }
+}
+
+impl<F: Float> std::ops::Add for &Grads<F> {
+    type Output = Grads<F>;
+    /// The sum of two sets of gradients ([`Grads::accumulate`]).
+    #[track_caller]
+    fn add(self, other: &Grads<F>) -> Grads<F> {
+        let mut sum = self.clone();
+        sum.accumulate(other);
+        sum
+    }
+}
+
+impl<F: Float> std::ops::MulAssign<F> for Grads<F> {
+    /// [`Grads::scale`].
+    fn mul_assign(&mut self, factor: F) {
+        self.scale(factor);
+    }
+}
+
+impl<F: Float> std::ops::Mul<F> for Grads<F> {
+    type Output = Grads<F>;
+    /// Every gradient times `factor` ([`Grads::scale`]).
+    fn mul(mut self, factor: F) -> Grads<F> {
+        self.scale(factor);
+        self
+    }
+}
+
+impl<F: Float> std::ops::Mul<F> for &Grads<F> {
+    type Output = Grads<F>;
+    /// Every gradient times `factor` ([`Grads::scale`]).
+    fn mul(self, factor: F) -> Grads<F> {
+        self.clone() * factor
+    }
+}
+
+impl<F: Float> std::iter::Sum for Grads<F> {
+    /// The sum of many sets of gradients (empty if there are none).
+    #[track_caller]
+    fn sum<I: Iterator<Item = Grads<F>>>(iter: I) -> Grads<F> {
+        iter.fold(Grads::default(), |acc, g| acc + g)
     }
 }
 

@@ -2,8 +2,9 @@
 
 use ferrograd_tensor::{Float, Tensor};
 
-use crate::kernel::{c, dense};
-use crate::{GroupOptions, RuleState, UpdateRule, WeightDecay};
+use crate::error::non_negative as option_non_negative;
+use crate::kernel::{c, dense, non_negative};
+use crate::{GroupOptions, OptimError, RuleState, UpdateRule, WeightDecay};
 
 /// Adagrad's rule as PyTorch's: `clr = lr / (1 + (t - 1) * lr_decay)`, `sum += g²`,
 /// `param -= clr * g / (sqrt(sum) + eps)`. Weight decay is L2. PyTorch's defaults: lr 0.01,
@@ -47,6 +48,10 @@ impl<F: Float> RuleState<F> for AdagradState<F> {
     fn tensors_mut(&mut self) -> Vec<(&'static str, &mut Tensor<F>)> {
         vec![("sum", &mut self.sum)]
     }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        non_negative("sum", &self.sum)
+    }
 }
 
 impl<F: Float> UpdateRule<F> for Adagrad {
@@ -75,6 +80,13 @@ impl<F: Float> UpdateRule<F> for Adagrad {
             *s += gi * gi;
             *p += neg_clr * (gi / (s.sqrt() + eps));
         }
+    }
+
+    /// PyTorch's checks: lr_decay, initial_accumulator_value and eps finite and `>= 0`.
+    fn validate(&self) -> Result<(), OptimError> {
+        option_non_negative("Adagrad", "lr_decay", self.lr_decay)?;
+        option_non_negative("Adagrad", "initial_accumulator_value", self.initial_accumulator_value)?;
+        option_non_negative("Adagrad", "eps", self.eps)
     }
 
     fn weight_decay(&self) -> WeightDecay {

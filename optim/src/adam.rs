@@ -3,8 +3,9 @@
 
 use ferrograd_tensor::{Float, Tensor};
 
-use crate::kernel::{c, dense, ftz, zeros_like};
-use crate::{GroupOptions, RuleState, UpdateRule, WeightDecay};
+use crate::error::{decay, non_negative as option_non_negative};
+use crate::kernel::{c, dense, ftz, non_negative, zeros_like};
+use crate::{GroupOptions, OptimError, RuleState, UpdateRule, WeightDecay};
 
 /// Adam's rule, PyTorch's `_single_tensor_adam` step for step:
 /// `m = lerp(m, g, 1 - beta1)`, `v = beta2 * v + (1 - beta2) * g²`,
@@ -67,6 +68,11 @@ impl<F: Float> RuleState<F> for AdamState<F> {
         v.extend(self.max_exp_avg_sq.iter_mut().map(|t| ("max_exp_avg_sq", t)));
         v
     }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        non_negative("exp_avg_sq", &self.exp_avg_sq)?;
+        self.max_exp_avg_sq.as_ref().map_or(Ok(()), |t| non_negative("max_exp_avg_sq", t))
+    }
 }
 
 impl<F: Float> UpdateRule<F> for Adam {
@@ -89,9 +95,11 @@ impl<F: Float> UpdateRule<F> for Adam {
         step: u64,
     ) {
         let (beta1, beta2) = self.betas;
-        let t = step as i32;
-        let bias_correction1 = 1.0 - beta1.powi(t);
-        let bias_correction2_sqrt: F = c((1.0 - beta2.powi(t)).sqrt());
+        // A float power, as PyTorch's `beta1 ** step`: exact for every step count (an `i32`
+        // power wrapped negative at 2^31 steps and made the weights NaN).
+        let t = step as f64;
+        let bias_correction1 = 1.0 - beta1.powf(t);
+        let bias_correction2_sqrt: F = c((1.0 - beta2.powf(t)).sqrt());
         let neg_step_size: F = c(-(group.lr / bias_correction1));
         let (l2, decay): (F, F) = if self.decoupled_weight_decay {
             (F::zero(), c(1.0 - group.lr * group.weight_decay))
@@ -115,6 +123,22 @@ impl<F: Float> UpdateRule<F> for Adam {
             return;
         }
         adam_kernel(&k, p, &g, m, v, vmax);
+    }
+
+    fn name(&self) -> &'static str {
+        if self.decoupled_weight_decay {
+            "AdamW"
+        } else {
+            "Adam"
+        }
+    }
+
+    /// PyTorch's checks: betas in `[0, 1)`, eps finite and `>= 0`.
+    fn validate(&self) -> Result<(), OptimError> {
+        let name = UpdateRule::<F>::name(self);
+        decay(name, "betas.0", self.betas.0)?;
+        decay(name, "betas.1", self.betas.1)?;
+        option_non_negative(name, "eps", self.eps)
     }
 
     fn momentum_mut(&mut self) -> Option<&mut f64> {

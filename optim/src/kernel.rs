@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use ferrograd_tensor::{Float, Tensor};
+use ferrograd_tensor::{Element, Float, Tensor};
 
 /// The elements of `t` in row-major order, borrowed when `t` is contiguous.
 pub(crate) fn dense<F: Float>(t: &Tensor<F>) -> Cow<'_, [F]> {
@@ -38,4 +38,15 @@ pub(crate) fn ftz<F: Float>(x: F) -> F {
 /// A fresh zero tensor shaped like `t`.
 pub(crate) fn zeros_like<F: Float>(t: &Tensor<F>) -> Tensor<F> {
     Tensor::zeros(t.shape())
+}
+
+/// For [`RuleState::validate`](crate::RuleState::validate): `Ok` if no element of the loaded
+/// entry `name` (a running sum or average of squares) is negative.
+pub(crate) fn non_negative<F: Float>(name: &'static str, t: &Tensor<F>) -> Result<(), (&'static str, String)> {
+    match t.to_vec().into_iter().enumerate().find(|(_, x)| *x < F::zero()) {
+        None => Ok(()),
+        Some((i, x)) => {
+            Err((name, format!("element {i} is {}, but it averages squares and is never negative", Element::to_f64(x))))
+        }
+    }
 }

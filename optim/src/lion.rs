@@ -4,8 +4,9 @@
 
 use ferrograd_tensor::{Float, Tensor};
 
+use crate::error::decay;
 use crate::kernel::{c, dense, ftz, zeros_like};
-use crate::{GroupOptions, UpdateRule, WeightDecay};
+use crate::{GroupOptions, OptimError, UpdateRule, WeightDecay};
 
 /// Lion's rule: `param *= 1 - lr * wd`, `param -= lr * sign(beta1 * m + (1 - beta1) * g)`,
 /// `m = beta2 * m + (1 - beta2) * g`. The paper suggests an lr 3-10x smaller than AdamW's and a
@@ -63,6 +64,12 @@ impl<F: Float> UpdateRule<F> for Lion {
             *p += neg_lr * s;
             *m = ftz(b2 * *m + w2 * gi);
         }
+    }
+
+    /// Betas in `[0, 1)`, as Adam's (Lion is not in PyTorch's core).
+    fn validate(&self) -> Result<(), OptimError> {
+        decay("Lion", "betas.0", self.betas.0)?;
+        decay("Lion", "betas.1", self.betas.1)
     }
 
     fn momentum_mut(&mut self) -> Option<&mut f64> {

@@ -2,8 +2,9 @@
 
 use ferrograd_tensor::{Float, Tensor};
 
-use crate::kernel::{c, dense, ftz, zeros_like};
-use crate::{GroupOptions, RuleState, UpdateRule, WeightDecay};
+use crate::error::{fraction, non_negative as option_non_negative};
+use crate::kernel::{c, dense, ftz, non_negative, zeros_like};
+use crate::{GroupOptions, OptimError, RuleState, UpdateRule, WeightDecay};
 
 /// RMSprop's rule as PyTorch's: `s = alpha * s + (1 - alpha) * g²`; centered:
 /// `a = lerp(a, g, 1 - alpha)`, `avg = sqrt(s - a²) + eps`, else `avg = sqrt(s) + eps`; with
@@ -58,6 +59,10 @@ impl<F: Float> RuleState<F> for RmsPropState<F> {
         v.extend(self.grad_avg.iter_mut().map(|t| ("grad_avg", t)));
         v
     }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        non_negative("square_avg", &self.square_avg)
+    }
 }
 
 impl<F: Float> UpdateRule<F> for RmsProp {
@@ -105,6 +110,14 @@ impl<F: Float> UpdateRule<F> for RmsProp {
                 None => p[i] += (-lr) * (gi / avg),
             }
         }
+    }
+
+    /// PyTorch's checks (eps and momentum finite and `>= 0`), with alpha in `[0, 1]` (PyTorch
+    /// checks only `alpha >= 0`; above 1 the squared average turns negative and its root NaN).
+    fn validate(&self) -> Result<(), OptimError> {
+        fraction("RmsProp", "alpha", self.alpha)?;
+        option_non_negative("RmsProp", "eps", self.eps)?;
+        option_non_negative("RmsProp", "momentum", self.momentum)
     }
 
     fn momentum_mut(&mut self) -> Option<&mut f64> {

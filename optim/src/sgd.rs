@@ -3,8 +3,9 @@
 
 use ferrograd_tensor::{Float, Tensor};
 
+use crate::error::{fraction, non_negative, require};
 use crate::kernel::{c, dense, ftz, zeros_like};
-use crate::{GroupOptions, RuleState, UpdateRule, WeightDecay};
+use crate::{GroupOptions, OptimError, RuleState, UpdateRule, WeightDecay};
 
 /// SGD's rule (`torch.optim.SGD`): with `d = grad + weight_decay * param` (negated if
 /// `maximize`), `buf = momentum * buf + (1 - dampening) * d` (`buf = d` at the first step),
@@ -57,10 +58,6 @@ impl<F: Float> UpdateRule<F> for Sgd {
     type State = SgdState<F>;
 
     fn init_state(&self, param: &Tensor<F>) -> SgdState<F> {
-        assert!(
-            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
-            "Sgd: Nesterov momentum requires a momentum and zero dampening"
-        );
         SgdState { momentum_buffer: (self.momentum != 0.0).then(|| zeros_like(param)) }
     }
 
@@ -89,6 +86,25 @@ impl<F: Float> UpdateRule<F> for Sgd {
             let step_dir = if nesterov { d + mom * *b } else { *b };
             *p += (-lr) * step_dir;
         }
+    }
+
+    /// PyTorch's checks: momentum finite and `>= 0`; Nesterov needs a momentum `> 0` and zero
+    /// dampening. Dampening must also lie in `[0, 1]` (PyTorch does not check it; outside, the
+    /// buffer would grow against the gradient).
+    fn validate(&self) -> Result<(), OptimError> {
+        non_negative("Sgd", "momentum", self.momentum)?;
+        fraction("Sgd", "dampening", self.dampening)?;
+        if self.nesterov {
+            require("Sgd", "momentum", self.momentum, self.momentum > 0.0, "Nesterov momentum needs a momentum > 0")?;
+            require(
+                "Sgd",
+                "dampening",
+                self.dampening,
+                self.dampening == 0.0,
+                "Nesterov momentum needs zero dampening",
+            )?;
+        }
+        Ok(())
     }
 
     fn momentum_mut(&mut self) -> Option<&mut f64> {

@@ -77,7 +77,7 @@ fn one_cycle_drives_lr_momentum_and_training_as_pytorch() {
         let (mut lrs, mut moms, mut traj) = (vec![opt.lr()], vec![opt.momentum().unwrap()], vec![]);
         for _ in 0..STEPS {
             opt.step(&(&x.matmul(&w.var()) - &y).square().sum().backward());
-            sched.step();
+            LrScheduler::step(&mut sched);
             sched.apply_to(opt.as_mut());
             traj.extend(w.value().to_vec());
             lrs.push(opt.lr());
@@ -93,7 +93,7 @@ fn one_cycle_drives_lr_momentum_and_training_as_pytorch() {
         assert_close(&format!("momentum_at {key}"), &alone, &moms);
         let mut restored = onecycle(name, &w).1;
         restored.set_epoch(7);
-        restored.step();
+        LrScheduler::step(&mut restored);
         assert_eq!((restored.get_lr(), restored.get_momentum()), (lrs[8], Some(moms[8])), "{key}: restored");
     }
 }
