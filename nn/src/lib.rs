@@ -23,8 +23,9 @@ pub use checkpoint::{load_module, save_module, AnyTensor};
 pub use error::NnError;
 pub use ferrograd_derive::Module;
 pub use layers::{
-    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
-    LogSoftmax, MaxPool2d, ReLU, Sequential, SiLU, Sigmoid, Softmax, Tanh, GELU,
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten, GRUCell, LSTMCell, LayerNorm,
+    LeakyReLU, Linear, LogSoftmax, MaxPool2d, RNNCell, ReLU, Sequential, SiLU, Sigmoid, Softmax, Tanh, GELU, GRU, LSTM,
+    RNN,
 };
 #[doc(hidden)]
 pub use module::derive_support as __private;

@@ -15,6 +15,7 @@ mod embedding;
 mod linear;
 mod norm;
 mod pool;
+mod rnn;
 
 pub use activation::{LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh, GELU};
 pub use container::{Flatten, Sequential};
@@ -24,6 +25,7 @@ pub use embedding::Embedding;
 pub use linear::{Linear, LinearConfig};
 pub use norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, LayerNormConfig};
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use rnn::{GRUCell, LSTMCell, RNNCell, RNNCellConfig, RNNConfig, RnnNonlinearity, GRU, LSTM, RNN};
 
 use ferrograd_tensor::Float;
 
