@@ -552,6 +552,13 @@ impl<F: Float> Stack<F> {
                 let (b_ih, b_hh) =
                     if self.config.bias { (Some(ps[2].1.var()), Some(ps[3].1.var())) } else { (None, None) };
                 let in_size = layer_in.shape()[2];
+                // Outside GRU's reset gate both biases are added to the same sum: add them once,
+                // to the input projection, rather than once per step.
+                let (b_ih, b_hh) = match (self.kind, b_ih, b_hh) {
+                    (Kind::Gru, bi, bh) => (bi, bh),
+                    (_, Some(bi), Some(bh)) => (Some(&bi + &bh), None),
+                    (_, bi, bh) => (bi, bh),
+                };
                 // The input projection of every step at once: [T * B, in] x [in, G*H].
                 let gx_all = project(&layer_in.reshape(&[steps * batch, in_size]), &w_ih, b_ih.as_ref()).reshape(&[
                     steps,
