@@ -551,7 +551,6 @@ impl<F: Float> Stack<F> {
                 let (w_ih, w_hh) = (ps[0].1.var(), ps[1].1.var());
                 let (b_ih, b_hh) =
                     if self.config.bias { (Some(ps[2].1.var()), Some(ps[3].1.var())) } else { (None, None) };
-                let in_size = layer_in.shape()[2];
                 // Outside GRU's reset gate both biases are added to the same sum: add them once,
                 // to the input projection, rather than once per step.
                 let (b_ih, b_hh) = match (self.kind, b_ih, b_hh) {
@@ -559,12 +558,14 @@ impl<F: Float> Stack<F> {
                     (_, Some(bi), Some(bh)) => (Some(&bi + &bh), None),
                     (_, bi, bh) => (bi, bh),
                 };
-                // The input projection of every step at once: [T * B, in] x [in, G*H].
-                let gx_all = project(&layer_in.reshape(&[steps * batch, in_size]), &w_ih, b_ih.as_ref()).reshape(&[
-                    steps,
-                    batch,
-                    self.kind.gates() * hidden,
-                ]);
+                // The input projection step by step: slicing one [T, B, G*H] projection instead
+                // would cost a zero-padded [T, B, G*H] gradient per step in backward (O(T^2));
+                // slices of the input are G*H/in times smaller, and free for a constant input.
+                let x_steps: Vec<Var<F>> = if layer_in.requires_grad() {
+                    (0..steps).map(|t| layer_in.select(0, t)).collect()
+                } else {
+                    (0..steps).map(|t| Var::constant(layer_in.data().select(0, t))).collect()
+                };
                 let w_hh_t = w_hh.t().contiguous();
                 let mut h = h0.as_ref().map_or_else(|| zeros.clone(), |h| h.select(0, idx));
                 let mut c = is_lstm.then(|| c0.as_ref().map_or_else(|| zeros.clone(), |c| c.select(0, idx)));
@@ -572,7 +573,7 @@ impl<F: Float> Stack<F> {
                 let order: Box<dyn Iterator<Item = usize>> =
                     if dir == 0 { Box::new(0..steps) } else { Box::new((0..steps).rev()) };
                 for t in order {
-                    let gx = gx_all.select(0, t);
+                    let gx = project(&x_steps[t], &w_ih, b_ih.as_ref());
                     let (h_new, c_new) = step(self.kind, &gx, &h, c.as_ref(), &w_hh_t, b_hh.as_ref());
                     match &masks {
                         Some(m) => {
