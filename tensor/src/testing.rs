@@ -23,6 +23,9 @@ use proptest::sample::subsequence;
 
 use crate::{Element, Tensor};
 
+mod caller;
+pub use caller::{catch_panic, CaughtPanic};
+
 /// How a strategy laid a tensor out in storage; part of the generated value for shrinking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayoutKind {
