@@ -183,13 +183,15 @@ pub fn grad_with<F: Float>(
             }
             g.to_vec()
         }
-        None => outputs
-            .iter()
-            .map(|o| {
+        None => {
+            // A loop, not `map`: a panic inside a closure would lose the caller's location.
+            let mut seeds = Vec::with_capacity(outputs.len());
+            for o in outputs {
                 assert_eq!(o.numel(), 1, "grad: output of shape {:?} needs a grad_output", o.shape());
-                Var::constant(Tensor::full(o.shape(), F::one()))
-            })
-            .collect(),
+                seeds.push(Var::constant(Tensor::full(o.shape(), F::one())));
+            }
+            seeds
+        }
     };
     let ids: Vec<Option<NodeId>> = inputs.iter().map(|v| v.id()).collect();
     let wanted: Vec<NodeId> = ids.iter().flatten().copied().collect();
