@@ -13,6 +13,7 @@ macro_rules! activation {
         pub struct $name;
 
         impl<F: Float> Module<F> for $name {
+            #[track_caller]
             fn forward(&self, $x: &Var<F>) -> Var<F> {
                 $body
             }
@@ -70,6 +71,7 @@ impl Default for LeakyReLU {
 }
 
 impl<F: Float> Module<F> for LeakyReLU {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         input.leaky_relu(F::from_f64(self.negative_slope))
     }
@@ -85,6 +87,7 @@ pub struct GELU {
 }
 
 impl<F: Float> Module<F> for GELU {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         if self.tanh_approximation {
             input.gelu_tanh()
@@ -109,6 +112,7 @@ impl Softmax {
 }
 
 impl<F: Float> Module<F> for Softmax {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         input.softmax(self.dim)
     }
@@ -129,6 +133,7 @@ impl LogSoftmax {
 }
 
 impl<F: Float> Module<F> for LogSoftmax {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         input.log_softmax(self.dim)
     }

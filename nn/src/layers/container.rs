@@ -68,8 +68,15 @@ impl<F: Float> std::fmt::Debug for Sequential<F> {
 }
 
 impl<F: Float> Module<F> for Sequential<F> {
+    /// Runs the layers in order; an error in any of them reports the line that called this.
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
-        self.layers.iter().fold(input.clone(), |x, layer| layer.forward(&x))
+        // A loop, not a fold: the caller's location reaches the layers only outside closures.
+        let mut x = input.clone();
+        for layer in &self.layers {
+            x = layer.forward_tracked(&x);
+        }
+        x
     }
 
     fn children(&self) -> Vec<(String, &dyn Module<F>)> {
@@ -109,6 +116,7 @@ impl Default for Flatten {
 }
 
 impl<F: Float> Module<F> for Flatten {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         input.flatten(self.start_dim, self.end_dim)
     }

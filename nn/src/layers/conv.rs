@@ -128,6 +128,7 @@ impl<F: Float> Conv2d<F> {
 }
 
 impl<F: Float> Module<F> for Conv2d<F> {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())
@@ -188,6 +189,7 @@ impl<F: Float> Conv1d<F> {
 }
 
 impl<F: Float> Module<F> for Conv1d<F> {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())

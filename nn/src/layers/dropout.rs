@@ -68,6 +68,7 @@ impl Dropout {
 }
 
 impl<F: Float> Module<F> for Dropout {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         if !self.is_training() || self.p == 0.0 {
             return input.clone();

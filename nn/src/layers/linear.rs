@@ -86,6 +86,7 @@ impl<F: Float> Linear<F> {
 }
 
 impl<F: Float> Module<F> for Linear<F> {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())

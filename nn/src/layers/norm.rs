@@ -174,6 +174,7 @@ macro_rules! batch_norm_layer {
         }
 
         impl<F: Float> Module<F> for $name<F> {
+            #[track_caller]
             fn forward(&self, input: &Var<F>) -> Var<F> {
                 let weight = self.weight.as_ref().map(Param::var);
                 let bias = self.bias.as_ref().map(Param::var);
@@ -288,6 +289,7 @@ impl<F: Float> LayerNorm<F> {
 }
 
 impl<F: Float> Module<F> for LayerNorm<F> {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         let weight = self.weight.as_ref().map(Param::var);
         let bias = self.bias.as_ref().map(Param::var);

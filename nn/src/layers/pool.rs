@@ -34,6 +34,7 @@ impl MaxPool2d {
 }
 
 impl<F: Float> Module<F> for MaxPool2d {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         input.max_pool2d(&self.options)
     }
@@ -60,6 +61,7 @@ impl AvgPool2d {
 }
 
 impl<F: Float> Module<F> for AvgPool2d {
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
         input.avg_pool2d(&self.options)
     }
