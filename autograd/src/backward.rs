@@ -294,12 +294,13 @@ fn run<F: Float>(
         for (i, (input, ig)) in node.inputs.iter().zip(input_grads).enumerate() {
             let Some(input) = input else { continue };
             if let (Some(ig), true) = (ig, needs[i]) {
-                assert_eq!(
-                    ig.shape(),
-                    input.shape.as_slice(),
-                    "backward of `{}` (created at {}): the gradient of input {i} has the wrong shape",
+                assert!(
+                    ig.shape() == input.shape.as_slice(),
+                    "backward of `{}` (created at {}): the gradient of input {i} has shape {:?}, expected {:?}",
                     node.op,
-                    node.location
+                    node.location,
+                    ig.shape(),
+                    input.shape.as_slice()
                 );
                 if anomaly_enabled() {
                     check_backward(node.op, node.location, i, ig.data());

@@ -2,7 +2,7 @@
 //! graph node an op records carries that line too, so anomaly mode names it. One test per op
 //! family, mirroring the tensor crate's `tests/caller_location.rs`.
 
-use ferrograd_autograd::{detect_anomaly, grad, Param, Var};
+use ferrograd_autograd::{detect_anomaly, grad, CustomOp, Param, Var};
 use ferrograd_tensor::testing::catch_panic;
 use ferrograd_tensor::{assert_panics_here, Conv1dOptions, Conv2dOptions, PadMode, Pool2dOptions, Tensor};
 
@@ -170,6 +170,41 @@ fn backward_grad_and_params() {
     assert_panics_here!(Var::<f64>::constant(Tensor::zeros(&[1])).register_hook(|_| None), "register_hook");
     let p = Param::new(Tensor::<f64>::zeros(&[2, 3]));
     assert_panics_here!(p.set(Tensor::zeros(&[3])), "Param::set", "[3]", "[2, 3]");
+    assert_eq!(p.shape(), [2, 3], "a refused set leaves the parameter usable");
+    assert_panics_here!(p.update(|t| *t = t.reshape(&[6])), "Param::update", "[2, 3]", "[6]");
+}
+
+/// A custom op whose backward returns `count` gradients of `shape`.
+struct Broken {
+    count: usize,
+    shape: Vec<usize>,
+}
+
+impl CustomOp<f64> for Broken {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+
+    fn forward(&self, inputs: &[&Tensor<f64>]) -> Tensor<f64> {
+        inputs[0].clone()
+    }
+
+    fn backward(&self, _: &[Var<f64>], _: &Var<f64>, _: &Var<f64>) -> Vec<Option<Var<f64>>> {
+        vec![Some(Var::constant(Tensor::zeros(&self.shape))); self.count]
+    }
+}
+
+#[test]
+fn a_broken_backward_names_the_line_that_applied_the_op() {
+    let a = v(&[2, 3]);
+    let (line, y) = (line!(), Var::apply_op(Broken { count: 1, shape: vec![3] }, &[&a]).sum());
+    let at = format!("{}:{line}:", file!());
+    let p = catch_panic(|| y.backward()).expect("the gradient has the wrong shape");
+    assert!(p.message.contains(&at) && p.message.contains("shape [3], expected [2, 3]"), "{}", p.message);
+    let (line, y) = (line!(), Var::apply_op(Broken { count: 2, shape: vec![2, 3] }, &[&a]).sum());
+    let at = format!("{}:{line}:", file!());
+    let p = catch_panic(|| y.backward()).expect("backward returns two gradients for one input");
+    assert!(p.message.contains(&at) && p.message.contains("2 gradients for 1 inputs"), "{}", p.message);
 }
 
 /// Checks that anomaly mode names `line` of this file for the NaN `f` produces.
