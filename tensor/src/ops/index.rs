@@ -28,15 +28,15 @@ fn out_of_range(op: &str, i: i64, dim: usize, size: usize) -> ! {
 #[track_caller]
 fn checked_index_list(op: &str, index: &Tensor<i64>, dim: usize, size: usize) -> Vec<usize> {
     assert!(index.rank() <= 1, "{op}: index must be 1-D, got shape {:?}", index.shape());
-    // A loop, not `map`: a panic inside a closure would lose the caller's location.
-    let mut out = Vec::with_capacity(index.numel());
-    for i in index.to_vec() {
-        match in_range(i, size) {
-            Some(u) => out.push(u),
-            None => out_of_range(op, i, dim, size),
+    let values = index.to_vec();
+    // Checked in a loop, not in `map`: a panic inside a closure would lose the caller's location.
+    for &i in &values {
+        if in_range(i, size).is_none() {
+            out_of_range(op, i, dim, size);
         }
     }
-    out
+    // Collected in place (same size and alignment), so the list costs one allocation.
+    values.into_iter().map(|i| i as usize).collect()
 }
 
 /// Checks PyTorch's shape rules for `gather`/`scatter`: equal ranks, `index` no larger than
@@ -128,25 +128,21 @@ impl<E: Element> Tensor<E> {
         src_strides[d] = 0;
         let (is, s) = (&index.storage, &self.storage);
         let mut out = Vec::with_capacity(index.numel());
-        // The first bad index stops the walk and panics below, outside the closure, so the panic
-        // reports the caller's location.
+        // A bad index is skipped and the first one panics below, outside the closure, so the
+        // panic reports the caller's location.
         let mut bad = None;
         for_each_run(
             index.shape(),
             [index.strides(), &src_strides],
             [index.offset(), self.offset()],
             |[bi, bs], len, [si, ss]| {
-                if bad.is_some() {
-                    return;
-                }
                 let (mut oi, mut os) = (bi as isize, bs as isize);
                 for _ in 0..len {
                     let i = is[oi as usize];
-                    let Some(j) = in_range(i, size) else {
-                        bad = Some(i);
-                        return;
-                    };
-                    out.push(s[(os + j as isize * sd) as usize]);
+                    match in_range(i, size) {
+                        Some(j) => out.push(s[(os + j as isize * sd) as usize]),
+                        None => _ = bad.get_or_insert(i),
+                    }
                     oi += si;
                     os += ss;
                 }
@@ -221,24 +217,20 @@ impl<E: Element> Tensor<E> {
         let mut base_strides = strides;
         base_strides[d] = 0;
         let (is, s) = (&index.storage, &src.storage);
-        // As in `gather`: the first bad index stops the walk and panics outside the closure.
+        // As in `gather`: a bad index is skipped and the first one panics outside the closure.
         let mut bad = None;
         for_each_run(
             index.shape(),
             [index.strides(), src.strides(), &base_strides],
             [index.offset(), src.offset(), 0],
             |[bi, bs, bo], len, [si, ss, so]| {
-                if bad.is_some() {
-                    return;
-                }
                 let (mut oi, mut os, mut oo) = (bi as isize, bs as isize, bo as isize);
                 for _ in 0..len {
                     let i = is[oi as usize];
-                    let Some(j) = in_range(i, size) else {
-                        bad = Some(i);
-                        return;
-                    };
-                    f(&mut out[(oo + j as isize * od) as usize], s[os as usize]);
+                    match in_range(i, size) {
+                        Some(j) => f(&mut out[(oo + j as isize * od) as usize], s[os as usize]),
+                        None => _ = bad.get_or_insert(i),
+                    }
                     oi += si;
                     os += ss;
                     oo += so;
