@@ -231,3 +231,62 @@ fn anomaly_mode_names_the_callers_line() {
     let line = line!() + 1;
     assert_anomaly_names(line, || drop(y.chunk(3, 0)));
 }
+
+/// Asserts that anomaly mode, run on `$e` (which must produce a NaN), names the line of this
+/// macro call: the op recorded its caller's line, also when built from other ops.
+macro_rules! assert_anomaly_here {
+    ($e:expr) => {{
+        let line = line!();
+        assert_anomaly_names(line, || drop($e));
+    }};
+}
+
+#[test]
+fn anomaly_mode_names_the_callers_line_for_every_family() {
+    let nan = |shape: &[usize]| Var::leaf(Tensor::full(shape, f64::NAN));
+    let (a, b) = (nan(&[2, 3]), v(&[3]));
+    // Elementwise, broadcast and operators.
+    assert_anomaly_here!(a.add(&b));
+    assert_anomaly_here!(&b * &a);
+    assert_anomaly_here!(a.maximum(&b));
+    assert_anomaly_here!(a.exp());
+    assert_anomaly_here!(a.clamp(0.0, 1.0));
+    assert_anomaly_here!(a.gelu());
+    // Matmul, reductions and softmax.
+    assert_anomaly_here!(a.matmul(&v(&[3, 2])));
+    assert_anomaly_here!(a.sum());
+    assert_anomaly_here!(a.mean_dims(&[1], true));
+    assert_anomaly_here!(a.var_dims(&[1], 1, false));
+    assert_anomaly_here!(a.std(1));
+    assert_anomaly_here!(a.logsumexp_dims(&[0], false));
+    assert_anomaly_here!(a.max_dim(1, false));
+    assert_anomaly_here!(a.prod_dims(&[1], false));
+    assert_anomaly_here!(a.softmax(1));
+    assert_anomaly_here!(a.log_softmax(0));
+    // Views and shapes.
+    assert_anomaly_here!(a.reshape(&[6]));
+    assert_anomaly_here!(a.t());
+    assert_anomaly_here!(a.permute(&[1, 0]));
+    assert_anomaly_here!(a.expand(&[4, 2, 3]));
+    assert_anomaly_here!(a.narrow(1, 1, 2));
+    assert_anomaly_here!(a.select(0, 1));
+    assert_anomaly_here!(a.flip(&[1]));
+    assert_anomaly_here!(a.pad(&[(1, 1)], 0.0));
+    assert_anomaly_here!(a.pad_mode(&[(1, 1)], PadMode::Reflect, 0.0));
+    // Concatenation.
+    assert_anomaly_here!(Var::cat(&[&a, &a], 0));
+    assert_anomaly_here!(Var::stack(&[&a, &a], 1));
+    // Indexing, where_ and masked_fill.
+    let i = idx(&[1, 0], &[2]);
+    assert_anomaly_here!(a.index_select(1, &i));
+    assert_anomaly_here!(a.gather(1, &idx(&[0, 2], &[2, 1])));
+    assert_anomaly_here!(v(&[2, 3]).index_add(1, &i, &nan(&[2, 2])));
+    let mask = Tensor::from_vec(vec![true, false, true], &[3]);
+    assert_anomaly_here!(Var::where_(&mask, &a, &b));
+    assert_anomaly_here!(a.masked_fill(&mask, 0.0));
+    // Convolution and pooling.
+    let x = nan(&[1, 1, 4, 4]);
+    assert_anomaly_here!(x.conv2d(&v(&[1, 1, 3, 3]), None, &Conv2dOptions::default()));
+    assert_anomaly_here!(x.max_pool2d(&Pool2dOptions::new([2, 2])));
+    assert_anomaly_here!(x.avg_pool2d(&Pool2dOptions::new([2, 2])));
+}

@@ -5,13 +5,13 @@
 
 use ferrograd_autograd::{detect_anomaly, Var};
 use ferrograd_nn::layers::{
-    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Embedding, Flatten, LayerNorm, Linear, LogSoftmax, MaxPool2d,
-    ReLU, Sequential, Softmax,
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
+    LogSoftmax, MaxPool2d, ReLU, Sequential, SiLU, Sigmoid, Softmax, Tanh, GELU,
 };
 use ferrograd_nn::loss::{
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with, cross_entropy, cross_entropy_probs,
-    cross_entropy_with, kl_div, l1_loss, l2_penalty, mse_loss, nll_loss, smooth_l1_loss_with, BceWithLogitsOptions,
-    CrossEntropyOptions, SmoothL1Options,
+    cross_entropy_with, kl_div, l1_loss, l1_penalty, l2_penalty, mse_loss, nll_loss, smooth_l1_loss_with,
+    BceWithLogitsOptions, CrossEntropyOptions, SmoothL1Options,
 };
 use ferrograd_nn::Module;
 use ferrograd_tensor::testing::catch_panic;
@@ -179,4 +179,74 @@ fn anomaly_mode_names_the_users_line() {
     let line = line!() + 1;
     let m = anomaly(|| drop(l2_penalty(&[param])));
     assert!(names(&m, line), "{m}");
+}
+
+/// Asserts that anomaly mode, run on `$e` (which must produce a NaN or an infinity), names the
+/// line of this macro call, and that its message contains each fragment (the op's name).
+macro_rules! assert_anomaly_here {
+    ($e:expr $(, $fragment:expr)* $(,)?) => {{
+        let line = line!();
+        let m = anomaly(|| drop($e));
+        assert!(names(&m, line), "`{}` should name line {line}: {m}", stringify!($e));
+        $(assert!(m.contains($fragment), "`{}`: {m} does not mention {:?}", stringify!($e), $fragment);)*
+    }};
+}
+
+fn nan(shape: &[usize]) -> Var<f64> {
+    Var::constant(Tensor::full(shape, f64::NAN))
+}
+
+#[test]
+fn anomaly_mode_names_the_line_that_called_each_layer() {
+    let conv2 = Conv2d::<f64>::new(2, 3, [3, 3], &mut rng());
+    assert_anomaly_here!(conv2.forward(&nan(&[1, 2, 4, 4])), "`conv2d`");
+    let conv1 = Conv1d::<f64>::new(2, 3, 3, &mut rng());
+    assert_anomaly_here!(conv1.forward(&nan(&[1, 2, 4])), "`conv1d`");
+    let x4 = nan(&[1, 2, 4, 4]);
+    assert_anomaly_here!(Module::<f64>::forward(&MaxPool2d::new([2, 2]), &x4), "`max_pool2d`");
+    assert_anomaly_here!(Module::<f64>::forward(&AvgPool2d::new([2, 2]), &x4), "`avg_pool2d`");
+    assert_anomaly_here!(BatchNorm2d::<f64>::new(2).forward(&x4));
+    assert_anomaly_here!(BatchNorm1d::<f64>::new(3).forward(&nan(&[2, 3])));
+    assert_anomaly_here!(LayerNorm::<f64>::new(&[3]).forward(&nan(&[2, 3])));
+    let emb = Embedding::<f64>::new(3, 2, &mut rng());
+    emb.weight.set(Tensor::full(&[3, 2], f64::NAN));
+    let ids = Var::constant(Tensor::from_vec(vec![0.0, 2.0], &[2]));
+    assert_anomaly_here!(emb.forward(&ids), "`index_select`");
+    assert_anomaly_here!(emb.forward_indices(&Tensor::from_vec(vec![1], &[1])), "`index_select`");
+    let x = nan(&[2, 3]);
+    assert_anomaly_here!(Module::<f64>::forward(&Dropout::new(0.5, 0), &x), "`mul`");
+    assert_anomaly_here!(Module::<f64>::forward(&ReLU, &x), "`relu`");
+    assert_anomaly_here!(Module::<f64>::forward(&LeakyReLU::default(), &x), "`leaky_relu`");
+    assert_anomaly_here!(Module::<f64>::forward(&GELU::default(), &x));
+    assert_anomaly_here!(Module::<f64>::forward(&SiLU, &x));
+    assert_anomaly_here!(Module::<f64>::forward(&Sigmoid, &x), "`sigmoid`");
+    assert_anomaly_here!(Module::<f64>::forward(&Tanh, &x), "`tanh`");
+    assert_anomaly_here!(Module::<f64>::forward(&Softmax::new(1), &x));
+    assert_anomaly_here!(Module::<f64>::forward(&LogSoftmax::new(1), &x));
+    assert_anomaly_here!(Module::<f64>::forward(&Flatten::default(), &nan(&[2, 3, 4])));
+    // Deep inside containers, through `dyn Module`.
+    let mut rng = rng();
+    let cnn = Sequential::new()
+        .add(Conv2d::new(2, 3, [3, 3], &mut rng))
+        .add(BatchNorm2d::new(3))
+        .add(ReLU)
+        .add(Sequential::new().add(Flatten::default()).add(Linear::new(12, 2, &mut rng)));
+    let boxed: Box<dyn Module<f64>> = Box::new(cnn);
+    assert_anomaly_here!(boxed.forward_tracked(&x4), "`conv2d`");
+}
+
+#[test]
+fn anomaly_mode_names_the_line_that_called_each_loss() {
+    let (x, ok) = (nan(&[2, 3]), Var::constant(Tensor::zeros(&[2, 3])));
+    let targets = Tensor::from_vec(vec![0i64, 2], &[2]);
+    assert_anomaly_here!(mse_loss(&x, &ok));
+    assert_anomaly_here!(l1_loss(&x, &ok));
+    assert_anomaly_here!(smooth_l1_loss_with(&x, &ok, &Default::default()));
+    assert_anomaly_here!(cross_entropy(&x, &targets));
+    assert_anomaly_here!(nll_loss(&x, &targets));
+    assert_anomaly_here!(cross_entropy_probs(&x, &ok));
+    assert_anomaly_here!(binary_cross_entropy_with_logits(&x, &ok));
+    assert_anomaly_here!(kl_div(&x, &ok));
+    let p = ferrograd_autograd::Param::new(Tensor::from_vec(vec![f64::NAN], &[1]));
+    assert_anomaly_here!(l1_penalty(&[p]));
 }
