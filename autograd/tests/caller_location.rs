@@ -2,7 +2,7 @@
 //! graph node an op records carries that line too, so anomaly mode names it. One test per op
 //! family, mirroring the tensor crate's `tests/caller_location.rs`.
 
-use ferrograd_autograd::{detect_anomaly, grad, CustomOp, Param, Var};
+use ferrograd_autograd::{detect_anomaly, grad, grad_with, BackwardOptions, CustomOp, Param, Var};
 use ferrograd_tensor::testing::catch_panic;
 use ferrograd_tensor::{assert_panics_here, Conv1dOptions, Conv2dOptions, PadMode, Pool2dOptions, Tensor};
 
@@ -163,10 +163,14 @@ fn backward_grad_and_params() {
     let a = v(&[2, 3]);
     let y = a.mul_scalar(2.0);
     assert_panics_here!(y.backward(), "backward", "[2, 3]");
+    assert_panics_here!(y.backward_with(BackwardOptions::default()), "backward", "[2, 3]");
+    assert_panics_here!(y.item(), "item", "[2, 3]");
     assert_panics_here!(Var::constant(Tensor::<f64>::zeros(&[])).backward(), "backward", "no output requires grad");
     let (ys, xs, wrong) = ([y.clone()], [a.clone()], [v(&[3])]);
     assert_panics_here!(grad(&ys, &xs, None, false), "grad", "[2, 3]");
     assert_panics_here!(grad(&ys, &xs, Some(&wrong), false), "grad", "[3]", "[2, 3]");
+    let opts = BackwardOptions::default();
+    assert_panics_here!(grad_with(&ys, &xs, Some(&wrong), opts), "grad", "[3]", "[2, 3]");
     assert_panics_here!(Var::<f64>::constant(Tensor::zeros(&[1])).register_hook(|_| None), "register_hook");
     let p = Param::new(Tensor::<f64>::zeros(&[2, 3]));
     assert_panics_here!(p.set(Tensor::zeros(&[3])), "Param::set", "[3]", "[2, 3]");
@@ -289,4 +293,7 @@ fn anomaly_mode_names_the_callers_line_for_every_family() {
     assert_anomaly_here!(x.conv2d(&v(&[1, 1, 3, 3]), None, &Conv2dOptions::default()));
     assert_anomaly_here!(x.max_pool2d(&Pool2dOptions::new([2, 2])));
     assert_anomaly_here!(x.avg_pool2d(&Pool2dOptions::new([2, 2])));
+    // A user's own op, built with from_op or a CustomOp.
+    assert_anomaly_here!(Var::from_op("my_op", a.data().sqrt(), [&a], |_, g| vec![Some(g.clone())].into()));
+    assert_anomaly_here!(Var::apply_op(Broken { count: 1, shape: vec![2, 3] }, &[&a]));
 }

@@ -54,11 +54,17 @@ fn elementwise_binary_and_broadcast() {
     assert_panics_here!(c -= &b, "sub_assign", "[4]", "[2, 3]");
     assert_panics_here!(t(&[3]).add_(&a), "add_", "[2, 3]", "[3]");
     assert_panics_here!(t(&[3]).mul_(&a), "mul_", "[2, 3]", "[3]");
+    assert_panics_here!(t(&[3]).sub_(&a), "sub_", "[2, 3]", "[3]");
+    assert_panics_here!(t(&[3]).div_(&a), "div_", "[2, 3]", "[3]");
+    assert_panics_here!(t(&[3]).zip_inplace(&a, "my_op_", |x, y| x * y), "my_op_", "[2, 3]", "[3]");
     assert_panics_here!(t(&[3]).add_scaled_(&a, 2.0), "add_scaled_", "[2, 3]", "[3]");
     assert_panics_here!(t(&[3]).copy_(&a), "copy_", "[2, 3]", "[3]");
     let wide = t(&[3]).expand(&[2, 3]);
     assert_panics_here!(wide.clone().add_(&a), "add_", "broadcast view", "[2, 3]");
     assert_panics_here!(wide.clone().fill_(1.0), "fill_", "broadcast view");
+    assert_panics_here!(wide.clone().add_scalar_(1.0), "add_scalar_", "broadcast view");
+    assert_panics_here!(wide.clone().mul_scalar_(2.0), "mul_scalar_", "broadcast view");
+    assert_panics_here!(wide.clone().clamp_(0.0, 1.0), "clamp_", "broadcast view");
     let mut w = wide.clone();
     assert_panics_here!(w *= 2.0, "mul_assign", "broadcast view");
     assert_panics_here!(wide.clone().as_mut_slice().len(), "as_mut_slice", "broadcast view");
@@ -232,4 +238,6 @@ fn views_and_reshape() {
     assert_panics_here!(a.flip(&[0, 2]), "flip", "dim 2");
     assert_panics_here!(a.unsqueeze(3), "unsqueeze", "dim 3");
     assert_panics_here!(a.squeeze_dim(2), "squeeze_dim", "dim 2");
+    // The dim check a user's own op calls.
+    assert_panics_here!(ferrograd_tensor::normalize_dim("my_op", -3, 2), "my_op", "dim -3", "rank 2");
 }
