@@ -250,3 +250,32 @@ fn anomaly_mode_names_the_line_that_called_each_loss() {
     let p = ferrograd_autograd::Param::new(Tensor::from_vec(vec![f64::NAN], &[1]));
     assert_anomaly_here!(l1_penalty(&[p]));
 }
+
+#[test]
+fn init_and_data_arguments() {
+    use ferrograd_nn::data::augment::{Normalize, RandomCrop, RandomHorizontalFlip, RandomRotation, Transform};
+    use ferrograd_nn::data::{DataLoader, TensorDataset};
+    use ferrograd_nn::init::{self, FanMode, Nonlinearity};
+    let mut r = rng();
+    assert_panics_here!(init::xavier_uniform::<f64>(&[3], 1.0, &mut r), "fan_in_and_fan_out", "[3]");
+    assert_panics_here!(init::xavier_normal::<f64>(&[3], 1.0, &mut r), "fan_in_and_fan_out", "[3]");
+    let (fan_in, relu) = (FanMode::FanIn, Nonlinearity::Relu);
+    assert_panics_here!(init::kaiming_uniform::<f64>(&[2, 0], 0.0, fan_in, relu, &mut r), "kaiming", "[2, 0]");
+    assert_panics_here!(init::kaiming_normal::<f64>(&[2, 0], 0.0, fan_in, relu, &mut r), "kaiming", "[2, 0]");
+    assert_panics_here!(init::uniform::<f64>(&[2], 1.0, 0.0, &mut r), "rand_uniform");
+    assert_panics_here!(init::normal::<f64>(&[2], 0.0, -1.0, &mut r), "rand_normal");
+    let (x, y) = (Tensor::<f32>::zeros(&[3, 2]), Tensor::<i64>::zeros(&[2]));
+    assert_panics_here!(TensorDataset::new(x.clone(), y), "TensorDataset::new", "[3, 2]", "[2]");
+    let ds = TensorDataset::new(x, Tensor::<i64>::zeros(&[3]));
+    assert_panics_here!(DataLoader::new(ds, 0), "DataLoader::new", "batch_size");
+    assert_panics_here!(RandomHorizontalFlip::new(2.0), "RandomHorizontalFlip", "[0, 1]");
+    assert_panics_here!(RandomRotation::new(f64::NAN), "RandomRotation", "NaN");
+    assert_panics_here!(RandomRotation::range(2.0, 1.0), "RandomRotation", "[2, 1]");
+    assert_panics_here!(Normalize::new(vec![0.0], vec![1.0, 1.0]), "Normalize", "1 means but 2 stds");
+    let (img, flat) = (Tensor::<f32>::zeros(&[1, 2, 4, 4]), Tensor::<f32>::zeros(&[4, 4]));
+    let (norm, crop5, crop2) = (Normalize::new(vec![0.0], vec![1.0]), RandomCrop::new(5, 0), RandomCrop::new(2, 0));
+    let mut r = rng();
+    assert_panics_here!(norm.apply(&img, &mut r), "Normalize", "[1, 2, 4, 4]");
+    assert_panics_here!(crop5.apply(&img, &mut r), "RandomCrop", "[1, 2, 4, 4]");
+    assert_panics_here!(crop2.apply(&flat, &mut r), "RandomCrop", "[4, 4]");
+}
