@@ -7,7 +7,11 @@ use ferrograd_nn::layers::{Conv2d, Linear, Sequential};
 use ferrograd_nn::Module;
 use ferrograd_tensor::testing::catch_panic;
 use ferrograd_tensor::{assert_panics_here, Tensor};
-use ferrograd_tuning::quant::{QatConv2d, QatLinear};
+use ferrograd_tensor::{Conv2dOptions, Pool2dOptions};
+use ferrograd_tuning::quant::{
+    FloatLayer, InputQuant, MinMaxObserver, Observer, ObserverConfig, QatConv2d, QatLinear, QuantizedConv2d,
+    QuantizedLinear, QuantizedSequential,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -56,4 +60,36 @@ fn anomaly_mode_names_the_line_that_called_a_qat_layer() {
     assert_anomaly_names(line, || drop(lin.forward(&Var::constant(Tensor::full(&[3, 4], f32::NAN)))));
     let line = line!() + 1;
     assert_anomaly_names(line, || drop(conv.forward(&Var::constant(Tensor::full(&[1, 2, 5, 5], f32::NAN)))));
+}
+
+fn t(shape: &[usize]) -> Tensor<f32> {
+    Tensor::from_fn(shape, |i| (i as f32 * 0.7).cos())
+}
+
+#[test]
+fn quantized_layers_report_the_callers_line() {
+    let dynamic = InputQuant::Dynamic;
+    assert_panics_here!(QuantizedLinear::new(&t(&[2, 4]), Some(&t(&[3])), dynamic), "QuantizedLinear", "[3]");
+    assert_panics_here!(QuantizedLinear::new(&t(&[4]), None, dynamic), "QuantizedLinear", "[4]");
+    let lin = QuantizedLinear::new(&t(&[2, 4]), None, dynamic);
+    assert_panics_here!(lin.forward(&t(&[3, 5])), "QuantizedLinear", "[3, 5]");
+    assert_panics_here!(lin.forward_relu(&t(&[3, 5])), "QuantizedLinear", "[3, 5]");
+    let opts = Conv2dOptions::default();
+    let (w, bad_bias) = (t(&[3, 2, 3, 3]), t(&[2]));
+    assert_panics_here!(QuantizedConv2d::new(&w, Some(&bad_bias), opts, dynamic), "QuantizedConv2d", "[2]");
+    let groups = Conv2dOptions { groups: 2, ..opts };
+    assert_panics_here!(QuantizedConv2d::new(&t(&[3, 1, 3, 3]), None, groups, dynamic), "QuantizedConv2d");
+    let conv = QuantizedConv2d::new(&t(&[3, 2, 3, 3]), None, opts, dynamic);
+    assert_panics_here!(conv.forward(&t(&[1, 4, 5, 5])), "QuantizedConv2d", "[1, 4, 5, 5]");
+    assert_panics_here!(conv.forward(&t(&[1, 2, 2, 5])), "QuantizedConv2d", "smaller than the kernel");
+    let pool = Pool2dOptions::new([4, 4]);
+    assert_panics_here!(conv.forward_fused(&t(&[1, 2, 5, 5]), true, Some(&pool)), "QuantizedConv2d", "max pooling");
+    // A whole model, and its calibration on batches of the wrong shape.
+    let float = Linear::new(4, 2, &mut StdRng::seed_from_u64(0));
+    let layers = [FloatLayer::Linear(&float), FloatLayer::ReLU];
+    let model = QuantizedSequential::dynamic(&layers);
+    assert_panics_here!(model.forward(&t(&[3, 5])), "QuantizedLinear", "[3, 5]");
+    let observer = || -> Box<dyn Observer> { Box::new(MinMaxObserver::new(ObserverConfig::activations())) };
+    assert_panics_here!(QuantizedSequential::calibrated(&layers, &[], observer), "no calibration batches");
+    assert_panics_here!(QuantizedSequential::calibrated(&layers, &[t(&[3, 5])], observer), "matmul", "[3, 5]");
 }
