@@ -200,37 +200,51 @@ impl Geometry {
     /// spatial dims, panicking with `op` and both shapes.
     #[track_caller]
     fn new(op: &str, x: &[usize], w: &[usize], spatial: usize, opts: &Conv2dOptions) -> Self {
-        let fail = |why: String| -> ! { panic!("{op}: input {x:?} and weight {w:?}: {why}") };
+        // A `match`, not a closure: a panic inside a closure would lose the caller's location.
+        match Self::check(x, w, spatial, opts) {
+            Ok(geo) => geo,
+            Err(why) => panic!("{op}: input {x:?} and weight {w:?}: {why}"),
+        }
+    }
+
+    /// The geometry, or why the shapes and options do not make a convolution.
+    fn check(x: &[usize], w: &[usize], spatial: usize, opts: &Conv2dOptions) -> Result<Self, String> {
         let rank = spatial + 2;
         if x.len() != rank || w.len() != rank {
-            fail(format!("expected rank-{rank} input and weight"));
+            return Err(format!("expected rank-{rank} input and weight"));
         }
         // Lift 1-D shapes to 2-D with a unit height.
         let lift = |s: &[usize]| if spatial == 1 { [s[0], s[1], 1, s[2]] } else { [s[0], s[1], s[2], s[3]] };
         let ([n, c, h, wd], [o, cg, kh, kw]) = (lift(x), lift(w));
         let Conv2dOptions { stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups } = *opts;
         if sh == 0 || sw == 0 || dh == 0 || dw == 0 || groups == 0 {
-            fail(format!(
+            return Err(format!(
                 "stride {:?}, dilation {:?} and groups {groups} must be positive",
                 opts.stride, opts.dilation
             ));
         }
         if c % groups != 0 || o % groups != 0 {
-            fail(format!("{c} input and {o} output channels are not both divisible by groups {groups}"));
+            return Err(format!("{c} input and {o} output channels are not both divisible by groups {groups}"));
         }
         if cg != c / groups {
-            fail(format!("weight has {cg} input channels, expected {} ({c} channels / {groups} groups)", c / groups));
+            return Err(format!(
+                "weight has {cg} input channels, expected {} ({c} channels / {groups} groups)",
+                c / groups
+            ));
         }
         let out_size = |size: usize, pad: usize, k: usize, d: usize, s: usize| {
             let eff = d * (k.max(1) - 1) + 1;
             if k == 0 || size + 2 * pad < eff {
-                fail(format!("kernel (dilated extent {eff}) is larger than the padded input ({})", size + 2 * pad));
+                return Err(format!(
+                    "kernel (dilated extent {eff}) is larger than the padded input ({})",
+                    size + 2 * pad
+                ));
             }
-            (size + 2 * pad - eff) / s + 1
+            Ok((size + 2 * pad - eff) / s + 1)
         };
-        let ho = out_size(h, ph, kh, dh, sh);
-        let wo = out_size(wd, pw, kw, dw, sw);
-        Geometry { spatial, n, c, h, w: wd, o, groups, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo }
+        let ho = out_size(h, ph, kh, dh, sh)?;
+        let wo = out_size(wd, pw, kw, dw, sw)?;
+        Ok(Geometry { spatial, n, c, h, w: wd, o, groups, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo })
     }
 
     /// The output shape, `[n, o, ho, wo]` (or `[n, o, wo]` in 1-D).
@@ -1153,15 +1167,14 @@ fn check_grad_out(op: &str, geo: &Geometry, grad_out: &[usize], x: &[usize], w: 
 /// Checks a bias against the output channels and returns its values.
 #[track_caller]
 fn bias_values<E: Float>(op: &str, bias: Option<&Tensor<E>>, weight: &[usize]) -> Option<Vec<E>> {
-    bias.map(|b| {
-        assert!(
-            b.shape() == [weight[0]],
-            "{op}: bias {:?} does not match weight {weight:?}: expected [{}]",
-            b.shape(),
-            weight[0]
-        );
-        b.to_vec()
-    })
+    let b = bias?;
+    assert!(
+        b.shape() == [weight[0]],
+        "{op}: bias {:?} does not match weight {weight:?}: expected [{}]",
+        b.shape(),
+        weight[0]
+    );
+    Some(b.to_vec())
 }
 
 impl<E: Float> Tensor<E> {

@@ -48,6 +48,7 @@ pub enum FloatLayer<'a> {
 
 impl FloatLayer<'_> {
     /// The float forward pass of this layer (QAT layers without fake quantization).
+    #[track_caller]
     fn forward(&self, x: Tensor<f32>) -> Tensor<f32> {
         match self {
             FloatLayer::Linear(l) => float_linear_forward(&x, l),
@@ -111,6 +112,7 @@ impl QuantizedLinear {
     ///
     /// # Panics
     /// If the weight is not 2-D or the bias length differs from `out`.
+    #[track_caller]
     pub fn new(weight: &Tensor<f32>, bias: Option<&Tensor<f32>>, input: InputQuant) -> Self {
         assert!(weight.rank() == 2, "QuantizedLinear: weight shape {:?} is not [out, in]", weight.shape());
         let mut obs = MinMaxObserver::new(ObserverConfig::weights());
@@ -118,10 +120,14 @@ impl QuantizedLinear {
         let p = obs.qparams();
         let (out, inp) = (weight.shape()[0], weight.shape()[1]);
         let w: Vec<i8> = weight.to_vec().iter().enumerate().map(|(i, &v)| p.quantize_value(v, i / inp) as i8).collect();
-        let bias = bias.map(|b| {
-            assert_eq!(b.shape(), &[out], "QuantizedLinear: bias shape {:?} for {out} outputs", b.shape());
-            b.to_vec()
-        });
+        // A `match`, not a closure: a panic inside a closure would lose the caller's location.
+        let bias = match bias {
+            Some(b) => {
+                assert_eq!(b.shape(), &[out], "QuantizedLinear: bias shape {:?} for {out} outputs", b.shape());
+                Some(b.to_vec())
+            }
+            None => None,
+        };
         Self::from_parts(Tensor::from_vec(w, &[out, inp]), p.scale, bias, input)
     }
 
@@ -152,6 +158,7 @@ impl QuantizedLinear {
     ///
     /// # Panics
     /// If `x` is not `[batch, in]`.
+    #[track_caller]
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
         self.forward_impl(x, false)
     }
@@ -161,10 +168,12 @@ impl QuantizedLinear {
     ///
     /// # Panics
     /// If `x` is not `[batch, in]`.
+    #[track_caller]
     pub fn forward_relu(&self, x: &Tensor<f32>) -> Tensor<f32> {
         self.forward_impl(x, true)
     }
 
+    #[track_caller]
     fn forward_impl(&self, x: &Tensor<f32>, relu: bool) -> Tensor<f32> {
         thread_local! {
             // The quantized input of the last call on this thread: its buffer is reused.
@@ -238,6 +247,7 @@ fn float_linear(l: &Linear<f32>) -> (Tensor<f32>, Option<Tensor<f32>>) {
     (l.weight.value(), l.bias.as_ref().map(|b| b.value()))
 }
 
+#[track_caller]
 fn float_linear_forward(x: &Tensor<f32>, l: &Linear<f32>) -> Tensor<f32> {
     let (w, b) = float_linear(l);
     let y = x.matmul(&w.t());
@@ -247,6 +257,7 @@ fn float_linear_forward(x: &Tensor<f32>, l: &Linear<f32>) -> Tensor<f32> {
     }
 }
 
+#[track_caller]
 fn float_conv(x: &Tensor<f32>, c: &Conv2d<f32>) -> Tensor<f32> {
     x.conv2d(&c.weight.value(), c.bias.as_ref().map(|b| b.value()).as_ref(), &c.options)
 }
@@ -265,6 +276,7 @@ impl QuantizedSequential {
     ///
     /// # Panics
     /// If `batches` is empty or an observer proposes non-uint8 parameters.
+    #[track_caller]
     pub fn calibrated(
         layers: &[FloatLayer],
         batches: &[Tensor<f32>],
@@ -336,6 +348,7 @@ impl QuantizedSequential {
 
     /// The forward pass on a float batch. A ReLU and a max pooling that follow a Conv2d
     /// run fused into it ([`QuantizedConv2d::forward_fused`]).
+    #[track_caller]
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
         let mut x = x.clone();
         let mut layers = self.layers.iter().peekable();
