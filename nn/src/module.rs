@@ -287,8 +287,16 @@ fn join(prefix: &str, name: &str) -> String {
 /// A boxed module is a module: `Box<dyn Module<F>>` fields and lists of them (as in
 /// [`Sequential`](crate::layers::Sequential)) take part in the tree like any other.
 impl<F: Float, M: Module<F> + ?Sized> Module<F> for Box<M> {
+    // Both go through the boxed module's `forward_tracked`, so that a boxed layer (a
+    // `Sequential`'s, say) still reports the line that called it.
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
-        (**self).forward(input)
+        (**self).forward_tracked(input)
+    }
+
+    #[track_caller]
+    fn forward_tracked(&self, input: &Var<F>) -> Var<F> {
+        (**self).forward_tracked(input)
     }
 
     fn params(&self) -> Vec<(&str, &Param<F>)> {
