@@ -69,9 +69,10 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     let (old_threads, old_min_work) = (num_threads(), min_work_per_thread());
     // Every split that can happen does: the batches and products below are small.
     set_min_work_per_thread(0);
-    // LeNet's convolutions (padded and not), uneven batches, groups, and the im2col path.
-    conv_case(9, (1, 6, 1), 28, 5, 2, 1);
-    conv_case(13, (6, 16, 1), 14, 5, 0, 1);
+    // LeNet's convolutions (padded and not; batches whose weight gradients make 3 blocks of
+    // 2^22 multiply-adds, split unevenly over 2 threads), groups, and the im2col path.
+    conv_case(96, (1, 6, 1), 28, 5, 2, 1);
+    conv_case(40, (6, 16, 1), 14, 5, 0, 1);
     conv_case(7, (4, 6, 2), 11, 3, 1, 1);
     conv_case(5, (3, 4, 1), 12, 3, 1, 2);
     // Row blocks, column blocks, batch entries, and a batch split into blocks.
