@@ -208,13 +208,13 @@ impl Study {
     /// sampler propose its relative point.
     pub(crate) fn start_trial(&self) -> Result<Start<'_>, SearchError> {
         let mut log = self.lock();
+        self.refresh(&mut log)?;
         if let Some(grace) = self.heartbeat {
             let open = log.open_ids();
-            if !open.is_empty() {
-                self.storage.fail_stale_trials(self.id, &open, grace, self.retry)?;
+            if !open.is_empty() && !self.storage.fail_stale_trials(self.id, &open, grace, self.retry)?.is_empty() {
+                self.refresh(&mut log)?;
             }
         }
-        self.refresh(&mut log)?;
         let heartbeat = self.heartbeat.is_some();
         for number in log.waiting() {
             let id = log.ids[number as usize];
