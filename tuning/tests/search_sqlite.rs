@@ -57,7 +57,12 @@ fn a_new_file_has_the_schema_optuna_creates() {
     let mut stmt = conn.prepare("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid").unwrap();
     let rows: Vec<Value> = stmt
         .query_map([], |r| {
-            Ok(serde_json::json!([r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?]))
+            Ok(serde_json::json!([
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?
+            ]))
         })
         .unwrap()
         .map(Result::unwrap)
@@ -65,7 +70,8 @@ fn a_new_file_has_the_schema_optuna_creates() {
     assert_eq!(Value::Array(rows), expected["sqlite_master"]);
     let alembic: String = conn.query_row("SELECT version_num FROM alembic_version", [], |r| r.get(0)).unwrap();
     assert_eq!(serde_json::json!([alembic]), expected["alembic_version"]);
-    let info: (i64, i64, String) = conn.query_row("SELECT * FROM version_info", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    let info: (i64, i64, String) =
+        conn.query_row("SELECT * FROM version_info", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
     assert_eq!(serde_json::json!([[info.0, info.1, info.2]]), expected["version_info"]);
     remove_db(&path);
 }
@@ -126,7 +132,11 @@ fn studies_written_by_optuna_open_and_continue() {
                 None => assert!(t.values.is_empty(), "trial {n}"),
                 Some(v) => {
                     assert_eq!(t.values.len(), v.len(), "trial {n}");
-                    assert!(t.values.iter().zip(v).all(|(a, b)| same(*a, number(b))), "trial {n}: {:?} {v:?}", t.values);
+                    assert!(
+                        t.values.iter().zip(v).all(|(a, b)| same(*a, number(b))),
+                        "trial {n}: {:?} {v:?}",
+                        t.values
+                    );
                 }
             }
             let params = e["params"].as_object().unwrap();
@@ -139,7 +149,7 @@ fn studies_written_by_optuna_open_and_continue() {
                     ParamValue::Categorical(s) => match v {
                         Value::String(x) => x == s,
                         Value::Null => s == "None",
-                        other => other.to_string() == *s,
+                        other => serde_json::to_string(other).ok().as_ref() == Some(s),
                     },
                 };
                 assert!(ok, "trial {n}: {k} = {got} vs {v}");
@@ -165,14 +175,19 @@ fn studies_written_by_optuna_open_and_continue() {
         }
     }
     // Continue the single-objective study: the waiting (enqueued) trial runs first, with its values.
-    let study = Study::builder().sampler(TpeSampler::new().n_startup_trials(2)).storage(storage.clone()).load("optuna_single").unwrap();
+    let study = Study::builder()
+        .sampler(TpeSampler::new().n_startup_trials(2))
+        .storage(storage.clone())
+        .load("optuna_single")
+        .unwrap();
     let before = study.trials().len();
     study
         .optimize(3, |t| {
             let x = t.suggest_float("x", -1.0, 1.0, false)?;
             let lr = t.suggest_float("lr", 1e-5, 1e-1, true)?;
             let n = t.suggest_int("n", 1, 9, 2, false)?;
-            let c: String = t.suggest_categorical("c", &["a".to_string(), "1".into(), "2.5".into(), "None".into(), "true".into()])?;
+            let c: String =
+                t.suggest_categorical("c", &["a".to_string(), "1".into(), "2.5".into(), "None".into(), "true".into()])?;
             Ok::<_, SearchError>(x + lr + n as f64 + c.len() as f64)
         })
         .unwrap();
@@ -213,16 +228,23 @@ fn unreadable_foreign_and_truncated_files_are_typed_errors() {
     let err = Study::builder().open_sqlite(&foreign, "s").err().unwrap();
     assert!(matches!(err, SearchError::ForeignDatabase { .. }), "{err}");
     let conn = rusqlite::Connection::open(&foreign).unwrap();
-    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
+    let tables: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
     assert_eq!(tables, 1, "nothing written to the foreign file");
     drop(conn);
     remove_db(&foreign);
 
     let old = temp_db("old_optuna");
     drop(SqliteStorage::open(&old).unwrap());
-    rusqlite::Connection::open(&old).unwrap().execute("UPDATE alembic_version SET version_num = 'v3.0.0.d'", []).unwrap();
+    rusqlite::Connection::open(&old)
+        .unwrap()
+        .execute("UPDATE alembic_version SET version_num = 'v3.0.0.d'", [])
+        .unwrap();
     let err = SqliteStorage::open(&old).err().unwrap();
-    assert!(matches!(&err, SearchError::SchemaVersion { message, .. } if message.contains("optuna storage upgrade")), "{err}");
+    assert!(
+        matches!(&err, SearchError::SchemaVersion { message, .. } if message.contains("optuna storage upgrade")),
+        "{err}"
+    );
     remove_db(&old);
 
     let truncated = temp_db("truncated");
@@ -425,7 +447,8 @@ fn joining_a_study_others_are_writing_never_sees_a_torn_state() {
     drop(Study::builder().open_sqlite(&path, name).unwrap());
     let dir = std::env::temp_dir().join(unique("join_logs"));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut writers: Vec<_> = (0..3).map(|i| workers::spawn(&spec(&path, name, 400, 1, &dir.join(format!("w{i}"))))).collect();
+    let mut writers: Vec<_> =
+        (0..3).map(|i| workers::spawn(&spec(&path, name, 400, 1, &dir.join(format!("w{i}"))))).collect();
     let storage = open_storage(&format!("sqlite:{}", path.display())).unwrap();
     while storage.read_trials(1, 0, &[]).unwrap().len() < 20 {
         std::thread::sleep(Duration::from_millis(10));
@@ -478,7 +501,12 @@ fn a_paused_worker_cannot_revive_its_failed_trial() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let signal = |sig: &str| {
-        assert!(Command::new("kill").args([sig, &worker.id().to_string()]).stdout(Stdio::null()).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args([sig, &worker.id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success());
     };
     signal("-STOP");
     std::thread::sleep(Duration::from_millis(1600));

@@ -344,7 +344,7 @@ impl Distribution {
 
     /// The value Optuna stored as `internal` (`trial_params.param_value`), checked: `None` when it
     /// is not a value of this space (NaN, out of range, a non-integral integer or index).
-    pub(crate) fn from_stored(&self, internal: f64) -> Option<ParamValue> {
+    pub(crate) fn value_from_stored(&self, internal: f64) -> Option<ParamValue> {
         if !internal.is_finite() {
             return None;
         }
@@ -514,6 +514,17 @@ mod tests {
     }
 
     #[test]
+    fn bounds_are_read_exactly() {
+        // serde_json's default float parser reads this one ulp off; the bounds must be Optuna's.
+        let low = "-0.955062930425266";
+        let json = format!(
+            r#"{{"name": "FloatDistribution", "attributes": {{"step": null, "low": {low}, "high": 1.0, "log": false}}}}"#
+        );
+        let Distribution::Float { low: parsed, .. } = Distribution::from_optuna_json(&json).unwrap() else { panic!() };
+        assert_eq!(parsed, low.parse::<f64>().unwrap());
+    }
+
+    #[test]
     fn optuna_json_errors_name_the_problem() {
         for (json, needle) in [
             ("{", "not JSON"),
@@ -531,12 +542,12 @@ mod tests {
     #[test]
     fn stored_values_are_checked() {
         let i = Distribution::Int { low: 1, high: 9, step: 2, log: false };
-        assert_eq!(i.from_stored(5.0), Some(ParamValue::Int(5)));
-        assert_eq!(i.from_stored(5.5), None);
-        assert_eq!(i.from_stored(11.0), None);
+        assert_eq!(i.value_from_stored(5.0), Some(ParamValue::Int(5)));
+        assert_eq!(i.value_from_stored(5.5), None);
+        assert_eq!(i.value_from_stored(11.0), None);
         let c = Distribution::Categorical { choices: vec!["a".into()] };
-        assert_eq!(c.from_stored(1.0), None);
-        assert_eq!(c.from_stored(f64::NAN), None);
+        assert_eq!(c.value_from_stored(1.0), None);
+        assert_eq!(c.value_from_stored(f64::NAN), None);
     }
 
     #[test]

@@ -183,6 +183,8 @@ fn outcome<V: IntoValues, E: Into<Box<dyn Error + Send + Sync>>>(
 }
 
 /// What starting a trial gave.
+// One lives on the stack per trial started and is unpacked at once: boxing the trial buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Start<'s> {
     Trial(Trial<'s>),
     /// The sampler has nothing left (its error says why).

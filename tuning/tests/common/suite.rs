@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferrograd_tuning::search::storage::{AttrKind, Prepare, StoredTrial, StudyId, TrialId};
 use ferrograd_tuning::search::{
     copy_study, delete_study, study_summaries, Catch, Direction, Distribution, FrozenTrial, GridSampler,
-    OptimizeOptions, ParamValue, SearchError, Storage, StudySummary, Study, TpeSampler, TrialState,
+    OptimizeOptions, ParamValue, SearchError, Storage, Study, StudySummary, TpeSampler, TrialState,
 };
 use serde_json::{json, Value};
 
@@ -121,7 +121,10 @@ pub fn finished_trials_refuse_every_write(make: &Make) {
 
 pub fn enqueued_and_added_trials(make: &Make) {
     let study = study(make, "enqueue");
-    assert_eq!(study.enqueue_trial([("x", ParamValue::Float(0.25)), ("n", 3i64.into()), ("c", "b".into())]).unwrap(), 0);
+    assert_eq!(
+        study.enqueue_trial([("x", ParamValue::Float(0.25)), ("n", 3i64.into()), ("c", "b".into())]).unwrap(),
+        0
+    );
     assert_eq!(study.trials()[0].state, TrialState::Waiting);
     let x = Distribution::Float { low: 0.0, high: 1.0, log: false, step: None };
     let added = FrozenTrial::new(TrialState::Complete)
@@ -134,7 +137,9 @@ pub fn enqueued_and_added_trials(make: &Make) {
         study.add_trial(FrozenTrial::new(TrialState::Complete).with_values(&[1.0, 2.0])),
         Err(SearchError::ValueCount { expected: 1, got: 2 })
     ));
-    assert!(study.add_trial(FrozenTrial::new(TrialState::Complete).with_values(&[1.0]).with_param("x", 2.0, x)).is_err());
+    assert!(study
+        .add_trial(FrozenTrial::new(TrialState::Complete).with_values(&[1.0]).with_param("x", 2.0, x))
+        .is_err());
     study
         .optimize(2, |t| {
             let x = t.suggest_float("x", 0.0, 1.0, false)?;
@@ -191,7 +196,9 @@ pub fn every_distribution_and_value_round_trips(make: &Make) {
             for (step, v) in [(0, f64::NAN), (1, f64::INFINITY), (2, f64::NEG_INFINITY), (3, -0.5)] {
                 t.report(step, v);
             }
-            assert!(a.is_finite() && b > 0.0 && (c * 4.0).fract() == 0.0 && d % 5 == 0 && e >= 1 && g == 7 && !f.is_empty());
+            assert!(
+                a.is_finite() && b > 0.0 && (c * 4.0).fract() == 0.0 && d % 5 == 0 && e >= 1 && g == 7 && !f.is_empty()
+            );
             Ok::<_, SearchError>(match t.number() {
                 0 => f64::INFINITY,
                 1 => f64::NEG_INFINITY,
@@ -206,7 +213,11 @@ pub fn every_distribution_and_value_round_trips(make: &Make) {
         assert_eq!(x.params, y.params);
         assert_eq!(x.distributions, y.distributions);
         assert_eq!(x.values, y.values);
-        assert!(y.intermediate[&0].is_nan() && y.intermediate[&1] == f64::INFINITY && y.intermediate[&2] == f64::NEG_INFINITY);
+        assert!(
+            y.intermediate[&0].is_nan()
+                && y.intermediate[&1] == f64::INFINITY
+                && y.intermediate[&2] == f64::NEG_INFINITY
+        );
         assert_eq!(y.intermediate[&3], -0.5);
     }
     assert_eq!(again[0].value, Some(f64::INFINITY));
@@ -220,10 +231,7 @@ pub fn create_load_list_copy_delete(make: &Make) {
     let study = Study::builder().direction(Direction::Maximize).storage(storage.clone()).create(&name).unwrap();
     study.optimize(3, |t| t.suggest_float("x", 0.0, 1.0, false)).unwrap();
     study.set_user_attr("k", "v").unwrap();
-    assert!(matches!(
-        Study::builder().storage(storage.clone()).create(&name),
-        Err(SearchError::StudyExists { .. })
-    ));
+    assert!(matches!(Study::builder().storage(storage.clone()).create(&name), Err(SearchError::StudyExists { .. })));
     let missing = unique("missing");
     assert!(matches!(Study::builder().storage(storage.clone()).load(&missing), Err(SearchError::NoSuchStudy { .. })));
     assert!(matches!(
@@ -286,11 +294,17 @@ pub fn catch_policies_panics_timeout_callbacks_and_stop(make: &Make) {
     assert_eq!(study.trials().len(), 2);
     assert_eq!(study.trials()[1].state, TrialState::Failed);
     // Catch::All goes on; the objective's own errors go on by default.
-    study.optimize_with(OptimizeOptions::new().n_trials(2).catch(Catch::All), |t| t.suggest_int("x", 0, 3, 1, false).map(|v| v as f64)).unwrap();
+    study
+        .optimize_with(OptimizeOptions::new().n_trials(2).catch(Catch::All), |t| {
+            t.suggest_int("x", 0, 3, 1, false).map(|v| v as f64)
+        })
+        .unwrap();
     study.optimize(2, |_| Err::<f64, _>("diverged")).unwrap();
     assert_eq!(study.trials().len(), 6);
     // Catch::Nothing stops at the first error with the objective's message.
-    let err = study.optimize_with(OptimizeOptions::new().n_trials(3).catch(Catch::Nothing), |_| Err::<f64, _>("oom")).unwrap_err();
+    let err = study
+        .optimize_with(OptimizeOptions::new().n_trials(3).catch(Catch::Nothing), |_| Err::<f64, _>("oom"))
+        .unwrap_err();
     assert!(matches!(&err, SearchError::Objective { number: 6, message } if message == "oom"), "{err}");
     fn only_io(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
         e.is::<std::io::Error>()
@@ -404,7 +418,13 @@ impl Storage for Counting {
     fn claim_waiting_trial(&self, trial: TrialId, heartbeat: bool) -> Result<bool, SearchError> {
         self.inner.claim_waiting_trial(trial, heartbeat)
     }
-    fn set_trial_param(&self, trial: TrialId, name: &str, value: &ParamValue, dist: &Distribution) -> Result<(), SearchError> {
+    fn set_trial_param(
+        &self,
+        trial: TrialId,
+        name: &str,
+        value: &ParamValue,
+        dist: &Distribution,
+    ) -> Result<(), SearchError> {
         self.inner.set_trial_param(trial, name, value, dist)
     }
     fn set_trial_intermediate(&self, trial: TrialId, step: u64, value: f64) -> Result<(), SearchError> {
@@ -413,16 +433,33 @@ impl Storage for Counting {
     fn set_trial_attr(&self, trial: TrialId, kind: AttrKind, key: &str, value: &Value) -> Result<(), SearchError> {
         self.inner.set_trial_attr(trial, kind, key, value)
     }
-    fn finish_trial(&self, trial: TrialId, state: TrialState, values: &[f64], reason: Option<&str>) -> Result<(), SearchError> {
+    fn finish_trial(
+        &self,
+        trial: TrialId,
+        state: TrialState,
+        values: &[f64],
+        reason: Option<&str>,
+    ) -> Result<(), SearchError> {
         self.inner.finish_trial(trial, state, values, reason)
     }
     fn record_heartbeat(&self, trial: TrialId) -> Result<(), SearchError> {
         self.inner.record_heartbeat(trial)
     }
-    fn fail_stale_trials(&self, study: StudyId, c: &[TrialId], grace: Duration, retry: Option<u32>) -> Result<Vec<u64>, SearchError> {
+    fn fail_stale_trials(
+        &self,
+        study: StudyId,
+        c: &[TrialId],
+        grace: Duration,
+        retry: Option<u32>,
+    ) -> Result<Vec<u64>, SearchError> {
         self.inner.fail_stale_trials(study, c, grace, retry)
     }
-    fn read_trials(&self, study: StudyId, after: TrialId, include: &[TrialId]) -> Result<Vec<StoredTrial>, SearchError> {
+    fn read_trials(
+        &self,
+        study: StudyId,
+        after: TrialId,
+        include: &[TrialId],
+    ) -> Result<Vec<StoredTrial>, SearchError> {
         let r = self.inner.read_trials(study, after, include)?;
         self.read.fetch_add(r.len(), Ordering::SeqCst);
         Ok(r)
@@ -438,7 +475,8 @@ pub fn reads_are_incremental(make: &Make) {
     let other = Study::builder().storage(counting.inner.clone()).create(&name).unwrap();
     let mut held = other.ask().unwrap();
     held.suggest_float("x", 0.0, 1.0, false).unwrap();
-    let study = Study::builder().sampler(TpeSampler::new().n_startup_trials(5)).storage(counting.clone()).load(&name).unwrap();
+    let study =
+        Study::builder().sampler(TpeSampler::new().n_startup_trials(5)).storage(counting.clone()).load(&name).unwrap();
     let objective = |t: &mut ferrograd_tuning::search::Trial<'_>| t.suggest_float("x", 0.0, 1.0, false);
     study.optimize(20, objective).unwrap();
     let per_trial = |n: usize| {
@@ -520,7 +558,12 @@ pub fn stale_trials_fail_and_are_retried(make: &Make) {
     let name = unique("stale");
     let grace = Duration::from_millis(300);
     let open = || {
-        Study::builder().heartbeat_timeout(grace).retry_failed_trials(1).storage(storage.clone()).load_if_exists(&name).unwrap()
+        Study::builder()
+            .heartbeat_timeout(grace)
+            .retry_failed_trials(1)
+            .storage(storage.clone())
+            .load_if_exists(&name)
+            .unwrap()
     };
     let a = open();
     let study_id = storage.find_study(&name).unwrap().unwrap();

@@ -80,7 +80,8 @@ pub fn worker_main() {
     while now_ms() < n("start_at_ms") {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let storage = open_storage(&s("storage")).unwrap_or_else(|e| panic!("worker {} cannot open: {e}", std::process::id()));
+    let storage =
+        open_storage(&s("storage")).unwrap_or_else(|e| panic!("worker {} cannot open: {e}", std::process::id()));
     let study = open_study(storage, &s("study"), Duration::from_millis(n("grace_ms")))
         .unwrap_or_else(|e| panic!("worker {} cannot join: {e}", std::process::id()));
     let log = PathBuf::from(s("log"));
@@ -183,7 +184,9 @@ pub fn many_workers(storage_spec: &str, plan: Plan) {
         first[i].wait().unwrap();
         killed.insert(pid);
     }
-    for (i, w) in first.into_iter().enumerate().filter(|(i, _)| !doomed.contains(i)).chain(joined.into_iter().enumerate()) {
+    for (i, w) in
+        first.into_iter().enumerate().filter(|(i, _)| !doomed.contains(i)).chain(joined.into_iter().enumerate())
+    {
         let out = w.wait_with_output().unwrap();
         assert!(out.status.success(), "worker {i} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -232,8 +235,10 @@ pub fn many_workers(storage_spec: &str, plan: Plan) {
             assert_eq!(t.value, Some(x * x + k as f64), "trial {}", t.number);
         }
     }
-    let killed_trials: Vec<_> =
-        trials.iter().filter(|t| t.user_attrs.get("pid").and_then(Value::as_u64).is_some_and(|p| killed.contains(&(p as u32)))).collect();
+    let killed_trials: Vec<_> = trials
+        .iter()
+        .filter(|t| t.user_attrs.get("pid").and_then(Value::as_u64).is_some_and(|p| killed.contains(&(p as u32))))
+        .collect();
     assert!(killed_trials.iter().filter(|t| stale(t)).count() >= plan.kill, "each killed worker left a failed trial");
     assert!(killed_trials.iter().all(|t| t.state == TrialState::Complete || stale(t)));
     std::fs::remove_dir_all(&dir).unwrap();

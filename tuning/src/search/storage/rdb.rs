@@ -462,7 +462,7 @@ impl<B: Backend> RdbStorage<B> {
                         self.parse_dist(&json).map_err(|e| what(format!("parameter `{name}`: distribution {e}")))?;
                     let stored = row[3].real().ok_or_else(|| what(format!("parameter `{name}`: NULL value")))?;
                     let value = dist
-                        .from_stored(stored)
+                        .value_from_stored(stored)
                         .ok_or_else(|| what(format!("parameter `{name}`: {stored} is not a value of {dist}")))?;
                     t.params.insert(name.clone(), value);
                     t.distributions.insert(name, dist);
