@@ -9,8 +9,9 @@
 # the command, then stops the cluster and deletes the directory whatever happened. The exit status
 # is the command's.
 #
-# The server runs as a non-root user (PostgreSQL refuses root): `nobody` when started as root,
-# else the current user. It is a test cluster: fsync and synchronous commit are off.
+# The server runs as a non-root user (PostgreSQL refuses root): when started as root, the system
+# user `ferrograd-pg` (created with useradd if missing), else the current user. It is a test
+# cluster: fsync and synchronous commit are off.
 set -euo pipefail
 
 if [ "$#" -eq 0 ]; then
@@ -35,13 +36,20 @@ if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
   bin="$(pg_bin)"
 fi
 
-dir="$(mktemp -d "${TMPDIR:-/tmp}/ferrograd-pg.XXXXXX")"
 if [ "$(id -u)" -eq 0 ]; then
-  owner=nobody
-  chown "$owner" "$dir"
+  owner=ferrograd-pg
+  if ! id -u "$owner" >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$owner"
+  fi
   run_pg() { runuser -u "$owner" -- "$@"; }
+  # The server's user must reach the directory: TMPDIR may be private to root.
+  parent="${TMPDIR:-/tmp}"
+  run_pg test -w "$parent" -a -x "$parent" 2>/dev/null || parent=/tmp
+  dir="$(mktemp -d "$parent/ferrograd-pg.XXXXXX")"
+  chown "$owner" "$dir"
 else
   run_pg() { "$@"; }
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/ferrograd-pg.XXXXXX")"
 fi
 
 cleanup() {
