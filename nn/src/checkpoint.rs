@@ -311,10 +311,7 @@ pub fn write_atomic(
         .file_name()
         .map(|n| n.to_string_lossy())
         .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name")))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     remove_leftovers(dir, &name);
     let (temp, file) = create_temp(dir, &name).map_err(io_err)?;
     let written = (|| {
@@ -404,6 +401,22 @@ fn is_temp_of(file_name: &str, name: &str) -> bool {
         .and_then(|s| s.strip_suffix(".tmp"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     middle.and_then(|m| m.split_once('.')).is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
+
+/// Removes the temporary files that writers of `path` killed mid-write left behind (as
+/// [`write_atomic`] does before it writes), for a reader about to use `path` without writing it.
+pub(crate) fn remove_leftovers_of(path: &Path) {
+    if let Some(name) = path.file_name() {
+        remove_leftovers(parent_dir(path), &name.to_string_lossy());
+    }
+}
+
+/// The directory a file `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Removes the temporary files of earlier writes to `dir/name` whose writers are gone (see

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferrograd_nn::checkpoint::{load_module, save_module};
+use ferrograd_nn::data::read_idx;
 use ferrograd_nn::layers::Linear;
 use ferrograd_nn::Module;
 use ferrograd_tensor::Tensor;
@@ -38,6 +39,23 @@ fn saved_value(path: &Path) -> f32 {
     values[0]
 }
 
+/// The IDX bytes the `.gz` of [`gz_file`] holds: 16 MiB of data.
+fn idx_bytes() -> Vec<u8> {
+    let mut bytes = vec![0, 0, 8, 2];
+    bytes.extend(4096u32.to_be_bytes());
+    bytes.extend(4096u32.to_be_bytes());
+    bytes.extend((0..4096 * 4096).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    bytes
+}
+
+fn gz_file(dir: &Path) -> PathBuf {
+    let gz = dir.join("data-idx2-ubyte.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&idx_bytes()).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    gz
+}
+
 #[test]
 #[ignore = "the child process of the other tests here, which start it themselves"]
 fn child() {
@@ -48,6 +66,11 @@ fn child() {
     for n in 0u32.. {
         match what {
             "module" => save_module(path, &layer(n as f32)).unwrap(),
+            "gz" => {
+                // Only a missing (or stale) cache is decompressed again.
+                let _ = std::fs::remove_file(path.with_extension(""));
+                read_idx(path).unwrap();
+            }
             other => panic!("unknown child task {other}"),
         }
         writeln!(out, "written {n}").unwrap();
@@ -123,5 +146,21 @@ fn a_save_module_killed_mid_write_leaves_nothing_after_the_next_save() {
     save_module(&path, &layer(0.5)).unwrap();
     assert_eq!(temporaries(&dir), Vec::<String>::new());
     assert_eq!(saved_value(&path), 0.5);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_gz_decompression_killed_mid_write_leaves_nothing_after_the_next_read() {
+    let dir = fresh_dir("gz");
+    let gz = gz_file(&dir);
+    let cache = dir.join("data-idx2-ubyte");
+    let expected = idx_bytes();
+    kill_until_three_land("gz", &gz, || {
+        if cache.exists() {
+            assert_eq!(std::fs::read(&cache).unwrap(), expected, "a cache is complete or absent");
+        }
+    });
+    assert_eq!(read_idx(&gz).unwrap().bytes(), &expected[12..]);
+    assert_eq!(temporaries(&dir), Vec::<String>::new());
     std::fs::remove_dir_all(dir).unwrap();
 }
