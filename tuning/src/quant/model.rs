@@ -437,7 +437,8 @@ impl QuantizedSequential {
     }
 
     /// Loads a model written by [`QuantizedSequential::save`]. A file that is not such a model
-    /// (missing or extra tensors, wrong types or shapes, invalid scales or options) gives
+    /// (missing or extra tensors, wrong types or shapes, invalid scales or options, or conv
+    /// options under which one sample of the smallest input would need over 1 GiB) gives
     /// [`NnError::Format`] naming the problem.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, NnError> {
         let path = path.as_ref();
@@ -457,7 +458,9 @@ impl QuantizedSequential {
                     let (weight, scale, bias, input) = r.take_int8(i, 4)?;
                     let [s0, s1, p0, p1, d0, d1, groups] = r.take_options(i)?;
                     let options = Conv2dOptions { stride: [s0, s1], padding: [p0, p1], dilation: [d0, d1], groups };
-                    check_options(weight.shape(), &options).map_err(|e| r.bad(&format!("layer {i}: {e}")))?;
+                    check_options(weight.shape(), &options)
+                        .and_then(|()| check_conv_sizes(weight.shape(), &options))
+                        .map_err(|e| r.bad(&format!("layer {i}: {e}")))?;
                     QuantizedLayer::Conv2d(Box::new(QuantizedConv2d::from_parts(weight, scale, bias, options, input)))
                 }
                 MAX_POOL2D | AVG_POOL2D => {
@@ -484,6 +487,40 @@ impl QuantizedSequential {
             return Err(r.bad(&format!("unexpected tensor `{extra}`")));
         }
         Ok(QuantizedSequential { layers })
+    }
+}
+
+/// The most bytes a loaded convolution may need for one sample of the smallest input it accepts
+/// (its padded input and its output): 1 GiB. Ordinary paddings and dilations need a few
+/// kilobytes; options that need more are either damage or an attempt to make the first forward
+/// pass exhaust memory, and are refused at load.
+const MAX_CONV_BYTES_PER_SAMPLE: u128 = 1 << 30;
+
+/// Checks what a convolution's options imply before any forward pass: for one sample of the
+/// smallest input the layer accepts (each side at least 1 and at least the dilated kernel less
+/// the padding), the padded input (one byte per element) and the output (f32) must fit in
+/// [`MAX_CONV_BYTES_PER_SAMPLE`]. Sizes are computed in `u128` with checked arithmetic, so no
+/// option overflows them.
+fn check_conv_sizes(weight_shape: &[usize], o: &Conv2dOptions) -> Result<(), String> {
+    let (out, cg, kernel) = (weight_shape[0] as u128, weight_shape[1] as u128, [weight_shape[2], weight_shape[3]]);
+    let side = |i: usize| -> Option<(u128, u128)> {
+        let (k, d, p, s) = (kernel[i] as u128, o.dilation[i] as u128, o.padding[i] as u128, o.stride[i] as u128);
+        let extent = d.checked_mul(k - 1)? + 1;
+        let padded = (2 * p + 1).max(extent);
+        Some((padded, (padded - extent) / s + 1))
+    };
+    let bytes = side(0).zip(side(1)).and_then(|((ph, oh), (pw, ow))| {
+        let input = (cg * o.groups as u128).checked_mul(ph)?.checked_mul(pw)?;
+        let output = out.checked_mul(oh)?.checked_mul(ow)?.checked_mul(4)?;
+        input.checked_add(output)
+    });
+    match bytes {
+        Some(b) if b <= MAX_CONV_BYTES_PER_SAMPLE => Ok(()),
+        _ => Err(format!(
+            "padding {:?}, dilation {:?} and stride {:?} with weight shape {weight_shape:?} need more than \
+             {MAX_CONV_BYTES_PER_SAMPLE} bytes for one sample of the smallest input",
+            o.padding, o.dilation, o.stride
+        )),
     }
 }
 
