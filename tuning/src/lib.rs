@@ -3,7 +3,8 @@
 //!
 //! - [`metrics`]: accuracy, top-k accuracy, precision/recall/F1, confusion matrix, MSE, MAE, R²,
 //!   with scikit-learn's definitions.
-//! - [`early_stopping`]: [`EarlyStopping`] with Keras' semantics.
+//! - [`early_stopping`]: [`EarlyStopping`] with Keras' semantics (it lives in
+//!   `ferrograd_train`, where the Learner uses it, and is re-exported here).
 //! - [`cv`]: splitters returning (train, test) index sets and [`cross_validate`].
 //! - [`search`]: define-by-run hyperparameter search ([`Study`], [`Trial`]) with random, grid and
 //!   TPE samplers, pruners, threads and SQLite storage.
@@ -14,7 +15,7 @@
 
 pub mod cv;
 pub mod distill;
-pub mod early_stopping;
+pub use ferrograd_train::early_stopping;
 mod error;
 pub mod metrics;
 pub mod quant;
