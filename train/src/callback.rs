@@ -12,6 +12,7 @@
 //! | [`on_step_end`](Callback::on_step_end) | after each optimizer step |
 //! | [`on_epoch_end`](Callback::on_epoch_end) | after validation, with the epoch's logs: may stop the run |
 //! | [`on_train_end`](Callback::on_train_end) | once, after the last epoch or a stop |
+//! | [`on_save`](Callback::on_save) | before the run directory is saved (flush logs: a resumed run continues from this point) |
 //!
 //! A callback whose state matters for a resumed run ([`EarlyStopping`](crate::EarlyStopping)'s
 //! best value, a schedule's position) saves it through [`Callback::state`].
@@ -162,6 +163,15 @@ pub trait Callback<F: Float = f32> {
 
     /// After the last epoch (or a stop), with the whole history.
     fn on_train_end(&mut self, _ctx: &mut Context<'_, F>, _history: &History) -> Result<(), TrainError> {
+        Ok(())
+    }
+
+    /// Before the Learner saves its run directory (every [`Learner::save_every`] steps and
+    /// after each epoch): whatever was logged up to now must be on disk, since a run resumed
+    /// from this save will not log it again.
+    ///
+    /// [`Learner::save_every`]: crate::Learner::save_every
+    fn on_save(&mut self, _ctx: &mut Context<'_, F>) -> Result<(), TrainError> {
         Ok(())
     }
 

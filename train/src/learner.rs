@@ -180,6 +180,7 @@ pub struct Learner<'a, F: Float = f32, Y: Element = i64> {
     seed: u64,
     echo: bool,
     history: History,
+    resumed: bool,
 }
 
 /// Where a run is: the next batch to train and the steps taken.
@@ -279,6 +280,7 @@ impl<'a, F: Float + CheckpointElement, Y: Element> Learner<'a, F, Y> {
             seed: 0,
             echo: true,
             history: History::default(),
+            resumed: false,
         }
     }
 
@@ -455,6 +457,7 @@ impl<'a, F: Float + CheckpointElement, Y: Element> Learner<'a, F, Y> {
             }
             None => false,
         };
+        self.resumed = resumed;
         let n0 = train.epoch_len(pos.epoch as u64);
         for cb in hooks(&mut self.guard, &mut self.callbacks, self.rank) {
             cb.on_train_begin(&mut context!(self, pos, epochs, n0, resumed))?;
@@ -688,6 +691,9 @@ impl<'a, F: Float + CheckpointElement, Y: Element> Learner<'a, F, Y> {
         }
         let dir = path.parent().expect("a file in the run directory");
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        for cb in hooks(&mut self.guard, &mut self.callbacks, self.rank) {
+            cb.on_save(&mut context!(self, pos, epochs, 0, self.resumed))?;
+        }
         let mut tensors: BTreeMap<String, AnyTensor> = BTreeMap::new();
         for (k, t) in self.model.state_dict() {
             tensors.insert(format!("model.{k}"), t.into());

@@ -177,6 +177,10 @@ impl<F: Float> Callback<F> for JsonlLogger {
         Ok(Control::Continue)
     }
 
+    fn on_save(&mut self, _ctx: &mut Context<'_, F>) -> Result<(), TrainError> {
+        self.flush()
+    }
+
     fn on_train_end(&mut self, _ctx: &mut Context<'_, F>, _history: &History) -> Result<(), TrainError> {
         self.flush()
     }

@@ -720,6 +720,10 @@ impl<F: Float> Callback<F> for TensorBoardLogger {
         Ok(Control::Continue)
     }
 
+    fn on_save(&mut self, _ctx: &mut Context<'_, F>) -> Result<(), TrainError> {
+        self.flush()
+    }
+
     fn on_train_end(&mut self, _ctx: &mut Context<'_, F>, _history: &History) -> Result<(), TrainError> {
         if let Some(root) = self.writers.as_mut().and_then(|w| w.root.as_mut()) {
             root.add_hparams_end(SessionStatus::Success)?;
