@@ -5,7 +5,8 @@
 //! masked CRC32C of those 8 bytes, the data (a serialized `Event` protobuf), and the masked
 //! CRC32C of the data. The first event names the format (`brain.Event:2`); the others hold
 //! summaries (scalars as `simple_value`, histograms as `HistogramProto`, HParams as plugin
-//! data) or session logs. Files are append-only, named `events.out.tfevents.*`, one per writer.
+//! data) or session logs. Files are append-only, named `events.out.tfevents.*` in creation
+//! order, one per writer.
 //!
 //! The logger follows Keras' layout, so TensorBoard draws training and validation curves in
 //! one chart: `DIR/train` holds `epoch_loss`, `epoch_<metric>`, `epoch_lr` and per-step
@@ -95,6 +96,15 @@ fn now() -> f64 {
 fn masked_crc(bytes: &[u8]) -> u32 {
     let crc = crc32c::crc32c(bytes);
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+/// A record's head: the data's length and the masked CRC32C of the length's bytes.
+fn record_head(data: &[u8]) -> [u8; 12] {
+    let len = (data.len() as u64).to_le_bytes();
+    let mut head = [0u8; 12];
+    head[..8].copy_from_slice(&len);
+    head[8..].copy_from_slice(&masked_crc(&len).to_le_bytes());
+    head
 }
 
 fn event(wall_time: f64, step: i64) -> Pb {
@@ -263,10 +273,15 @@ impl EventWriter {
     pub fn create(dir: impl AsRef<Path>) -> Result<Self, TrainError> {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // TensorBoard reads a run's files in name order, and its purge of a restarted run's
+        // stale tail depends on that order: after TensorFlow's `<seconds>.<host>`, the
+        // nanoseconds and a counter, zero-padded, keep the names in creation order.
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let name = format!(
-            "events.out.tfevents.{secs}.{}.{}.{}",
+            "events.out.tfevents.{}.{}.{:09}.{}.{:06}",
+            t.as_secs(),
             hostname(),
+            t.subsec_nanos(),
             std::process::id(),
             FILE_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
@@ -283,12 +298,8 @@ impl EventWriter {
     }
 
     fn record(&mut self, data: &[u8]) -> Result<(), TrainError> {
-        let len = (data.len() as u64).to_le_bytes();
         let io = |e| TrainError::io(&self.path, e);
-        let mut head = [0u8; 12];
-        head[..8].copy_from_slice(&len);
-        head[8..].copy_from_slice(&masked_crc(&len).to_le_bytes());
-        self.out.write_all(&head).map_err(io)?;
+        self.out.write_all(&record_head(data)).map_err(io)?;
         self.out.write_all(data).map_err(io)?;
         self.out.write_all(&masked_crc(data).to_le_bytes()).map_err(io)
     }
@@ -735,6 +746,79 @@ impl<F: Float> Callback<F> for TensorBoardLogger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[allow(dead_code)]
+    mod python {
+        include!("../../tests/fixtures/tensorboard_python.rs");
+    }
+
+    /// Our encoder against the bytes TensorBoard's protobuf classes and record writer produce
+    /// (`tests/fixtures/gen_tensorboard.py`).
+    #[test]
+    fn events_are_byte_for_byte_what_tensorboard_writes() {
+        assert_eq!(encode::file_version(1.5), python::FILE_VERSION);
+        assert_eq!(encode::scalar(2.25, 7, "epoch_loss", 0.125), python::SCALAR);
+        assert_eq!(encode::scalar(2.5, 1 << 40, "batch_lr", 0.0), python::SCALAR_ZERO);
+        assert_eq!(encode::scalar(3.0, 3, "epoch_accuracy", -2.5e-8), python::SCALAR_NEGATIVE);
+        let h = Histogram {
+            min: -1.5,
+            max: 2.0,
+            num: 5.0,
+            sum: 1.25,
+            sum_squares: 8.5,
+            bucket_limit: vec![0.0, 1.0, 2.0],
+            bucket: vec![2.0, 0.0, 3.0],
+        };
+        assert_eq!(encode::histogram(3.25, 12, "weights/0.weight", &h), python::HISTOGRAM);
+        assert_eq!(encode::session_log_start(3.75, 42), python::SESSION_START);
+        let start = |name: &str, v: HParam| encode::hparams_start(4.5, &[(name.to_string(), v)], "", 3.5);
+        assert_eq!(start("dropout", HParam::Number(0.25)), python::HPARAMS_START_NUMBER);
+        assert_eq!(start("optimizer", HParam::from("adam")), python::HPARAMS_START_TEXT);
+        assert_eq!(start("warmup", HParam::Bool(false)), python::HPARAMS_START_BOOL);
+        assert_eq!(encode::hparams_end(5.5, SessionStatus::Success, 4.0), python::HPARAMS_END);
+        let data = encode::scalar(2.25, 7, "epoch_loss", 0.125);
+        let framed = [&record_head(&data)[..], &data, &masked_crc(&data).to_le_bytes()].concat();
+        assert_eq!(framed, python::SCALAR_RECORD);
+    }
+
+    #[test]
+    fn the_reader_decodes_what_tensorboard_writes() {
+        let dir = std::env::temp_dir().join(format!("ferrograd-tb-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.out.tfevents.fixture");
+        let mut bytes = Vec::new();
+        let records = [
+            python::FILE_VERSION,
+            python::SCALAR,
+            python::HISTOGRAM,
+            python::SESSION_START,
+            python::HPARAMS_START_TEXT,
+        ];
+        for data in records {
+            bytes.extend_from_slice(&record_head(data));
+            bytes.extend_from_slice(data);
+            bytes.extend_from_slice(&masked_crc(data).to_le_bytes());
+        }
+        fs::write(&path, &bytes).unwrap();
+        let events = read_events(&path).unwrap();
+        assert_eq!(events[0].what, EventData::FileVersion("brain.Event:2".into()));
+        assert_eq!(events[1].scalars(), vec![("epoch_loss".to_string(), 7, 0.125)]);
+        match &events[2].what {
+            EventData::Summary(v) => match &v[0].value {
+                SummaryData::Histogram(h) => assert_eq!(h.bucket, vec![2.0, 0.0, 3.0]),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((events[3].step, &events[3].what), (42, &EventData::SessionLog(1)));
+        let hp = events[4].hparams().unwrap();
+        assert_eq!(hp.into_iter().collect::<Vec<_>>(), vec![("optimizer".to_string(), HParam::Text("adam".into()))]);
+        // A flipped bit anywhere is caught by a CRC.
+        bytes[30] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(read_events(&path).unwrap_err().to_string().contains("CRC"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn crc32c_is_castagnoli() {
