@@ -10,6 +10,7 @@
 //!   TPE samplers, pruners, threads and SQLite storage.
 //! - [`distill`]: Hinton's soft-target loss and a student-from-teacher training loop.
 //! - [`quant`]: observers, int8 tensors and GEMM, post-training and quantization-aware training.
+//! - [`plots`]: SVG charts of a study (optimisation history, intermediate values, importances).
 
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod distill;
 pub use ferrograd_train::early_stopping;
 mod error;
 pub mod metrics;
+pub mod plots;
 pub mod quant;
 pub mod search;
 
