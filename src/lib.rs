@@ -16,6 +16,7 @@ pub use ferrograd_autograd as autograd;
 pub use ferrograd_nn as nn;
 pub use ferrograd_optim as optim;
 pub use ferrograd_tensor as tensor;
+pub use ferrograd_train as train;
 pub use ferrograd_tuning as tuning;
 
 /// The names most programs need: `use ferrograd::prelude::*;`.

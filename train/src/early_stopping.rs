@@ -62,7 +62,10 @@ pub enum Mode {
 /// }
 /// assert_eq!(stopped_at, Some(2)); // one epoch without improvement is all patience 1 allows
 /// assert_eq!((stopper.best(), stopper.best_epoch()), (Some(0.5), Some(1)));
-/// assert!(stopper.message().unwrap().contains("has not improved on 0.5"));
+/// assert_eq!(
+///     stopper.message(),
+///     Some("early stopping at epoch 3: val_loss has not improved on 0.5 (epoch 2) for 1 epoch(s) (patience 1)")
+/// );
 /// assert!(stopper.restore(&model)?);
 /// # Ok::<(), ferrograd_nn::NnError>(())
 /// ```
@@ -190,8 +193,9 @@ impl<F: Float> EarlyStopping<F> {
         if !finite {
             self.non_finite.push((epoch, value));
             self.message = Some(format!(
-                "early stopping: {} is {value} at epoch {epoch}; counted as no improvement{}",
+                "early stopping: {} is {value} at epoch {}; counted as no improvement{}",
                 self.monitor,
+                epoch + 1,
                 if stop {
                     String::new()
                 } else {
@@ -202,11 +206,12 @@ impl<F: Float> EarlyStopping<F> {
         if stop {
             self.stopped_epoch = Some(epoch);
             let seen = match (self.best, self.best_epoch) {
-                (Some(best), Some(at)) => format!("has not improved on {best} (epoch {at})"),
+                (Some(best), Some(at)) => format!("has not improved on {best} (epoch {})", at + 1),
                 _ => "has not improved".to_string(),
             };
             let stopped = format!(
-                "early stopping at epoch {epoch}: {} {seen} for {} epoch(s) (patience {}{})",
+                "early stopping at epoch {}: {} {seen} for {} epoch(s) (patience {}{})",
+                epoch + 1,
                 self.monitor,
                 self.wait,
                 self.patience,
@@ -223,7 +228,8 @@ impl<F: Float> EarlyStopping<F> {
 
     /// What the last call to [`EarlyStopping::on_epoch_end`] saw worth saying: a NaN or
     /// infinite value, or the reason it answered "stop" (the monitor, the best value and its
-    /// epoch, the epochs waited). `None` for an ordinary epoch.
+    /// epoch, the epochs waited). `None` for an ordinary epoch. Epochs are counted from 1 here,
+    /// as Keras prints them (`on_epoch_end`'s epoch 0 is "epoch 1").
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }
@@ -336,7 +342,7 @@ impl<F: Float> Callback<F> for EarlyStopping<F> {
 
     fn on_train_end(&mut self, ctx: &mut Context<'_, F>, _history: &History) -> Result<(), TrainError> {
         if self.restore(ctx.model)? {
-            let epoch = self.best_epoch.map_or("?".to_string(), |e| e.to_string());
+            let epoch = self.best_epoch.map_or("?".to_string(), |e| (e + 1).to_string());
             ctx.say(format!("early stopping: restored the weights of epoch {epoch} ({} best)", self.monitor));
         }
         Ok(())

@@ -11,16 +11,19 @@ use ferrograd_optim::OptimError;
 pub enum TrainError {
     /// The loss or a gradient held NaN or an infinity ([`TerminateOnNaN`](crate::TerminateOnNaN)).
     #[error(
-        "epoch {epoch}, step {step} (batch {batch} of the epoch): {what} is {value}; training stopped \
-         (TerminateOnNaN). Lower the learning rate, clip the gradients or check the inputs of this batch"
+        "epoch {}, step {step} (batch {} of the epoch): {what} is {value}; training stopped \
+         (TerminateOnNaN). Lower the learning rate, clip the gradients or check the inputs of this batch",
+        .epoch + 1,
+        .batch + 1
     )]
     NonFinite {
-        /// The epoch, counted from 0.
+        /// The epoch, counted from 0 (the message counts from 1, as the examples print epochs).
         epoch: usize,
         /// The optimizer step that would have applied it, counted from 1 over the whole run (as
         /// [`StepLogs::global_step`](crate::StepLogs::global_step)).
         step: u64,
-        /// The batch within the epoch, counted from 0 (the last of an accumulation group).
+        /// The batch within the epoch, counted from 0 (from 1 in the message; the last batch of an
+        /// accumulation group).
         batch: usize,
         /// What held it: `"the loss"` or `"the gradient of `fc.weight`"`.
         what: String,
@@ -30,11 +33,12 @@ pub enum TrainError {
     /// The training loss grew far beyond its first value
     /// ([`TerminateOnNaN::divergence_factor`](crate::TerminateOnNaN::divergence_factor)).
     #[error(
-        "epoch {epoch}, step {step}: the training loss diverged: its running mean {loss:.4e} is more than \
-         {factor} times the first step's loss {first:.4e}; training stopped (lower the learning rate)"
+        "epoch {}, step {step}: the training loss diverged: its running mean {loss:.4e} is more than \
+         {factor} times the first step's loss {first:.4e}; training stopped (lower the learning rate)",
+        .epoch + 1
     )]
     Diverged {
-        /// The epoch, counted from 0.
+        /// The epoch, counted from 0 (from 1 in the message).
         epoch: usize,
         /// The optimizer step, counted from 1 over the whole run.
         step: u64,

@@ -111,7 +111,8 @@ impl TerminateOnNaN {
                     ctx.say(format!(
                         "epoch {}, step {}: {what} is {value}; update skipped (TerminateOnNaN in skip mode; \
                          the epoch's count is logged as skipped_steps)",
-                        ctx.epoch, ctx.global_step
+                        ctx.epoch + 1,
+                        ctx.global_step + 1
                     ));
                 }
                 self.skipped_in_epoch += 1;
@@ -137,12 +138,22 @@ pub(crate) fn all_finite<F: Float>(values: &[F]) -> bool {
 }
 
 /// The first non-finite element of a tensor, if any.
+///
+/// A view's elements all lie in its storage, so a finite storage means a finite view: a
+/// transposed gradient (a linear layer's weight gradient is one) is checked in place, without
+/// the copy `contiguous()` would make (that copy cost 15% of the main job's time). Only a view
+/// of much less than its storage, or one whose storage holds a non-finite value, is copied.
 fn first_non_finite<F: Float>(t: &Tensor<F>) -> Option<f64> {
-    let contiguous = t.contiguous();
-    let values = contiguous.as_slice().expect("contiguous() is contiguous");
-    if all_finite(values) {
+    let in_place = match t.as_slice() {
+        Some(values) => Some(values),
+        None if t.storage().len() <= 2 * t.numel() => Some(t.storage()),
+        None => None,
+    };
+    if in_place.is_some_and(all_finite) {
         return None;
     }
+    let contiguous = t.contiguous();
+    let values = contiguous.as_slice().expect("contiguous() is contiguous");
     values.iter().find(|x| !x.is_finite()).map(|&x| Element::to_f64(x))
 }
 
@@ -233,5 +244,21 @@ mod tests {
             }
         }
         assert!(all_finite(&[f64::MAX, f64::MIN, 0.0]));
+    }
+
+    #[test]
+    fn views_are_checked_by_their_own_elements() {
+        let mut v: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let t = Tensor::from_vec(v.clone(), &[3, 4]);
+        assert_eq!(first_non_finite(&t.t()), None); // transposed: checked in place
+        v[7] = f32::NAN;
+        let bad = Tensor::from_vec(v, &[3, 4]);
+        assert!(first_non_finite(&bad.t()).unwrap().is_nan());
+        // The NaN lies in the storage but outside the view: the view is finite.
+        assert_eq!(first_non_finite(&bad.narrow(0, 0, 1)), None);
+        assert_eq!(first_non_finite(&bad.narrow(1, 0, 2).t()), None);
+        assert!(first_non_finite(&bad.narrow(1, 3, 1)).unwrap().is_nan());
+        let inf = Tensor::from_vec(vec![1.0f64, f64::NEG_INFINITY], &[2]);
+        assert_eq!(first_non_finite(&inf.narrow(0, 1, 1)), Some(f64::NEG_INFINITY));
     }
 }

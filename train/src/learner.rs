@@ -478,7 +478,6 @@ impl<'a, F: Float + CheckpointElement, Y: Element> Learner<'a, F, Y> {
             if pos.batch == 0 {
                 state.lr = self.optimizer.lr();
             }
-            let started = Instant::now();
             self.train_epoch(train, &mut pos, &mut state, &params, &plain, epochs, resumed)?;
             let mut logs = EpochLogs { epoch: pos.epoch, values: Vec::new() };
             logs.set("loss", state.loss.value());
@@ -491,13 +490,17 @@ impl<'a, F: Float + CheckpointElement, Y: Element> Learner<'a, F, Y> {
             if state.skipped > 0 {
                 logs.set("skipped_steps", state.skipped as f64);
             }
+            let val_started = Instant::now();
             if let Some(val) = val {
                 for (name, v) in self.run_eval(val, pos.epoch)?.values {
                     logs.set(format!("val_{name}"), v);
                 }
             }
             logs.set("lr", state.lr);
-            logs.set("seconds", state.seconds + started.elapsed().as_secs_f64());
+            logs.set("seconds", state.seconds);
+            if val.is_some() {
+                logs.set("val_seconds", val_started.elapsed().as_secs_f64());
+            }
             if let Some(sync) = &mut self.logs_sync {
                 sync(&mut logs);
             }

@@ -3,7 +3,8 @@
 //!
 //! Epoch logs are named values in a fixed order: `loss`, the training metrics, the values a
 //! custom step logged, then `val_loss` and the validation metrics, then `lr` (the learning rate
-//! the epoch started with) and `seconds` (its wall time, validation included).
+//! the epoch started with), `seconds` (the training pass's wall time) and `val_seconds` (the
+//! validation pass's).
 
 use serde_json::{json, Value};
 

@@ -19,7 +19,7 @@ use ferrograd_tensor::{Element, Float, Tensor};
 /// let logits = Tensor::from_vec(vec![0.1f32, 0.9, 0.8, 0.2], &[2, 2]);
 /// acc.update(&logits, &Tensor::from_vec(vec![1i64, 1], &[2]));
 /// acc.update(&logits, &Tensor::from_vec(vec![1i64, 0], &[2]));
-/// assert_eq!(acc.compute(), 0.75);
+/// assert_eq!(Metric::<f32>::compute(&acc), 0.75); // Accuracy is a metric for every float type
 /// ```
 pub trait Metric<F: Float = f32, Y: Element = i64> {
     /// The name in the logs (`accuracy`; validation adds `val_`).

@@ -109,6 +109,43 @@ fn plot_err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// A tick label: integers without a decimal point, ordinary magnitudes with at most four
+/// decimals (trailing zeros dropped), very small or large ones in scientific notation.
+fn tick(v: &f64) -> String {
+    let v = *v;
+    if v == 0.0 {
+        return "0".into();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        return format!("{v:.0}");
+    }
+    if (1e-3..1e5).contains(&v.abs()) {
+        let s = format!("{v:.4}");
+        return s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{v:.1e}")
+}
+
+/// The corner whose quarter of the plot holds the fewest points, for the legend.
+fn emptiest_corner(points: &[(f64, f64)], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> SeriesLabelPosition {
+    let count = |right: bool, upper: bool| {
+        points
+            .iter()
+            .filter(|(x, y)| {
+                let (fx, fy) = ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
+                (if right { fx > 0.55 } else { fx < 0.45 }) && (if upper { fy > 0.6 } else { fy < 0.4 })
+            })
+            .count()
+    };
+    let corners = [
+        (count(true, true), SeriesLabelPosition::UpperRight),
+        (count(true, false), SeriesLabelPosition::LowerRight),
+        (count(false, true), SeriesLabelPosition::UpperLeft),
+        (count(false, false), SeriesLabelPosition::LowerLeft),
+    ];
+    corners.into_iter().min_by_key(|c| c.0).map(|c| c.1).expect("four corners")
+}
+
 /// The axis range of `values` with 5% room on each side (a unit range around a single value).
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -150,6 +187,8 @@ impl Chart {
             .configure_mesh()
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
@@ -174,7 +213,7 @@ impl Chart {
         if legend {
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(emptiest_corner(&all, (x0, x1), (y0, y1)))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.4))
                 .label_font(("sans-serif", 14))
@@ -215,6 +254,7 @@ impl BarChart {
         chart
             .configure_mesh()
             .x_desc(&self.x_label)
+            .x_label_formatter(&tick)
             .axis_desc_style(("sans-serif", 15))
             .y_labels(n)
             .y_label_formatter(&|v| match v {
@@ -293,11 +333,11 @@ pub fn write_svg(path: impl AsRef<Path>, svg: &str) -> Result<(), TrainError> {
 
 /// The training curves of a history, one chart per figure against the epoch (from 1): `loss`
 /// with `val_loss`, each metric with its `val_` twin, and the learning rate when it changes.
-/// Time and counters (`seconds`, `skipped_steps`) are left out.
+/// Times and counters (`seconds`, `val_seconds`, `skipped_steps`) are left out.
 pub fn training_curves(history: &History) -> Vec<Chart> {
     let names = history.names();
     let mut charts = Vec::new();
-    let skip = ["lr", "seconds", "skipped_steps"];
+    let skip = ["lr", "seconds", "val_seconds", "skipped_steps"];
     for name in names.iter().filter(|n| !n.starts_with("val_") && !skip.contains(&n.as_str())) {
         let curve =
             |n: &str| -> Vec<(f64, f64)> { history.series(n).into_iter().map(|(e, v)| ((e + 1) as f64, v)).collect() };

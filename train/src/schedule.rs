@@ -150,7 +150,7 @@ impl<F: Float> Callback<F> for PlateauSchedule {
         if lr != before {
             ctx.say(format!(
                 "epoch {}: {} has not improved on {} for too long; learning rate {before:.3e} -> {lr:.3e}",
-                ctx.epoch,
+                ctx.epoch + 1,
                 self.monitor,
                 self.current.best()
             ));

@@ -187,7 +187,17 @@ fn metrics_are_pooled_over_the_epoch_for_train_and_validation() {
     let logs = history.last().unwrap();
     assert_eq!(
         logs.names(),
-        vec!["loss", "accuracy", "top2_accuracy", "val_loss", "val_accuracy", "val_top2_accuracy", "lr", "seconds"]
+        vec![
+            "loss",
+            "accuracy",
+            "top2_accuracy",
+            "val_loss",
+            "val_accuracy",
+            "val_top2_accuracy",
+            "lr",
+            "seconds",
+            "val_seconds"
+        ]
     );
     // Validation accuracy over 18 uneven batches equals the accuracy over the whole set.
     let pred = no_grad(|| model.forward(&Var::constant(data.inputs().clone()))).data().argmax(1, false);
@@ -265,8 +275,9 @@ fn early_stopping_stops_and_restores_at_the_right_epoch() {
     assert_eq!(history.epochs.len(), 5);
     assert_eq!(history.stopped_early, Some(4));
     assert_eq!(bits(&model), weights_at_end_of.borrow()[2]);
-    assert!(history.messages.iter().any(|m| m.contains("early stopping at epoch 4") && m.contains("(epoch 2)")));
-    assert!(history.messages.iter().any(|m| m.contains("restored the weights of epoch 2")));
+    // Messages count epochs from 1, as Keras prints them.
+    assert!(history.messages.iter().any(|m| m.contains("early stopping at epoch 5") && m.contains("(epoch 3)")));
+    assert!(history.messages.iter().any(|m| m.contains("restored the weights of epoch 3")));
 }
 
 #[test]

@@ -50,7 +50,8 @@ fn one_nan_input_stops_adam_with_a_message_naming_the_step() {
         other => panic!("expected NonFinite, got {other:?}"),
     }
     let message = err.to_string();
-    assert!(message.contains(&format!("epoch 0, step {}", batch + 1)) && message.contains("NaN"), "{message}");
+    let expected = format!("epoch 1, step {} (batch {} of the epoch): the loss is NaN", batch + 1, batch + 1);
+    assert!(message.starts_with(&expected), "{message}");
     assert!(all_finite(&model), "the NaN step must not reach the weights");
 }
 
@@ -153,9 +154,9 @@ fn early_stopping_says_when_its_monitor_is_nan() {
     assert_eq!(
         history.messages,
         vec![
-            "early stopping: val_loss is NaN at epoch 1; counted as no improvement (1 of 2 epochs of patience used)",
-            "early stopping: val_loss is NaN at epoch 2; counted as no improvement; early stopping at epoch 2: \
-             val_loss has not improved on 0.5 (epoch 0) for 2 epoch(s) (patience 2)",
+            "early stopping: val_loss is NaN at epoch 2; counted as no improvement (1 of 2 epochs of patience used)",
+            "early stopping: val_loss is NaN at epoch 3; counted as no improvement; early stopping at epoch 3: \
+             val_loss has not improved on 0.5 (epoch 1) for 2 epoch(s) (patience 2)",
         ]
     );
 }

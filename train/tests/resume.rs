@@ -37,7 +37,10 @@ impl Callback for CrashAt {
 fn figures(h: &History) -> Vec<Vec<(String, u64)>> {
     h.epochs
         .iter()
-        .map(|e| e.values.iter().filter(|(n, _)| n != "seconds").map(|(n, v)| (n.clone(), v.to_bits())).collect())
+        .map(|e| {
+            let timing = |n: &str| n == "seconds" || n == "val_seconds";
+            e.values.iter().filter(|(n, _)| !timing(n)).map(|(n, v)| (n.clone(), v.to_bits())).collect()
+        })
         .collect()
 }
 
