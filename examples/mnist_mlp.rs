@@ -1,29 +1,36 @@
 //! The main job: a 784-128-64-10 ReLU MLP trained on MNIST with Adam (lr 1e-3), batch 32,
-//! 10 epochs, softmax cross-entropy, like the PyTorch recipe it is compared with. Prints
-//! per-epoch figures (with a progress bar on a terminal) and writes the history to a CSV.
+//! 10 epochs, softmax cross-entropy, like the PyTorch recipe it is compared with. Trained by
+//! ferrograd-train's `Learner`; prints per-epoch figures (with a progress bar on a terminal)
+//! and writes the history to a CSV.
 //!
 //! ```sh
 //! cargo run --release --example mnist_mlp -- [--epochs 10] [--batch-size 32] [--lr 1e-3]
 //!     [--seed 0] [--data-dir data/mnist] [--threads 1] [--history mnist_mlp_history.csv]
-//!     [--min-accuracy 0.973]
+//!     [--logdir DIR] [--min-accuracy 0.973]
 //! ```
 //!
-//! With `--min-accuracy`, the program exits with an error if the final test accuracy falls
-//! short (CI uses it to keep the recipe honest).
+//! With `--logdir DIR` the run is also logged for watching: `DIR/history.csv` (every figure of
+//! every epoch), `DIR/log.jsonl` (every step), TensorBoard event files (`tensorboard --logdir
+//! DIR`) and the training curves as `DIR/curves.svg`, redrawn after each epoch.
+//!
+//! A run whose loss becomes NaN or infinite, or explodes (`--lr 1e3`), stops with a message
+//! naming the step and a non-zero exit. With `--min-accuracy`, the program exits with an error
+//! if the final test accuracy falls short (CI uses it to keep the recipe honest).
 
 use std::error::Error;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ferrograd::nn::data::{DataLoader, Mnist};
+use ferrograd::nn::data::{DataLoader, Mnist, TensorDataset};
 use ferrograd::nn::layers::{Linear, ReLU, Sequential};
 use ferrograd::nn::loss::cross_entropy;
 use ferrograd::nn::Module;
-use ferrograd::optim::{Adam, GroupOptions, Optim, Optimizer};
-use ferrograd::prelude::*;
+use ferrograd::optim::{Adam, GroupOptions, Optim};
 use ferrograd::tensor::rand::{rngs::StdRng, SeedableRng};
-use indicatif::{ProgressBar, ProgressStyle};
+use ferrograd::train::{
+    Accuracy, Batch, CsvLogger, CurvesPlot, DataSource, History, JsonlLogger, Learner, ProgressBar, TensorBoardLogger,
+};
 
 struct Args {
     epochs: usize,
@@ -33,6 +40,7 @@ struct Args {
     data_dir: PathBuf,
     threads: usize,
     history: PathBuf,
+    logdir: Option<PathBuf>,
     min_accuracy: Option<f64>,
 }
 
@@ -45,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         data_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")),
         threads: 1,
         history: PathBuf::from("mnist_mlp_history.csv"),
+        logdir: None,
         min_accuracy: None,
     };
     let mut it = std::env::args().skip(1);
@@ -59,11 +68,12 @@ fn parse_args() -> Result<Args, String> {
             "--data-dir" => a.data_dir = PathBuf::from(value()?),
             "--threads" => a.threads = value()?.parse().map_err(|_| bad("threads"))?,
             "--history" => a.history = PathBuf::from(value()?),
+            "--logdir" => a.logdir = Some(PathBuf::from(value()?)),
             "--min-accuracy" => a.min_accuracy = Some(value()?.parse().map_err(|_| bad("min accuracy"))?),
             "-h" | "--help" => {
                 println!(
                     "flags: --epochs N --batch-size N --lr X --seed N --data-dir DIR --threads N \
-                     --history FILE.csv --min-accuracy FRACTION"
+                     --history FILE.csv --logdir DIR --min-accuracy FRACTION"
                 );
                 std::process::exit(0);
             }
@@ -76,25 +86,41 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Accuracy of `model` on `images`/`labels`, in batches, without recording a graph.
-fn accuracy(model: &Sequential, images: &Tensor<f32>, labels: &Tensor<i64>) -> f64 {
-    model.eval();
-    let n = images.size(0);
-    let mut correct = 0usize;
-    no_grad(|| {
-        for start in (0..n).step_by(1000) {
-            let len = 1000.min(n - start);
-            let x = Var::constant(images.narrow(0, start, len).reshape(&[len, 784]));
-            let pred = model.forward(&x).data().argmax(1, false);
-            let y = labels.narrow(0, start, len);
-            correct += pred.eq(&y).to_vec().iter().filter(|&&b| b).count();
-        }
-    });
-    model.train(true);
-    correct as f64 / n as f64
+/// The training batches, shuffled as the hand-written loop this example had before the Learner
+/// shuffled them (its epochs were numbered from 1, the Learner's from 0): the same seed gives
+/// the same run as before, figure for figure.
+struct ShuffleFromEpoch1(DataLoader<f32, i64>);
+
+impl DataSource for ShuffleFromEpoch1 {
+    fn epoch_len(&self, epoch: u64) -> usize {
+        DataSource::<f32, i64>::epoch_len(&self.0, epoch + 1)
+    }
+
+    fn batches(&self, epoch: u64, start: usize) -> Box<dyn Iterator<Item = Batch> + '_> {
+        DataSource::batches(&self.0, epoch + 1, start)
+    }
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+/// The history as the CSV this example has always written (epochs from 1).
+fn write_history(path: &PathBuf, history: &History) -> std::io::Result<()> {
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(csv, "epoch,train_loss,train_accuracy,test_accuracy,seconds")?;
+    for e in &history.epochs {
+        let v = |name: &str| e.get(name).unwrap_or(f64::NAN);
+        let (loss, acc, test, secs) = (v("loss"), v("accuracy"), v("val_accuracy"), v("seconds"));
+        writeln!(csv, "{},{loss:.6},{acc:.6},{test:.6},{secs:.3}", e.epoch + 1)?;
+    }
+    csv.flush()
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     ferrograd::tensor::set_num_threads(args.threads);
     let t0 = Instant::now();
@@ -106,6 +132,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         args.data_dir.display(),
         t0.elapsed().as_secs_f64()
     );
+    let flat = |images: &ferrograd::tensor::Tensor<f32>| images.reshape(&[images.size(0), 784]);
+    let train = TensorDataset::new(flat(&mnist.train_images), mnist.train_labels.clone());
+    let test = TensorDataset::new(flat(&mnist.test_images), mnist.test_labels.clone());
+    let n_train = train.targets().numel() as f64;
 
     let mut rng = StdRng::seed_from_u64(args.seed);
     let model = Sequential::new()
@@ -114,61 +144,53 @@ fn main() -> Result<(), Box<dyn Error>> {
         .add(Linear::new(128, 64, &mut rng))
         .add(ReLU)
         .add(Linear::new(64, 10, &mut rng));
-    let mut opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(args.lr));
-    let loader = DataLoader::new(mnist.train(), args.batch_size).shuffle(args.seed);
+    let opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(args.lr));
+    let train_loader = ShuffleFromEpoch1(DataLoader::new(train, args.batch_size).shuffle(args.seed));
+    let test_loader = DataLoader::new(test, 1000);
 
-    let mut csv = std::fs::File::create(&args.history)?;
-    writeln!(csv, "epoch,train_loss,train_accuracy,test_accuracy,seconds")?;
-    let bar = ProgressBar::new(loader.num_batches() as u64);
-    bar.set_style(ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} loss {msg} [{elapsed}<{eta}]")?);
-    let (mut best, mut last) = (0.0f64, 0.0f64);
-    for epoch in 1..=args.epochs {
-        let start = Instant::now();
-        bar.reset();
-        bar.set_prefix(format!("epoch {epoch:2}"));
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (step, (images, labels)) in loader.iter_epoch(epoch as u64).enumerate() {
-            let n = labels.numel();
-            let x = Var::constant(images.reshape(&[n, 784]));
-            let logits = model.forward(&x);
-            let loss = cross_entropy(&logits, &labels);
-            let value = loss.item();
-            if !value.is_finite() {
-                return Err(
-                    format!("epoch {epoch}, step {step}: the loss is {value}; stopping (try a lower --lr)").into()
-                );
-            }
-            opt.step(&loss.backward());
-            loss_sum += f64::from(value) * n as f64;
-            seen += n;
-            correct += logits.data().argmax(1, false).eq(&labels).to_vec().iter().filter(|&&b| b).count();
-            if step % 50 == 0 {
-                bar.set_message(format!("{:.4}", loss_sum / seen as f64));
-            }
-            bar.inc(1);
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let test_acc = accuracy(&model, &mnist.test_images, &mnist.test_labels);
-        best = best.max(test_acc);
-        last = test_acc;
-        let (train_loss, train_acc) = (loss_sum / seen as f64, correct as f64 / seen as f64);
-        bar.suspend(|| {
+    let mut learner = Learner::new(&model, opt, cross_entropy)
+        .metric(Accuracy::new())
+        .callback(ProgressBar::new())
+        .on_epoch_end(|ctx, logs| {
+            let v = |name: &str| logs.get(name).unwrap_or(f64::NAN);
             println!(
-                "epoch {epoch:2}: train loss {train_loss:.4}, train acc {:.2}%, test acc {:.2}%, {secs:.1} s ({:.0} samples/s)",
-                100.0 * train_acc,
-                100.0 * test_acc,
-                seen as f64 / secs
-            )
+                "epoch {:2}: train loss {:.4}, train acc {:.2}%, test acc {:.2}%, {:.1} s ({:.0} samples/s)",
+                ctx.epoch + 1,
+                v("loss"),
+                100.0 * v("accuracy"),
+                100.0 * v("val_accuracy"),
+                v("seconds"),
+                n_train / v("seconds")
+            );
         });
-        writeln!(csv, "{epoch},{train_loss:.6},{train_acc:.6},{test_acc:.6},{secs:.3}")?;
+    if let Some(dir) = &args.logdir {
+        learner = learner
+            .callback(CsvLogger::new(dir.join("history.csv")))
+            .callback(JsonlLogger::new(dir.join("log.jsonl")).log_every_n_steps(1))
+            .callback(TensorBoardLogger::new(dir).log_every_n_steps(1))
+            .callback(CurvesPlot::new(dir.join("curves.svg")));
     }
-    bar.finish_and_clear();
+    let result = learner.fit(&train_loader, Some(&test_loader), args.epochs);
+    // The history so far, also when the run stopped on an error.
+    write_history(&args.history, learner.history())?;
+    let history = result?;
+
+    let accuracies: Vec<f64> = history.series("val_accuracy").into_iter().map(|(_, a)| a).collect();
+    let last = accuracies.last().copied().unwrap_or(0.0);
+    let best = accuracies.iter().copied().fold(0.0f64, f64::max);
     println!(
         "final test accuracy {:.2}% (best {:.2}%); history in {}",
         100.0 * last,
         100.0 * best,
         args.history.display()
     );
+    if let Some(dir) = &args.logdir {
+        println!(
+            "logs in {0}: tensorboard --logdir {0}; training curves in {1}",
+            dir.display(),
+            dir.join("curves.svg").display()
+        );
+    }
     if let Some(min) = args.min_accuracy {
         if last < min {
             return Err(format!(

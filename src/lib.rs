@@ -50,6 +50,7 @@ pub use ferrograd_optim as optim;
 pub use ferrograd_tensor as tensor;
 #[cfg(feature = "testing")]
 pub use ferrograd_tensor::testing;
+pub use ferrograd_train as train;
 pub use ferrograd_tuning as tuning;
 
 /// Modules, layers, losses, data and checkpoints: `ferrograd-nn`, whose `#[derive(Module)]` works

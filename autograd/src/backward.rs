@@ -315,13 +315,15 @@ pub fn grad_with<F: Float>(
             }
             g.to_vec()
         }
-        None => outputs
-            .iter()
-            .map(|o| {
+        None => {
+            // A loop, not `map`: a panic inside a closure would lose the caller's location.
+            let mut seeds = Vec::with_capacity(outputs.len());
+            for o in outputs {
                 assert_eq!(o.numel(), 1, "grad: output of shape {:?} needs a grad_output", o.shape());
-                Var::constant(Tensor::full(o.shape(), F::one()))
-            })
-            .collect(),
+                seeds.push(Var::constant(Tensor::full(o.shape(), F::one())));
+            }
+            seeds
+        }
     };
     let ids: Vec<Option<NodeId>> = inputs.iter().map(|v| v.id()).collect();
     let wanted: Vec<NodeId> = ids.iter().flatten().copied().collect();
@@ -424,12 +426,13 @@ fn run<F: Float>(
         for (i, (input, ig)) in node.inputs.iter().zip(input_grads).enumerate() {
             let Some(input) = input else { continue };
             if let (Some(ig), true) = (ig, needs[i]) {
-                assert_eq!(
-                    ig.shape(),
-                    input.shape.as_slice(),
-                    "backward of `{}` (created at {}): the gradient of input {i} has the wrong shape",
+                assert!(
+                    ig.shape() == input.shape.as_slice(),
+                    "backward of `{}` (created at {}): the gradient of input {i} has shape {:?}, expected {:?}",
                     node.op,
-                    node.location
+                    node.location,
+                    ig.shape(),
+                    input.shape.as_slice()
                 );
                 if anomaly_enabled() {
                     check_backward(node.op, node.location, i, ig.data());

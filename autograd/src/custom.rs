@@ -62,8 +62,9 @@ impl<F: Float> Var<F> {
             assert_eq!(
                 grads.len(),
                 kept.len(),
-                "custom op `{}`: backward returned {} gradients for {} inputs",
+                "custom op `{}` (applied at {}): backward returned {} gradients for {} inputs",
                 op.name(),
+                ctx.node.location,
                 grads.len(),
                 kept.len()
             );

@@ -67,22 +67,30 @@ impl<F: Float> Param<F> {
     #[track_caller]
     pub fn set(&self, value: Tensor<F>) {
         let mut slot = self.value.write().expect("parameter lock poisoned");
-        assert_eq!(
-            slot.shape(),
-            value.shape(),
-            "Param::set: shape {:?} cannot replace shape {:?}",
-            value.shape(),
-            slot.shape()
-        );
+        if slot.shape() != value.shape() {
+            // Released before panicking: the value is unchanged, so the lock must not be poisoned.
+            let shape = slot.shape().to_vec();
+            drop(slot);
+            panic!("Param::set: shape {:?} cannot replace shape {shape:?}", value.shape());
+        }
         *slot = value;
     }
 
     /// Updates the value in place (copy-on-write if a graph still holds the old value).
+    ///
+    /// # Panics
+    /// If `f` changes the shape (the parameter is then left poisoned: its value is no longer
+    /// one it can hold).
+    #[track_caller]
     pub fn update<R>(&self, f: impl FnOnce(&mut Tensor<F>) -> R) -> R {
         let mut slot = self.value.write().expect("parameter lock poisoned");
         let shape = slot.shape().to_vec();
         let r = f(&mut slot);
-        assert_eq!(slot.shape(), shape.as_slice(), "Param::update: the update changed the shape");
+        assert!(
+            slot.shape() == shape.as_slice(),
+            "Param::update: the update changed the shape {shape:?} to {:?}",
+            slot.shape()
+        );
         r
     }
 

@@ -8,7 +8,8 @@
 //!
 //! - Writing is atomic ([`write_atomic`]): the bytes go to a fresh temporary file in the target's
 //!   directory, which is flushed to disk and then renamed over the target. A crash or an error at
-//!   any point leaves the previous file intact, and an error removes the temporary file.
+//!   any point leaves the previous file intact, an error removes the temporary file, and the
+//!   temporary file of a process killed mid-write is removed by the next write to the same place.
 //! - Reading memory-maps the file and copies each tensor once, into its [`Tensor`]. Everything
 //!   wrong with the bytes (short file, bad JSON, offsets out of range or overlapping, a dtype
 //!   ferrograd cannot hold) is an [`NnError`] naming the file and, where there is one, the
@@ -274,13 +275,23 @@ fn write_data<E: CheckpointElement>(w: &mut dyn Write, t: &Tensor<E>) -> io::Res
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Replaces the file at `path` with the bytes `write` produces, atomically.
+/// Replaces the file at `path` with the bytes `write` produces, atomically, and removes what
+/// earlier writes to `path` left behind when their process was killed.
 ///
 /// The bytes go to a new temporary file `.NAME.PID.N.tmp` in the same directory (so the rename
 /// cannot cross file systems), which is flushed and fsynced, then renamed over `path`; the
 /// directory is fsynced too where the platform allows, so the rename itself survives a power
 /// loss. Readers see either the old file or the new one, never a mix. If `write` or any step
 /// fails (or panics), the temporary file is removed and `path` is untouched.
+///
+/// A process killed mid-write (SIGKILL, power loss) cannot remove its temporary file, so every
+/// write first removes the temporary files of earlier writes to the same `path` whose writer is
+/// gone. A writer holds an exclusive lock ([`File::try_lock`]) on its temporary file from
+/// creation to rename, and the operating system drops the lock when the process dies, so a
+/// temporary file that can be locked is a leftover, and one that cannot belongs to a live
+/// writer (another thread or process saving to the same place) and is left alone. Where the
+/// platform or file system has no file locks, leftovers are kept rather than risk removing a
+/// live writer's file.
 ///
 /// ```
 /// use std::io::Write;
@@ -296,23 +307,24 @@ pub fn write_atomic(
 ) -> Result<(), NnError> {
     let path = path.as_ref();
     let io_err = |source| NnError::Io { path: path.to_path_buf(), source };
-    let name =
-        path.file_name().ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name")))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let (temp, file) = create_temp(dir, &name.to_string_lossy()).map_err(io_err)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name")))?;
+    let dir = parent_dir(path);
+    remove_leftovers(dir, &name);
+    let (temp, file) = create_temp(dir, &name).map_err(io_err)?;
     let written = (|| {
         let mut w = BufWriter::new(&file);
         write(&mut w)?;
         w.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
-        drop(file);
+        // Renamed while still locked, so no other writer takes it for a leftover in between.
         fs::rename(&temp.path, path)
     })();
     written.map_err(io_err)?;
     temp.persisted();
+    drop(file);
     sync_dir(dir);
     Ok(())
 }
@@ -338,15 +350,89 @@ impl Drop for TempFile {
     }
 }
 
+/// Creates and locks a fresh temporary file for `name` in `dir`.
 fn create_temp(dir: &Path, name: &str) -> io::Result<(TempFile, File)> {
     loop {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-        match OpenOptions::new().write(true).create_new(true).open(&temp) {
-            Ok(file) => return Ok((TempFile { path: temp, renamed: false }, file)),
+        let file = match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(file) => file,
             // A leftover of a crashed process that had our pid: take the next number.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
+        };
+        let guard = TempFile { path: temp, renamed: false };
+        // Without file locks (unsupported here, or refused by the file system) the write is just
+        // as atomic; only leftovers can no longer be told from live files, and so are kept.
+        if file.lock().is_err() {
+            return Ok((guard, file));
+        }
+        // Between `open` and `lock`, another writer's clean-up may have found the file unlocked
+        // and removed it: then it has no name left, and we start again under a new one.
+        if still_linked(&file, &guard.path)? {
+            return Ok((guard, file));
+        }
+    }
+}
+
+/// Whether `file` (opened as `path`) still has a name in its directory.
+fn still_linked(file: &File, path: &Path) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = path;
+        Ok(file.metadata()?.nlink() > 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(path.exists())
+    }
+}
+
+/// Whether `file_name` is a temporary file [`create_temp`] makes for the target `name`:
+/// `.NAME.PID.N.tmp`, with PID and N decimal numbers (so the temporary files of `a.1` are never
+/// taken for those of `a`).
+fn is_temp_of(file_name: &str, name: &str) -> bool {
+    let middle = file_name
+        .strip_prefix('.')
+        .and_then(|s| s.strip_prefix(name))
+        .and_then(|s| s.strip_prefix('.'))
+        .and_then(|s| s.strip_suffix(".tmp"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    middle.and_then(|m| m.split_once('.')).is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
+
+/// Removes the temporary files that writers of `path` killed mid-write left behind (as
+/// [`write_atomic`] does before it writes), for a reader about to use `path` without writing it.
+pub(crate) fn remove_leftovers_of(path: &Path) {
+    if let Some(name) = path.file_name() {
+        remove_leftovers(parent_dir(path), &name.to_string_lossy());
+    }
+}
+
+/// The directory a file `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Removes the temporary files of earlier writes to `dir/name` whose writers are gone (see
+/// [`write_atomic`]). Best effort: a directory that cannot be listed or a file that cannot be
+/// removed only means a leftover stays, which must not fail the write that follows.
+fn remove_leftovers(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_str().is_some_and(|f| is_temp_of(f, name)) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else { continue };
+        // Locked: a live writer's. No locks here: no way to tell, so it stays.
+        if file.try_lock().is_ok() {
+            let _ = fs::remove_file(&path);
         }
     }
 }

@@ -41,6 +41,7 @@ fn c<F: Float>(v: f64) -> F {
     <F as Element>::from_f64(v)
 }
 
+#[track_caller]
 fn reduce<F: Float>(loss: Var<F>, reduction: Reduction) -> Var<F> {
     match reduction {
         Reduction::None => loss,
@@ -164,6 +165,7 @@ pub fn cross_entropy<F: Float>(logits: &Var<F>, targets: &Tensor<i64>) -> Var<F>
 #[track_caller]
 pub fn cross_entropy_with<F: Float>(logits: &Var<F>, targets: &Tensor<i64>, opts: &CrossEntropyOptions) -> Var<F> {
     check_smoothing("cross_entropy", opts.label_smoothing);
+    check_class_dims("cross_entropy", logits.shape(), targets.shape());
     let log_probs = logits.log_softmax(1);
     indexed_loss("cross_entropy", &log_probs, targets, opts.label_smoothing, opts)
 }
@@ -297,6 +299,14 @@ pub fn binary_cross_entropy_with_logits_with<F: Float>(
     opts: &BceWithLogitsOptions<F>,
 ) -> Var<F> {
     same_shape("binary_cross_entropy_with_logits", logits.shape(), targets.shape());
+    if let Some(pw) = &opts.pos_weight {
+        assert!(
+            pw.layout().broadcast_strides(targets.shape()).is_some(),
+            "binary_cross_entropy_with_logits: pos_weight shape {:?} does not broadcast to target shape {:?}",
+            pw.shape(),
+            targets.shape()
+        );
+    }
     let neg_part = targets.rsub_scalar(F::one()) * logits;
     let softplus_neg = logits.neg().softplus();
     let loss = match &opts.pos_weight {
@@ -372,12 +382,27 @@ pub fn kl_div_with<F: Float>(input: &Var<F>, target: &Var<F>, opts: &KlDivOption
 
 /// `Σ |p|` over every element of every parameter, to add to a loss (times a coefficient) for
 /// L1 regularisation: `loss + l1_penalty(&model.parameters()) * 1e-4`.
+#[track_caller]
 pub fn l1_penalty<F: Float>(params: &[Param<F>]) -> Var<F> {
-    params.iter().fold(Var::scalar(F::zero()), |acc, p| acc + p.var().abs().sum())
+    penalty(params, false)
 }
 
 /// `Σ p²` over every element of every parameter (no factor ½: with coefficient `λ` its
 /// gradient is `2 λ p`, so `λ = wd / 2` matches SGD's `weight_decay = wd`).
+#[track_caller]
 pub fn l2_penalty<F: Float>(params: &[Param<F>]) -> Var<F> {
-    params.iter().fold(Var::scalar(F::zero()), |acc, p| acc + p.var().square().sum())
+    penalty(params, true)
+}
+
+/// `Σ p²` (`square`) or `Σ |p|` over every element of every parameter. A loop calling the ops
+/// directly (not a fold, not a function pointer), so the graph nodes record the caller's line
+/// for anomaly mode.
+#[track_caller]
+fn penalty<F: Float>(params: &[Param<F>], square: bool) -> Var<F> {
+    let mut total = Var::scalar(F::zero());
+    for p in params {
+        let v = p.var();
+        total = total + if square { v.square() } else { v.abs() }.sum();
+    }
+    total
 }

@@ -163,7 +163,31 @@ use crate::NnError;
 )]
 pub trait Module<F: Float = f32>: Send + Sync {
     /// The layer's computation.
+    ///
+    /// The shipped layers' `forward` is `#[track_caller]`: a shape error inside one reports the
+    /// line that called `forward`, and the graph nodes it records carry that line for anomaly
+    /// mode. Your own layers report their own lines (where an op inside them failed) unless you
+    /// add `#[track_caller]` to their `forward` too. Through `dyn Module` the caller's line is
+    /// lost (Rust passes it only to statically known callees): call [`Module::forward_tracked`]
+    /// there, as [`Sequential`](crate::layers::Sequential) does.
     fn forward(&self, input: &Var<F>) -> Var<F>;
+
+    /// [`Module::forward`], carrying the caller's line into a `#[track_caller]` forward even when
+    /// called through `dyn Module` (a container's boxed layers).
+    ///
+    /// ```
+    /// use ferrograd_autograd::Var;
+    /// use ferrograd_nn::{layers::Linear, Module};
+    /// use ferrograd_tensor::Tensor;
+    /// use rand::{rngs::StdRng, SeedableRng};
+    /// let layers: Vec<Box<dyn Module<f32>>> = vec![Box::new(Linear::new(3, 2, &mut StdRng::seed_from_u64(0)))];
+    /// let y = layers[0].forward_tracked(&Var::constant(Tensor::ones(&[4, 3])));
+    /// assert_eq!(y.shape(), &[4, 2]);
+    /// ```
+    #[track_caller]
+    fn forward_tracked(&self, input: &Var<F>) -> Var<F> {
+        self.forward(input)
+    }
 
     /// This module's own trainable parameters with their local names (not its children's).
     fn params(&self) -> Vec<(&str, &Param<F>)> {
@@ -263,8 +287,16 @@ fn join(prefix: &str, name: &str) -> String {
 /// A boxed module is a module: `Box<dyn Module<F>>` fields and lists of them (as in
 /// [`Sequential`](crate::layers::Sequential)) take part in the tree like any other.
 impl<F: Float, M: Module<F> + ?Sized> Module<F> for Box<M> {
+    // Both go through the boxed module's `forward_tracked`, so that a boxed layer (a
+    // `Sequential`'s, say) still reports the line that called it.
+    #[track_caller]
     fn forward(&self, input: &Var<F>) -> Var<F> {
-        (**self).forward(input)
+        (**self).forward_tracked(input)
+    }
+
+    #[track_caller]
+    fn forward_tracked(&self, input: &Var<F>) -> Var<F> {
+        (**self).forward_tracked(input)
     }
 
     fn params(&self) -> Vec<(&str, &Param<F>)> {

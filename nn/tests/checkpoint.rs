@@ -549,17 +549,22 @@ fn a_writer_panicking_half_way_leaves_the_old_file_and_no_temporary() {
 }
 
 #[test]
-fn a_crashed_writers_partial_temporary_does_not_affect_the_target_or_the_next_save() {
+fn a_crashed_writers_temporaries_are_removed_by_the_next_save_to_the_same_place() {
     let dir = TempDir::new();
     let path = dir.path("model.safetensors");
     let module = mlp(0.1);
     save_module(&path, &module).unwrap();
     let old = fs::read(&path).unwrap();
 
-    // What a process killed mid-write leaves behind, under the names our writer would pick.
-    let stale: Vec<String> = (0..3).map(|n| format!(".model.safetensors.{}.{n}.tmp", std::process::id())).collect();
+    // What processes killed mid-write leave behind, under the names our writer picks.
+    let stale: Vec<String> = (0..3).map(|n| format!(".model.safetensors.{}.{n}.tmp", 4_000_000 + n)).collect();
     for name in &stale {
         fs::write(dir.path(name), &old[..old.len() / 3]).unwrap();
+    }
+    // Not leftovers of this target: another target's temporary file, and a user's file.
+    let others = [".model.safetensors.1.12.tmp.bak", ".model.safetensors.x.1.tmp", ".model.safetensors.1.2.3.tmp"];
+    for name in others {
+        fs::write(dir.path(name), b"keep").unwrap();
     }
     assert_eq!(fs::read(&path).unwrap(), old);
     let restored = mlp(0.9);
@@ -570,10 +575,27 @@ fn a_crashed_writers_partial_temporary_does_not_affect_the_target_or_the_next_sa
     save_module(&path, &changed).unwrap();
     load_module(&path, &restored).unwrap();
     assert_eq!(values(&restored), values(&changed));
-    let mut expected: Vec<String> = stale.clone();
+    let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
     expected.push("model.safetensors".into());
     expected.sort();
-    assert_eq!(dir.entries(), expected, "the writer neither overwrote nor removed other files");
+    assert_eq!(dir.entries(), expected, "leftovers removed, other files kept");
+}
+
+#[test]
+fn a_live_writers_temporary_file_is_left_alone() {
+    let dir = TempDir::new();
+    let path = dir.path("w.safetensors");
+    // A writer in another process holds the lock on its temporary file until it renames it.
+    let live = dir.path(".w.safetensors.4000000.0.tmp");
+    let file = fs::File::create(&live).unwrap();
+    file.lock().unwrap();
+    let state = BTreeMap::from([("w".to_string(), Tensor::from_vec(vec![1.0f32], &[1]))]);
+    save_tensors(&path, &state).unwrap();
+    assert_eq!(dir.entries(), vec![".w.safetensors.4000000.0.tmp", "w.safetensors"]);
+    // Its writer died: the lock is gone, and so is the file after the next save.
+    drop(file);
+    save_tensors(&path, &state).unwrap();
+    assert_eq!(dir.entries(), vec!["w.safetensors"]);
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ferrograd_nn::data::augment::{Compose, Normalize, RandomCrop, RandomHorizontalFlip, RandomRotation, Transform};
-use ferrograd_nn::data::{read_idx, write_idx, DataLoader, Dataset, IdxProblem, Mnist, TensorDataset};
+use ferrograd_nn::data::{
+    read_idx, write_idx, DataLoader, Dataset, IdxProblem, Mnist, TensorDataset, MAX_DECOMPRESSED_BYTES,
+};
 use ferrograd_nn::NnError;
 use ferrograd_tensor::Tensor;
 use proptest::prelude::*;
@@ -227,30 +229,159 @@ fn mnist_loads_small_files_and_rejects_count_mismatch() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn gz_is_decompressed_once_into_a_cache_beside_it() {
     let dir = temp_dir("gz");
     let gz = dir.join("x-idx1-ubyte.gz");
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(&idx_bytes(&[4], &[9, 8, 7, 6])).unwrap();
-    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    std::fs::write(&gz, gzip(&idx_bytes(&[4], &[9, 8, 7, 6]))).unwrap();
     let a = read_idx(&gz).unwrap();
     assert_eq!((a.shape(), a.bytes()), (&[4][..], &[9, 8, 7, 6][..]));
     let cache = dir.join("x-idx1-ubyte");
     assert_eq!(a.path(), cache);
-    assert!(cache.exists());
-    // The cache is what later reads use: the .gz is not read again.
-    std::fs::write(&gz, b"no longer gzip").unwrap();
+    assert_eq!(std::fs::read(&cache).unwrap(), idx_bytes(&[4], &[9, 8, 7, 6]));
+    // While the .gz is unchanged, later reads use the cache as it is.
+    let modified = std::fs::metadata(&cache).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
     assert_eq!(read_idx(&gz).unwrap().bytes(), &[9, 8, 7, 6]);
-    let names: Vec<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    assert_eq!(std::fs::metadata(&cache).unwrap().modified().unwrap(), modified, "the cache was rewritten");
+    assert_eq!(names(&dir), ["x-idx1-ubyte", "x-idx1-ubyte.gz", "x-idx1-ubyte.source"], "no temporary file left");
 
     // A corrupt .gz fails naming it, and leaves neither a cache nor a temporary file.
     let bad = dir.join("bad-idx1-ubyte.gz");
     std::fs::write(&bad, b"\x1f\x8b\x08\x00garbage").unwrap();
     assert!(matches!(read_idx(&bad), Err(NnError::Io { path, .. }) if path == bad));
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_replaced_gz_is_decompressed_again() {
+    let dir = temp_dir("gz-replaced");
+    let gz = dir.join("x-idx1-ubyte.gz");
+    std::fs::write(&gz, gzip(&idx_bytes(&[4], &[9, 8, 7, 6]))).unwrap();
+    let modified = std::fs::metadata(&gz).unwrap().modified().unwrap();
+    assert_eq!(read_idx(&gz).unwrap().bytes(), &[9, 8, 7, 6]);
+
+    // Same length and modification time, other content: the gzip trailer's CRC-32 tells.
+    std::fs::write(&gz, gzip(&idx_bytes(&[4], &[1, 2, 3, 4]))).unwrap();
+    std::fs::File::options().write(true).open(&gz).unwrap().set_modified(modified).unwrap();
+    assert_eq!(read_idx(&gz).unwrap().bytes(), &[1, 2, 3, 4]);
+
+    // Another length: a bigger array.
+    std::fs::write(&gz, gzip(&idx_bytes(&[6], &[5, 5, 5, 5, 5, 5]))).unwrap();
+    assert_eq!(read_idx(&gz).unwrap().shape(), &[6]);
+
+    // The cache itself replaced (by hand, or an older ferrograd): rebuilt from the .gz.
+    write_idx(dir.join("x-idx1-ubyte"), &[1], &[0]).unwrap();
+    assert_eq!(read_idx(&gz).unwrap().bytes(), &[5; 6]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_cache_made_from_a_bad_gz_is_not_reused_once_the_gz_is_fixed() {
+    let dir = temp_dir("gz-fixed");
+    let gz = dir.join("x-idx1-ubyte.gz");
+    let good = idx_bytes(&[4], &[9, 8, 7, 6]);
+    std::fs::write(&gz, gzip(&good[..good.len() - 1])).unwrap();
+    assert!(matches!(
+        read_idx(&gz),
+        Err(NnError::Idx { problem: IdxProblem::SizeMismatch { expected: 4, found: 3, .. }, .. })
+    ));
+    assert_eq!(names(&dir), ["x-idx1-ubyte.gz"], "a bad .gz leaves no cache");
+    std::fs::write(&gz, gzip(&good)).unwrap();
+    assert_eq!(read_idx(&gz).unwrap().bytes(), &[9, 8, 7, 6]);
+
+    // Mnist::load reads the .gz of a split when there is one, not a plain file beside it that
+    // does not match it.
+    let dir = fake_mnist("mnist-gz", 5, 5);
+    let labels = dir.join("train-labels-idx1-ubyte");
+    std::fs::write(labels.with_extension("gz"), gzip(&idx_bytes(&[5], &[3; 5]))).unwrap();
+    assert_eq!(Mnist::load(&dir).unwrap().train_labels.to_vec(), vec![3; 5]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_gz_header_is_checked_before_its_data_is_decompressed() {
+    let dir = temp_dir("gz-header");
+    // The header declares 24 bytes; 64 MiB follow. Only the declared bytes (and one more, to
+    // see the excess) are decompressed, and no cache is written.
+    let gz = dir.join("bomb-idx3-ubyte.gz");
+    let mut bytes = idx_bytes(&[2, 3, 4], &[1; 24]);
+    bytes.resize(bytes.len() + (64 << 20), 0);
+    std::fs::write(&gz, gzip(&bytes)).unwrap();
+    assert!(matches!(
+        read_idx(&gz),
+        Err(NnError::Idx { problem: IdxProblem::TrailingData { expected: 24, .. }, path }) if path == gz
+    ));
+
+    // A bad magic number, then 64 MiB: refused from the first 4 bytes.
+    let gz = dir.join("magic-idx3-ubyte.gz");
+    bytes[0] = 7;
+    std::fs::write(&gz, gzip(&bytes)).unwrap();
+    assert!(matches!(read_idx(&gz), Err(NnError::Idx { problem: IdxProblem::BadMagic { .. }, .. })));
+
+    // A header declaring 8 GiB: over the limit, refused before anything is written.
+    let gz = dir.join("huge-idx3-ubyte.gz");
+    std::fs::write(&gz, gzip(&idx_bytes(&[65536, 65536, 2], &[]))).unwrap();
+    let err = read_idx(&gz).unwrap_err();
+    assert!(
+        matches!(&err, NnError::Idx { problem: IdxProblem::TooLarge { bytes: 8_589_934_608, limit, .. }, .. }
+            if *limit == MAX_DECOMPRESSED_BYTES),
+        "{err}"
+    );
+    assert!(err.to_string().contains("over the limit"), "{err}");
+    let gz = dir.join("short-idx3-ubyte.gz");
+    std::fs::write(&gz, gzip(&[0, 0, 8, 3, 0, 0])).unwrap();
+    assert!(matches!(
+        read_idx(&gz),
+        Err(NnError::Idx { problem: IdxProblem::TruncatedHeader { needed: 16, found: 6 }, .. })
+    ));
+    assert_eq!(
+        names(&dir),
+        ["bomb-idx3-ubyte.gz", "huge-idx3-ubyte.gz", "magic-idx3-ubyte.gz", "short-idx3-ubyte.gz"],
+        "no cache, stamp or temporary file"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_empty_array_with_huge_dims_is_refused_not_a_panic_later() {
+    // The 16 bytes of the report: dims [0, 2^32 - 1, 2^32 - 1] and no data.
+    let bytes = [0, 0, 8, 3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    let dir = fake_mnist("mnist-empty-huge", 5, 5);
+    let images = dir.join("train-images-idx3-ubyte");
+    std::fs::write(&images, bytes).unwrap();
+    assert_eq!(idx_problem(&images), IdxProblem::DimsOverflow { dims: vec![0, u32::MAX as usize, u32::MAX as usize] });
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx_bytes(&[0], &[])).unwrap();
+    let err = Mnist::load(&dir).unwrap_err();
+    assert!(
+        matches!(&err, NnError::Idx { path, problem: IdxProblem::DimsOverflow { .. } } if *path == images),
+        "{err}"
+    );
+
+    // Through a .gz too, before anything is written.
+    let gz = dir.join("empty-idx3-ubyte.gz");
+    std::fs::write(&gz, gzip(&bytes)).unwrap();
+    assert!(matches!(read_idx(&gz), Err(NnError::Idx { problem: IdxProblem::DimsOverflow { .. }, .. })));
+    assert!(!dir.join("empty-idx3-ubyte").exists());
+
+    // Empty arrays whose dims a tensor can hold still load.
+    let ok = dir.join("ok-idx3-ubyte");
+    write_idx(&ok, &[0, 65536, 65536], &[]).unwrap();
+    assert_eq!(read_idx(&ok).unwrap().to_tensor().shape(), &[0, 65536, 65536]);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -5,8 +5,11 @@
 //! [`Tensor::flip`] only change the layout. Kernels take any layout: each has a contiguous fast
 //! path and one general strided path, and binary ops broadcast with NumPy's rules.
 //!
-//! Shape mismatches are programming errors and panic with the op's name and both shapes; data
-//! from outside the program goes through `try_` constructors that return [`TensorError`].
+//! Shape mismatches are programming errors and panic with the op's name and both shapes, at the
+//! line that called the op (every check is `#[track_caller]` up to the public method, and none
+//! sits inside a closure, where the caller's location would be lost); data from outside the
+//! program goes through `try_` constructors that return [`TensorError`]. The `testing` feature's
+//! `assert_panics_here!` checks that an op of your own does the same.
 //!
 //! ```
 //! use ferrograd_tensor::Tensor;

@@ -277,9 +277,10 @@ impl<E: Element> Tensor<E> {
     /// If the shapes do not broadcast; the message names `op` and both shapes.
     #[track_caller]
     pub fn zip_map<B: Element, O: Element>(&self, other: &Tensor<B>, op: &str, f: impl Fn(E, B) -> O) -> Tensor<O> {
-        let shape = broadcast_shapes(self.shape(), other.shape()).unwrap_or_else(|| {
+        // `let else`, not `unwrap_or_else`: a panic inside a closure would lose the caller's location.
+        let Some(shape) = broadcast_shapes(self.shape(), other.shape()) else {
             panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", self.shape(), other.shape())
-        });
+        };
         if self.shape() == other.shape() {
             if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
                 let out: Vec<O> = a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
@@ -315,6 +316,7 @@ impl<E: Element> Tensor<E> {
 
     /// Makes the storage exclusively this tensor's (copying it if shared or if the view has
     /// broadcast elements), so it can be written in place.
+    #[track_caller]
     fn make_writable(&mut self, op: &str) -> &mut Vec<E> {
         let overlapping = self.strides().iter().zip(self.shape()).any(|(&s, &d)| s == 0 && d > 1);
         if overlapping {
@@ -357,13 +359,13 @@ impl<E: Element> Tensor<E> {
     /// If `other` does not broadcast to `self`'s shape; the message names `op` and both shapes.
     #[track_caller]
     pub fn zip_inplace<B: Element>(&mut self, other: &Tensor<B>, op: &str, f: impl Fn(E, B) -> E) {
-        let sb = other.layout.broadcast_strides(self.shape()).unwrap_or_else(|| {
+        let Some(sb) = other.layout.broadcast_strides(self.shape()) else {
             panic!(
                 "{op}: shape {:?} cannot be broadcast to the in-place target's shape {:?}",
                 other.shape(),
                 self.shape()
             )
-        });
+        };
         let _ = self.make_writable(op);
         let layout = self.layout.clone();
         let ob = &other.storage;
@@ -544,10 +546,9 @@ impl<E: Element> Tensor<E> {
     /// Broadcasts to `shape` with stride 0 on new and size-1 dims. A view.
     #[track_caller]
     pub fn broadcast_to(&self, shape: &[usize]) -> Self {
-        let strides = self
-            .layout
-            .broadcast_strides(shape)
-            .unwrap_or_else(|| panic!("broadcast_to: shape {:?} cannot be broadcast to {shape:?}", self.shape()));
+        let Some(strides) = self.layout.broadcast_strides(shape) else {
+            panic!("broadcast_to: shape {:?} cannot be broadcast to {shape:?}", self.shape())
+        };
         self.with_layout(Layout::new(Shape::from_slice(shape), strides, self.offset()))
     }
 
@@ -564,13 +565,14 @@ impl<E: Element> Tensor<E> {
     /// [`Tensor::reshape`], which copies when it must).
     #[track_caller]
     pub fn view(&self, shape: &[usize]) -> Self {
-        self.try_view("view", shape).unwrap_or_else(|| {
-            panic!(
+        match self.try_view("view", shape) {
+            Some(v) => v,
+            None => panic!(
                 "view: shape {:?} (strides {:?}) cannot be viewed as {shape:?}; use reshape",
                 self.shape(),
                 self.strides()
-            )
-        })
+            ),
+        }
     }
 
     #[track_caller]
@@ -590,7 +592,10 @@ impl<E: Element> Tensor<E> {
     /// Gives the elements `shape`: a view when the layout allows, else a contiguous copy.
     #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Self {
-        self.try_view("reshape", shape).unwrap_or_else(|| self.contiguous().view(shape))
+        match self.try_view("reshape", shape) {
+            Some(v) => v,
+            None => self.contiguous().view(shape),
+        }
     }
 
     /// Merges dims `start..=end` into one (a view when the layout allows).
@@ -657,7 +662,9 @@ impl<E: Float> Tensor<E> {
     #[track_caller]
     pub fn rand_uniform(shape: &[usize], lo: E, hi: E, rng: &mut impl Rng) -> Self {
         assert!(lo < hi, "rand_uniform: lo {lo} must be below hi {hi}");
-        let dist = Uniform::new(lo.to_f64(), hi.to_f64()).expect("finite bounds");
+        let Ok(dist) = Uniform::new(lo.to_f64(), hi.to_f64()) else {
+            panic!("rand_uniform: cannot sample from [{lo}, {hi}): the bounds and their difference must be finite")
+        };
         Self::from_fn(shape, |_| E::from_f64(dist.sample(rng)))
     }
 

@@ -46,6 +46,9 @@ use crate::{Element, Tensor};
 /// The range values are drawn from when a strategy is given none.
 pub const DEFAULT_RANGE: Range<f64> = -4.0..4.0;
 
+mod caller;
+pub use caller::{catch_panic, CaughtPanic};
+
 /// How a strategy laid a tensor out in storage; part of the generated value for shrinking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayoutKind {

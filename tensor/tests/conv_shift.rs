@@ -1,7 +1,7 @@
 //! The stride-1 `f32` convolution kernels (padded-plane sweeps) against plain reference loops on
 //! shapes the small proptests of `conv.rs` do not reach: many channels (every tile tail of the
 //! kernels), kernels up to 5x5, wide planes, padding beyond the kernel's reach, and batches
-//! split over threads unevenly, with one and several threads giving the same answers.
+//! split over threads unevenly, with one and several threads giving the same answers bit for bit.
 
 use ferrograd_tensor::{set_min_work_per_thread, set_num_threads, Conv2dOptions, Tensor};
 use proptest::prelude::*;
@@ -143,7 +143,7 @@ fn threads_split_the_batch_and_agree_with_one_thread() {
             let many = check(c, true);
             for (a, b) in one.iter().zip(&many) {
                 for (u, v) in a.to_vec().iter().zip(b.to_vec()) {
-                    assert!((u - v).abs() <= 1e-5 * (u.abs() + 1.0), "{c:?} with {threads} threads: {u} vs {v}");
+                    assert!(u.to_bits() == v.to_bits(), "{c:?} with {threads} threads: {u} vs {v}");
                 }
             }
         }
@@ -199,4 +199,16 @@ proptest! {
     fn stride_one_f32_matches_reference(case in case_strategy(), bias in any::<bool>()) {
         check(&case, bias);
     }
+}
+
+#[test]
+fn no_output_channels_give_an_empty_weight_gradient() {
+    let opts = Conv2dOptions { padding: [1, 1], ..Default::default() };
+    let gw = Tensor::conv2d_weight_grad(
+        &Tensor::<f32>::ones(&[3, 2, 5, 5]),
+        &Tensor::ones(&[3, 0, 5, 5]),
+        &[0, 2, 3, 3],
+        &opts,
+    );
+    assert_eq!(gw.shape(), &[0, 2, 3, 3]);
 }

@@ -504,18 +504,24 @@ pub fn mae(y_true: &(impl Values + ?Sized), y_pred: &(impl Values + ?Sized)) -> 
 /// The coefficient of determination, `1 - SS_res / SS_tot`.
 ///
 /// A constant `y_true` makes `SS_tot` zero; like scikit-learn (`force_finite=True`) the score
-/// is then 1 for perfect predictions and 0 otherwise, rather than NaN or -inf.
+/// is then 1 for perfect predictions and 0 otherwise, rather than NaN or -inf. With a single
+/// sample R² is undefined and the score is NaN, as scikit-learn returns (with its
+/// `UndefinedMetricWarning`).
 ///
 /// ```
 /// use ferrograd_tuning::metrics::r2;
 /// assert_eq!(r2(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]).unwrap(), 1.0);
 /// assert_eq!(r2(&[2.0, 2.0], &[2.0, 3.0]).unwrap(), 0.0);
+/// assert!(r2(&[2.0], &[2.0]).unwrap().is_nan());
 /// ```
 ///
 /// # Errors
 /// Inputs of different lengths, or no samples.
 pub fn r2(y_true: &(impl Values + ?Sized), y_pred: &(impl Values + ?Sized)) -> Result<f64, TuningError> {
     let (t, p) = check_values("r2", y_true, y_pred)?;
+    if t.len() < 2 {
+        return Ok(f64::NAN);
+    }
     let mean = t.iter().sum::<f64>() / t.len() as f64;
     let ss_res: f64 = t.iter().zip(&p).map(|(a, b)| (a - b) * (a - b)).sum();
     let ss_tot: f64 = t.iter().map(|a| (a - mean) * (a - mean)).sum();

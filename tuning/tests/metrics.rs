@@ -81,6 +81,18 @@ fn regression_matches_sklearn() {
     }
 }
 
+/// R² of a single sample is undefined (its SS_tot is 0 whatever the prediction): scikit-learn's
+/// `r2_score` returns NaN with an `UndefinedMetricWarning` for fewer than two samples, before its
+/// constant-`y_true` rule could answer 1 or 0 (issue 18, item 11).
+#[test]
+fn r2_of_one_sample_is_nan_as_in_sklearn() {
+    assert!(r2(&[1.0f64], &[1.0f64]).unwrap().is_nan());
+    assert!(r2(&[1.0f32], &[3.0f32]).unwrap().is_nan());
+    // Two samples are enough, and a constant y_true keeps scikit-learn's force_finite answers.
+    assert_eq!(r2(&[1.0f64, 1.0], &[1.0, 1.0]).unwrap(), 1.0);
+    assert_eq!(r2(&[1.0f64, 1.0], &[1.0, 2.0]).unwrap(), 0.0);
+}
+
 /// y_true = [0, 1, 2, 2], y_pred = [0, 1, 1, 1]: class 0 tp 1; class 1 tp 1, fp 2; class 2 fn 2
 /// and never predicted, so its precision is 0/0.
 #[test]

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use ferrograd_tuning::search::{
-    Direction, GridSampler, MedianPruner, ParamValue, PercentilePruner, RandomSampler, SearchError, Study,
-    SuccessiveHalvingPruner, TpeSampler, TrialState,
+    Catch, Direction, GridSampler, MedianPruner, OptimizeOptions, ParamValue, PercentilePruner, RandomSampler,
+    SearchError, Study, SuccessiveHalvingPruner, TpeSampler, TrialState,
 };
 
 fn check_spaces(study: Study) {
@@ -93,20 +93,32 @@ fn bad_spaces_fail_the_trial_with_a_typed_error_and_write_nothing() {
     assert_eq!(t.params.keys().collect::<Vec<_>>(), ["x"]);
     assert!(errors[2].to_string().contains("`c`"));
 
-    // Across trials: the same name as another kind fails the later trial, and the study goes on.
-    study
+    // Across trials: the same name as another kind fails the later trial and stops the study
+    // with the error (it would fail every trial); `Catch::All` goes on instead.
+    let err = study
         .optimize(2, |t| {
             if t.number() == 1 {
                 t.suggest_categorical("x", &["a", "b"])?;
             }
             Ok::<_, SearchError>(1.0)
         })
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err, SearchError::DistributionMismatch { .. }), "{err}");
     let trials = study.trials();
+    assert_eq!(trials.len(), 2);
     assert_eq!(trials[1].state, TrialState::Failed);
     assert!(trials[1].fail_reason.as_deref().unwrap().contains("parameter `x` was asked as float"));
     assert!(trials[1].params.is_empty());
-    assert_eq!(trials[2].state, TrialState::Complete);
+    study
+        .optimize_with(OptimizeOptions::new().n_trials(2).catch(Catch::All), |t| {
+            if t.number() == 2 {
+                t.suggest_categorical("x", &["a", "b"])?;
+            }
+            Ok::<_, SearchError>(1.0)
+        })
+        .unwrap();
+    let trials = study.trials();
+    assert_eq!((trials[2].state, trials[3].state), (TrialState::Failed, TrialState::Complete));
 }
 
 #[test]
@@ -164,7 +176,10 @@ fn results_table_csv_and_history() {
         .unwrap();
     let csv = study.to_csv();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "number,state,value,duration_s,params_opt,params_x");
+    assert_eq!(
+        lines[0],
+        "number,state,value,duration_s,params_opt,params_x,datetime_start,datetime_complete,fail_reason,intermediate_values"
+    );
     assert_eq!(lines.len(), 7);
     assert!(lines[1].starts_with("0,COMPLETE,") && lines[1].contains(",,"));
     let history = study.best_value_history();
@@ -197,9 +212,10 @@ fn grid_covers_every_point_once_even_in_parallel() {
     assert_eq!(points.len(), 12);
     assert!(trials.iter().all(|t| t.state == TrialState::Complete));
 
-    // A parameter the grid does not declare fails the trial.
+    // A parameter the grid does not declare fails the trial and stops the study.
     let study = Study::builder().sampler(grid()).build();
-    study.optimize(1, |t| t.suggest_float("z", 0.0, 1.0, false)).unwrap();
+    let err = study.optimize(1, |t| t.suggest_float("z", 0.0, 1.0, false)).unwrap_err();
+    assert!(matches!(err, SearchError::NotInGrid { .. }));
     assert!(study.trial(0).fail_reason.unwrap().contains("not in the grid"));
 }
 
@@ -302,4 +318,33 @@ fn maximize_with_tpe_beats_random_start() {
     let late_good =
         study.trials()[30..].iter().filter(|t| t.params["k"] == ParamValue::Categorical("good".into())).count();
     assert!(late_good > 20, "{late_good}");
+}
+
+/// Issue 18 item 10: ranges whose width overflows `i64` or `f64` are sampled (uniformly, and by
+/// TPE) inside their bounds instead of panicking inside `rand`.
+#[test]
+fn extreme_ranges_do_not_overflow() {
+    for sampler in [None, Some(TpeSampler::new().n_startup_trials(3))] {
+        let builder = Study::builder().seed(4);
+        let study = match sampler {
+            Some(s) => builder.sampler(s).build(),
+            None => builder.build(),
+        };
+        study
+            .optimize(8, |t| {
+                let a = t.suggest_int("a", i64::MIN, i64::MAX, 1, false)?;
+                let b = t.suggest_int("b", -5_000_000_000_000_000_000, 5_000_000_000_000_000_000, 1, false)?;
+                let c = t.suggest_float("c", -1e308, 1e308, false)?;
+                let d = t.suggest_float_step("d", -1e308, 1e308, 1e307)?;
+                let e = t.suggest_int("e", 1, i64::MAX, 1, true)?;
+                assert!((-5_000_000_000_000_000_000..=5_000_000_000_000_000_000).contains(&b));
+                assert!(c.is_finite() && (-1e308..=1e308).contains(&d) && e >= 1);
+                Ok::<_, SearchError>((a as f64 / 1e19).abs() + (c / 1e308).abs())
+            })
+            .unwrap();
+        let trials = study.trials();
+        assert!(trials.iter().all(|t| t.state == TrialState::Complete));
+        let a: BTreeSet<i64> = trials.iter().map(|t| t.params["a"].as_i64().unwrap()).collect();
+        assert!(a.len() > 4 && a.iter().any(|v| *v < 0) && a.iter().any(|v| *v > 0), "{a:?}");
+    }
 }

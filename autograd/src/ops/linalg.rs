@@ -25,6 +25,9 @@ impl<F: Float> Var<F> {
             self.shape(),
             other.shape()
         );
+        // Checked here, before the vectors become matrices, so the message shows the caller's shapes.
+        let (k, k2) = (self.shape()[self.rank() - 1], other.shape()[other.rank().saturating_sub(2)]);
+        assert!(k == k2, "matmul: shapes {:?} and {:?} are not compatible ({k} != {k2})", self.shape(), other.shape());
         let a = if self.rank() == 1 { self.unsqueeze(0) } else { self.clone() };
         let b = if other.rank() == 1 { other.unsqueeze(1) } else { other.clone() };
         let mut out = a.matmul_nd(&b);

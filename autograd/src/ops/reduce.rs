@@ -8,8 +8,19 @@ use super::mask;
 use crate::Var;
 
 /// The reduced dims of `dims` against `rank`, sorted and de-negated.
-fn resolve(op: &str, dims: &[isize], rank: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = dims.iter().map(|&d| normalize_dim(op, d, rank)).collect();
+/// The reduced dims of a tensor of `shape`, non-negative and sorted; panics naming `op` on a dim
+/// out of range or repeated, as the tensor ops do.
+#[track_caller]
+fn resolve(op: &str, dims: &[isize], shape: &[usize]) -> Vec<usize> {
+    // A loop, not `map`: a panic inside a closure would lose the caller's location.
+    let mut out = Vec::with_capacity(dims.len());
+    for &d in dims {
+        let r = normalize_dim(op, d, shape.len());
+        if out.contains(&r) {
+            panic!("{op}: dim {d} is repeated in dims {dims:?} for a tensor of shape {shape:?}");
+        }
+        out.push(r);
+    }
     out.sort_unstable();
     out
 }
@@ -44,7 +55,7 @@ impl<F: Float> Var<F> {
     #[track_caller]
     pub fn sum_dims(&self, dims: &[isize], keepdim: bool) -> Var<F> {
         let shape = Shape::from_slice(self.shape());
-        let d = resolve("sum_dims", dims, self.rank());
+        let d = resolve("sum_dims", dims, self.shape());
         Var::record("sum", self.data.sum_dims(dims, keepdim), &[self], move |_, g| {
             smallvec![Some(expand_reduced(g, &shape, &d, keepdim))]
         })
@@ -60,7 +71,7 @@ impl<F: Float> Var<F> {
     #[track_caller]
     pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Var<F> {
         let shape = Shape::from_slice(self.shape());
-        let d = resolve("mean_dims", dims, self.rank());
+        let d = resolve("mean_dims", dims, self.shape());
         let n = F::from(count(&shape, &d)).expect("count fits");
         Var::record("mean", self.data.mean_dims(dims, keepdim), &[self], move |_, g| {
             smallvec![Some(expand_reduced(&g.div_scalar(n), &shape, &d, keepdim))]
@@ -93,7 +104,7 @@ impl<F: Float> Var<F> {
 
     #[track_caller]
     fn extreme_dims(&self, op: &'static str, dims: &[isize], keepdim: bool, out: Tensor<F>) -> Var<F> {
-        let d = resolve(op, dims, self.rank());
+        let d = resolve(op, dims, self.shape());
         let x = self.clone();
         let saved = out.clone();
         let dims_i: Vec<isize> = d.iter().map(|&v| v as isize).collect();
@@ -130,7 +141,7 @@ impl<F: Float> Var<F> {
         out: Tensor<F>,
         idx: &Tensor<i64>,
     ) -> Var<F> {
-        let d = resolve(op, &[dim], self.rank());
+        let d = resolve(op, &[dim], self.shape());
         let shape = Shape::from_slice(self.shape());
         let idx = if keepdim || self.rank() == 0 { idx.clone() } else { idx.unsqueeze(d[0] as isize) };
         Var::record(op, out, &[self], move |_, g| {
@@ -143,7 +154,7 @@ impl<F: Float> Var<F> {
     /// Product over `dims`. Exact at zeros: an element's gradient is the product of the others.
     #[track_caller]
     pub fn prod_dims(&self, dims: &[isize], keepdim: bool) -> Var<F> {
-        let d = resolve("prod_dims", dims, self.rank());
+        let d = resolve("prod_dims", dims, self.shape());
         let x = self.clone();
         let out = self.data.prod_dims(dims, keepdim);
         let saved = out.clone();
@@ -180,7 +191,13 @@ impl<F: Float> Var<F> {
     /// Variance over `dims` with `correction` (1: unbiased, PyTorch's default).
     #[track_caller]
     pub fn var_dims(&self, dims: &[isize], correction: usize, keepdim: bool) -> Var<F> {
-        let d = resolve("var_dims", dims, self.rank());
+        self.variance("var_dims", dims, correction, keepdim)
+    }
+
+    /// [`Var::var_dims`], with `op` naming the public op in error messages.
+    #[track_caller]
+    fn variance(&self, op: &str, dims: &[isize], correction: usize, keepdim: bool) -> Var<F> {
+        let d = resolve(op, dims, self.shape());
         let x = self.clone();
         let dims_i: Vec<isize> = d.iter().map(|&v| v as isize).collect();
         let n = count(self.shape(), &d);
@@ -194,7 +211,7 @@ impl<F: Float> Var<F> {
     /// Standard deviation over `dims` with `correction`.
     #[track_caller]
     pub fn std_dims(&self, dims: &[isize], correction: usize, keepdim: bool) -> Var<F> {
-        self.var_dims(dims, correction, keepdim).sqrt()
+        self.variance("std_dims", dims, correction, keepdim).sqrt()
     }
 
     /// Variance of all elements with `correction`.
@@ -212,7 +229,7 @@ impl<F: Float> Var<F> {
     /// `log(sum(exp(x)))` over `dims`, computed stably.
     #[track_caller]
     pub fn logsumexp_dims(&self, dims: &[isize], keepdim: bool) -> Var<F> {
-        let d = resolve("logsumexp_dims", dims, self.rank());
+        let d = resolve("logsumexp_dims", dims, self.shape());
         let x = self.clone();
         let out = self.data.logsumexp_dims(dims, keepdim);
         let saved = out.clone();

@@ -240,22 +240,26 @@ impl<F: Float> Var<F> {
             "split_sizes: sizes {sizes:?} do not sum to dim {d} of shape {:?}",
             self.shape()
         );
+        // A loop, not `map`: the pieces' nodes record the caller's location (for anomaly mode),
+        // which a closure would lose.
+        let mut pieces = Vec::with_capacity(sizes.len());
         let mut start = 0;
-        sizes
-            .iter()
-            .map(|&len| {
-                let piece = self.narrow(dim, start, len);
-                start += len;
-                piece
-            })
-            .collect()
+        for &len in sizes {
+            pieces.push(self.narrow(dim, start, len));
+            start += len;
+        }
+        pieces
     }
 
     /// Slices along `dim`, one `Var` per index, removing the dim.
     #[track_caller]
     pub fn unbind(&self, dim: isize) -> Vec<Var<F>> {
         let d = norm("unbind", dim, self.rank());
-        (0..self.shape()[d]).map(|i| self.select(dim, i)).collect()
+        let mut slices = Vec::with_capacity(self.shape()[d]);
+        for i in 0..self.shape()[d] {
+            slices.push(self.select(dim, i));
+        }
+        slices
     }
 
     /// Splits into `chunks` pieces along `dim`, as PyTorch's `chunk`.

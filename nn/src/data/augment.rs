@@ -140,6 +140,10 @@ pub struct RandomRotation {
 
 impl RandomRotation {
     /// Angles in `[-degrees, degrees]`.
+    ///
+    /// # Panics
+    /// If `degrees` is not finite.
+    #[track_caller]
     pub fn new(degrees: f64) -> Self {
         Self::range(-degrees.abs(), degrees.abs())
     }

@@ -3,24 +3,43 @@
 //! An IDX file is a big-endian header (`0x00 0x00 dtype rank`, then one `u32` per dim) followed
 //! by the data, row-major. Only unsigned bytes (dtype `0x08`, all MNIST files) are supported.
 //! Every property of the header is checked against the file's size before any data is touched,
-//! so a damaged file gives an [`NnError`] naming it and the problem, never a panic. A `.gz` file
-//! is decompressed once into a cache file beside it (the name without `.gz`), then mapped.
+//! and dims that no tensor could hold (their product, or that of the non-zero ones, overflows)
+//! are refused, so a damaged file gives an [`NnError`] naming it and the problem, never a panic.
+//!
+//! A `.gz` file is decompressed once into a cache file beside it (the name without `.gz`), then
+//! mapped. The header is checked from the first decompressed bytes, and no more data is
+//! decompressed than it declares (at most [`MAX_DECOMPRESSED_BYTES`]), so a bad or hostile
+//! `.gz` fails before it costs time or disk. The cache is written atomically, and a small stamp
+//! file beside it (`NAME.source`) records which `.gz` it was made from: the `.gz`'s length and
+//! modification time, the CRC-32 and length of its content that the gzip format keeps in its
+//! last 8 bytes, and the cache's own length and modification time. The cache is reused only
+//! while all of these still hold, so replacing the `.gz` (or the cache) is noticed without
+//! reading either file in full; a crash between writing the cache and its stamp leaves a cache
+//! whose stamp does not match, which the next read rebuilds.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 use ferrograd_tensor::Tensor;
 use memmap2::Mmap;
 
 use super::TensorDataset;
+use crate::checkpoint::{remove_leftovers_of, write_atomic};
 use crate::NnError;
 
 const U8_DTYPE: u8 = 0x08;
 
+/// The most bytes a `.gz` IDX file may decompress to, header included (4 GiB; MNIST's largest
+/// file is 47 MB, EMNIST's 640 MB). A header that declares more is refused before anything is
+/// decompressed.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 32;
+
 /// What is wrong with an IDX file.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdxProblem {
     /// Shorter than its header.
     TruncatedHeader {
@@ -39,10 +58,28 @@ pub enum IdxProblem {
         /// The type code (third byte).
         code: u8,
     },
-    /// The product of the dims (or the header plus it) does not fit in `usize`.
+    /// No tensor can have these dims: their product (or the header plus it) does not fit in
+    /// `usize`, or the product of the non-zero ones does not fit in `isize` (an empty array with
+    /// huge other dims).
     DimsOverflow {
         /// The dims of the header.
         dims: Vec<usize>,
+    },
+    /// A compressed file whose header declares more than [`MAX_DECOMPRESSED_BYTES`].
+    TooLarge {
+        /// The dims of the header.
+        dims: Vec<usize>,
+        /// Bytes the header and data would take.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A compressed file whose data goes on past what its dims call for.
+    TrailingData {
+        /// The dims of the header.
+        dims: Vec<usize>,
+        /// Data bytes the dims call for.
+        expected: usize,
     },
     /// The data is shorter or longer than the dims say.
     SizeMismatch {
@@ -82,6 +119,12 @@ impl fmt::Display for IdxProblem {
                 write!(f, "unsupported IDX element type {code:#04x} (only unsigned bytes, 0x08, are supported)")
             }
             IdxProblem::DimsOverflow { dims } => write!(f, "IDX dims {dims:?} overflow the address space"),
+            IdxProblem::TooLarge { dims, bytes, limit } => {
+                write!(f, "IDX dims {dims:?} call for {bytes} bytes, over the limit of {limit} for a compressed file")
+            }
+            IdxProblem::TrailingData { dims, expected } => {
+                write!(f, "the decompressed IDX data goes on past the {expected} bytes its dims {dims:?} call for")
+            }
             IdxProblem::SizeMismatch { dims, expected, found } if found < expected => {
                 write!(f, "truncated IDX data: dims {dims:?} need {expected} bytes, the file has {found}")
             }
@@ -148,14 +191,15 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> NnError + '_ {
 }
 
 /// Reads an IDX file of unsigned bytes by memory-mapping it; a path ending in `.gz` is first
-/// decompressed into a cache beside it (reused by later calls).
+/// decompressed into a cache beside it, which later calls reuse for as long as the `.gz` is
+/// unchanged (see the [module documentation](self)).
 ///
 /// The file must not be modified by another process while the returned array is alive (the
 /// usual contract of a memory map).
 ///
 /// # Errors
-/// [`NnError::Io`] if the file cannot be read (or the cache written); [`NnError::Idx`] naming
-/// the file if its header or size is invalid.
+/// [`NnError::Io`] if the file cannot be read (or the cache written) or the `.gz` is corrupt;
+/// [`NnError::Idx`] naming the file if its header or size is invalid.
 ///
 /// ```no_run
 /// let labels = ferrograd_nn::data::read_idx("data/mnist/train-labels-idx1-ubyte.gz")?;
@@ -164,10 +208,17 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> NnError + '_ {
 /// ```
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, NnError> {
     let path = path.as_ref();
-    if path.extension().is_some_and(|e| e == "gz") {
+    if is_gz(path) {
         let cache = path.with_extension("");
-        if !cache.exists() {
+        let stamp_path = stamp_path(&cache);
+        remove_leftovers_of(&cache);
+        remove_leftovers_of(&stamp_path);
+        let fresh =
+            fs::read(&stamp_path).ok().is_some_and(|s| stamp(path, &cache).is_ok_and(|now| s == now.as_bytes()));
+        if !fresh {
             decompress(path, &cache)?;
+            let now = stamp(path, &cache).map_err(io_error(path))?;
+            write_atomic(&stamp_path, |w| w.write_all(now.as_bytes()))?;
         }
         map_idx(&cache)
     } else {
@@ -175,26 +226,137 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, NnError> {
     }
 }
 
-/// Decompresses `gz` into `cache` through a temporary file renamed into place, so an
-/// interrupted run leaves either no cache or a complete one.
+fn is_gz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
+/// The stamp file of a cache: `NAME.source` beside it.
+fn stamp_path(cache: &Path) -> PathBuf {
+    let mut name = cache.as_os_str().to_owned();
+    name.push(".source");
+    PathBuf::from(name)
+}
+
+/// What the stamp of a cache made from `gz` must say (see the module documentation).
+fn stamp(gz: &Path, cache: &Path) -> io::Result<String> {
+    let identity = |meta: &fs::Metadata| {
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        format!("{} {}", meta.len(), mtime.map_or("unknown".into(), |d| d.as_nanos().to_string()))
+    };
+    let mut file = File::open(gz)?;
+    let meta = file.metadata()?;
+    let mut trailer = [0u8; 8];
+    if meta.len() >= 8 {
+        file.seek(SeekFrom::End(-8))?;
+        file.read_exact(&mut trailer)?;
+    }
+    Ok(format!(
+        "ferrograd IDX cache\nsource {} {:016x}\ncache {}\n",
+        identity(&meta),
+        u64::from_le_bytes(trailer),
+        identity(&fs::metadata(cache)?)
+    ))
+}
+
+/// Reads until `buf` is full or the input ends; the number of bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Decompresses `gz` into `cache` (atomically: an interrupted run leaves the previous cache or
+/// none), checking the header from the first bytes and decompressing only the data it declares.
 fn decompress(gz: &Path, cache: &Path) -> Result<(), NnError> {
     let file = File::open(gz).map_err(io_error(gz))?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let mut tmp_name = cache.as_os_str().to_owned();
-    tmp_name.push(format!(".tmp-{}-{stamp}", std::process::id()));
-    let tmp = PathBuf::from(tmp_name);
-    let result = (|| {
-        let mut out = io::BufWriter::new(File::create(&tmp).map_err(io_error(&tmp))?);
-        io::copy(&mut flate2::read::GzDecoder::new(io::BufReader::new(file)), &mut out).map_err(io_error(gz))?;
-        out.into_inner().map_err(|e| io_error(&tmp)(e.into_error()))?.sync_all().map_err(io_error(&tmp))?;
-        std::fs::rename(&tmp, cache).map_err(io_error(cache))
-    })();
-    if result.is_err() {
-        // Best effort: the temporary file is useless now, and a failure to remove it changes
-        // nothing about the error reported.
-        let _ = std::fs::remove_file(&tmp);
+    // Every member, as gunzip and Python's gzip read them.
+    let mut input = flate2::read::MultiGzDecoder::new(io::BufReader::new(file));
+    let mut header = vec![0u8; 4];
+    let found = read_up_to(&mut input, &mut header).map_err(io_error(gz))?;
+    if found < 4 {
+        return Err(idx_error(gz, IdxProblem::TruncatedHeader { needed: 4, found }));
     }
-    result
+    let header_len = header_len(&header).map_err(|p| idx_error(gz, p))?;
+    header.resize(header_len, 0);
+    let found = 4 + read_up_to(&mut input, &mut header[4..]).map_err(io_error(gz))?;
+    if found < header_len {
+        return Err(idx_error(gz, IdxProblem::TruncatedHeader { needed: header_len, found }));
+    }
+    let (dims, data_len) = parse_dims(&header).map_err(|p| idx_error(gz, p))?;
+    let bytes = header_len as u64 + data_len as u64;
+    if bytes > MAX_DECOMPRESSED_BYTES {
+        return Err(idx_error(gz, IdxProblem::TooLarge { dims, bytes, limit: MAX_DECOMPRESSED_BYTES }));
+    }
+    // What went wrong on the `.gz` side, as opposed to writing the cache.
+    let mut failure = None;
+    let written = write_atomic(cache, |w| {
+        let mut fail = |e: NnError| {
+            failure = Some(e);
+            io::Error::other("the .gz is invalid")
+        };
+        w.write_all(&header)?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut copied = 0;
+        while copied < data_len {
+            let want = buf.len().min(data_len - copied);
+            let n = read_up_to(&mut input, &mut buf[..want]).map_err(|e| fail(io_error(gz)(e)))?;
+            if n == 0 {
+                let problem = IdxProblem::SizeMismatch { dims: dims.clone(), expected: data_len, found: copied };
+                return Err(fail(idx_error(gz, problem)));
+            }
+            w.write_all(&buf[..n])?;
+            copied += n;
+        }
+        // Reading on to the end also checks the gzip trailer (CRC-32 and length).
+        if read_up_to(&mut input, &mut buf[..1]).map_err(|e| fail(io_error(gz)(e)))? > 0 {
+            return Err(fail(idx_error(gz, IdxProblem::TrailingData { dims: dims.clone(), expected: data_len })));
+        }
+        Ok(())
+    });
+    match (written, failure) {
+        (Err(_), Some(e)) => Err(e),
+        (written, _) => written,
+    }
+}
+
+/// The header's length from its first 4 bytes (magic, dtype and rank), checked.
+fn header_len(first: &[u8]) -> Result<usize, IdxProblem> {
+    let magic = u32::from_be_bytes([first[0], first[1], first[2], first[3]]);
+    let (code, rank) = (first[2], first[3] as usize);
+    if first[0] != 0 || first[1] != 0 || rank == 0 {
+        return Err(IdxProblem::BadMagic { magic });
+    }
+    if code != U8_DTYPE {
+        return Err(if matches!(code, 0x09 | 0x0B | 0x0C | 0x0D | 0x0E) {
+            IdxProblem::UnsupportedDtype { code }
+        } else {
+            IdxProblem::BadMagic { magic }
+        });
+    }
+    Ok(4 + 4 * rank)
+}
+
+/// The dims of a whole header and the data bytes they call for, refusing dims no tensor can
+/// have (see [`IdxProblem::DimsOverflow`]).
+fn parse_dims(header: &[u8]) -> Result<(Vec<usize>, usize), IdxProblem> {
+    let dims: Vec<usize> =
+        header[4..].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
+    let indexable = dims.iter().try_fold(1isize, |acc, &d| acc.checked_mul(isize::try_from(d.max(1)).ok()?)).is_some();
+    let numel = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|n| indexable && n.checked_add(header.len()).is_some());
+    match numel {
+        Some(n) => Ok((dims, n)),
+        None => Err(IdxProblem::DimsOverflow { dims }),
+    }
 }
 
 fn map_idx(path: &Path) -> Result<IdxArray, NnError> {
@@ -208,32 +370,11 @@ fn map_idx(path: &Path) -> Result<IdxArray, NnError> {
     // while the array lives; every offset below is checked against the mapped length.
     let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
     let found = map.len();
-    let magic = u32::from_be_bytes([map[0], map[1], map[2], map[3]]);
-    let (code, rank) = (map[2], map[3] as usize);
-    if map[0] != 0 || map[1] != 0 || rank == 0 {
-        return Err(idx_error(path, IdxProblem::BadMagic { magic }));
-    }
-    if code != U8_DTYPE {
-        return Err(idx_error(
-            path,
-            if matches!(code, 0x09 | 0x0B | 0x0C | 0x0D | 0x0E) {
-                IdxProblem::UnsupportedDtype { code }
-            } else {
-                IdxProblem::BadMagic { magic }
-            },
-        ));
-    }
-    let header_len = 4 + 4 * rank;
+    let header_len = header_len(&map[..4]).map_err(|p| idx_error(path, p))?;
     if found < header_len {
         return Err(idx_error(path, IdxProblem::TruncatedHeader { needed: header_len, found }));
     }
-    let dims: Vec<usize> =
-        map[4..header_len].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
-    let expected = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|n| n.checked_add(header_len).is_some())
-        .ok_or_else(|| idx_error(path, IdxProblem::DimsOverflow { dims: dims.clone() }))?;
+    let (dims, expected) = parse_dims(&map[..header_len]).map_err(|p| idx_error(path, p))?;
     if found - header_len != expected {
         return Err(idx_error(path, IdxProblem::SizeMismatch { dims, expected, found: found - header_len }));
     }
@@ -262,9 +403,9 @@ pub struct Mnist {
 }
 
 impl Mnist {
-    /// Loads the four standard files from `dir`: for each, the uncompressed
-    /// `train-images-idx3-ubyte` (etc.) if present, else the `.gz` (decompressed once into a
-    /// cache beside it).
+    /// Loads the four standard files from `dir`: for each, `train-images-idx3-ubyte.gz` (etc.)
+    /// if present, through its cache (see [`read_idx`]), else the uncompressed
+    /// `train-images-idx3-ubyte`.
     ///
     /// # Errors
     /// A missing or malformed file, an array of the wrong rank, a label above 9, or image and
@@ -287,12 +428,13 @@ impl Mnist {
     }
 }
 
+/// The `.gz` if there is one: the plain file beside it is its cache, valid only while it matches.
 fn locate(dir: &Path, name: &str) -> PathBuf {
-    let plain = dir.join(name);
-    if plain.exists() {
-        plain
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.exists() {
+        gz
     } else {
-        dir.join(format!("{name}.gz"))
+        dir.join(name)
     }
 }
 
@@ -318,7 +460,8 @@ fn load_split(dir: &Path, prefix: &str) -> Result<(Tensor<f32>, Tensor<i64>), Nn
     Ok((Tensor::from_vec(pixels, &[n, 1, h, w]), Tensor::from_vec(targets, &[n])))
 }
 
-/// Writes an IDX file of unsigned bytes (used to build test files and small datasets).
+/// Writes an IDX file of unsigned bytes (used to build test files and small datasets),
+/// atomically (see [`write_atomic`]).
 ///
 /// # Errors
 /// [`NnError::Io`] naming the file.
@@ -333,5 +476,5 @@ pub fn write_idx(path: impl AsRef<Path>, dims: &[u32], data: &[u8]) -> Result<()
     let mut bytes = vec![0, 0, U8_DTYPE, rank];
     bytes.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
     bytes.extend_from_slice(data);
-    File::create(path).and_then(|mut f| f.write_all(&bytes)).map_err(io_error(path))
+    write_atomic(path, |w| w.write_all(&bytes))
 }

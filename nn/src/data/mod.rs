@@ -10,5 +10,5 @@ mod idx;
 mod loader;
 
 pub use dataset::{Dataset, TensorDataset};
-pub use idx::{read_idx, write_idx, IdxArray, IdxProblem, Mnist};
+pub use idx::{read_idx, write_idx, IdxArray, IdxProblem, Mnist, MAX_DECOMPRESSED_BYTES};
 pub use loader::{Batches, DataLoader};

@@ -15,6 +15,7 @@ macro_rules! activation {
 
         impl $name {
             /// Applies the activation elementwise (also [`Module::forward`]).
+            #[track_caller]
             pub fn forward<F: Float>(&self, $x: &Var<F>) -> Var<F> {
                 $body
             }
@@ -75,6 +76,7 @@ impl Default for LeakyReLU {
 
 impl LeakyReLU {
     /// Applies the activation (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.leaky_relu(F::from_f64(self.negative_slope))
     }
@@ -93,6 +95,7 @@ pub struct GELU {
 
 impl GELU {
     /// Applies the activation (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         if self.tanh_approximation {
             input.gelu_tanh()
@@ -120,6 +123,7 @@ impl Softmax {
 
 impl Softmax {
     /// Applies the activation (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.softmax(self.dim)
     }
@@ -143,6 +147,7 @@ impl LogSoftmax {
 
 impl LogSoftmax {
     /// Applies the activation (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.log_softmax(self.dim)
     }

@@ -70,9 +70,16 @@ impl<F: Float> std::fmt::Debug for Sequential<F> {
 }
 
 impl<F: Float> Sequential<F> {
-    /// Applies the layers in order (also [`Module::forward`]).
+    /// Applies the layers in order (also [`Module::forward`]); an error in any of them reports
+    /// the line that called this.
+    #[track_caller]
     pub fn forward(&self, input: &Var<F>) -> Var<F> {
-        self.layers.iter().fold(input.clone(), |x, layer| layer.forward(&x))
+        // A loop, not a fold: the caller's location reaches the layers only outside closures.
+        let mut x = input.clone();
+        for layer in &self.layers {
+            x = layer.forward_tracked(&x);
+        }
+        x
     }
 }
 
@@ -112,6 +119,7 @@ impl Default for Flatten {
 
 impl Flatten {
     /// Flattens the dimensions (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.flatten(self.start_dim, self.end_dim)
     }

@@ -130,6 +130,7 @@ impl<F: Float> Conv2d<F> {
 
 impl<F: Float> Conv2d<F> {
     /// The forward pass with the layer's own parameters (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())
@@ -188,6 +189,7 @@ impl<F: Float> Conv1d<F> {
 
 impl<F: Float> Conv1d<F> {
     /// The forward pass with the layer's own parameters (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())

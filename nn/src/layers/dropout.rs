@@ -73,6 +73,7 @@ impl Dropout {
 
 impl Dropout {
     /// Drops elements in training mode, the identity in evaluation (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         if !self.is_training() || self.p == 0.0 {
             return input.clone();

@@ -64,12 +64,16 @@ impl<F: Float> Embedding<F> {
     ///
     /// # Panics
     /// If a value is not a whole number in `[0, num_embeddings)`.
+    #[track_caller]
     pub fn forward(&self, input: &Var<F>) -> Var<F> {
-        let indices = input.data().map(|v| {
+        // A loop, not `map`: a panic inside a closure would lose the caller's location.
+        let values = input.to_vec();
+        let mut indices = Vec::with_capacity(values.len());
+        for v in values {
             let f = v.to_f64();
             assert!(f.fract() == 0.0, "Embedding: input value {f} is not a whole number, so not an index");
-            f as i64
-        });
-        self.forward_indices(&indices)
+            indices.push(f as i64);
+        }
+        self.forward_indices(&Tensor::from_vec(indices, input.shape()))
     }
 }

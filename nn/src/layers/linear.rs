@@ -90,6 +90,7 @@ impl<F: Float> Linear<F> {
     ///
     /// # Panics
     /// If the input's last dimension is not `in_features`.
+    #[track_caller]
     pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())

@@ -179,6 +179,7 @@ macro_rules! batch_norm_layer {
 
         impl<F: Float> $name<F> {
             /// The forward pass with the layer's own parameters (also [`Module::forward`]).
+            #[track_caller]
             pub fn forward(&self, input: &Var<F>) -> Var<F> {
                 let weight = self.weight.as_ref().map(Param::var);
                 let bias = self.bias.as_ref().map(Param::var);
@@ -287,6 +288,7 @@ impl<F: Float> LayerNorm<F> {
     ///
     /// # Panics
     /// If the input's shape does not end with `normalized_shape`.
+    #[track_caller]
     pub fn forward(&self, input: &Var<F>) -> Var<F> {
         let weight = self.weight.as_ref().map(Param::var);
         let bias = self.bias.as_ref().map(Param::var);

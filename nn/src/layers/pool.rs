@@ -37,6 +37,7 @@ impl MaxPool2d {
 
 impl MaxPool2d {
     /// Pools `input` (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.max_pool2d(&self.options)
     }
@@ -66,6 +67,7 @@ impl AvgPool2d {
 
 impl AvgPool2d {
     /// Pools `input` (also [`Module::forward`]).
+    #[track_caller]
     pub fn forward<F: Float>(&self, input: &Var<F>) -> Var<F> {
         input.avg_pool2d(&self.options)
     }

@@ -102,16 +102,15 @@ impl<E: Element> Tensor<E> {
     /// ```
     #[track_caller]
     pub fn where_(cond: &Tensor<bool>, a: &Tensor<E>, b: &Tensor<E>) -> Tensor<E> {
-        let shape = broadcast_shapes(cond.shape(), a.shape())
-            .and_then(|s| broadcast_shapes(&s, b.shape()))
-            .unwrap_or_else(|| {
-                panic!(
-                    "where_: condition shape {:?} and shapes {:?} and {:?} cannot be broadcast together",
-                    cond.shape(),
-                    a.shape(),
-                    b.shape()
-                )
-            });
+        let Some(shape) = broadcast_shapes(cond.shape(), a.shape()).and_then(|s| broadcast_shapes(&s, b.shape()))
+        else {
+            panic!(
+                "where_: condition shape {:?} and shapes {:?} and {:?} cannot be broadcast together",
+                cond.shape(),
+                a.shape(),
+                b.shape()
+            )
+        };
         let sc = cond.layout.broadcast_strides(&shape).expect("broadcast checked");
         let sa = a.layout.broadcast_strides(&shape).expect("broadcast checked");
         let sb = b.layout.broadcast_strides(&shape).expect("broadcast checked");
@@ -198,8 +197,9 @@ impl Tensor<bool> {
 /// Calls `f` on every pair of elements of `a` and `b` broadcast together, in row-major order.
 #[track_caller]
 fn for_each_pair<A: Element, B: Element>(a: &Tensor<A>, b: &Tensor<B>, op: &str, mut f: impl FnMut(A, B)) {
-    let shape = broadcast_shapes(a.shape(), b.shape())
-        .unwrap_or_else(|| panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", a.shape(), b.shape()));
+    let Some(shape) = broadcast_shapes(a.shape(), b.shape()) else {
+        panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", a.shape(), b.shape())
+    };
     let sa = a.layout.broadcast_strides(&shape).expect("broadcast checked");
     let sb = b.layout.broadcast_strides(&shape).expect("broadcast checked");
     let (da, db) = (&a.storage, &b.storage);

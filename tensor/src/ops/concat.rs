@@ -62,7 +62,7 @@ impl<E: Element> Tensor<E> {
     /// ```
     #[track_caller]
     pub fn cat(tensors: &[&Tensor<E>], dim: isize) -> Tensor<E> {
-        let first = *tensors.first().unwrap_or_else(|| panic!("cat: expects at least one tensor"));
+        let Some(&first) = tensors.first() else { panic!("cat: expects at least one tensor") };
         let d = first.dim_of_nonscalar("cat", dim);
         let mut shape = Shape::from_slice(first.shape());
         shape[d] = 0;
@@ -115,7 +115,7 @@ impl<E: Element> Tensor<E> {
     /// ```
     #[track_caller]
     pub fn stack(tensors: &[&Tensor<E>], dim: isize) -> Tensor<E> {
-        let first = *tensors.first().unwrap_or_else(|| panic!("stack: expects at least one tensor"));
+        let Some(&first) = tensors.first() else { panic!("stack: expects at least one tensor") };
         let d = normalize_dim("stack", dim, first.rank() + 1) as isize;
         for t in tensors {
             assert!(

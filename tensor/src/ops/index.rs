@@ -13,20 +13,30 @@ use crate::iter::for_each_run;
 use crate::layout::{contiguous_strides, Shape, Strides};
 use crate::Tensor;
 
-/// Checks that `i` indexes a dim of `size` and converts it.
+/// `i` as a position along a dim of `size`, if it is one.
+fn in_range(i: i64, size: usize) -> Option<usize> {
+    usize::try_from(i).ok().filter(|&u| u < size)
+}
+
+/// Panics, at the caller's location, that index `i` is outside dim `dim` of `size`.
 #[track_caller]
-fn checked_index(op: &str, i: i64, dim: usize, size: usize) -> usize {
-    match usize::try_from(i) {
-        Ok(u) if u < size => u,
-        _ => panic!("{op}: index {i} is out of range for dim {dim} of size {size}"),
-    }
+fn out_of_range(op: &str, i: i64, dim: usize, size: usize) -> ! {
+    panic!("{op}: index {i} is out of range for dim {dim} of size {size}")
 }
 
 /// The checked values of a 0-D or 1-D index tensor along `dim` of `size`.
 #[track_caller]
 fn checked_index_list(op: &str, index: &Tensor<i64>, dim: usize, size: usize) -> Vec<usize> {
     assert!(index.rank() <= 1, "{op}: index must be 1-D, got shape {:?}", index.shape());
-    index.to_vec().into_iter().map(|i| checked_index(op, i, dim, size)).collect()
+    let values = index.to_vec();
+    // Checked in a loop, not in `map`: a panic inside a closure would lose the caller's location.
+    for &i in &values {
+        if in_range(i, size).is_none() {
+            out_of_range(op, i, dim, size);
+        }
+    }
+    // Collected in place (same size and alignment), so the list costs one allocation.
+    values.into_iter().map(|i| i as usize).collect()
 }
 
 /// Checks PyTorch's shape rules for `gather`/`scatter`: equal ranks, `index` no larger than
@@ -118,6 +128,9 @@ impl<E: Element> Tensor<E> {
         src_strides[d] = 0;
         let (is, s) = (&index.storage, &self.storage);
         let mut out = Vec::with_capacity(index.numel());
+        // A bad index is skipped and the first one panics below, outside the closure, so the
+        // panic reports the caller's location.
+        let mut bad = None;
         for_each_run(
             index.shape(),
             [index.strides(), &src_strides],
@@ -125,13 +138,19 @@ impl<E: Element> Tensor<E> {
             |[bi, bs], len, [si, ss]| {
                 let (mut oi, mut os) = (bi as isize, bs as isize);
                 for _ in 0..len {
-                    let j = checked_index("gather", is[oi as usize], d, size) as isize;
-                    out.push(s[(os + j * sd) as usize]);
+                    let i = is[oi as usize];
+                    match in_range(i, size) {
+                        Some(j) => out.push(s[(os + j as isize * sd) as usize]),
+                        None => _ = bad.get_or_insert(i),
+                    }
                     oi += si;
                     os += ss;
                 }
             },
         );
+        if let Some(i) = bad {
+            out_of_range("gather", i, d, size);
+        }
         Tensor::from_vec(out, index.shape())
     }
 
@@ -198,6 +217,8 @@ impl<E: Element> Tensor<E> {
         let mut base_strides = strides;
         base_strides[d] = 0;
         let (is, s) = (&index.storage, &src.storage);
+        // As in `gather`: a bad index is skipped and the first one panics outside the closure.
+        let mut bad = None;
         for_each_run(
             index.shape(),
             [index.strides(), src.strides(), &base_strides],
@@ -205,14 +226,20 @@ impl<E: Element> Tensor<E> {
             |[bi, bs, bo], len, [si, ss, so]| {
                 let (mut oi, mut os, mut oo) = (bi as isize, bs as isize, bo as isize);
                 for _ in 0..len {
-                    let j = checked_index(op, is[oi as usize], d, size) as isize;
-                    f(&mut out[(oo + j * od) as usize], s[os as usize]);
+                    let i = is[oi as usize];
+                    match in_range(i, size) {
+                        Some(j) => f(&mut out[(oo + j as isize * od) as usize], s[os as usize]),
+                        None => _ = bad.get_or_insert(i),
+                    }
                     oi += si;
                     os += ss;
                     oo += so;
                 }
             },
         );
+        if let Some(i) = bad {
+            out_of_range(op, i, d, size);
+        }
         Tensor::from_vec(out, self.shape())
     }
 }

@@ -357,12 +357,12 @@ impl<E: Float> Tensor<E> {
             panic!("{op}: shapes {sa:?} and {sb:?} are not compatible ({k} != {k2})");
         }
         let (batch_a, batch_b) = (&la.shape[..ra - 2], &lb.shape[..rb - 2]);
-        let batch = broadcast_shapes(batch_a, batch_b).unwrap_or_else(|| {
+        let Some(batch) = broadcast_shapes(batch_a, batch_b) else {
             panic!(
                 "{op}: shapes {sa:?} and {sb:?} are not compatible (batch dims {batch_a:?} and {batch_b:?} \
                  cannot be broadcast together)"
             )
-        });
+        };
         let data = multiply(self, &la, other, &lb, &batch);
         let mut shape = batch;
         if sa.len() > 1 {

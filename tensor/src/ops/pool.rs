@@ -69,24 +69,32 @@ impl PoolGeometry {
     /// Validates a rank-3 or rank-4 input shape against `opts`, panicking with `op`.
     #[track_caller]
     fn new(op: &str, shape: &[usize], opts: &Pool2dOptions) -> Self {
-        let fail = |why: String| -> ! { panic!("{op}: input {shape:?} with {opts:?}: {why}") };
+        // A `match`, not a closure: a panic inside a closure would lose the caller's location.
+        match Self::check(shape, opts) {
+            Ok(geo) => geo,
+            Err(why) => panic!("{op}: input {shape:?} with {opts:?}: {why}"),
+        }
+    }
+
+    /// The geometry, or why the shape and options do not make a pooling.
+    fn check(shape: &[usize], opts: &Pool2dOptions) -> Result<Self, &'static str> {
         if shape.len() != 3 && shape.len() != 4 {
-            fail("expected an [N, C, H, W] or [C, H, W] input".into());
+            return Err("expected an [N, C, H, W] or [C, H, W] input");
         }
         let r = shape.len();
         let (planes, h, w) = (shape[..r - 2].iter().product(), shape[r - 2], shape[r - 1]);
         let Pool2dOptions { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], .. } = *opts;
         if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
-            fail("kernel and stride must be positive".into());
+            return Err("kernel and stride must be positive");
         }
         if 2 * ph > kh || 2 * pw > kw {
-            fail("padding must be at most half the kernel".into());
+            return Err("padding must be at most half the kernel");
         }
         if h + 2 * ph < kh || w + 2 * pw < kw {
-            fail("kernel is larger than the padded input".into());
+            return Err("kernel is larger than the padded input");
         }
         let (ho, wo) = ((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1);
-        PoolGeometry { planes, h, w, kh, kw, sh, sw, ph, pw, ho, wo }
+        Ok(PoolGeometry { planes, h, w, kh, kw, sh, sw, ph, pw, ho, wo })
     }
 
     /// The output shape: the input's with `H, W` replaced by `ho, wo`.
@@ -245,9 +253,9 @@ impl<E: Float> Tensor<E> {
             let xp = &mut gx[plane * hw..][..hw];
             let range = plane * per_plane..(plane + 1) * per_plane;
             for (&gv, &i) in g[range.clone()].iter().zip(&idx[range]) {
-                let slot = usize::try_from(i).ok().and_then(|i| xp.get_mut(i)).unwrap_or_else(|| {
+                let Some(slot) = usize::try_from(i).ok().and_then(|i| xp.get_mut(i)) else {
                     panic!("max_pool2d_backward: index {i} is outside the {hw}-element plane of input {input_shape:?}")
-                });
+                };
                 *slot += gv;
             }
         }

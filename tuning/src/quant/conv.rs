@@ -42,6 +42,7 @@ impl QuantizedConv2d {
     /// # Panics
     /// If the weight is not 4-D, the bias length differs from `out`, or `options` are invalid
     /// (zero stride, dilation or groups, or `groups` not dividing `out`).
+    #[track_caller]
     pub fn new(weight: &Tensor<f32>, bias: Option<&Tensor<f32>>, options: Conv2dOptions, input: InputQuant) -> Self {
         assert!(weight.rank() == 4, "QuantizedConv2d: weight shape {:?} is not [out, in, kh, kw]", weight.shape());
         if let Err(problem) = check_options(weight.shape(), &options) {
@@ -54,10 +55,14 @@ impl QuantizedConv2d {
         let p = obs.qparams();
         let w: Vec<i8> =
             weight.to_vec().iter().enumerate().map(|(i, &v)| p.quantize_value(v, i / per_out) as i8).collect();
-        let bias = bias.map(|b| {
-            assert_eq!(b.shape(), &[out], "QuantizedConv2d: bias shape {:?} for {out} outputs", b.shape());
-            b.to_vec()
-        });
+        // A `match`, not a closure: a panic inside a closure would lose the caller's location.
+        let bias = match bias {
+            Some(b) => {
+                assert_eq!(b.shape(), &[out], "QuantizedConv2d: bias shape {:?} for {out} outputs", b.shape());
+                Some(b.to_vec())
+            }
+            None => None,
+        };
         Self::from_parts(Tensor::from_vec(w, weight.shape()), p.scale, bias, options, input)
     }
 
@@ -108,6 +113,7 @@ impl QuantizedConv2d {
     ///
     /// # Panics
     /// If `x` is not 4-D with the weight's input channels, or smaller than the kernel.
+    #[track_caller]
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
         self.forward_impl(x, false, None)
     }
@@ -131,10 +137,12 @@ impl QuantizedConv2d {
     /// # Panics
     /// As [`QuantizedConv2d::forward`], and if the pooling options do not fit the output
     /// (as [`Tensor::max_pool2d`]).
+    #[track_caller]
     pub fn forward_fused(&self, x: &Tensor<f32>, relu: bool, max_pool: Option<&Pool2dOptions>) -> Tensor<f32> {
         self.forward_impl(x, relu, max_pool)
     }
 
+    #[track_caller]
     fn forward_impl(&self, x: &Tensor<f32>, relu: bool, max_pool: Option<&Pool2dOptions>) -> Tensor<f32> {
         let ws = self.weight.shape();
         let o = &self.options;
@@ -149,11 +157,15 @@ impl QuantizedConv2d {
         let (n, h, w) = (x.shape()[0], x.shape()[2], x.shape()[3]);
         let span = |size: usize, k: usize, d: usize, s: usize, p: usize| {
             let eff = d * (k - 1) + 1;
-            assert!(size + 2 * p >= eff, "QuantizedConv2d: input {:?} smaller than the kernel {ws:?}", x.shape());
-            (size + 2 * p - eff) / s + 1
+            (size + 2 * p >= eff).then(|| (size + 2 * p - eff) / s + 1)
         };
-        let oh = span(h, kh, o.dilation[0], o.stride[0], o.padding[0]);
-        let ow = span(w, kw, o.dilation[1], o.stride[1], o.padding[1]);
+        // The check outside the closure, so that it reports the caller's line.
+        let (Some(oh), Some(ow)) = (
+            span(h, kh, o.dilation[0], o.stride[0], o.padding[0]),
+            span(w, kw, o.dilation[1], o.stride[1], o.padding[1]),
+        ) else {
+            panic!("QuantizedConv2d: input {:?} smaller than the kernel {ws:?}", x.shape());
+        };
         let x = x.contiguous();
         let xs = x.as_slice().expect("a contiguous tensor has a slice");
         let (scale, zero_point) = self.input.scale_zero_point(xs);
@@ -166,7 +178,11 @@ impl QuantizedConv2d {
         let offsets: Vec<i32> = (0..out).map(|c| zero_point * self.packed[c / og].row_sums()[c % og]).collect();
         let multipliers: Vec<f32> = self.weight_scale.iter().map(|s| scale * s).collect();
         let biases = self.bias.clone().unwrap_or_else(|| vec![0.0; out]);
-        let pool = max_pool.map(|p| PlanePool::new(*p, oh, ow));
+        #[allow(clippy::manual_map)] // `map` would run the check in a closure, losing the caller's line.
+        let pool = match max_pool {
+            Some(p) => Some(PlanePool::new(*p, oh, ow)),
+            None => None,
+        };
         let (yh, yw) = pool.as_ref().map_or((oh, ow), |p| (p.ho, p.wo));
         let mut y = Vec::with_capacity(n * out * yh * yw);
         let mut padded = PADDED.take();
@@ -250,6 +266,7 @@ struct PlanePool {
 }
 
 impl PlanePool {
+    #[track_caller]
     fn new(options: Pool2dOptions, h: usize, w: usize) -> Self {
         let Pool2dOptions { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], .. } = options;
         assert!(

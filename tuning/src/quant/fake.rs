@@ -90,6 +90,7 @@ pub fn fake_quantize_mask<F: Float>(x: &Tensor<F>, params: &QParams) -> Tensor<F
 /// let g = y.sum().backward();
 /// assert_eq!(g.get(&x).unwrap().to_vec(), vec![1.0, 0.0]);
 /// ```
+#[track_caller]
 pub fn fake_quantize<F: Float>(x: &Var<F>, params: &QParams) -> Var<F> {
     Var::apply_op(FakeQuantizeOp { params: params.clone() }, &[x])
 }
@@ -117,6 +118,7 @@ impl InputFakeQuant {
     }
 
     /// Observes `input` (in training mode), then fake-quantizes it with the current range.
+    #[track_caller]
     fn apply(&self, input: &Var<f32>) -> Var<f32> {
         if *self.training.lock().unwrap() {
             self.observer.lock().unwrap().observe(input.data());
@@ -168,6 +170,7 @@ impl QatLinear {
 }
 
 impl Module<f32> for QatLinear {
+    #[track_caller]
     fn forward(&self, input: &Var<f32>) -> Var<f32> {
         let x = self.input.apply(input);
         let w = fake_quantize(&self.linear.weight.var(), &self.weight_qparams());
@@ -227,6 +230,7 @@ impl QatConv2d {
 }
 
 impl Module<f32> for QatConv2d {
+    #[track_caller]
     fn forward(&self, input: &Var<f32>) -> Var<f32> {
         let x = self.input.apply(input);
         let w = fake_quantize(&self.conv.weight.var(), &self.weight_qparams());

@@ -48,6 +48,7 @@ pub enum FloatLayer<'a> {
 
 impl FloatLayer<'_> {
     /// The float forward pass of this layer (QAT layers without fake quantization).
+    #[track_caller]
     fn forward(&self, x: Tensor<f32>) -> Tensor<f32> {
         match self {
             FloatLayer::Linear(l) => float_linear_forward(&x, l),
@@ -111,6 +112,7 @@ impl QuantizedLinear {
     ///
     /// # Panics
     /// If the weight is not 2-D or the bias length differs from `out`.
+    #[track_caller]
     pub fn new(weight: &Tensor<f32>, bias: Option<&Tensor<f32>>, input: InputQuant) -> Self {
         assert!(weight.rank() == 2, "QuantizedLinear: weight shape {:?} is not [out, in]", weight.shape());
         let mut obs = MinMaxObserver::new(ObserverConfig::weights());
@@ -118,10 +120,14 @@ impl QuantizedLinear {
         let p = obs.qparams();
         let (out, inp) = (weight.shape()[0], weight.shape()[1]);
         let w: Vec<i8> = weight.to_vec().iter().enumerate().map(|(i, &v)| p.quantize_value(v, i / inp) as i8).collect();
-        let bias = bias.map(|b| {
-            assert_eq!(b.shape(), &[out], "QuantizedLinear: bias shape {:?} for {out} outputs", b.shape());
-            b.to_vec()
-        });
+        // A `match`, not a closure: a panic inside a closure would lose the caller's location.
+        let bias = match bias {
+            Some(b) => {
+                assert_eq!(b.shape(), &[out], "QuantizedLinear: bias shape {:?} for {out} outputs", b.shape());
+                Some(b.to_vec())
+            }
+            None => None,
+        };
         Self::from_parts(Tensor::from_vec(w, &[out, inp]), p.scale, bias, input)
     }
 
@@ -152,6 +158,7 @@ impl QuantizedLinear {
     ///
     /// # Panics
     /// If `x` is not `[batch, in]`.
+    #[track_caller]
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
         self.forward_impl(x, false)
     }
@@ -161,10 +168,12 @@ impl QuantizedLinear {
     ///
     /// # Panics
     /// If `x` is not `[batch, in]`.
+    #[track_caller]
     pub fn forward_relu(&self, x: &Tensor<f32>) -> Tensor<f32> {
         self.forward_impl(x, true)
     }
 
+    #[track_caller]
     fn forward_impl(&self, x: &Tensor<f32>, relu: bool) -> Tensor<f32> {
         thread_local! {
             // The quantized input of the last call on this thread: its buffer is reused.
@@ -238,6 +247,7 @@ fn float_linear(l: &Linear<f32>) -> (Tensor<f32>, Option<Tensor<f32>>) {
     (l.weight.value(), l.bias.as_ref().map(|b| b.value()))
 }
 
+#[track_caller]
 fn float_linear_forward(x: &Tensor<f32>, l: &Linear<f32>) -> Tensor<f32> {
     let (w, b) = float_linear(l);
     let y = x.matmul(&w.t());
@@ -247,6 +257,7 @@ fn float_linear_forward(x: &Tensor<f32>, l: &Linear<f32>) -> Tensor<f32> {
     }
 }
 
+#[track_caller]
 fn float_conv(x: &Tensor<f32>, c: &Conv2d<f32>) -> Tensor<f32> {
     x.conv2d(&c.weight.value(), c.bias.as_ref().map(|b| b.value()).as_ref(), &c.options)
 }
@@ -265,6 +276,7 @@ impl QuantizedSequential {
     ///
     /// # Panics
     /// If `batches` is empty or an observer proposes non-uint8 parameters.
+    #[track_caller]
     pub fn calibrated(
         layers: &[FloatLayer],
         batches: &[Tensor<f32>],
@@ -336,6 +348,7 @@ impl QuantizedSequential {
 
     /// The forward pass on a float batch. A ReLU and a max pooling that follow a Conv2d
     /// run fused into it ([`QuantizedConv2d::forward_fused`]).
+    #[track_caller]
     pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
         let mut x = x.clone();
         let mut layers = self.layers.iter().peekable();
@@ -424,7 +437,8 @@ impl QuantizedSequential {
     }
 
     /// Loads a model written by [`QuantizedSequential::save`]. A file that is not such a model
-    /// (missing or extra tensors, wrong types or shapes, invalid scales or options) gives
+    /// (missing or extra tensors, wrong types or shapes, invalid scales or options, or conv
+    /// options under which one sample of the smallest input would need over 1 GiB) gives
     /// [`NnError::Format`] naming the problem.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, NnError> {
         let path = path.as_ref();
@@ -444,7 +458,9 @@ impl QuantizedSequential {
                     let (weight, scale, bias, input) = r.take_int8(i, 4)?;
                     let [s0, s1, p0, p1, d0, d1, groups] = r.take_options(i)?;
                     let options = Conv2dOptions { stride: [s0, s1], padding: [p0, p1], dilation: [d0, d1], groups };
-                    check_options(weight.shape(), &options).map_err(|e| r.bad(&format!("layer {i}: {e}")))?;
+                    check_options(weight.shape(), &options)
+                        .and_then(|()| check_conv_sizes(weight.shape(), &options))
+                        .map_err(|e| r.bad(&format!("layer {i}: {e}")))?;
                     QuantizedLayer::Conv2d(Box::new(QuantizedConv2d::from_parts(weight, scale, bias, options, input)))
                 }
                 MAX_POOL2D | AVG_POOL2D => {
@@ -471,6 +487,40 @@ impl QuantizedSequential {
             return Err(r.bad(&format!("unexpected tensor `{extra}`")));
         }
         Ok(QuantizedSequential { layers })
+    }
+}
+
+/// The most bytes a loaded convolution may need for one sample of the smallest input it accepts
+/// (its padded input and its output): 1 GiB. Ordinary paddings and dilations need a few
+/// kilobytes; options that need more are either damage or an attempt to make the first forward
+/// pass exhaust memory, and are refused at load.
+const MAX_CONV_BYTES_PER_SAMPLE: u128 = 1 << 30;
+
+/// Checks what a convolution's options imply before any forward pass: for one sample of the
+/// smallest input the layer accepts (each side at least 1 and at least the dilated kernel less
+/// the padding), the padded input (one byte per element) and the output (f32) must fit in
+/// [`MAX_CONV_BYTES_PER_SAMPLE`]. Sizes are computed in `u128` with checked arithmetic, so no
+/// option overflows them.
+fn check_conv_sizes(weight_shape: &[usize], o: &Conv2dOptions) -> Result<(), String> {
+    let (out, cg, kernel) = (weight_shape[0] as u128, weight_shape[1] as u128, [weight_shape[2], weight_shape[3]]);
+    let side = |i: usize| -> Option<(u128, u128)> {
+        let (k, d, p, s) = (kernel[i] as u128, o.dilation[i] as u128, o.padding[i] as u128, o.stride[i] as u128);
+        let extent = d.checked_mul(k - 1)? + 1;
+        let padded = (2 * p + 1).max(extent);
+        Some((padded, (padded - extent) / s + 1))
+    };
+    let bytes = side(0).zip(side(1)).and_then(|((ph, oh), (pw, ow))| {
+        let input = (cg * o.groups as u128).checked_mul(ph)?.checked_mul(pw)?;
+        let output = out.checked_mul(oh)?.checked_mul(ow)?.checked_mul(4)?;
+        input.checked_add(output)
+    });
+    match bytes {
+        Some(b) if b <= MAX_CONV_BYTES_PER_SAMPLE => Ok(()),
+        _ => Err(format!(
+            "padding {:?}, dilation {:?} and stride {:?} with weight shape {weight_shape:?} need more than \
+             {MAX_CONV_BYTES_PER_SAMPLE} bytes for one sample of the smallest input",
+            o.padding, o.dilation, o.stride
+        )),
     }
 }
 

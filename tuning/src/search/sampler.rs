@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::distribution::{Distribution, ParamValue};
+use super::distribution::{int_at, int_steps, Distribution, ParamValue};
 use super::error::SearchError;
 use super::study::Direction;
 use super::trial::FrozenTrial;
@@ -16,14 +16,28 @@ use super::trial::FrozenTrial;
 pub struct SampleContext<'a> {
     /// Every trial of the study, by number.
     pub trials: &'a [FrozenTrial],
-    /// The study's direction.
+    /// The study's direction (of its first objective).
     pub direction: Direction,
+    /// The directions of every objective.
+    pub directions: &'a [Direction],
+    /// The numbers of finished trials in the order the study saw them finish. Append-only: a
+    /// sampler that caches what it computed from finished trials (which never change) remembers
+    /// how far it read and continues from there.
+    pub finished: &'a [u64],
     /// The number of the trial being sampled for.
     pub number: u64,
 }
 
 /// Proposes parameter values for trials.
 pub trait Sampler: Send + Sync {
+    /// Whether [`sample_relative`](Self::sample_relative) must run while the study is locked in
+    /// its storage, seeing every worker's proposals (the grid, so that no two workers take the
+    /// same point). Default `false`: proposals are made after the trial is created, outside the
+    /// lock, so workers do not wait on each other's sampling.
+    fn needs_study_lock(&self) -> bool {
+        false
+    }
+
     /// Values proposed for the trial about to start, by name (default: none). An error means the
     /// sampler has nothing left to propose and the study stops.
     fn sample_relative(
@@ -45,21 +59,31 @@ pub trait Sampler: Send + Sync {
     ) -> Result<f64, SearchError>;
 }
 
-/// A uniform draw from `dist` (log-uniform for log scales), as an internal value.
+/// A uniform draw from `dist` (log-uniform for log scales), as an internal value. Any finite
+/// range works, also one whose width overflows (`[-1e308, 1e308]`, `[i64::MIN, i64::MAX]`).
 pub fn sample_uniform(dist: &Distribution, rng: &mut StdRng) -> f64 {
     match *dist {
         Distribution::Float { low, high, .. } if low == high => low,
         Distribution::Float { low, high, log: true, .. } => rng.random_range(low.ln()..=high.ln()).exp(),
         Distribution::Float { low, high, step: Some(s), .. } => {
-            let n = ((high - low) / s).round() as u64;
-            low + rng.random_range(0..=n) as f64 * s
+            let n = if (high - low).is_finite() { (high - low) / s } else { high / s - low / s };
+            let k = rng.random_range(0..=n.round() as u64) as f64;
+            (low + k * s).min(high)
         }
-        Distribution::Float { low, high, .. } => rng.random_range(low..=high),
+        Distribution::Float { low, high, .. } if (high - low).is_finite() => rng.random_range(low..=high),
+        // The width overflows: interpolate between the bounds instead.
+        Distribution::Float { low, high, .. } => {
+            let u: f64 = rng.random();
+            (low * (1.0 - u) + high * u).clamp(low, high)
+        }
         Distribution::Int { low, high, log: true, .. } => {
             let x = rng.random_range((low as f64 - 0.5).ln()..=(high as f64 + 0.5).ln()).exp();
             x.round().clamp(low as f64, high as f64)
         }
-        Distribution::Int { low, high, step, .. } => (low + rng.random_range(0..=(high - low) / step) * step) as f64,
+        Distribution::Int { low, high, step, .. } => match high.checked_sub(low) {
+            Some(width) => (low + rng.random_range(0..=width / step) * step) as f64,
+            None => int_at(low, high, step, rng.random_range(0..=int_steps(low, high, step)).into()) as f64,
+        },
         Distribution::Categorical { ref choices } => rng.random_range(0..choices.len()) as f64,
     }
 }
@@ -88,9 +112,9 @@ impl Sampler for RandomSampler {
     }
 }
 
-/// Every point of a declared grid once, in random order. A point is claimed when its trial starts
-/// (under the study's lock), so parallel workers never share one; the study stops when all are
-/// taken.
+/// Every point of a declared grid once, in random order. A point is claimed when its trial starts,
+/// under the study's lock in its storage (and recorded as the trial's `fixed_params`), so parallel
+/// workers, threads or processes, never share one; the study stops when all are taken.
 ///
 /// ```
 /// use ferrograd_tuning::search::{GridSampler, SearchError, Study};
@@ -162,6 +186,10 @@ impl GridSampler {
 }
 
 impl Sampler for GridSampler {
+    fn needs_study_lock(&self) -> bool {
+        true
+    }
+
     fn sample_relative(
         &self,
         ctx: &SampleContext<'_>,

@@ -1,26 +1,28 @@
-//! The study: the shared record of trials, the loop that runs the objective (serially or on
-//! threads) and the results (best trial, table, CSV, best-so-far history).
+//! The study: a handle on one study of a [`Storage`], with the sampler and pruner that serve it,
+//! its copy of the trials, and the results (best trial, history, CSV). Running the objective
+//! (`optimize`, ask and tell) is in `optimize.rs`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::error::Error;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use serde_json::Value;
 
 use super::distribution::{Distribution, ParamValue};
 use super::error::SearchError;
+use super::log::TrialLog;
 use super::pruner::{NopPruner, Pruner};
 use super::sampler::{RandomSampler, SampleContext, Sampler};
-use super::sqlite::Db;
-use super::trial::{FrozenTrial, Trial, TrialState};
+use super::storage::{
+    timefmt_format, AttrKind, InMemoryStorage, SqliteStorage, Storage, StudyId, StudySummary, TrialId,
+};
+use super::trial::{FrozenTrial, TrialState};
 
-/// Whether the objective is minimised or maximised.
+/// Whether an objective is minimised or maximised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
     /// Smaller is better.
@@ -40,38 +42,7 @@ impl Direction {
     }
 }
 
-/// The trials a study holds and the first distribution seen for each name.
-#[derive(Default)]
-struct State {
-    trials: Vec<FrozenTrial>,
-    kinds: HashMap<String, Distribution>,
-}
-
-impl State {
-    /// Records the distributions of the trials from `from` on (after a refresh from storage).
-    fn absorb_kinds(&mut self, from: usize) {
-        for t in &self.trials[from.min(self.trials.len())..] {
-            for (name, d) in &t.distributions {
-                self.kinds.entry(name.clone()).or_insert_with(|| d.clone());
-            }
-        }
-    }
-
-    /// The first trial a refresh from storage may change.
-    fn first_unfinished(&self) -> usize {
-        self.trials.iter().position(|t| t.state == TrialState::Running).unwrap_or(self.trials.len())
-    }
-
-    /// Refreshes the trials from storage.
-    fn refresh(&mut self, db: &Db) -> Result<(), SearchError> {
-        let from = self.first_unfinished();
-        db.refresh(&mut self.trials)?;
-        self.absorb_kinds(from);
-        Ok(())
-    }
-}
-
-/// A hyperparameter search: a sampler proposes, a pruner stops, the study records.
+/// A hyperparameter search: a sampler proposes, a pruner stops, the storage records.
 ///
 /// ```
 /// use ferrograd_tuning::search::{Direction, SearchError, Study, TpeSampler};
@@ -83,27 +54,48 @@ impl State {
 /// assert!(study.best_value().unwrap() < 1.0);
 /// ```
 pub struct Study {
-    direction: Direction,
-    seed: u64,
-    sampler: Box<dyn Sampler>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) id: StudyId,
+    name: String,
+    pub(crate) directions: Vec<Direction>,
+    pub(crate) seed: u64,
+    pub(crate) sampler: Box<dyn Sampler>,
     pruner: Box<dyn Pruner>,
-    state: Mutex<State>,
-    db: Option<Db>,
+    /// How long a running trial may go without a heartbeat (`None`: no heartbeats).
+    pub(crate) heartbeat: Option<Duration>,
+    /// Retries of trials failed for a missed heartbeat (`None`: none).
+    pub(crate) retry: Option<u32>,
+    log: Mutex<TrialLog>,
+    pub(crate) stopped: AtomicBool,
 }
 
-/// Options of a [`Study`].
+/// Options of a [`Study`], then where it lives: [`build`](Self::build) (in memory),
+/// [`create`](Self::create), [`load`](Self::load) or [`load_if_exists`](Self::load_if_exists)
+/// in a [`storage`](Self::storage), or [`open_sqlite`](Self::open_sqlite).
 pub struct StudyBuilder {
-    direction: Direction,
+    directions: Vec<Direction>,
+    directions_set: bool,
     seed: u64,
     sampler: Box<dyn Sampler>,
     pruner: Box<dyn Pruner>,
-    heartbeat_timeout: Duration,
+    heartbeat_timeout: Option<Duration>,
+    retry: Option<u32>,
+    storage: Option<Arc<dyn Storage>>,
 }
 
 impl StudyBuilder {
-    /// Minimise (default) or maximise.
-    pub fn direction(mut self, direction: Direction) -> Self {
-        self.direction = direction;
+    /// Minimise (default) or maximise a single objective.
+    pub fn direction(self, direction: Direction) -> Self {
+        self.directions(&[direction])
+    }
+
+    /// The directions of several objectives (the objective returns one value per direction).
+    /// Panics when `directions` is empty.
+    #[track_caller]
+    pub fn directions(mut self, directions: &[Direction]) -> Self {
+        assert!(!directions.is_empty(), "a study needs at least one direction");
+        self.directions = directions.to_vec();
+        self.directions_set = true;
         self
     }
 
@@ -125,29 +117,96 @@ impl StudyBuilder {
         self
     }
 
-    /// How long a RUNNING trial of an SQLite study may go without a heartbeat before another
-    /// process marks it failed (default 60 s; a running trial beats every quarter of it).
+    /// How long a running trial of a database study may go without a heartbeat before another
+    /// worker marks it failed (default 60 s; a running trial beats every quarter of it, with the
+    /// database server's clock). `Duration::ZERO` turns heartbeats off.
     pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
-        self.heartbeat_timeout = timeout;
+        self.heartbeat_timeout = (!timeout.is_zero()).then_some(timeout);
         self
     }
 
-    /// The study, empty, in memory.
-    pub fn build(self) -> Study {
+    /// Re-enqueues a trial failed for a missed heartbeat (with its parameters), up to
+    /// `max_retry` times per original trial, as Optuna's `RetryFailedTrialCallback`; the retry
+    /// records the original's number ([`FrozenTrial::retried_trial_number`]).
+    pub fn retry_failed_trials(mut self, max_retry: u32) -> Self {
+        self.retry = Some(max_retry);
+        self
+    }
+
+    /// The storage that [`create`](Self::create), [`load`](Self::load) and
+    /// [`load_if_exists`](Self::load_if_exists) use (default: a new [`InMemoryStorage`]).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    fn make(self, storage: Arc<dyn Storage>, id: StudyId, name: &str, directions: Vec<Direction>) -> Study {
+        let heartbeat = self.heartbeat_timeout.filter(|_| storage.supports_heartbeat());
         Study {
-            direction: self.direction,
+            storage,
+            id,
+            name: name.to_string(),
+            directions,
             seed: self.seed,
             sampler: self.sampler,
             pruner: self.pruner,
-            state: Mutex::new(State::default()),
-            db: None,
+            heartbeat,
+            retry: self.retry,
+            log: Mutex::new(TrialLog::default()),
+            stopped: AtomicBool::new(false),
         }
     }
 
-    /// The study named `name` in the SQLite file at `path` (created if missing), with the trials
-    /// it already has: a study resumes where it stopped and several processes may share it.
+    /// The study, empty, in memory. Panics when a [`storage`](Self::storage) was given (use
+    /// `create`, `load` or `load_if_exists` with a name).
+    #[track_caller]
+    pub fn build(self) -> Study {
+        assert!(self.storage.is_none(), "a study in a storage needs a name: use create, load or load_if_exists");
+        self.create("study").expect("a new in-memory storage has no studies and cannot fail")
+    }
+
+    /// A new study named `name` in the storage. [`SearchError::StudyExists`] if there is one.
+    pub fn create(mut self, name: &str) -> Result<Study, SearchError> {
+        let storage = self.storage.take().unwrap_or_else(|| Arc::new(InMemoryStorage::new()));
+        let id = storage.create_study(name, &self.directions)?;
+        let directions = self.directions.clone();
+        Ok(self.make(storage, id, name, directions))
+    }
+
+    /// The study named `name` in the storage, with its trials. [`SearchError::NoSuchStudy`] if
+    /// there is none; [`SearchError::StudyMismatch`] if directions were given and differ.
+    pub fn load(mut self, name: &str) -> Result<Study, SearchError> {
+        let storage = self.storage.take().unwrap_or_else(|| Arc::new(InMemoryStorage::new()));
+        let id = storage.find_study(name)?.ok_or_else(|| SearchError::NoSuchStudy { name: name.to_string() })?;
+        let directions = storage.study_directions(id)?;
+        if self.directions_set && directions != self.directions {
+            return Err(SearchError::StudyMismatch {
+                name: name.to_string(),
+                message: format!("stored directions are {directions:?}, asked {:?}", self.directions),
+            });
+        }
+        let study = self.make(storage, id, name, directions);
+        study.lock().refresh(&*study.storage, id, study.directions.len())?;
+        Ok(study)
+    }
+
+    /// [`load`](Self::load) the study named `name`, or [`create`](Self::create) it if there is
+    /// none (also when another worker creates it at the same moment).
+    pub fn load_if_exists(mut self, name: &str) -> Result<Study, SearchError> {
+        let storage = self.storage.take().unwrap_or_else(|| Arc::new(InMemoryStorage::new()));
+        if storage.find_study(name)?.is_none() {
+            match storage.create_study(name, &self.directions) {
+                Ok(_) | Err(SearchError::StudyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.storage(storage).load(name)
+    }
+
+    /// The study named `name` in the SQLite file at `path` (both created if missing), with the
+    /// trials it already has: a study resumes where it stopped and several processes may share it.
     /// Errors on a file that is not an SQLite database, a database of something else, or a stored
-    /// study with another direction.
+    /// study with other directions.
     ///
     /// ```
     /// use ferrograd_tuning::search::{SearchError, Study};
@@ -162,307 +221,261 @@ impl StudyBuilder {
     /// # Ok::<(), SearchError>(())
     /// ```
     pub fn open_sqlite(self, path: impl AsRef<Path>, name: &str) -> Result<Study, SearchError> {
-        let db = Db::open(path.as_ref(), name, self.direction, self.heartbeat_timeout)?;
-        let study = Study { db: Some(db), ..self.build() };
-        study.lock().refresh(study.db.as_ref().expect("just set"))?;
-        Ok(study)
+        let storage = Arc::new(SqliteStorage::open(path)?);
+        self.storage(storage).load_if_exists(name)
     }
-}
 
-/// What a finished objective call turns into.
-fn outcome<E: Into<Box<dyn Error + Send + Sync>>>(result: Result<f64, E>) -> (TrialState, Option<f64>, Option<String>) {
-    match result {
-        Ok(v) if v.is_nan() => (TrialState::Failed, None, Some("the objective returned NaN".into())),
-        Ok(v) => (TrialState::Complete, Some(v), None),
-        Err(e) => {
-            let e: Box<dyn Error + Send + Sync> = e.into();
-            match e.downcast_ref::<SearchError>() {
-                Some(SearchError::Pruned { .. }) => (TrialState::Pruned, None, None),
-                _ => (TrialState::Failed, None, Some(e.to_string())),
-            }
-        }
+    /// The study named `name` in the PostgreSQL database at `url` (created if missing), shared by
+    /// every worker that opens it, Python Optuna's included.
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(self, url: &str, name: &str) -> Result<Study, SearchError> {
+        let storage = Arc::new(super::storage::PostgresStorage::connect(url)?);
+        self.storage(storage).load_if_exists(name)
     }
 }
 
 /// A per-trial seed: SplitMix64 of the study seed mixed with the trial number.
-fn trial_seed(seed: u64, number: u64) -> u64 {
+pub(crate) fn trial_seed(seed: u64, number: u64) -> u64 {
     let mut z = seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x632B_E59B_D9B4_E019);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
+fn mismatch(name: &str, prev: &Distribution, asked: &Distribution) -> SearchError {
+    SearchError::DistributionMismatch { name: name.to_string(), previous: prev.to_string(), asked: asked.to_string() }
+}
+
 impl Study {
-    /// A builder with the defaults: minimise, seed 0, random sampler, no pruning.
+    /// A builder with the defaults: minimise, seed 0, random sampler, no pruning, in memory.
     pub fn builder() -> StudyBuilder {
         StudyBuilder {
-            direction: Direction::Minimize,
+            directions: vec![Direction::Minimize],
+            directions_set: false,
             seed: 0,
             sampler: Box::new(RandomSampler::new()),
             pruner: Box::new(NopPruner),
-            heartbeat_timeout: Duration::from_secs(60),
+            heartbeat_timeout: Some(Duration::from_secs(60)),
+            retry: None,
+            storage: None,
         }
     }
 
-    /// The direction.
+    /// The direction (of the first objective).
     pub fn direction(&self) -> Direction {
-        self.direction
+        self.directions[0]
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The directions, one per objective.
+    pub fn directions(&self) -> &[Direction] {
+        &self.directions
     }
 
-    /// Starts a trial: numbers it, lets the sampler propose a relative point. `None` when the
-    /// sampler has nothing left (an exhausted grid).
-    fn start_trial(&self) -> Result<Option<Trial<'_>>, SearchError> {
-        let mut st = self.lock();
-        let mut made = None;
-        let mut propose = |trials: &[FrozenTrial]| {
-            let number = trials.len() as u64;
-            let mut rng = StdRng::seed_from_u64(trial_seed(self.seed, number));
-            let ctx = SampleContext { trials, direction: self.direction, number };
-            let fixed = self.sampler.sample_relative(&ctx, &mut rng).ok()?;
-            made = Some((number, rng));
-            Some(fixed)
-        };
-        let fixed = match &self.db {
-            None => {
-                let Some(fixed) = propose(&st.trials) else { return Ok(None) };
-                let number = st.trials.len() as u64;
-                st.trials.push(FrozenTrial::new_running(number, fixed.clone()));
-                fixed
-            }
-            Some(db) => {
-                let from = st.first_unfinished();
-                if !db.start_trial(&mut st.trials, &mut propose)? {
-                    return Ok(None);
-                }
-                st.absorb_kinds(from);
-                st.trials.last().expect("the new trial").fixed_params.clone()
-            }
-        };
-        let (number, rng) = made.expect("proposed");
-        Ok(Some(Trial { study: self, number, rng, fixed, storage_error: None }))
+    /// The study's name in its storage.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    fn finish_trial(
-        &self,
-        number: u64,
-        (state, value, reason): (TrialState, Option<f64>, Option<String>),
-        start: Instant,
-    ) -> Result<(), SearchError> {
-        let mut st = self.lock();
-        let t = &mut st.trials[number as usize];
-        t.state = state;
-        t.value = value;
-        t.fail_reason = reason;
-        t.duration = Some(start.elapsed());
-        match &self.db {
-            Some(db) => db.finish(t),
-            None => Ok(()),
-        }
+    /// The storage the study lives in.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
-    /// Runs one trial of `objective`; `false` when the sampler had nothing left to propose.
-    fn run_one<F, E>(&self, objective: &mut F) -> Result<bool, SearchError>
-    where
-        F: FnMut(&mut Trial<'_>) -> Result<f64, E>,
-        E: Into<Box<dyn Error + Send + Sync>>,
-    {
-        let Some(mut trial) = self.start_trial()? else { return Ok(false) };
-        let start = Instant::now();
-        let number = trial.number;
-        let result = std::thread::scope(|s| {
-            let (stop, stopped) = mpsc::channel::<()>();
-            if let Some(db) = &self.db {
-                let period = db.heartbeat_period();
-                s.spawn(move || {
-                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-                        // A missed beat is retried at the next period.
-                        let _ = db.heartbeat(number);
-                    }
-                });
-            }
-            let result = objective(&mut trial);
-            drop(stop);
-            result
-        });
-        let outcome = outcome(result);
-        self.finish_trial(number, outcome, start)?;
-        match trial.storage_error.take() {
-            Some(e) => Err(e),
-            None => Ok(true),
-        }
+    pub(crate) fn lock(&self) -> MutexGuard<'_, TrialLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `n_trials` trials of `objective` one after the other. A trial whose objective returns
-    /// an error or NaN is recorded as failed and the study goes on; an error that is
-    /// [`SearchError::Pruned`] records the trial as pruned. Stops early when a grid is exhausted.
-    ///
-    /// Errors only when the study's storage fails.
-    pub fn optimize<F, E>(&self, n_trials: usize, mut objective: F) -> Result<(), SearchError>
-    where
-        F: FnMut(&mut Trial<'_>) -> Result<f64, E>,
-        E: Into<Box<dyn Error + Send + Sync>>,
-    {
-        for _ in 0..n_trials {
-            if !self.run_one(&mut objective)? {
-                break;
-            }
-        }
-        Ok(())
+    pub(crate) fn refresh(&self, log: &mut TrialLog) -> Result<(), SearchError> {
+        log.refresh(&*self.storage, self.id, self.directions.len())
     }
 
-    /// Runs `n_trials` trials on `n_jobs` threads sharing this study (numbers stay unique; the
-    /// sampler sees running trials, so TPE's constant liar and the grid avoid duplicates).
-    /// Errors with the first storage failure of any worker (the others stop too).
-    pub fn optimize_parallel<F, E>(&self, n_trials: usize, n_jobs: usize, objective: F) -> Result<(), SearchError>
-    where
-        F: Fn(&mut Trial<'_>) -> Result<f64, E> + Sync,
-        E: Into<Box<dyn Error + Send + Sync>>,
-    {
-        let claimed = AtomicUsize::new(0);
-        let done = AtomicBool::new(false);
-        let first_error = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..n_jobs.max(1) {
-                s.spawn(|| {
-                    let mut f = |t: &mut Trial<'_>| objective(t);
-                    while !done.load(Ordering::Relaxed) && claimed.fetch_add(1, Ordering::Relaxed) < n_trials {
-                        match self.run_one(&mut f) {
-                            Ok(true) => {}
-                            Ok(false) => done.store(true, Ordering::Relaxed),
-                            Err(e) => {
-                                done.store(true, Ordering::Relaxed);
-                                first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
+    pub(crate) fn context<'a>(&'a self, log: &'a TrialLog, number: u64) -> SampleContext<'a> {
+        SampleContext {
+            trials: &log.trials,
+            direction: self.directions[0],
+            directions: &self.directions,
+            finished: &log.finished,
+            number,
         }
     }
 
     pub(crate) fn suggest(
         &self,
         number: u64,
+        id: TrialId,
         rng: &mut StdRng,
         fixed: &BTreeMap<String, ParamValue>,
         name: &str,
         dist: Distribution,
     ) -> Result<ParamValue, SearchError> {
         dist.validate(name)?;
-        let mut st = self.lock();
+        let mut log = self.lock();
         let idx = number as usize;
-        if let Some(prev) = st.trials[idx].distributions.get(name) {
-            if *prev != dist {
+        if let Some(prev) = log.trials[idx].distributions.get(name) {
+            // A retried trial carries its parameters: they are asked again with a compatible space.
+            let own = *prev == dist || log.trials[idx].retried_trial_number().is_some() && prev.compatible(&dist);
+            if !own {
                 return Err(mismatch(name, prev, &dist));
             }
-            return Ok(st.trials[idx].params[name].clone());
+            return Ok(log.trials[idx].params[name].clone());
         }
-        if let Some(prev) = st.kinds.get(name) {
-            let clash = !prev.same_kind(&dist) || matches!(prev, Distribution::Categorical { .. }) && *prev != dist;
-            if clash {
+        if let Some(prev) = log.kinds.get(name) {
+            if !prev.compatible(&dist) {
                 return Err(mismatch(name, prev, &dist));
             }
         }
-        let value = match fixed.get(name).and_then(|v| dist.to_internal(v)) {
-            Some(x) => dist.to_external(x),
+        let value = match fixed.get(name).and_then(|v| dist.coerce(v)) {
+            Some(v) => v,
             None if dist.is_single() => dist.to_external(match dist {
                 Distribution::Float { low, .. } => low,
                 Distribution::Int { low, .. } => low as f64,
                 Distribution::Categorical { .. } => 0.0,
             }),
             None => {
-                let ctx = SampleContext { trials: &st.trials, direction: self.direction, number };
+                let ctx = self.context(&log, number);
                 dist.to_external(self.sampler.sample_independent(&ctx, name, &dist, rng)?)
             }
         };
-        if let Some(db) = &self.db {
-            db.set_param(number, name, &value, &dist)?;
+        self.storage.set_trial_param(id, name, &value, &dist)?;
+        if !log.kinds.contains_key(name) {
+            log.kinds.insert(name.to_string(), dist.clone());
         }
-        st.kinds.entry(name.to_string()).or_insert_with(|| dist.clone());
-        let t = &mut st.trials[idx];
+        let t = &mut log.trials[idx];
         t.params.insert(name.to_string(), value.clone());
         t.distributions.insert(name.to_string(), dist);
         Ok(value)
     }
 
-    pub(crate) fn report(&self, number: u64, step: u64, value: f64) -> Result<(), SearchError> {
-        let mut st = self.lock();
-        if let Some(db) = &self.db {
-            db.report(number, step, value)?;
-        }
-        st.trials[number as usize].intermediate.insert(step, value);
+    pub(crate) fn report(&self, number: u64, id: TrialId, step: u64, value: f64) -> Result<(), SearchError> {
+        let mut log = self.lock();
+        self.storage.set_trial_intermediate(id, step, value)?;
+        log.trials[number as usize].intermediate.insert(step, value);
+        Ok(())
+    }
+
+    pub(crate) fn set_trial_attr(
+        &self,
+        number: u64,
+        id: TrialId,
+        system: bool,
+        key: &str,
+        value: Value,
+    ) -> Result<(), SearchError> {
+        let mut log = self.lock();
+        let kind = if system { AttrKind::System } else { AttrKind::User };
+        self.storage.set_trial_attr(id, kind, key, &value)?;
+        let t = &mut log.trials[number as usize];
+        let attrs = if system { &mut t.system_attrs } else { &mut t.user_attrs };
+        attrs.insert(key.to_string(), value);
         Ok(())
     }
 
     pub(crate) fn should_prune(&self, number: u64) -> bool {
-        let st = self.lock();
-        self.pruner.prune(&st.trials, self.direction, &st.trials[number as usize])
+        if self.directions.len() > 1 {
+            return false;
+        }
+        let mut log = self.lock();
+        // Pruning is advice: on a failed read it is given from the trials already held, and the
+        // failure surfaces at the trial's next write.
+        let _ = self.refresh(&mut log);
+        let trial = &log.trials[number as usize];
+        self.pruner.prune(&log.trials, self.directions[0], trial)
     }
 
     pub(crate) fn last_step(&self, number: u64) -> Option<u64> {
         self.lock().trials[number as usize].last_intermediate().map(|(s, _)| s)
     }
 
-    /// A copy of trial `number`. Panics when there is no such trial.
-    pub fn trial(&self, number: u64) -> FrozenTrial {
+    /// This process's copy of one of its own trials.
+    pub(crate) fn own_trial(&self, number: u64) -> FrozenTrial {
         self.lock().trials[number as usize].clone()
     }
 
-    /// Every trial, by number: for an SQLite study, read afresh from the file (trials of other
-    /// processes included; this process's copy if the file cannot be read).
-    pub fn trials(&self) -> Vec<FrozenTrial> {
-        let mut st = self.lock();
-        if let Some(db) = &self.db {
-            // On a read failure the copy in memory is returned.
-            let _ = st.refresh(db);
-        }
-        st.trials.clone()
+    /// Every trial, by number, read afresh from the storage (other workers' included).
+    pub fn try_trials(&self) -> Result<Vec<FrozenTrial>, SearchError> {
+        let mut log = self.lock();
+        self.refresh(&mut log)?;
+        Ok(log.trials.clone())
     }
 
-    /// The number of trials recorded (any state).
+    /// Every trial, by number, read afresh from the storage (other workers' included). Panics
+    /// when the storage cannot be read; [`try_trials`](Self::try_trials) returns the error.
+    #[track_caller]
+    pub fn trials(&self) -> Vec<FrozenTrial> {
+        self.try_trials().unwrap_or_else(|e| panic!("study `{}`: {e} (try_trials returns this error)", self.name))
+    }
+
+    /// Trial `number`, read afresh. [`SearchError::NoSuchTrial`] if there is none.
+    pub fn try_trial(&self, number: u64) -> Result<FrozenTrial, SearchError> {
+        let mut log = self.lock();
+        self.refresh(&mut log)?;
+        log.trials
+            .get(number as usize)
+            .cloned()
+            .ok_or_else(|| SearchError::NoSuchTrial { study: self.name.clone(), number })
+    }
+
+    /// Trial `number`. Panics when there is no such trial or the storage cannot be read.
+    #[track_caller]
+    pub fn trial(&self, number: u64) -> FrozenTrial {
+        self.try_trial(number).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The number of trials recorded (any state). Panics when the storage cannot be read.
+    #[track_caller]
     pub fn n_trials(&self) -> usize {
         self.trials().len()
     }
 
-    /// The best complete trial (the first one on ties).
-    pub fn best_trial(&self) -> Option<FrozenTrial> {
-        let trials = self.trials();
-        let mut best: Option<&FrozenTrial> = None;
+    /// The best complete trial (the first one on ties), or `None` before any completes.
+    /// [`SearchError::MultiObjective`] for a study with several directions.
+    pub fn try_best_trial(&self) -> Result<Option<FrozenTrial>, SearchError> {
+        if self.directions.len() > 1 {
+            return Err(SearchError::MultiObjective { directions: self.directions.len(), operation: "best_trial" });
+        }
+        let trials = self.try_trials()?;
+        let dir = self.directions[0];
+        let mut best: Option<(f64, &FrozenTrial)> = None;
         for t in trials.iter().filter(|t| t.state == TrialState::Complete) {
-            let v = self.direction.loss(t.value.expect("a complete trial has a value"));
-            if best.is_none_or(|b| v < self.direction.loss(b.value.expect("complete"))) {
-                best = Some(t);
+            let Some(v) = t.value.map(|v| dir.loss(v)) else { continue };
+            if best.is_none_or(|(b, _)| v < b) {
+                best = Some((v, t));
             }
         }
-        best.cloned()
+        Ok(best.map(|(_, t)| t.clone()))
     }
 
-    /// The best value, if a trial completed.
+    /// The best complete trial (the first one on ties). Panics on a study with several
+    /// directions or when the storage cannot be read ([`try_best_trial`](Self::try_best_trial)
+    /// returns those errors).
+    #[track_caller]
+    pub fn best_trial(&self) -> Option<FrozenTrial> {
+        self.try_best_trial().unwrap_or_else(|e| panic!("study `{}`: {e}", self.name))
+    }
+
+    /// The best value, if a trial completed (panics as [`best_trial`](Self::best_trial)).
+    #[track_caller]
     pub fn best_value(&self) -> Option<f64> {
         self.best_trial().and_then(|t| t.value)
     }
 
-    /// The best trial's parameters.
+    /// The best trial's parameters (panics as [`best_trial`](Self::best_trial)).
+    #[track_caller]
     pub fn best_params(&self) -> Option<BTreeMap<String, ParamValue>> {
         self.best_trial().map(|t| t.params)
     }
 
-    /// For each trial number, the best value among complete trials up to it.
+    /// For each trial number, the best value among complete trials up to it (of the first
+    /// objective). Panics when the storage cannot be read.
+    #[track_caller]
     pub fn best_value_history(&self) -> Vec<Option<f64>> {
         let mut best: Option<f64> = None;
+        let dir = self.directions[0];
         self.trials()
             .iter()
             .map(|t| {
                 if let (TrialState::Complete, Some(v)) = (t.state, t.value) {
-                    if best.is_none_or(|b| self.direction.loss(v) < self.direction.loss(b)) {
+                    if best.is_none_or(|b| dir.loss(v) < dir.loss(b)) {
                         best = Some(v);
                     }
                 }
@@ -471,40 +484,96 @@ impl Study {
             .collect()
     }
 
-    /// All trials as CSV: `number,state,value,duration_s,params_<name>...` (names sorted; empty
-    /// cells for parameters a trial did not ask for).
-    pub fn to_csv(&self) -> String {
-        let trials = self.trials();
+    /// Sets a user attribute of the study (any JSON value).
+    pub fn set_user_attr(&self, key: &str, value: impl Into<Value>) -> Result<(), SearchError> {
+        self.storage.set_study_attr(self.id, AttrKind::User, key, &value.into())
+    }
+
+    /// The study's user attributes.
+    pub fn user_attrs(&self) -> Result<BTreeMap<String, Value>, SearchError> {
+        self.storage.study_attrs(self.id, AttrKind::User)
+    }
+
+    /// Sets a system attribute of the study (where samplers keep study-wide state).
+    pub fn set_system_attr(&self, key: &str, value: impl Into<Value>) -> Result<(), SearchError> {
+        self.storage.set_study_attr(self.id, AttrKind::System, key, &value.into())
+    }
+
+    /// The study's system attributes.
+    pub fn system_attrs(&self) -> Result<BTreeMap<String, Value>, SearchError> {
+        self.storage.study_attrs(self.id, AttrKind::System)
+    }
+
+    /// Every trial as CSV, one row per trial:
+    /// `number,state,value,duration_s,params_<name>...,datetime_start,datetime_complete,fail_reason,intermediate_values,user_attrs_<key>...`
+    /// (a study with several objectives has `values_1`... after `value`; names sorted; empty
+    /// cells for what a trial lacks; times in UTC; intermediate values as `step:value` joined by
+    /// `;`; attributes as JSON).
+    pub fn try_to_csv(&self) -> Result<String, SearchError> {
+        let trials = self.try_trials()?;
         let names: BTreeSet<&String> = trials.iter().flat_map(|t| t.params.keys()).collect();
-        let mut out = String::from("number,state,value,duration_s");
+        let attrs: BTreeSet<&String> = trials.iter().flat_map(|t| t.user_attrs.keys()).collect();
+        let mut out = String::from("number,state,value");
+        for i in 1..self.directions.len() {
+            let _ = write!(out, ",values_{i}");
+        }
+        out.push_str(",duration_s");
         for n in &names {
             out.push_str(",params_");
             out.push_str(&csv_cell(n));
         }
+        out.push_str(",datetime_start,datetime_complete,fail_reason,intermediate_values");
+        for a in &attrs {
+            out.push_str(",user_attrs_");
+            out.push_str(&csv_cell(a));
+        }
         out.push('\n');
+        let time = |t: Option<std::time::SystemTime>| t.map(timefmt_format).unwrap_or_default();
         for t in &trials {
-            let value = t.value.map(|v| v.to_string()).unwrap_or_default();
-            let dur = t.duration.map(|d| d.as_secs_f64().to_string()).unwrap_or_default();
-            let _ = write!(out, "{},{},{},{}", t.number, t.state, value, dur);
+            let _ = write!(out, "{},{}", t.number, t.state);
+            for i in 0..self.directions.len() {
+                let v = if i == 0 { t.value } else { t.values.get(i).copied() };
+                let _ = write!(out, ",{}", v.map(|v| v.to_string()).unwrap_or_default());
+            }
+            let _ = write!(out, ",{}", t.duration.map(|d| d.as_secs_f64().to_string()).unwrap_or_default());
             for n in &names {
                 out.push(',');
                 if let Some(v) = t.params.get(*n) {
                     out.push_str(&csv_cell(&v.to_string()));
                 }
             }
+            let steps: Vec<String> = t.intermediate.iter().map(|(s, v)| format!("{s}:{v}")).collect();
+            let _ = write!(
+                out,
+                ",{},{},{},{}",
+                time(t.datetime_start),
+                time(t.datetime_complete),
+                csv_cell(t.fail_reason.as_deref().unwrap_or("")),
+                csv_cell(&steps.join(";"))
+            );
+            for a in &attrs {
+                out.push(',');
+                if let Some(v) = t.user_attrs.get(*a) {
+                    out.push_str(&csv_cell(&v.to_string()));
+                }
+            }
             out.push('\n');
         }
-        out
+        Ok(out)
     }
 
-    /// Writes [`Study::to_csv`] to `path`.
+    /// [`try_to_csv`](Self::try_to_csv), panicking when the storage cannot be read.
+    #[track_caller]
+    pub fn to_csv(&self) -> String {
+        self.try_to_csv().unwrap_or_else(|e| panic!("study `{}`: {e} (try_to_csv returns this error)", self.name))
+    }
+
+    /// Writes [`Study::to_csv`] to `path` (an unreadable storage is an `io::Error` of kind
+    /// `Other` naming it).
     pub fn write_csv(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
-        std::fs::write(path, self.to_csv())
+        let csv = self.try_to_csv().map_err(std::io::Error::other)?;
+        std::fs::write(path, csv)
     }
-}
-
-fn mismatch(name: &str, prev: &Distribution, asked: &Distribution) -> SearchError {
-    SearchError::DistributionMismatch { name: name.to_string(), previous: prev.to_string(), asked: asked.to_string() }
 }
 
 /// Quotes a CSV cell when it holds a comma, a quote or a line break.
@@ -514,4 +583,47 @@ fn csv_cell(s: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// Every study of a storage (Optuna's `get_all_study_summaries`).
+pub fn study_summaries(storage: &dyn Storage) -> Result<Vec<StudySummary>, SearchError> {
+    storage.studies()
+}
+
+/// Deletes the study named `name` and its trials (Optuna's `delete_study`).
+pub fn delete_study(storage: &dyn Storage, name: &str) -> Result<(), SearchError> {
+    let id = storage.find_study(name)?.ok_or_else(|| SearchError::NoSuchStudy { name: name.to_string() })?;
+    storage.delete_study(id)
+}
+
+/// Copies study `from_name` of `from` into a new study `to_name` of `to`: directions, study
+/// attributes and every trial with its number, state, values, parameters, intermediate values,
+/// attributes and times (Optuna's `copy_study`).
+///
+/// ```
+/// use ferrograd_tuning::search::{copy_study, InMemoryStorage, SearchError, Study};
+/// use std::sync::Arc;
+/// let (a, b) = (Arc::new(InMemoryStorage::new()), Arc::new(InMemoryStorage::new()));
+/// let study = Study::builder().storage(a.clone()).create("s")?;
+/// study.optimize(4, |t| t.suggest_int("n", 0, 9, 1, false).map(|n| n as f64))?;
+/// copy_study(&*a, "s", &*b, "copy")?;
+/// assert_eq!(Study::builder().storage(b).load("copy")?.trials(), study.trials());
+/// # Ok::<(), SearchError>(())
+/// ```
+pub fn copy_study(from: &dyn Storage, from_name: &str, to: &dyn Storage, to_name: &str) -> Result<(), SearchError> {
+    let id = from.find_study(from_name)?.ok_or_else(|| SearchError::NoSuchStudy { name: from_name.to_string() })?;
+    let directions = from.study_directions(id)?;
+    let trials = from.read_trials(id, 0, &[])?;
+    let user = from.study_attrs(id, AttrKind::User)?;
+    let system = from.study_attrs(id, AttrKind::System)?;
+    let new = to.create_study(to_name, &directions)?;
+    for (kind, attrs) in [(AttrKind::User, user), (AttrKind::System, system)] {
+        for (k, v) in attrs {
+            to.set_study_attr(new, kind, &k, &v)?;
+        }
+    }
+    for mut t in trials {
+        to.create_trial(new, &mut t.trial, false, None)?;
+    }
+    Ok(())
 }

@@ -448,7 +448,11 @@ impl TpeSampler {
         let mut n_running = 0;
         for (i, t) in ctx.trials.iter().enumerate() {
             match t.state {
-                TrialState::Complete => complete.push((dir.loss(t.value.expect("complete")), i)),
+                TrialState::Complete => {
+                    if let Some(v) = t.value {
+                        complete.push((dir.loss(v), i));
+                    }
+                }
                 TrialState::Pruned => {
                     let (s, v) = t.last_intermediate().unwrap_or((0, f64::INFINITY));
                     let v = if v.is_nan() { f64::INFINITY } else { dir.loss(v) };
@@ -529,7 +533,16 @@ impl TpeSampler {
                 Some(s) => s.retain(|k, d| t.distributions.get(k) == Some(d)),
             }
         }
-        space.unwrap_or_default().into_iter().filter(|(_, d)| !d.is_single()).collect()
+        space.unwrap_or_default().into_iter().filter(|(_, d)| !d.is_single() && modelled(d)).collect()
+    }
+}
+
+/// Whether TPE models `dist`: a range whose width overflows (`[-1e308, 1e308]`) has no finite
+/// kernels and is sampled uniformly.
+fn modelled(dist: &Distribution) -> bool {
+    match Axis::of(dist) {
+        Axis::Num { low, high, .. } => (high - low).is_finite(),
+        Axis::Cat { .. } => true,
     }
 }
 
@@ -592,7 +605,7 @@ impl Sampler for TpeSampler {
         ctx: &SampleContext<'_>,
         rng: &mut StdRng,
     ) -> Result<BTreeMap<String, ParamValue>, SearchError> {
-        if !self.multivariate {
+        if !self.multivariate || ctx.directions.len() > 1 {
             return Ok(BTreeMap::new());
         }
         let Some(split) = self.split(ctx) else { return Ok(BTreeMap::new()) };
@@ -617,6 +630,9 @@ impl Sampler for TpeSampler {
         dist: &Distribution,
         rng: &mut StdRng,
     ) -> Result<f64, SearchError> {
+        if ctx.directions.len() > 1 || !modelled(dist) {
+            return Ok(sample_uniform(dist, rng));
+        }
         let Some(split) = self.split(ctx) else { return Ok(sample_uniform(dist, rng)) };
         let name = name.to_string();
         let axes = [(&name, dist, Axis::of(dist))];
@@ -681,7 +697,7 @@ mod tests {
         let mut trials = Vec::new();
         for i in 0..30u64 {
             let x = -5.0 + 10.0 * ((i * 7) % 30) as f64 / 29.0;
-            let mut t = FrozenTrial::new_running(i, BTreeMap::new());
+            let mut t = FrozenTrial { number: i, ..FrozenTrial::new(TrialState::Running) };
             t.params.insert("x".into(), ParamValue::Float(x));
             t.distributions.insert("x".into(), dist.clone());
             t.state = TrialState::Complete;
@@ -690,7 +706,7 @@ mod tests {
         }
         // Five workers are already evaluating points at the optimum.
         for i in 30..35u64 {
-            let mut t = FrozenTrial::new_running(i, BTreeMap::new());
+            let mut t = FrozenTrial { number: i, ..FrozenTrial::new(TrialState::Running) };
             t.params.insert("x".into(), ParamValue::Float(0.0));
             t.distributions.insert("x".into(), dist.clone());
             trials.push(t);
@@ -699,7 +715,13 @@ mod tests {
             let tpe = TpeSampler::new().constant_liar(liar);
             (0..200u64)
                 .map(|seed| {
-                    let ctx = SampleContext { trials: &trials, direction: Direction::Minimize, number: 35 };
+                    let ctx = SampleContext {
+                        trials: &trials,
+                        direction: Direction::Minimize,
+                        directions: &[Direction::Minimize],
+                        finished: &[],
+                        number: 35,
+                    };
                     let mut rng = StdRng::seed_from_u64(seed);
                     tpe.sample_independent(&ctx, "x", &dist, &mut rng).unwrap().abs()
                 })

@@ -3,25 +3,61 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
+use serde_json::Value;
 
 use super::distribution::{Distribution, ParamValue};
 use super::error::SearchError;
+use super::storage::TrialId;
 use super::study::Study;
 
-/// Where a trial stands.
+/// Where a trial stands (Optuna's states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TrialState {
     /// Being evaluated.
     Running,
-    /// Finished with a value.
+    /// Finished with its values.
     Complete,
     /// Stopped early by the pruner.
     Pruned,
-    /// The objective returned an error or NaN (or a sampler could not propose a value).
+    /// The objective returned an error or NaN, panicked, or its worker stopped beating.
     Failed,
+    /// Enqueued ([`Study::enqueue_trial`], or a retry of a failed trial): the next worker to ask
+    /// for a trial takes it.
+    Waiting,
+}
+
+impl TrialState {
+    /// Whether the trial is finished (complete, pruned or failed): it will never change again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, TrialState::Complete | TrialState::Pruned | TrialState::Failed)
+    }
+
+    /// The name Optuna stores (`RUNNING`, `COMPLETE`, `PRUNED`, `FAIL`, `WAITING`).
+    pub fn optuna_name(self) -> &'static str {
+        match self {
+            TrialState::Running => "RUNNING",
+            TrialState::Complete => "COMPLETE",
+            TrialState::Pruned => "PRUNED",
+            TrialState::Failed => "FAIL",
+            TrialState::Waiting => "WAITING",
+        }
+    }
+
+    /// The state of an Optuna name, if it is one.
+    pub fn from_optuna_name(name: &str) -> Option<TrialState> {
+        Some(match name {
+            "RUNNING" => TrialState::Running,
+            "COMPLETE" => TrialState::Complete,
+            "PRUNED" => TrialState::Pruned,
+            "FAIL" => TrialState::Failed,
+            "WAITING" => TrialState::Waiting,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for TrialState {
@@ -31,47 +67,105 @@ impl fmt::Display for TrialState {
             TrialState::Complete => "COMPLETE",
             TrialState::Pruned => "PRUNED",
             TrialState::Failed => "FAILED",
+            TrialState::Waiting => "WAITING",
         })
     }
 }
 
 /// The study's record of one trial.
+///
+/// `fixed_params` and `fail_reason` are stored as the system attributes `fixed_params` and
+/// `fail_reason` (the names Optuna uses) and are not repeated in `system_attrs`; `value` and
+/// `duration` are derived from `values` and the two times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrozenTrial {
-    /// The trial's number, unique in the study, from 0.
+    /// The trial's number, unique in the study, from 0, without gaps.
     pub number: u64,
     /// Its state.
     pub state: TrialState,
-    /// The objective's value, for complete trials.
+    /// The first objective's value (of a complete trial, or as an Optuna study recorded it).
     pub value: Option<f64>,
+    /// Every objective's value, one per study direction (empty when none is recorded).
+    pub values: Vec<f64>,
     /// The parameters asked for, by name.
     pub params: BTreeMap<String, ParamValue>,
     /// The distribution each parameter was drawn from.
     pub distributions: BTreeMap<String, Distribution>,
-    /// Values proposed at the trial's start by a relative sampler (a grid point, a joint TPE
-    /// draw); used when the objective asks for those names.
+    /// Values fixed before the objective asks for them (an enqueued trial's, a grid point); used
+    /// when the objective asks for those names.
     pub fixed_params: BTreeMap<String, ParamValue>,
     /// Intermediate values reported with [`Trial::report`], by step.
     pub intermediate: BTreeMap<u64, f64>,
+    /// User attributes ([`Trial::set_user_attr`]), as JSON.
+    pub user_attrs: BTreeMap<String, Value>,
+    /// System attributes (samplers' state, retry bookkeeping), as JSON.
+    pub system_attrs: BTreeMap<String, Value>,
     /// Why a failed trial failed.
     pub fail_reason: Option<String>,
+    /// When the trial started (the storage's clock; `None` for a waiting trial).
+    pub datetime_start: Option<SystemTime>,
+    /// When the trial finished.
+    pub datetime_complete: Option<SystemTime>,
     /// Wall time of a finished trial.
     pub duration: Option<Duration>,
 }
 
 impl FrozenTrial {
-    pub(crate) fn new_running(number: u64, fixed_params: BTreeMap<String, ParamValue>) -> Self {
+    /// An empty record in `state`, for [`Study::add_trial`]: add values, parameters and
+    /// attributes with the `with_*` methods.
+    ///
+    /// ```
+    /// use ferrograd_tuning::search::{Distribution, FrozenTrial, ParamValue, Study, TrialState};
+    /// let study = Study::builder().build();
+    /// let x = Distribution::Float { low: 0.0, high: 1.0, log: false, step: None };
+    /// let t = FrozenTrial::new(TrialState::Complete).with_values(&[0.25]).with_param("x", 0.5, x);
+    /// assert_eq!(study.add_trial(t)?, 0);
+    /// assert_eq!(study.best_params().unwrap()["x"], ParamValue::Float(0.5));
+    /// # Ok::<(), ferrograd_tuning::search::SearchError>(())
+    /// ```
+    pub fn new(state: TrialState) -> Self {
         FrozenTrial {
-            number,
-            state: TrialState::Running,
+            number: 0,
+            state,
             value: None,
+            values: Vec::new(),
             params: BTreeMap::new(),
             distributions: BTreeMap::new(),
-            fixed_params,
+            fixed_params: BTreeMap::new(),
             intermediate: BTreeMap::new(),
+            user_attrs: BTreeMap::new(),
+            system_attrs: BTreeMap::new(),
             fail_reason: None,
+            datetime_start: None,
+            datetime_complete: None,
             duration: None,
         }
+    }
+
+    /// The objectives' values.
+    pub fn with_values(mut self, values: &[f64]) -> Self {
+        self.values = values.to_vec();
+        self.value = values.first().copied();
+        self
+    }
+
+    /// A parameter and its distribution.
+    pub fn with_param(mut self, name: &str, value: impl Into<ParamValue>, dist: Distribution) -> Self {
+        self.params.insert(name.to_string(), value.into());
+        self.distributions.insert(name.to_string(), dist);
+        self
+    }
+
+    /// An intermediate value.
+    pub fn with_intermediate(mut self, step: u64, value: f64) -> Self {
+        self.intermediate.insert(step, value);
+        self
+    }
+
+    /// A user attribute.
+    pub fn with_user_attr(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.user_attrs.insert(key.to_string(), value.into());
+        self
     }
 
     /// The internal `f64` of parameter `name` (index for categories), if present.
@@ -84,6 +178,21 @@ impl FrozenTrial {
     pub fn last_intermediate(&self) -> Option<(u64, f64)> {
         self.intermediate.iter().next_back().map(|(s, v)| (*s, *v))
     }
+
+    /// For a retry of a failed trial, the number of the trial first retried (Optuna's
+    /// `RetryFailedTrialCallback.retried_trial_number`).
+    pub fn retried_trial_number(&self) -> Option<u64> {
+        self.system_attrs.get("failed_trial").and_then(Value::as_u64)
+    }
+
+    /// Fills `value` and `duration` from `values` and the times.
+    pub(crate) fn derive(&mut self) {
+        self.value = self.values.first().copied();
+        self.duration = match (self.datetime_start, self.datetime_complete) {
+            (Some(a), Some(b)) => Some(b.duration_since(a).unwrap_or_default()),
+            _ => None,
+        };
+    }
 }
 
 /// One evaluation of the objective: ask it for parameters, report intermediate values.
@@ -94,6 +203,7 @@ impl FrozenTrial {
 /// study.optimize(5, |t| {
 ///     let x = t.suggest_float("x", -1.0, 1.0, false)?;
 ///     let kind: &str = t.suggest_categorical("kind", &["a", "b"])?;
+///     t.set_user_attr("note", format!("x = {x:.2}"))?;
 ///     Ok::<_, SearchError>(x * x + if kind == "a" { 0.0 } else { 1.0 })
 /// })?;
 /// assert_eq!(study.trials().len(), 5);
@@ -102,6 +212,7 @@ impl FrozenTrial {
 pub struct Trial<'s> {
     pub(crate) study: &'s Study,
     pub(crate) number: u64,
+    pub(crate) id: TrialId,
     pub(crate) rng: StdRng,
     pub(crate) fixed: BTreeMap<String, ParamValue>,
     /// A storage failure while reporting, raised when the trial ends.
@@ -156,18 +267,19 @@ impl Trial<'_> {
 
     /// Asks for a value of `name` from `dist` (the general form of the `suggest_*` methods).
     pub fn suggest(&mut self, name: &str, dist: Distribution) -> Result<ParamValue, SearchError> {
-        self.study.suggest(self.number, &mut self.rng, &self.fixed, name, dist)
+        self.study.suggest(self.number, self.id, &mut self.rng, &self.fixed, name, dist)
     }
 
     /// Records the objective's intermediate `value` at `step` (an epoch, a resource count).
-    /// For an SQLite study a write failure is kept and returned by `optimize` when the trial ends.
+    /// A storage failure is kept and returned by `optimize` when the trial ends.
     pub fn report(&mut self, step: u64, value: f64) {
-        if let Err(e) = self.study.report(self.number, step, value) {
+        if let Err(e) = self.study.report(self.number, self.id, step, value) {
             self.storage_error.get_or_insert(e);
         }
     }
 
     /// Whether the pruner advises stopping this trial now; if so, return `Err(trial.pruned())`.
+    /// Always `false` in a study with several objectives (as in Optuna).
     pub fn should_prune(&self) -> bool {
         self.study.should_prune(self.number)
     }
@@ -179,6 +291,26 @@ impl Trial<'_> {
 
     /// The parameters asked for so far.
     pub fn params(&self) -> BTreeMap<String, ParamValue> {
-        self.study.trial(self.number).params
+        self.study.own_trial(self.number).params
+    }
+
+    /// Sets a user attribute of this trial (any JSON value; shown by optuna-dashboard).
+    pub fn set_user_attr(&mut self, key: &str, value: impl Into<Value>) -> Result<(), SearchError> {
+        self.study.set_trial_attr(self.number, self.id, false, key, value.into())
+    }
+
+    /// Sets a system attribute of this trial (samplers keep their state there).
+    pub fn set_system_attr(&mut self, key: &str, value: impl Into<Value>) -> Result<(), SearchError> {
+        self.study.set_trial_attr(self.number, self.id, true, key, value.into())
+    }
+
+    /// The user attributes set so far.
+    pub fn user_attrs(&self) -> BTreeMap<String, Value> {
+        self.study.own_trial(self.number).user_attrs
+    }
+
+    /// The study this trial belongs to.
+    pub fn study(&self) -> &Study {
+        self.study
     }
 }

@@ -1,0 +1,88 @@
+//! Kernels that split their work over threads give bit-identical results whatever the thread
+//! count: convolutions (forward, input and weight gradients, where the weight gradient is a
+//! reduction over the batch) and matrix products (batch entries, row and column blocks).
+//!
+//! The thread settings are process-wide, so one test sets them and checks every kernel in turn.
+
+use ferrograd_tensor::rand::{rngs::StdRng, SeedableRng};
+use ferrograd_tensor::{
+    min_work_per_thread, num_threads, set_min_work_per_thread, set_num_threads, Conv2dOptions, Element, Float, Tensor,
+};
+
+/// The bits of every element, so that `-0.0` and `0.0` (or two NaNs) are told apart.
+fn bits<E: Element + Into<f64>>(t: &Tensor<E>) -> Vec<u64> {
+    t.to_vec().into_iter().map(|v| v.into().to_bits()).collect()
+}
+
+/// Runs `f` on 1, 2 and 3 threads and asserts the results are bit-identical to the first.
+fn same_on_1_2_3_threads(what: &str, f: impl Fn() -> Vec<Vec<u64>>) {
+    set_num_threads(1);
+    let one = f();
+    for threads in [2, 3] {
+        set_num_threads(threads);
+        let many = f();
+        for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+            let diff = a.iter().zip(b).filter(|(u, v)| u != v).count();
+            assert!(
+                diff == 0,
+                "{what}, result {i}: {diff} of {} elements differ between 1 and {threads} threads",
+                a.len()
+            );
+        }
+    }
+}
+
+/// Input `[n, c, h, w]`, weight `[o, c / groups, k, k]`, padding `pad`, stride 1 (the kernels
+/// that split the batch) or 2 (im2col).
+fn conv_case(n: usize, (c, o, groups): (usize, usize, usize), side: usize, k: usize, pad: usize, stride: usize) {
+    let mut rng = StdRng::seed_from_u64((n * 1000 + c * 100 + o * 10 + stride) as u64);
+    let opts = Conv2dOptions { stride: [stride, stride], padding: [pad, pad], groups, ..Default::default() };
+    let x = Tensor::<f32>::rand_uniform(&[n, c, side, side], -1.0, 1.0, &mut rng);
+    let w = Tensor::<f32>::rand_uniform(&[o, c / groups, k, k], -0.5, 0.5, &mut rng);
+    let y = x.conv2d(&w, None, &opts);
+    let gy = Tensor::<f32>::rand_uniform(y.shape(), -1.0, 1.0, &mut rng);
+    same_on_1_2_3_threads(&format!("conv2d x {:?} w {:?} {opts:?}", x.shape(), w.shape()), || {
+        vec![
+            bits(&x.conv2d(&w, None, &opts)),
+            bits(&Tensor::conv2d_input_grad(&gy, &w, x.shape(), &opts)),
+            bits(&Tensor::conv2d_weight_grad(&x, &gy, w.shape(), &opts)),
+        ]
+    });
+}
+
+/// `a @ b^T` and `a^T @ b` (transposing the last two dims) for `a` `[.., m, k]` and `b` `[.., n, k]`.
+fn matmul_case<E: Float + Into<f64>>(a: &[usize], b: &[usize]) {
+    let mut rng = StdRng::seed_from_u64((a.iter().sum::<usize>() * 31 + b.iter().sum::<usize>()) as u64);
+    let (lo, hi) = (E::from_f64(-1.0), E::from_f64(1.0));
+    let x = Tensor::<E>::rand_uniform(a, lo, hi, &mut rng);
+    let y = Tensor::<E>::rand_uniform(b, lo, hi, &mut rng);
+    same_on_1_2_3_threads(&format!("matmul {a:?} @ {b:?}^T"), || {
+        vec![
+            bits(&x.matmul(&y.transpose(-1, -2))),
+            bits(&y.transpose(-1, -2).contiguous().transpose(-1, -2).matmul(&x.transpose(-1, -2))),
+        ]
+    });
+}
+
+#[test]
+fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
+    let (old_threads, old_min_work) = (num_threads(), min_work_per_thread());
+    // Every split that can happen does: the batches and products below are small.
+    set_min_work_per_thread(0);
+    // LeNet's convolutions (padded and not; batches whose weight gradients make 3 blocks of
+    // 2^22 multiply-adds, split unevenly over 2 threads), groups, and the im2col path.
+    conv_case(96, (1, 6, 1), 28, 5, 2, 1);
+    conv_case(40, (6, 16, 1), 14, 5, 0, 1);
+    conv_case(7, (4, 6, 2), 11, 3, 1, 1);
+    conv_case(5, (3, 4, 1), 12, 3, 1, 2);
+    // Row blocks, column blocks, batch entries, and a batch split into blocks.
+    matmul_case::<f32>(&[96, 70], &[50, 70]);
+    matmul_case::<f32>(&[20, 70], &[90, 70]);
+    matmul_case::<f64>(&[5, 33, 40], &[5, 17, 40]);
+    matmul_case::<f64>(&[2, 64, 30], &[2, 48, 30]);
+    // At the default threshold, as training LeNet at batch 64 runs its second convolution.
+    set_min_work_per_thread(1 << 22);
+    conv_case(64, (6, 16, 1), 14, 5, 0, 1);
+    set_num_threads(old_threads);
+    set_min_work_per_thread(old_min_work);
+}
