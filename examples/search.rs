@@ -1,13 +1,15 @@
 //! Hyperparameter search with TPE and a median pruner: an MLP on an MNIST subset, tuning the
 //! learning rate (log scale), the hidden width, the weight decay and the dropout. The study lives
 //! in an SQLite file, so running the program again continues it (new trials get new numbers and
-//! TPE learns from the earlier ones).
+//! TPE learns from the earlier ones). Each trial is trained by ferrograd-train's `Learner`: the
+//! validation accuracy after each epoch goes to the pruner through a small callback.
 //!
 //! ```sh
 //! cargo run --release --example search -- [--trials 20] [--db search_study.db] [--train 10000]
 //!     [--valid 2000] [--epochs 5] [--seed 0] [--data-dir data/mnist] [--csv search_trials.csv]
 //! ```
 
+use std::cell::Cell;
 use std::error::Error;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,9 +18,9 @@ use ferrograd::nn::data::{DataLoader, Mnist, TensorDataset};
 use ferrograd::nn::layers::{Dropout, Linear, ReLU, Sequential};
 use ferrograd::nn::loss::cross_entropy;
 use ferrograd::nn::Module;
-use ferrograd::optim::{Adam, GroupOptions, Optim, Optimizer};
-use ferrograd::prelude::*;
+use ferrograd::optim::{Adam, GroupOptions, Optim};
 use ferrograd::tensor::rand::{rngs::StdRng, SeedableRng};
+use ferrograd::train::{Accuracy, Batch, Callback, Context, Control, DataSource, EpochLogs, Learner, TrainError};
 use ferrograd::tuning::search::{Direction, MedianPruner, ParamValue, Study, TpeSampler, Trial, TrialState};
 
 struct Args {
@@ -71,17 +73,44 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Accuracy of `model` on a dataset, without a graph.
-fn accuracy(model: &Sequential, data: &TensorDataset<f32, i64>) -> f64 {
-    model.eval();
-    let n = data.targets().numel();
-    let correct = no_grad(|| {
-        let x = Var::constant(data.inputs().reshape(&[n, 784]));
-        let pred = model.forward(&x).data().argmax(1, false);
-        pred.eq(data.targets()).to_vec().iter().filter(|&&b| b).count()
-    });
-    model.train(true);
-    correct as f64 / n as f64
+/// A dataset's images flattened to 784 columns, in the loader's batches; the Learner's epoch
+/// `e` is the loader's epoch `e + 1` (the hand-written loop this example had counted from 1, so
+/// a trial sees the same batches as before).
+struct Flat(DataLoader<f32, i64>);
+
+impl DataSource for Flat {
+    fn epoch_len(&self, epoch: u64) -> usize {
+        DataSource::<f32, i64>::epoch_len(&self.0, epoch + 1)
+    }
+
+    fn batches(&self, epoch: u64, start: usize) -> Box<dyn Iterator<Item = Batch> + '_> {
+        Box::new(DataSource::batches(&self.0, epoch + 1, start).map(|mut b| {
+            b.inputs = b.inputs.reshape(&[b.len(), 784]);
+            b
+        }))
+    }
+}
+
+/// Reports each epoch's validation accuracy to the trial (epochs from 1) and stops the run when
+/// the pruner says so.
+struct Pruning<'t, 's> {
+    trial: &'t mut Trial<'s>,
+    pruned: &'t Cell<bool>,
+}
+
+impl Callback for Pruning<'_, '_> {
+    fn name(&self) -> String {
+        "Pruning".into()
+    }
+
+    fn on_epoch_end(&mut self, ctx: &mut Context<'_>, logs: &EpochLogs) -> Result<Control, TrainError> {
+        self.trial.report(ctx.epoch as u64 + 1, logs.get("val_accuracy").unwrap_or(f64::NAN));
+        if self.trial.should_prune() {
+            self.pruned.set(true);
+            return Ok(Control::Stop);
+        }
+        Ok(Control::Continue)
+    }
 }
 
 /// One trial: asks for the hyperparameters, trains, reports validation accuracy each epoch.
@@ -103,26 +132,21 @@ fn objective(
         .add(ReLU)
         .add(Dropout::new(dropout, seed))
         .add(Linear::new(h, 10, &mut rng));
-    let mut opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(lr).weight_decay(weight_decay));
-    let loader = DataLoader::new(train.clone(), 64).shuffle(seed);
-    let mut acc = 0.0;
-    for epoch in 1..=epochs {
-        for (images, labels) in loader.iter_epoch(epoch) {
-            let n = labels.numel();
-            let logits = model.forward(&Var::constant(images.reshape(&[n, 784])));
-            let loss = cross_entropy(&logits, &labels);
-            if !loss.item().is_finite() {
-                return Err(format!("loss {} at epoch {epoch}", loss.item()).into());
-            }
-            opt.step(&loss.backward());
-        }
-        acc = accuracy(&model, valid);
-        t.report(epoch, acc);
-        if t.should_prune() {
-            return Err(t.pruned().into());
-        }
+    let opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(lr).weight_decay(weight_decay));
+    let loader = Flat(DataLoader::new(train.clone(), 64).shuffle(seed));
+    // The whole validation set as one batch.
+    let valid = Flat(DataLoader::new(valid.clone(), valid.targets().numel()));
+    let pruned = Cell::new(false);
+    let mut learner = Learner::new(&model, opt, cross_entropy)
+        .metric(Accuracy::new())
+        .callback(Pruning { trial: &mut *t, pruned: &pruned })
+        .quiet();
+    let history = learner.fit(&loader, Some(&valid), epochs as usize)?;
+    drop(learner);
+    if pruned.get() {
+        return Err(t.pruned().into());
     }
-    Ok(acc)
+    Ok(history.last().and_then(|e| e.get("val_accuracy")).unwrap_or(0.0))
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
