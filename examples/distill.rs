@@ -4,7 +4,9 @@
 //! batch order, for the same 20 epochs of Adam (lr 1e-3): alone on the hard labels, and distilled
 //! from the teacher (T = 4, alpha = 0.9, the teacher's logits computed once for the whole run).
 //! Prints the test errors of the three per seed and a verdict: does the distilled student make
-//! fewer test errors than the student trained alone on every seed?
+//! fewer test errors than the student trained alone on every seed? All three are trained by
+//! ferrograd-train's `Learner`; the distilled student through a step of its own (the combined
+//! soft and hard loss against the cached teacher logits, looked up by each batch's indices).
 //!
 //! ```sh
 //! cargo run --release --example distill -- [--seeds 3] [--teacher-epochs 10] [--student-epochs 20]
@@ -40,10 +42,11 @@ use ferrograd::nn::data::{DataLoader, Mnist, TensorDataset};
 use ferrograd::nn::layers::{Dropout, Linear, ReLU, Sequential};
 use ferrograd::nn::loss::cross_entropy;
 use ferrograd::nn::Module;
-use ferrograd::optim::{Adam, CosineAnnealingLR, GroupOptions, Optim, Optimizer};
+use ferrograd::optim::{Adam, CosineAnnealingLR, GroupOptions, Optim};
 use ferrograd::prelude::*;
 use ferrograd::tensor::rand::{rngs::StdRng, SeedableRng};
-use ferrograd::tuning::distill::{distill_epoch_cached, DistillOptions, TeacherCache};
+use ferrograd::train::{Learner, LrSchedule, StepOutput, TrainError};
+use ferrograd::tuning::distill::{distillation_loss, DistillOptions, TeacherCache};
 
 /// Misclassified test images.
 fn test_errors(model: &Sequential, x: &Tensor<f32>, y: &Tensor<i64>) -> usize {
@@ -72,37 +75,40 @@ fn student(seed: u64, hidden: usize) -> Sequential {
 }
 
 /// Trains the teacher on the hard labels, the learning rate annealed along a cosine to 0.
-fn train_teacher(model: &Sequential, loader: &DataLoader, epochs: usize) {
-    let mut opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(1e-3));
-    let mut schedule = CosineAnnealingLR::on(&mut opt, epochs as u64, 0.0);
-    for epoch in 0..epochs as u64 {
-        for (x, y) in loader.iter_epoch(epoch) {
-            opt.step(&cross_entropy(&model.forward(&Var::constant(x)), &y).backward());
-        }
-        schedule.step(&mut opt);
-    }
+fn train_teacher(model: &Sequential, loader: &DataLoader, epochs: usize) -> Result<(), TrainError> {
+    let opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(1e-3));
+    Learner::new(model, opt, cross_entropy)
+        .callback(LrSchedule::per_epoch(CosineAnnealingLR::new(1e-3, epochs as u64, 0.0)))
+        .quiet()
+        .fit(loader, None, epochs)?;
+    Ok(())
 }
 
-fn train_alone(model: &Sequential, loader: &DataLoader, epochs: usize) {
-    let mut opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(1e-3));
-    for epoch in 0..epochs as u64 {
-        for (x, y) in loader.iter_epoch(epoch) {
-            opt.step(&cross_entropy(&model.forward(&Var::constant(x)), &y).backward());
-        }
-    }
+fn train_alone(model: &Sequential, loader: &DataLoader, epochs: usize) -> Result<(), TrainError> {
+    let opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(1e-3));
+    Learner::new(model, opt, cross_entropy).quiet().fit(loader, None, epochs)?;
+    Ok(())
 }
 
+/// The student trained on the distillation loss: the teacher's cached logits of each batch are
+/// looked up by the batch's dataset indices.
 fn train_distilled(
     model: &Sequential,
     cache: &TeacherCache<f32>,
     loader: &DataLoader,
     epochs: usize,
     opts: &DistillOptions,
-) {
-    let mut opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(1e-3));
-    for epoch in 0..epochs as u64 {
-        distill_epoch_cached(model, cache, loader, &mut opt, epoch, opts);
-    }
+) -> Result<(), TrainError> {
+    let opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(1e-3));
+    Learner::new(model, opt, cross_entropy)
+        .train_step(|_, batch| {
+            let logits = model.forward(&Var::constant(batch.inputs.clone()));
+            let teacher = cache.logits().index_select(0, &batch.indices);
+            StepOutput::new(distillation_loss(&logits, &teacher, &batch.targets, opts.temperature, opts.alpha))
+        })
+        .quiet()
+        .fit(loader, None, epochs)?;
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -147,17 +153,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         let t0 = Instant::now();
         let loader = DataLoader::new(train.clone(), 128).shuffle(seed);
         let teacher = teacher(seed);
-        train_teacher(&teacher, &loader, teacher_epochs);
+        train_teacher(&teacher, &loader, teacher_epochs)?;
         let teacher_err = test_errors(&teacher, &test_x, &test_y);
         let cache = TeacherCache::new(&teacher, &loader);
 
         let alone = student(seed, hidden);
-        train_alone(&alone, &loader, student_epochs);
+        train_alone(&alone, &loader, student_epochs)?;
         let alone_err = test_errors(&alone, &test_x, &test_y);
 
         let distilled = student(seed, hidden);
         let opts = DistillOptions { temperature, alpha, cache_teacher: false };
-        train_distilled(&distilled, &cache, &loader, student_epochs, &opts);
+        train_distilled(&distilled, &cache, &loader, student_epochs, &opts)?;
         let distilled_err = test_errors(&distilled, &test_x, &test_y);
 
         wins += u64::from(distilled_err < alone_err);
