@@ -7,6 +7,7 @@
 //! ```sh
 //! cargo run --release --example search -- [--trials 20] [--db search_study.db] [--train 10000]
 //!     [--valid 2000] [--epochs 5] [--seed 0] [--data-dir data/mnist] [--csv search_trials.csv]
+//!     [--plots search_plots]
 //! ```
 
 use std::cell::Cell;
@@ -21,6 +22,7 @@ use ferrograd::nn::Module;
 use ferrograd::optim::{Adam, GroupOptions, Optim};
 use ferrograd::tensor::rand::{rngs::StdRng, SeedableRng};
 use ferrograd::train::{Accuracy, Batch, Callback, Context, Control, DataSource, EpochLogs, Learner, TrainError};
+use ferrograd::tuning::plots::write_study_plots;
 use ferrograd::tuning::search::{Direction, MedianPruner, ParamValue, Study, TpeSampler, Trial, TrialState};
 
 struct Args {
@@ -32,6 +34,7 @@ struct Args {
     seed: u64,
     data_dir: PathBuf,
     csv: PathBuf,
+    plots: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 0,
         data_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")),
         csv: PathBuf::from("search_trials.csv"),
+        plots: PathBuf::from("search_plots"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,9 +62,10 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => a.seed = value()?.parse().map_err(|_| bad("seed"))?,
             "--data-dir" => a.data_dir = PathBuf::from(value()?),
             "--csv" => a.csv = PathBuf::from(value()?),
+            "--plots" => a.plots = PathBuf::from(value()?),
             "-h" | "--help" => {
                 println!(
-                    "flags: --trials N --db FILE --train N --valid N --epochs N --seed N --data-dir DIR --csv FILE"
+                    "flags: --trials N --db FILE --train N --valid N --epochs N --seed N --data-dir DIR --csv FILE --plots DIR"
                 );
                 std::process::exit(0);
             }
@@ -209,5 +214,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     study.write_csv(&args.csv)?;
     println!("all trials in {} (run again to continue the study)", args.csv.display());
+    // Best value so far and every trial's value, and the pruned and complete trials' curves.
+    let plots = write_study_plots(&study, &args.plots, None)?;
+    let names: Vec<String> = plots.iter().map(|p| p.display().to_string()).collect();
+    println!("plots: {}", names.join(", "));
     Ok(())
 }
