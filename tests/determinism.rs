@@ -1,5 +1,6 @@
 //! With a seed, training is bit-identical across runs and across thread counts: a few Adam steps
-//! of the MLP and of LeNet-5 (the models of `examples/mnist_mlp.rs` and `examples/mnist_cnn.rs`)
+//! of the MLP, of LeNet-5 (the models of `examples/mnist_mlp.rs` and `examples/mnist_cnn.rs`)
+//! and of a two-layer bidirectional LSTM reading images row by row (`examples/mnist_lstm.rs`)
 //! on 1, 2 and 3 threads end with the same parameters, bit for bit, and the same losses.
 //!
 //! The thread settings are process-wide, so one test sets them and trains both models in turn.
@@ -8,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use ferrograd::nn::layers::{Conv2d, Conv2dConfig, Flatten, Linear, MaxPool2d, ReLU, Sequential};
+use ferrograd::nn::layers::{Conv2d, Conv2dConfig, Flatten, Linear, MaxPool2d, RNNConfig, ReLU, Sequential, LSTM};
 use ferrograd::nn::loss::cross_entropy;
 use ferrograd::nn::Module;
 use ferrograd::optim::{Adam, GroupOptions, Optim, Optimizer};
@@ -42,10 +43,34 @@ fn lenet(rng: &mut StdRng) -> Sequential {
         .add(Linear::new(84, 10, rng))
 }
 
+/// An LSTM (2 layers, bidirectional) over an image's rows, its last layer's final hidden states
+/// (both directions) to 10 logits.
+#[derive(Module)]
+#[module(forward = logits)]
+struct RowLstm {
+    lstm: LSTM,
+    head: Linear,
+}
+
+impl RowLstm {
+    fn new(rng: &mut StdRng) -> Self {
+        let config = RNNConfig { batch_first: true, num_layers: 2, bidirectional: true, ..Default::default() };
+        RowLstm { lstm: LSTM::with_config(28, 24, config, rng), head: Linear::new(48, 10, rng) }
+    }
+
+    fn logits(&self, images: &Var) -> Var {
+        let b = images.shape()[0];
+        let (_, (h_n, _)) = self.lstm.forward(&images.reshape(&[b, 28, 28]), None, None);
+        // h_n is [layers * directions, B, hidden]: the last layer's two directions side by side.
+        let last = Var::cat(&[&h_n.select(0, 2), &h_n.select(0, 3)], 1);
+        self.head.forward(&last)
+    }
+}
+
 /// The parameters' bits after `steps` Adam steps on seeded random batches of `batch` images of
 /// `image` shape, and the bits of every loss.
-fn train(
-    model: fn(&mut StdRng) -> Sequential,
+fn train<M: Module>(
+    model: fn(&mut StdRng) -> M,
     image: &[usize],
     batch: usize,
     steps: usize,
@@ -94,6 +119,7 @@ fn mlp_and_lenet_train_bit_identically_on_1_2_and_3_threads() {
     // Batch 64 as in examples/mnist_cnn.rs: the convolutions' weight gradients are big enough
     // to be cut into blocks (2 and 5) that the threads share.
     same_on_1_2_3_threads("lenet", || train(lenet, &[1, 28, 28], 64, 2));
+    same_on_1_2_3_threads("lstm", || train(RowLstm::new, &[1, 28, 28], 32, 2));
     set_num_threads(old_threads);
     set_min_work_per_thread(old_min_work);
 }
