@@ -56,7 +56,12 @@ impl fmt::Display for GradcheckError {
 
 impl std::error::Error for GradcheckError {}
 
-fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+// The three helpers below are shared with ferrograd-nn's module checks (`nn::check`), which
+// perturb parameters and inputs the same way; they are not part of the documented API.
+
+/// The multi-index of flat row-major position `i` in `shape`.
+#[doc(hidden)]
+pub fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
     let mut idx = vec![0; shape.len()];
     for d in (0..shape.len()).rev() {
         idx[d] = i % shape[d];
@@ -67,7 +72,8 @@ fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
 
 /// Inputs whose layout repeats elements (broadcast views) are made contiguous: a perturbation
 /// must move one logical element, not every element that shares its storage.
-fn perturbable(t: &Tensor<f64>) -> Tensor<f64> {
+#[doc(hidden)]
+pub fn perturbable(t: &Tensor<f64>) -> Tensor<f64> {
     let repeats = t.strides().iter().zip(t.shape()).any(|(&s, &d)| s == 0 && d > 1);
     if repeats {
         t.contiguous()
@@ -78,7 +84,8 @@ fn perturbable(t: &Tensor<f64>) -> Tensor<f64> {
 
 /// `t` with one logical element moved by `delta`, in the same layout (so the op under test
 /// still sees strided inputs).
-fn nudged(t: &Tensor<f64>, idx: &[usize], delta: f64) -> Tensor<f64> {
+#[doc(hidden)]
+pub fn nudged(t: &Tensor<f64>, idx: &[usize], delta: f64) -> Tensor<f64> {
     let mut storage = t.storage().to_vec();
     storage[t.layout().index_of(idx)] += delta;
     Tensor::from_parts(storage, t.layout().clone()).expect("same layout over a same-sized storage")

@@ -23,6 +23,7 @@
 
 use std::fmt;
 
+use ferrograd_autograd::check::{nudged, perturbable, unravel};
 use ferrograd_autograd::{enable_grad, grad_with, no_grad, BackwardOptions, NodeId, Param, Var};
 use ferrograd_tensor::Tensor;
 
@@ -312,32 +313,4 @@ fn compare(
         }
     }
     Ok(())
-}
-
-fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        idx[d] = i % shape[d];
-        i /= shape[d];
-    }
-    idx
-}
-
-/// Inputs whose layout repeats elements (broadcast views) are made contiguous: a perturbation
-/// must move one logical element, not every element that shares its storage.
-fn perturbable(t: &Tensor<f64>) -> Tensor<f64> {
-    let repeats = t.strides().iter().zip(t.shape()).any(|(&s, &d)| s == 0 && d > 1);
-    if repeats {
-        t.contiguous()
-    } else {
-        t.clone()
-    }
-}
-
-/// `t` with one logical element moved by `delta`, in the same layout (so the module still sees
-/// strided inputs).
-fn nudged(t: &Tensor<f64>, idx: &[usize], delta: f64) -> Tensor<f64> {
-    let mut storage = t.storage().to_vec();
-    storage[t.layout().index_of(idx)] += delta;
-    Tensor::from_parts(storage, t.layout().clone()).expect("same layout over a same-sized storage")
 }
