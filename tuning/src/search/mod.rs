@@ -22,6 +22,7 @@
 //! # Ok::<(), SearchError>(())
 //! ```
 
+mod cmaes;
 mod distribution;
 mod error;
 mod log;
@@ -32,7 +33,9 @@ pub mod storage;
 mod study;
 mod tpe;
 mod trial;
+mod unit_space;
 
+pub use cmaes::{CmaEsSampler, RestartStrategy};
 pub use distribution::{Distribution, ParamValue};
 pub use error::SearchError;
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
