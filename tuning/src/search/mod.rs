@@ -25,6 +25,7 @@
 mod cmaes;
 mod distribution;
 mod error;
+mod gp;
 mod log;
 mod optimize;
 mod pruner;
@@ -38,6 +39,7 @@ mod unit_space;
 pub use cmaes::{CmaEsSampler, RestartStrategy};
 pub use distribution::{Distribution, ParamValue};
 pub use error::SearchError;
+pub use gp::GpSampler;
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
 pub use pruner::{MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};

@@ -68,6 +68,20 @@ impl UnitAxis {
         self.dist.to_external(if self.log { y.exp() } else { y })
     }
 
+    /// `u` moved onto the centre of its value's cell (the identity on continuous axes): the point
+    /// the objective is actually evaluated at.
+    pub(crate) fn snap(&self, u: f64) -> f64 {
+        if self.cells.is_none() {
+            return u.clamp(0.0, 1.0);
+        }
+        let v = self.dist.to_internal(&self.value_at(u)).unwrap_or(f64::NAN);
+        if v.is_nan() {
+            u.clamp(0.0, 1.0)
+        } else {
+            self.to_unit(v)
+        }
+    }
+
     /// The ends of the cell holding `u` on a discrete axis, in unit coordinates.
     pub(crate) fn cell(&self, u: f64) -> Option<(f64, f64)> {
         self.cells?;
@@ -98,6 +112,17 @@ pub(crate) fn shared_space(trials: &[FrozenTrial]) -> (Vec<UnitAxis>, bool) {
     let space = space.unwrap_or_default();
     let categorical = space.values().any(|d| matches!(d, Distribution::Categorical { .. }) && !d.is_single());
     (space.iter().filter_map(|(n, d)| UnitAxis::of(n, d)).collect(), categorical)
+}
+
+/// A trial's position on each axis, `None` unless it has them all.
+pub(crate) fn position(t: &FrozenTrial, axes: &[UnitAxis]) -> Option<Vec<f64>> {
+    axes.iter()
+        .map(|a| {
+            let v = t.params.get(&a.name).or_else(|| t.fixed_params.get(&a.name))?;
+            (t.distributions.get(&a.name).is_none_or(|d| *d == a.dist)).then_some(())?;
+            a.dist.to_internal(v).map(|x| a.to_unit(x))
+        })
+        .collect()
 }
 
 /// Warns once per parameter name that a model-based sampler drew it from its independent
@@ -131,6 +156,7 @@ mod tests {
         assert_eq!(a.value_at(0.34), ParamValue::Int(2));
         assert_eq!(a.value_at(1.0), ParamValue::Int(3));
         let (lo, hi) = a.cell(0.5).unwrap();
+        assert!((a.snap(0.4) - 0.5).abs() < 1e-12);
         assert!((lo - 1.0 / 3.0).abs() < 1e-12 && (hi - 2.0 / 3.0).abs() < 1e-12);
         let l = UnitAxis::of("lr", &Distribution::Float { low: 1e-4, high: 1.0, log: true, step: None }).unwrap();
         assert!((l.to_unit(1e-2) - 0.5).abs() < 1e-12);
