@@ -175,7 +175,8 @@ impl CmaEsSampler {
     }
 
     /// The sampler for startup trials and for parameters the strategy does not cover
-    /// (categorical ones, conditional ones); default [`RandomSampler`].
+    /// (categorical ones, conditional ones); default [`RandomSampler`]. A [`QmcSampler`](super::QmcSampler) gives
+    /// a space-filling initial design.
     pub fn independent_sampler(mut self, sampler: impl Sampler + 'static) -> Self {
         self.independent = Arc::new(sampler);
         self

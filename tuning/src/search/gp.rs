@@ -126,7 +126,8 @@ impl GpSampler {
     }
 
     /// The sampler for startup trials and for parameters the GP does not cover (categorical
-    /// ones, conditional ones); default [`RandomSampler`].
+    /// ones, conditional ones); default [`RandomSampler`]. A [`QmcSampler`](super::QmcSampler) gives
+    /// a space-filling initial design.
     pub fn independent_sampler(mut self, sampler: impl Sampler + 'static) -> Self {
         self.independent = Arc::new(sampler);
         self

@@ -29,7 +29,9 @@ mod gp;
 mod log;
 mod optimize;
 mod pruner;
+mod qmc;
 mod sampler;
+mod sobol_directions;
 pub mod storage;
 mod study;
 mod tpe;
@@ -42,6 +44,7 @@ pub use error::SearchError;
 pub use gp::GpSampler;
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
 pub use pruner::{MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
+pub use qmc::QmcSampler;
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};
 #[cfg(feature = "postgres")]
 pub use storage::PostgresStorage;
