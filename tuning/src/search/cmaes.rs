@@ -22,7 +22,7 @@ use super::distribution::{Distribution, ParamValue};
 use super::error::SearchError;
 use super::sampler::{RandomSampler, SampleContext, Sampler};
 use super::trial::TrialState;
-use super::unit_space::{shared_space, FallbackWarning, UnitAxis};
+use super::unit_space::{FallbackWarning, SharedSpace, UnitAxis};
 
 /// How CMA-ES starts again once its strategy has converged or stalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,6 +71,7 @@ pub struct CmaEsSampler {
     with_margin: bool,
     independent: Arc<dyn Sampler>,
     warning: Arc<FallbackWarning>,
+    space: Arc<Mutex<SharedSpace>>,
     state: Arc<Mutex<Option<State>>>,
 }
 
@@ -108,6 +109,7 @@ impl CmaEsSampler {
             with_margin: true,
             independent: Arc::new(RandomSampler::new()),
             warning: Arc::new(FallbackWarning::default()),
+            space: Arc::new(Mutex::new(SharedSpace::default())),
             state: Arc::new(Mutex::new(None)),
         }
     }
@@ -187,8 +189,18 @@ impl CmaEsSampler {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |s| s.n_restarts)
     }
 
-    fn n_complete(ctx: &SampleContext<'_>) -> usize {
-        ctx.trials.iter().filter(|t| t.state == TrialState::Complete).count()
+    /// The shared space, updated, and the number of complete trials.
+    fn shared(&self, ctx: &SampleContext<'_>) -> (Vec<UnitAxis>, usize) {
+        let mut space = self.space.lock().unwrap_or_else(|p| p.into_inner());
+        space.update(ctx);
+        (space.axes().to_vec(), space.n_complete())
+    }
+
+    /// The number of complete trials, updated.
+    fn n_complete(&self, ctx: &SampleContext<'_>) -> usize {
+        let mut space = self.space.lock().unwrap_or_else(|p| p.into_inner());
+        space.update(ctx);
+        space.n_complete()
     }
 
     fn new_state(&self, axes: Vec<UnitAxis>) -> Result<State, SearchError> {
@@ -345,11 +357,8 @@ impl Sampler for CmaEsSampler {
         ctx: &SampleContext<'_>,
         rng: &mut StdRng,
     ) -> Result<BTreeMap<String, ParamValue>, SearchError> {
-        if ctx.directions.len() > 1 || Self::n_complete(ctx) < self.n_startup_trials.max(1) {
-            return Ok(BTreeMap::new());
-        }
-        let (axes, _) = shared_space(ctx.trials);
-        if axes.is_empty() {
+        let (axes, n_complete) = self.shared(ctx);
+        if ctx.directions.len() > 1 || n_complete < self.n_startup_trials.max(1) || axes.is_empty() {
             return Ok(BTreeMap::new());
         }
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -376,7 +385,7 @@ impl Sampler for CmaEsSampler {
         dist: &Distribution,
         rng: &mut StdRng,
     ) -> Result<f64, SearchError> {
-        if Self::n_complete(ctx) >= self.n_startup_trials.max(1) {
+        if self.n_complete(ctx) >= self.n_startup_trials.max(1) {
             let why = if ctx.directions.len() > 1 {
                 "CMA-ES optimises a single objective"
             } else if matches!(dist, Distribution::Categorical { .. }) {

@@ -22,7 +22,7 @@ use super::distribution::{Distribution, ParamValue};
 use super::error::SearchError;
 use super::sampler::{RandomSampler, SampleContext, Sampler};
 use super::trial::TrialState;
-use super::unit_space::{position, shared_space, FallbackWarning};
+use super::unit_space::{position, FallbackWarning, SharedSpace, UnitAxis};
 
 /// The Gaussian-process sampler. Build with [`GpSampler::new`] and the option methods.
 ///
@@ -51,6 +51,7 @@ pub struct GpSampler {
     n_local_search: usize,
     independent: Arc<dyn Sampler>,
     warning: Arc<FallbackWarning>,
+    space: Arc<Mutex<SharedSpace>>,
     /// The last fitted raw hyperparameters, to warm-start the next fit.
     fitted: Arc<Mutex<Option<Vec<f64>>>>,
 }
@@ -90,6 +91,7 @@ impl GpSampler {
             n_local_search: 10,
             independent: Arc::new(RandomSampler::new()),
             warning: Arc::new(FallbackWarning::default()),
+            space: Arc::new(Mutex::new(SharedSpace::default())),
             fitted: Arc::new(Mutex::new(None)),
         }
     }
@@ -133,8 +135,18 @@ impl GpSampler {
         self
     }
 
-    fn n_complete(ctx: &SampleContext<'_>) -> usize {
-        ctx.trials.iter().filter(|t| t.state == TrialState::Complete).count()
+    /// The shared space, updated, and the number of complete trials.
+    fn shared(&self, ctx: &SampleContext<'_>) -> (Vec<UnitAxis>, usize) {
+        let mut space = self.space.lock().unwrap_or_else(|p| p.into_inner());
+        space.update(ctx);
+        (space.axes().to_vec(), space.n_complete())
+    }
+
+    /// The number of complete trials, updated.
+    fn n_complete(&self, ctx: &SampleContext<'_>) -> usize {
+        let mut space = self.space.lock().unwrap_or_else(|p| p.into_inner());
+        space.update(ctx);
+        space.n_complete()
     }
 
     /// Fits the GP to `x` (rows in the unit cube) and standardised `y` (to maximise).
@@ -220,11 +232,8 @@ impl Sampler for GpSampler {
         ctx: &SampleContext<'_>,
         rng: &mut StdRng,
     ) -> Result<BTreeMap<String, ParamValue>, SearchError> {
-        if ctx.directions.len() > 1 || Self::n_complete(ctx) < self.n_startup_trials.max(1) {
-            return Ok(BTreeMap::new());
-        }
-        let (axes, _) = shared_space(ctx.trials);
-        if axes.is_empty() {
+        let (axes, n_complete) = self.shared(ctx);
+        if ctx.directions.len() > 1 || n_complete < self.n_startup_trials.max(1) || axes.is_empty() {
             return Ok(BTreeMap::new());
         }
         let mut xs = Vec::new();
@@ -258,7 +267,7 @@ impl Sampler for GpSampler {
         dist: &Distribution,
         rng: &mut StdRng,
     ) -> Result<f64, SearchError> {
-        if Self::n_complete(ctx) >= self.n_startup_trials.max(1) {
+        if self.n_complete(ctx) >= self.n_startup_trials.max(1) {
             let why = if ctx.directions.len() > 1 {
                 "the GP sampler optimises a single objective"
             } else if matches!(dist, Distribution::Categorical { .. }) {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use super::distribution::{Distribution, ParamValue};
+use super::sampler::SampleContext;
 use super::trial::{FrozenTrial, TrialState};
 
 /// One parameter's axis of the unit cube.
@@ -100,18 +101,54 @@ impl UnitAxis {
 }
 
 /// The numeric parameters every complete trial has with one same distribution (more than one
-/// value), in name order, and whether that shared space also holds categorical parameters.
-pub(crate) fn shared_space(trials: &[FrozenTrial]) -> (Vec<UnitAxis>, bool) {
-    let mut space: Option<BTreeMap<String, Distribution>> = None;
-    for t in trials.iter().filter(|t| t.state == TrialState::Complete) {
-        match &mut space {
-            None => space = Some(t.distributions.clone()),
-            Some(s) => s.retain(|k, d| t.distributions.get(k) == Some(d)),
+/// value), in name order, kept current from the study's append-only list of finished trials: each
+/// update reads only the trials finished since the last one.
+#[derive(Debug, Default)]
+pub(crate) struct SharedSpace {
+    read: usize,
+    n_complete: usize,
+    space: Option<BTreeMap<String, Distribution>>,
+    axes: Vec<UnitAxis>,
+}
+
+impl SharedSpace {
+    /// Reads the trials finished since the last update.
+    pub(crate) fn update(&mut self, ctx: &SampleContext<'_>) {
+        if self.read > ctx.finished.len() {
+            *self = SharedSpace::default();
+        }
+        let mut changed = false;
+        for &n in &ctx.finished[self.read..] {
+            let Some(t) = ctx.trials.get(n as usize).filter(|t| t.state == TrialState::Complete) else { continue };
+            self.n_complete += 1;
+            match &mut self.space {
+                None => {
+                    self.space = Some(t.distributions.clone());
+                    changed = true;
+                }
+                Some(s) => {
+                    let before = s.len();
+                    s.retain(|k, d| t.distributions.get(k) == Some(d));
+                    changed |= s.len() != before;
+                }
+            }
+        }
+        self.read = ctx.finished.len();
+        if changed {
+            let space = self.space.as_ref().expect("set when changed");
+            self.axes = space.iter().filter_map(|(n, d)| UnitAxis::of(n, d)).collect();
         }
     }
-    let space = space.unwrap_or_default();
-    let categorical = space.values().any(|d| matches!(d, Distribution::Categorical { .. }) && !d.is_single());
-    (space.iter().filter_map(|(n, d)| UnitAxis::of(n, d)).collect(), categorical)
+
+    /// The numeric axes of the shared space.
+    pub(crate) fn axes(&self) -> &[UnitAxis] {
+        &self.axes
+    }
+
+    /// The number of complete trials read.
+    pub(crate) fn n_complete(&self) -> usize {
+        self.n_complete
+    }
 }
 
 /// A trial's position on each axis, `None` unless it has them all.
