@@ -2,7 +2,9 @@
 //! 100th trial), after a real GP run up to there. Each timed trial is asked, given its ten
 //! parameters and told failed, so every iteration fits the same 99 points (warm-started from the
 //! previous fit, as in a run) and optimises the acquisition. Optuna's `GPSampler` takes 0.74 s
-//! per trial here. Run with `cargo bench -p ferrograd-tuning --bench search_gp`.
+//! per trial here. A second figure is the mean time per trial of whole 100-trial runs (10 random
+//! startup trials, then GP trials with 10 to 99 observations). Run with
+//! `cargo bench -p ferrograd-tuning --bench search_gp`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ferrograd_tuning::search::{GpSampler, SearchError, Study, Trial};
@@ -28,6 +30,19 @@ fn gp_trial_at_100(c: &mut Criterion) {
             let mut trial = study.ask().unwrap();
             let v = sphere10(&mut trial).unwrap();
             study.tell_failed(trial, format!("timed only ({v})")).unwrap();
+        })
+    });
+    group.sample_size(10);
+    group.bench_function("run_100_trials_sphere10_per_trial", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for i in 0..iters {
+                let study = Study::builder().sampler(GpSampler::new()).seed(i).build();
+                let start = std::time::Instant::now();
+                study.optimize(100, sphere10).unwrap();
+                total += start.elapsed() / 100;
+            }
+            total
         })
     });
     group.finish();

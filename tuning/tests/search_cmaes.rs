@@ -152,3 +152,23 @@ fn x0_sets_the_first_mean() {
     let later = &study.trials()[1..];
     assert!(later.iter().all(|t| (t.params["x"].as_f64().unwrap() - 8.0).abs() < 0.6), "{later:?}");
 }
+
+#[test]
+fn one_dimension_constant_values_and_failed_trials() {
+    // A constant objective: the strategy converges without dividing by zero and keeps proposing.
+    let study = Study::builder().sampler(CmaEsSampler::new()).seed(5).build();
+    study.optimize(80, |t| t.suggest_float("x", -1.0, 1.0, false).map(|_| 3.0)).unwrap();
+    assert!(study.trials().iter().all(|t| t.params["x"].as_f64().unwrap().abs() <= 1.0));
+    // Every third trial fails: generations fill from the complete ones and the search goes on.
+    let study = Study::builder().sampler(CmaEsSampler::new()).seed(6).build();
+    study
+        .optimize(90, |t| {
+            let x = t.suggest_float("x", -4.0, 4.0, false)?;
+            if t.number() % 3 == 2 {
+                return Ok(f64::NAN);
+            }
+            Ok::<_, SearchError>((x - 1.5).powi(2))
+        })
+        .unwrap();
+    assert!(study.best_value().unwrap() < 1e-3, "{:?}", study.best_value());
+}

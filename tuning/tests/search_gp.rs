@@ -103,3 +103,19 @@ fn a_noiseless_objective_can_say_so_and_bad_options_are_errors() {
     assert!(matches!(GpSampler::new().n_preliminary_samples(0), Err(SearchError::InvalidOption(_))));
     assert!(matches!(GpSampler::new().n_local_search(0), Err(SearchError::InvalidOption(_))));
 }
+
+#[test]
+fn constant_and_non_finite_values_do_not_break_the_fit() {
+    let study = Study::builder().sampler(GpSampler::new().n_startup_trials(3)).seed(2).build();
+    study.optimize(15, |t| t.suggest_float("x", 0.0, 1.0, false).map(|_| 1.0)).unwrap();
+    assert_eq!(study.trials().len(), 15);
+    // Infinite values count as the worst finite one.
+    let study = Study::builder().sampler(GpSampler::new().n_startup_trials(4)).seed(3).build();
+    study
+        .optimize(20, |t| {
+            let x = t.suggest_float("x", -1.0, 1.0, false)?;
+            Ok::<_, SearchError>(if x > 0.8 { f64::INFINITY } else { (x + 0.3).powi(2) })
+        })
+        .unwrap();
+    assert!(study.best_value().unwrap() < 1e-3, "{:?}", study.best_value());
+}

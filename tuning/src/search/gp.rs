@@ -239,15 +239,21 @@ impl Sampler for GpSampler {
         let mut xs = Vec::new();
         let mut losses = Vec::new();
         for t in ctx.trials.iter().filter(|t| t.state == TrialState::Complete) {
-            let Some(v) = t.value.filter(|v| v.is_finite()) else { continue };
+            let Some(v) = t.value.filter(|v| !v.is_nan()) else { continue };
             if let Some(x) = position(t, &axes) {
                 xs.push(x);
                 losses.push(ctx.direction.loss(v));
             }
         }
-        if xs.is_empty() {
+        // Infinite values become the worst (best) finite one, as Optuna does.
+        let (lo, hi) = losses
+            .iter()
+            .filter(|l| l.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), l| (a.min(*l), b.max(*l)));
+        if lo > hi {
             return Ok(BTreeMap::new());
         }
+        losses.iter_mut().for_each(|l| *l = l.clamp(lo, hi));
         let n = losses.len() as f64;
         let mean = losses.iter().sum::<f64>() / n;
         let std = (losses.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-10);
