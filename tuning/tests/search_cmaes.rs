@@ -172,3 +172,14 @@ fn one_dimension_constant_values_and_failed_trials() {
         .unwrap();
     assert!(study.best_value().unwrap() < 1e-3, "{:?}", study.best_value());
 }
+
+#[test]
+fn a_seeded_study_replays() {
+    let run = |seed| {
+        let study = Study::builder().sampler(CmaEsSampler::new()).seed(seed).build();
+        study.optimize(40, sphere10).unwrap();
+        study.trials().into_iter().map(|t| t.params).collect::<Vec<_>>()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8));
+}

@@ -119,3 +119,14 @@ fn constant_and_non_finite_values_do_not_break_the_fit() {
         .unwrap();
     assert!(study.best_value().unwrap() < 1e-3, "{:?}", study.best_value());
 }
+
+#[test]
+fn a_seeded_study_replays() {
+    let run = |seed| {
+        let study = Study::builder().sampler(GpSampler::new().n_startup_trials(4)).seed(seed).build();
+        study.optimize(12, hartmann6).unwrap();
+        study.trials().into_iter().map(|t| t.params).collect::<Vec<_>>()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8));
+}
