@@ -20,7 +20,7 @@ lines = [
     "//! (its bits, the leading one included) and initial direction numbers `m_1..m_s`, from",
     "//! S. Joe and F. Y. Kuo, \"Constructing Sobol sequences with better two-dimensional projections\",",
     "//! SIAM J. Sci. Comput. 30 (2008) 2635-2654, table `new-joe-kuo-6.21201`",
-    "//! (https://web.maths.unsw.edu.au/~fkuo/sobol/; \"Copyright (c) 2008, Frances Y. Kuo and",
+    "//! (<https://web.maths.unsw.edu.au/~fkuo/sobol/>; \"Copyright (c) 2008, Frances Y. Kuo and",
     "//! Stephen Joe. All rights reserved\", BSD-style licence: redistribution with this notice).",
     "//! Dimension 0 is the van der Corput sequence (all `m_k = 1`).",
     "//!",
