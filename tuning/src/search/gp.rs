@@ -30,7 +30,7 @@ use super::unit_space::{position, FallbackWarning, SharedSpace, UnitAxis};
 /// Categorical parameters, parameters outside the shared space (asked only by some trials) and
 /// multi-objective studies are drawn by the independent sampler ([`RandomSampler`] by default,
 /// see [`independent_sampler`](Self::independent_sampler)), with a warning printed once per
-/// parameter.
+/// parameter. A clone has the same options and starts afresh (no cached space or fit).
 ///
 /// ```
 /// use ferrograd_tuning::search::{GpSampler, SearchError, Study};
@@ -43,7 +43,6 @@ use super::unit_space::{position, FallbackWarning, SharedSpace, UnitAxis};
 /// assert!(study.best_value().unwrap() < 0.5);
 /// # Ok::<(), SearchError>(())
 /// ```
-#[derive(Clone)]
 pub struct GpSampler {
     n_startup_trials: usize,
     deterministic: bool,
@@ -54,6 +53,18 @@ pub struct GpSampler {
     space: Arc<Mutex<SharedSpace>>,
     /// The last fitted raw hyperparameters, to warm-start the next fit.
     fitted: Arc<Mutex<Option<Vec<f64>>>>,
+}
+
+impl Clone for GpSampler {
+    fn clone(&self) -> Self {
+        GpSampler {
+            independent: Arc::clone(&self.independent),
+            warning: Arc::new(FallbackWarning::default()),
+            space: Arc::new(Mutex::new(SharedSpace::default())),
+            fitted: Arc::new(Mutex::new(None)),
+            ..*self
+        }
+    }
 }
 
 impl std::fmt::Debug for GpSampler {

@@ -41,7 +41,7 @@ const BITS: usize = 32;
 /// study.optimize(12, |t| Ok::<_, SearchError>(t.suggest_float("x", -1.0, 1.0, false)?.powi(2)))?;
 /// # Ok::<(), SearchError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct QmcSampler {
     scramble: bool,
     seed: u64,
@@ -50,6 +50,19 @@ pub struct QmcSampler {
     /// Each parameter's dimension, in the order first met.
     dims: Arc<Mutex<HashMap<String, usize>>>,
     warning: Arc<FallbackWarning>,
+}
+
+impl Clone for QmcSampler {
+    /// The same sequence; parameters get their dimensions afresh.
+    fn clone(&self) -> Self {
+        QmcSampler {
+            scramble: self.scramble,
+            seed: self.seed,
+            sobol: Arc::clone(&self.sobol),
+            dims: Arc::new(Mutex::new(HashMap::new())),
+            warning: Arc::new(FallbackWarning::default()),
+        }
+    }
 }
 
 impl Default for QmcSampler {
