@@ -25,6 +25,7 @@
 mod distribution;
 mod error;
 mod log;
+pub mod multi;
 mod optimize;
 mod pruner;
 mod sampler;
