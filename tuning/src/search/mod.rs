@@ -25,6 +25,8 @@
 mod distribution;
 mod error;
 mod log;
+pub mod multi;
+mod nsga2;
 mod optimize;
 mod pruner;
 mod sampler;
@@ -35,6 +37,7 @@ mod trial;
 
 pub use distribution::{Distribution, ParamValue};
 pub use error::SearchError;
+pub use nsga2::{ConstraintsFn, Crossover, Mutation, NsgaIISampler};
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
 pub use pruner::{MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};
