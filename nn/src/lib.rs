@@ -14,6 +14,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod functional;
 pub mod init;
 pub mod layers;
 pub mod loss;
