@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 
 use ferrograd_autograd::{Grads, Var};
 use ferrograd_nn::functional::{scaled_dot_product_attention, AttnMask};
+use ferrograd_nn::layers::{MultiheadAttention, MultiheadAttentionArgs, MultiheadAttentionConfig};
+use ferrograd_nn::Module;
 use ferrograd_tensor::{Float, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 /// `fixtures/attention.txt`: name -> tensor (`-1e300` stands for `-inf`).
 fn fixture() -> &'static BTreeMap<String, Tensor<f64>> {
@@ -111,5 +115,99 @@ fn sdpa_matches_pytorch_f64() {
 fn sdpa_matches_pytorch_f32() {
     for case in SDPA_CASES {
         sdpa_case::<f32>(case, 1e-5);
+    }
+}
+
+/// Loads the fixture's parameters of `case` (PyTorch's state_dict names) into `module`.
+fn load<F: Float>(case: &str, module: &dyn Module<F>) {
+    let state: BTreeMap<String, Tensor<F>> = module
+        .named_parameters()
+        .into_iter()
+        .map(|(name, _)| {
+            let t = cast::<F>(&get(&format!("{case}.{name}")));
+            (name, t)
+        })
+        .collect();
+    module.load_state_dict(&state).expect("PyTorch's state_dict loads");
+}
+
+/// Checks the gradient of every parameter of `module` against the fixture's.
+#[track_caller]
+fn check_param_grads<F: Float>(case: &str, module: &dyn Module<F>, grads: &Grads<F>, tol: f64) {
+    for (name, p) in module.named_parameters() {
+        let g = grads.get_by_id(p.id()).unwrap_or_else(|| panic!("{case}: no gradient for {name}"));
+        assert_close(&format!("{case}.grad.{name}"), g, &get(&format!("{case}.grad.{name}")), tol);
+    }
+}
+
+fn opt_bool(name: &str) -> Option<AttnMask<f64>> {
+    fixture().contains_key(name).then(|| AttnMask::Bool(bool_mask(name)))
+}
+
+fn mha_case<F: Float>(case: &str, tol: f64) {
+    let r = &mut StdRng::seed_from_u64(3);
+    let (e, h, config) = match case {
+        "mha_self" => (8, 2, MultiheadAttentionConfig::default()),
+        "mha_cross_bf" => (8, 4, MultiheadAttentionConfig { batch_first: true, ..Default::default() }),
+        "mha_kvdim" => (6, 3, MultiheadAttentionConfig { kdim: Some(5), vdim: Some(3), ..Default::default() }),
+        "mha_nobias" => (4, 1, MultiheadAttentionConfig { bias: false, ..Default::default() }),
+        _ => unreachable!(),
+    };
+    let mha = MultiheadAttention::<F>::with_config(e, h, config, r);
+    load(case, &mha);
+    let query = Var::leaf(cast::<F>(&get(&format!("{case}.query"))));
+    let self_attn = case == "mha_self";
+    let (key, value) = if self_attn {
+        (query.clone(), query.clone())
+    } else {
+        (Var::leaf(cast::<F>(&get(&format!("{case}.key")))), Var::leaf(cast::<F>(&get(&format!("{case}.value")))))
+    };
+    let cast_mask = |m: AttnMask<f64>| match m {
+        AttnMask::Bool(b) => AttnMask::Bool(b),
+        AttnMask::Additive(a) => AttnMask::Additive(Var::constant(cast::<F>(a.data()))),
+    };
+    let attn_mask = match case {
+        "mha_kvdim" => Some(AttnMask::Additive(Var::constant(get(&format!("{case}.attn_mask"))))),
+        _ => opt_bool(&format!("{case}.attn_mask")),
+    };
+    let args = MultiheadAttentionArgs {
+        key_padding_mask: opt_bool(&format!("{case}.key_padding_mask")).map(cast_mask),
+        attn_mask: attn_mask.map(cast_mask),
+        need_weights: case != "mha_nobias",
+        average_attn_weights: case != "mha_cross_bf",
+        is_causal: false,
+    };
+    let (out, w) = mha.forward(&query, &key, &value, &args);
+    let mut outs = vec![("out", out)];
+    outs.extend(w.map(|w| ("weights", w)));
+    let grads = check_outputs(case, &outs, tol);
+    let mut leaves = vec![("query", &query)];
+    if !self_attn {
+        leaves.extend([("key", &key), ("value", &value)]);
+    }
+    for (name, x) in leaves {
+        assert_close(
+            &format!("{case}.grad.{name}"),
+            grads.get(x).expect("grad"),
+            &get(&format!("{case}.grad.{name}")),
+            tol,
+        );
+    }
+    check_param_grads(case, &mha, &grads, tol);
+}
+
+const MHA_CASES: [&str; 4] = ["mha_self", "mha_cross_bf", "mha_kvdim", "mha_nobias"];
+
+#[test]
+fn multihead_attention_matches_pytorch_f64() {
+    for case in MHA_CASES {
+        mha_case::<f64>(case, 1e-10);
+    }
+}
+
+#[test]
+fn multihead_attention_matches_pytorch_f32() {
+    for case in MHA_CASES {
+        mha_case::<f32>(case, 1e-5);
     }
 }

@@ -8,6 +8,7 @@
 //! values passed in as `Var`s: for gradient checks, weight tying and functional use.
 
 mod activation;
+mod attention;
 mod container;
 mod conv;
 mod dropout;
@@ -18,6 +19,7 @@ mod pool;
 mod rnn;
 
 pub use activation::{LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh, GELU};
+pub use attention::{MultiheadAttention, MultiheadAttentionArgs, MultiheadAttentionConfig};
 pub use container::{Flatten, Sequential};
 pub use conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig};
 pub use dropout::Dropout;
