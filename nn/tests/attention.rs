@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 
 use ferrograd_autograd::{Grads, Var};
 use ferrograd_nn::functional::{scaled_dot_product_attention, AttnMask};
-use ferrograd_nn::layers::{MultiheadAttention, MultiheadAttentionArgs, MultiheadAttentionConfig};
-use ferrograd_nn::Module;
+use ferrograd_nn::layers::{
+    DecoderMasks, EncoderMasks, MultiheadAttention, MultiheadAttentionArgs, MultiheadAttentionConfig,
+    TransformerActivation, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
+    TransformerLayerConfig,
+};
+use ferrograd_nn::{load_module, Module};
 use ferrograd_tensor::{Float, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -210,4 +214,136 @@ fn multihead_attention_matches_pytorch_f32() {
     for case in MHA_CASES {
         mha_case::<f32>(case, 1e-5);
     }
+}
+
+fn layer_config(case: &str) -> (usize, usize, TransformerLayerConfig) {
+    let base = TransformerLayerConfig { dropout: 0.0, ..Default::default() };
+    let pre_gelu_bf = TransformerLayerConfig {
+        norm_first: true,
+        activation: TransformerActivation::Gelu,
+        batch_first: true,
+        dim_feedforward: 12,
+        ..base
+    };
+    match case {
+        "enc_post_relu" | "encoder_2l" | "dec_post_relu" | "decoder_2l" => {
+            (8, 2, TransformerLayerConfig { dim_feedforward: 16, ..base })
+        }
+        "enc_pre_gelu_bf" | "dec_pre_gelu_bf" => (8, 4, pre_gelu_bf),
+        _ => unreachable!(),
+    }
+}
+
+fn opt_mask<F: Float>(name: &str) -> Option<AttnMask<F>> {
+    fixture().contains_key(name).then(|| AttnMask::Bool(bool_mask(name)))
+}
+
+fn encoder_case<F: Float>(case: &str, tol: f64) {
+    let (d, h, config) = layer_config(case);
+    let r = &mut StdRng::seed_from_u64(5);
+    let masks = EncoderMasks {
+        src_mask: opt_mask(&format!("{case}.src_mask")),
+        src_key_padding_mask: opt_mask(&format!("{case}.src_key_padding_mask")),
+        is_causal: case != "enc_post_relu",
+    };
+    let src = Var::leaf(cast::<F>(&get(&format!("{case}.src"))));
+    let (out, grads, module): (Var<F>, Grads<F>, Box<dyn Module<F>>) = if case == "encoder_2l" {
+        let enc = TransformerEncoder::<F>::new(d, h, 2, config, true, r);
+        load(case, &enc);
+        let out = enc.forward(&src, &masks);
+        let grads = check_outputs(case, &[("out", out.clone())], tol);
+        (out, grads, Box::new(enc))
+    } else {
+        let layer = TransformerEncoderLayer::<F>::with_config(d, h, config, r);
+        load(case, &layer);
+        let out = layer.forward(&src, &masks);
+        let grads = check_outputs(case, &[("out", out.clone())], tol);
+        (out, grads, Box::new(layer))
+    };
+    assert_eq!(out.shape(), src.shape());
+    assert_close(&format!("{case}.grad.src"), grads.get(&src).expect("grad"), &get(&format!("{case}.grad.src")), tol);
+    check_param_grads(case, module.as_ref(), &grads, tol);
+}
+
+fn decoder_case<F: Float>(case: &str, tol: f64) {
+    let (d, h, config) = layer_config(case);
+    let r = &mut StdRng::seed_from_u64(5);
+    let masks = DecoderMasks {
+        tgt_mask: None,
+        memory_mask: opt_mask(&format!("{case}.memory_mask")),
+        tgt_key_padding_mask: opt_mask(&format!("{case}.tgt_key_padding_mask")),
+        memory_key_padding_mask: opt_mask(&format!("{case}.memory_key_padding_mask")),
+        tgt_is_causal: case != "dec_pre_gelu_bf",
+        memory_is_causal: false,
+    };
+    let tgt = Var::leaf(cast::<F>(&get(&format!("{case}.tgt"))));
+    let memory = Var::leaf(cast::<F>(&get(&format!("{case}.memory"))));
+    let (grads, module): (Grads<F>, Box<dyn Module<F>>) = if case == "decoder_2l" {
+        let dec = TransformerDecoder::<F>::new(d, h, 2, config, true, r);
+        load(case, &dec);
+        let out = dec.forward(&tgt, &memory, &masks);
+        (check_outputs(case, &[("out", out)], tol), Box::new(dec))
+    } else {
+        let layer = TransformerDecoderLayer::<F>::with_config(d, h, config, r);
+        load(case, &layer);
+        let out = layer.forward(&tgt, &memory, &masks);
+        (check_outputs(case, &[("out", out)], tol), Box::new(layer))
+    };
+    for (name, x) in [("tgt", &tgt), ("memory", &memory)] {
+        assert_close(
+            &format!("{case}.grad.{name}"),
+            grads.get(x).expect("grad"),
+            &get(&format!("{case}.grad.{name}")),
+            tol,
+        );
+    }
+    check_param_grads(case, module.as_ref(), &grads, tol);
+}
+
+const ENCODER_CASES: [&str; 3] = ["enc_post_relu", "enc_pre_gelu_bf", "encoder_2l"];
+const DECODER_CASES: [&str; 3] = ["dec_post_relu", "dec_pre_gelu_bf", "decoder_2l"];
+
+#[test]
+fn transformer_encoder_matches_pytorch_f64() {
+    for case in ENCODER_CASES {
+        encoder_case::<f64>(case, 1e-10);
+    }
+}
+
+#[test]
+fn transformer_encoder_matches_pytorch_f32() {
+    for case in ENCODER_CASES {
+        encoder_case::<f32>(case, 1e-5);
+    }
+}
+
+#[test]
+fn transformer_decoder_matches_pytorch_f64() {
+    for case in DECODER_CASES {
+        decoder_case::<f64>(case, 1e-10);
+    }
+}
+
+#[test]
+fn transformer_decoder_matches_pytorch_f32() {
+    for case in DECODER_CASES {
+        decoder_case::<f32>(case, 1e-5);
+    }
+}
+
+/// PyTorch's own `state_dict` of a 2-layer encoder with a final norm, saved by safetensors,
+/// loads by name with `load_module` and gives PyTorch's output.
+#[test]
+fn pytorch_saved_encoder_loads_with_load_module() {
+    let (d, h, config) = layer_config("encoder_2l");
+    let enc = TransformerEncoder::<f64>::new(d, h, 2, config, true, &mut StdRng::seed_from_u64(0));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_encoder.safetensors");
+    load_module(path, &enc).unwrap();
+    let masks = EncoderMasks {
+        src_key_padding_mask: opt_mask("encoder_2l.src_key_padding_mask"),
+        is_causal: true,
+        ..Default::default()
+    };
+    let out = enc.forward(&Var::constant(get("encoder_2l.src")), &masks);
+    assert_close("encoder_2l.out", out.data(), &get("encoder_2l.out"), 1e-10);
 }

@@ -17,6 +17,7 @@ mod linear;
 mod norm;
 mod pool;
 mod rnn;
+mod transformer;
 
 pub use activation::{LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh, GELU};
 pub use attention::{MultiheadAttention, MultiheadAttentionArgs, MultiheadAttentionConfig};
@@ -28,6 +29,10 @@ pub use linear::{Linear, LinearConfig};
 pub use norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, LayerNormConfig};
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use rnn::{GRUCell, LSTMCell, RNNCell, RNNCellConfig, RNNConfig, RnnNonlinearity, GRU, LSTM, RNN};
+pub use transformer::{
+    DecoderMasks, EncoderMasks, TransformerActivation, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+    TransformerEncoderLayer, TransformerLayerConfig,
+};
 
 use ferrograd_tensor::Float;
 
