@@ -16,6 +16,7 @@ mod embedding;
 mod linear;
 mod norm;
 mod pool;
+mod positional;
 mod rnn;
 mod transformer;
 
@@ -28,6 +29,7 @@ pub use embedding::Embedding;
 pub use linear::{Linear, LinearConfig};
 pub use norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, LayerNormConfig};
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use positional::{LearnedPositionalEncoding, RotaryEmbedding, SinusoidalPositionalEncoding};
 pub use rnn::{GRUCell, LSTMCell, RNNCell, RNNCellConfig, RNNConfig, RnnNonlinearity, GRU, LSTM, RNN};
 pub use transformer::{
     DecoderMasks, EncoderMasks, TransformerActivation, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
