@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use ferrograd_autograd::{Grads, Var};
 use ferrograd_nn::functional::{scaled_dot_product_attention, AttnMask};
 use ferrograd_nn::layers::{
-    DecoderMasks, EncoderMasks, MultiheadAttention, MultiheadAttentionArgs, MultiheadAttentionConfig,
-    TransformerActivation, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
-    TransformerLayerConfig,
+    DecoderMasks, EncoderMasks, MultiheadAttention, MultiheadAttentionArgs, MultiheadAttentionConfig, RotaryEmbedding,
+    SinusoidalPositionalEncoding, TransformerActivation, TransformerDecoder, TransformerDecoderLayer,
+    TransformerEncoder, TransformerEncoderLayer, TransformerLayerConfig,
 };
 use ferrograd_nn::{load_module, Module};
-use ferrograd_tensor::{Float, Tensor};
+use ferrograd_tensor::{assert_panics_here, Float, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -346,4 +346,41 @@ fn pytorch_saved_encoder_loads_with_load_module() {
     };
     let out = enc.forward(&Var::constant(get("encoder_2l.src")), &masks);
     assert_close("encoder_2l.out", out.data(), &get("encoder_2l.out"), 1e-10);
+}
+
+/// Shape errors panic with the op's name and the shapes, at the line that called the function
+/// or the layer's `forward`.
+#[test]
+fn shape_errors_name_the_op_and_shapes_at_the_callers_line() {
+    use scaled_dot_product_attention as sdpa;
+    const OP: &str = "scaled_dot_product_attention";
+    let v = |shape: &[usize]| Var::leaf(Tensor::<f64>::zeros(shape));
+    let (q, k, vv, k3, v4) = (v(&[2, 3, 4]), v(&[2, 5, 4]), v(&[2, 5, 6]), v(&[2, 5, 3]), v(&[2, 4, 6]));
+    assert_panics_here!(sdpa(&q, &k3, &vv, None, 0.0, false, None), OP, "[2, 3, 4]", "[2, 5, 3]");
+    assert_panics_here!(sdpa(&q, &k, &v4, None, 0.0, false, None), OP, "[2, 5, 4]", "[2, 4, 6]");
+    let m = AttnMask::Bool(Tensor::full(&[3, 4], true));
+    assert_panics_here!(sdpa(&q, &k, &vv, Some(&m), 0.0, false, None), OP, "[3, 4]", "[2, 3, 5]");
+    assert_panics_here!(sdpa(&q, &k, &vv, Some(&m), 0.0, true, None), OP, "is_causal");
+    assert_panics_here!(v(&[3]).tril(0), "tril", "[3]");
+
+    const MHA: &str = "MultiheadAttention";
+    let r = &mut StdRng::seed_from_u64(0);
+    let mha = MultiheadAttention::<f64>::new(4, 2, r);
+    let (x, x5, x6, x34) = (v(&[3, 2, 4]), v(&[3, 2, 5]), v(&[3, 2, 6]), v(&[3, 4]));
+    assert_panics_here!(mha.forward(&x, &x5, &x, &Default::default()), MHA, "[3, 2, 4]", "[3, 2, 5]");
+    let pad = Some(AttnMask::Bool(Tensor::full(&[3, 2], false)));
+    let pad = MultiheadAttentionArgs { key_padding_mask: pad, ..Default::default() };
+    assert_panics_here!(mha.forward(&x, &x, &x, &pad), MHA, "key_padding_mask", "[3, 2]");
+    assert_panics_here!(Module::forward(&mha, &x6), MHA, "[3, 2, 6]");
+    let config = TransformerLayerConfig { dim_feedforward: 8, ..Default::default() };
+    let enc = TransformerEncoder::<f64>::new(4, 2, 2, config, true, r);
+    assert_panics_here!(enc.forward(&x6, &EncoderMasks::default()), MHA, "[3, 2, 6]");
+    let dec = TransformerDecoderLayer::<f64>::with_config(4, 2, config, r);
+    assert_panics_here!(dec.forward(&x, &x34, &DecoderMasks::default()), MHA, "[3, 2, 4]", "[3, 4]");
+    let src_mask = Some(AttnMask::Bool(Tensor::full(&[2, 2], false)));
+    let masks = EncoderMasks { src_mask, ..Default::default() };
+    assert_panics_here!(enc.layers[0].forward(&x, &masks), MHA, "attn_mask", "[2, 2]");
+    let (rope, sin) = (RotaryEmbedding::new(4), SinusoidalPositionalEncoding::new(4, 2, false));
+    assert_panics_here!(rope.forward(&v(&[2, 3])), "RotaryEmbedding", "[2, 3]");
+    assert_panics_here!(sin.forward(&x), "SinusoidalPositionalEncoding", "max_len");
 }

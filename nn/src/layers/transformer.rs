@@ -261,21 +261,26 @@ impl<F: Float> TransformerEncoderLayer<F> {
     /// If a shape does not fit the layer (the message names the layer and the shapes).
     #[track_caller]
     pub fn forward(&self, src: &Var<F>, masks: &EncoderMasks<F>) -> Var<F> {
-        let sa = |x: &Var<F>| {
-            let a = attend(&self.self_attn, x, x, &masks.src_mask, &masks.src_key_padding_mask, masks.is_causal);
-            self.dropout1.forward(&a)
-        };
-        let ff = |x: &Var<F>| {
-            let f = feed_forward(&self.linear1, &self.dropout, &self.linear2, self.config.activation, x);
-            self.dropout2.forward(&f)
-        };
+        // Blocks are methods, not closures, so that a shape error reports the caller's line.
         if self.config.norm_first {
-            let x = src + &sa(&self.norm1.forward(src));
-            &x + &ff(&self.norm2.forward(&x))
+            let x = src + &self.sa_block(&self.norm1.forward(src), masks);
+            &x + &self.ff_block(&self.norm2.forward(&x))
         } else {
-            let x = self.norm1.forward(&(src + &sa(src)));
-            self.norm2.forward(&(&x + &ff(&x)))
+            let x = self.norm1.forward(&(src + &self.sa_block(src, masks)));
+            self.norm2.forward(&(&x + &self.ff_block(&x)))
         }
+    }
+
+    #[track_caller]
+    fn sa_block(&self, x: &Var<F>, m: &EncoderMasks<F>) -> Var<F> {
+        let a = attend(&self.self_attn, x, x, &m.src_mask, &m.src_key_padding_mask, m.is_causal);
+        self.dropout1.forward(&a)
+    }
+
+    #[track_caller]
+    fn ff_block(&self, x: &Var<F>) -> Var<F> {
+        let f = feed_forward(&self.linear1, &self.dropout, &self.linear2, self.config.activation, x);
+        self.dropout2.forward(&f)
     }
 
     /// The layer without masks (also [`Module::forward`]).
@@ -380,29 +385,34 @@ impl<F: Float> TransformerDecoderLayer<F> {
     /// If a shape does not fit the layer (the message names the layer and the shapes).
     #[track_caller]
     pub fn forward(&self, tgt: &Var<F>, memory: &Var<F>, masks: &DecoderMasks<F>) -> Var<F> {
-        let m = masks;
-        let sa = |x: &Var<F>| {
-            let a = attend(&self.self_attn, x, x, &m.tgt_mask, &m.tgt_key_padding_mask, m.tgt_is_causal);
-            self.dropout1.forward(&a)
-        };
-        let ca = |x: &Var<F>| {
-            let a =
-                attend(&self.multihead_attn, x, memory, &m.memory_mask, &m.memory_key_padding_mask, m.memory_is_causal);
-            self.dropout2.forward(&a)
-        };
-        let ff = |x: &Var<F>| {
-            let f = feed_forward(&self.linear1, &self.dropout, &self.linear2, self.config.activation, x);
-            self.dropout3.forward(&f)
-        };
+        // Blocks are methods, not closures, so that a shape error reports the caller's line.
         if self.config.norm_first {
-            let x = tgt + &sa(&self.norm1.forward(tgt));
-            let x = &x + &ca(&self.norm2.forward(&x));
-            &x + &ff(&self.norm3.forward(&x))
+            let x = tgt + &self.sa_block(&self.norm1.forward(tgt), masks);
+            let x = &x + &self.mha_block(&self.norm2.forward(&x), memory, masks);
+            &x + &self.ff_block(&self.norm3.forward(&x))
         } else {
-            let x = self.norm1.forward(&(tgt + &sa(tgt)));
-            let x = self.norm2.forward(&(&x + &ca(&x)));
-            self.norm3.forward(&(&x + &ff(&x)))
+            let x = self.norm1.forward(&(tgt + &self.sa_block(tgt, masks)));
+            let x = self.norm2.forward(&(&x + &self.mha_block(&x, memory, masks)));
+            self.norm3.forward(&(&x + &self.ff_block(&x)))
         }
+    }
+
+    #[track_caller]
+    fn sa_block(&self, x: &Var<F>, m: &DecoderMasks<F>) -> Var<F> {
+        let a = attend(&self.self_attn, x, x, &m.tgt_mask, &m.tgt_key_padding_mask, m.tgt_is_causal);
+        self.dropout1.forward(&a)
+    }
+
+    #[track_caller]
+    fn mha_block(&self, x: &Var<F>, memory: &Var<F>, m: &DecoderMasks<F>) -> Var<F> {
+        let a = attend(&self.multihead_attn, x, memory, &m.memory_mask, &m.memory_key_padding_mask, m.memory_is_causal);
+        self.dropout2.forward(&a)
+    }
+
+    #[track_caller]
+    fn ff_block(&self, x: &Var<F>) -> Var<F> {
+        let f = feed_forward(&self.linear1, &self.dropout, &self.linear2, self.config.activation, x);
+        self.dropout3.forward(&f)
     }
 }
 
@@ -461,7 +471,10 @@ impl<F: Float> TransformerEncoder<F> {
     /// If a shape does not fit the layers.
     #[track_caller]
     pub fn forward(&self, src: &Var<F>, masks: &EncoderMasks<F>) -> Var<F> {
-        let x = self.layers.iter().fold(src.clone(), |x, layer| layer.forward(&x, masks));
+        let mut x = src.clone();
+        for layer in &self.layers {
+            x = layer.forward(&x, masks);
+        }
         match &self.norm {
             Some(n) => n.forward(&x),
             None => x,
@@ -529,7 +542,10 @@ impl<F: Float> TransformerDecoder<F> {
     /// If a shape does not fit the layers.
     #[track_caller]
     pub fn forward(&self, tgt: &Var<F>, memory: &Var<F>, masks: &DecoderMasks<F>) -> Var<F> {
-        let x = self.layers.iter().fold(tgt.clone(), |x, layer| layer.forward(&x, memory, masks));
+        let mut x = tgt.clone();
+        for layer in &self.layers {
+            x = layer.forward(&x, memory, masks);
+        }
         match &self.norm {
             Some(n) => n.forward(&x),
             None => x,
