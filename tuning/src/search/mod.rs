@@ -39,7 +39,9 @@ pub use distribution::{Distribution, ParamValue};
 pub use error::SearchError;
 pub use nsga2::{ConstraintsFn, Crossover, Mutation, NsgaIISampler};
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
-pub use pruner::{MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
+pub use pruner::{
+    HyperbandPruner, MedianPruner, NopPruner, PatientPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner,
+};
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};
 #[cfg(feature = "postgres")]
 pub use storage::PostgresStorage;
