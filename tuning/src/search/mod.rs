@@ -24,6 +24,7 @@
 
 mod distribution;
 mod error;
+pub mod importance;
 mod log;
 pub mod multi;
 mod nsga2;
