@@ -67,3 +67,72 @@ fn multi_objective_importance_of_reaching_the_front() {
     assert_eq!(imp[0].0, "y", "{imp:?}");
     assert_eq!(imp[2].0, "z", "{imp:?}");
 }
+
+/// The cases of fixtures/ped_anova_optuna.json (written by gen_ped_anova.py with Optuna 5.1):
+/// the same trials added here, the importances (unnormalised) compared with Optuna's.
+#[test]
+fn ped_anova_matches_optuna() {
+    use ferrograd_tuning::search::{Distribution, FrozenTrial, ParamValue, TrialState};
+    use serde_json::Value;
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ped_anova_optuna.json")).unwrap();
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    for case in fixture["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let direction = if case["direction"] == "maximize" { Direction::Maximize } else { Direction::Minimize };
+        let dists: Vec<Distribution> = case["distributions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| match d["kind"].as_str().unwrap() {
+                "float" => Distribution::Float {
+                    low: d["low"].as_f64().unwrap(),
+                    high: d["high"].as_f64().unwrap(),
+                    log: d["log"].as_bool().unwrap(),
+                    step: d["step"].as_f64(),
+                },
+                "int" => Distribution::Int {
+                    low: d["low"].as_i64().unwrap(),
+                    high: d["high"].as_i64().unwrap(),
+                    step: d["step"].as_i64().unwrap(),
+                    log: d["log"].as_bool().unwrap(),
+                },
+                _ => Distribution::Categorical {
+                    choices: d["choices"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect(),
+                },
+            })
+            .collect();
+        let study = Study::builder().direction(direction).build();
+        for t in case["trials"].as_array().unwrap() {
+            let mut trial = FrozenTrial::new(TrialState::Complete).with_values(&[t["value"].as_f64().unwrap()]);
+            for (k, v) in t["params"].as_object().unwrap() {
+                let d = dists[t["dists"][k].as_u64().unwrap() as usize].clone();
+                let value = match (&d, v) {
+                    (Distribution::Int { .. }, v) => ParamValue::Int(v.as_i64().unwrap()),
+                    (Distribution::Float { .. }, v) => ParamValue::Float(v.as_f64().unwrap()),
+                    (_, v) => ParamValue::Categorical(v.as_str().unwrap().to_string()),
+                };
+                trial = trial.with_param(k, value, d);
+            }
+            study.add_trial(trial).unwrap();
+        }
+        let s = &case["settings"];
+        let mut evaluator = PedAnovaImportanceEvaluator::new();
+        if let Some(q) = s["target_quantile"].as_f64() {
+            evaluator = evaluator.target_quantile(q);
+        }
+        if let Some(q) = s["region_quantile"].as_f64() {
+            evaluator = evaluator.region_quantile(q);
+        }
+        if let Some(local) = s["evaluate_on_local"].as_bool() {
+            evaluator = evaluator.evaluate_on_local(local);
+        }
+        let ours = get_param_importances(&study, &evaluator, None, None, false).unwrap();
+        let want = case["importances"].as_object().unwrap();
+        assert_eq!(ours.len(), want.len(), "{name}");
+        for (param, value) in &ours {
+            let w = want[param].as_f64().unwrap();
+            assert!((value - w).abs() <= 1e-5 * w.abs() + 1e-12, "{name}: {param} {value} vs Optuna {w}");
+        }
+    }
+}
