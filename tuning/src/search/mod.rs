@@ -26,6 +26,7 @@ mod cmaes;
 mod distribution;
 mod error;
 mod gp;
+pub mod importance;
 mod log;
 pub mod multi;
 mod nsga2;
@@ -44,7 +45,9 @@ pub use error::SearchError;
 pub use gp::GpSampler;
 pub use nsga2::{ConstraintsFn, Crossover, Mutation, NsgaIISampler};
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
-pub use pruner::{MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
+pub use pruner::{
+    HyperbandPruner, MedianPruner, NopPruner, PatientPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner,
+};
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};
 #[cfg(feature = "postgres")]
 pub use storage::PostgresStorage;

@@ -77,7 +77,6 @@ pub type ConstraintsFn = Arc<dyn Fn(&FrozenTrial) -> Vec<f64> + Send + Sync>;
 /// assert!(study.best_trials().len() > 10);
 /// # Ok::<(), SearchError>(())
 /// ```
-#[derive(Clone)]
 pub struct NsgaIISampler {
     population_size: usize,
     mutation_prob: Option<f64>,
@@ -105,6 +104,17 @@ impl fmt::Debug for NsgaIISampler {
     }
 }
 
+impl Clone for NsgaIISampler {
+    /// The same options, with nothing read yet (a clone may serve another study).
+    fn clone(&self) -> Self {
+        NsgaIISampler {
+            cache: Arc::new(Mutex::new(Cache::default())),
+            constraints_func: self.constraints_func.clone(),
+            ..*self
+        }
+    }
+}
+
 impl Default for NsgaIISampler {
     fn default() -> Self {
         NsgaIISampler::new()
@@ -115,10 +125,10 @@ impl Default for NsgaIISampler {
 /// parents of each generation (finished trials never change, so this only grows).
 #[derive(Default)]
 struct Cache {
-    /// How far `SampleContext::finished` has been read, and the last number read there (to
-    /// notice a different study).
+    /// How far `SampleContext::finished` has been read, and the last trial read there with its
+    /// values (to notice being handed another study).
     read: usize,
-    last: Option<u64>,
+    last: Option<(u64, Vec<f64>)>,
     complete: Vec<u64>,
     /// `parents[k]`: the parent population of generation `k + 1`, by trial number.
     parents: Vec<Vec<u64>>,
@@ -237,7 +247,11 @@ impl NsgaIISampler {
     /// Reads newly finished trials; computes the parents of every complete generation.
     fn sync(&self, cache: &mut Cache, ctx: &SampleContext<'_>) {
         let fresh = cache.read <= ctx.finished.len()
-            && cache.last.is_none_or(|n| cache.read > 0 && ctx.finished[cache.read - 1] == n);
+            && cache.last.as_ref().is_none_or(|(n, values)| {
+                cache.read > 0
+                    && ctx.finished[cache.read - 1] == *n
+                    && ctx.trials.get(*n as usize).is_some_and(|t| t.values == *values)
+            });
         if !fresh {
             *cache = Cache::default();
         }
@@ -250,7 +264,8 @@ impl NsgaIISampler {
             }
         }
         cache.read = ctx.finished.len();
-        cache.last = ctx.finished.last().copied();
+        cache.last =
+            ctx.finished.last().map(|&n| (n, ctx.trials.get(n as usize).map(|t| t.values.clone()).unwrap_or_default()));
         let generations = cache.complete.len() / self.population_size;
         while cache.parents.len() < generations {
             let k = cache.parents.len();
