@@ -22,9 +22,13 @@
 //! # Ok::<(), SearchError>(())
 //! ```
 
+mod cmaes;
 mod distribution;
 mod error;
+mod gp;
 mod log;
+pub mod multi;
+mod nsga2;
 mod optimize;
 mod pruner;
 mod sampler;
@@ -32,9 +36,13 @@ pub mod storage;
 mod study;
 mod tpe;
 mod trial;
+mod unit_space;
 
+pub use cmaes::{CmaEsSampler, RestartStrategy};
 pub use distribution::{Distribution, ParamValue};
 pub use error::SearchError;
+pub use gp::GpSampler;
+pub use nsga2::{ConstraintsFn, Crossover, Mutation, NsgaIISampler};
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
 pub use pruner::{MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};
