@@ -2,7 +2,8 @@
 //! learning rate (log scale), the hidden width, the weight decay and the dropout. The study lives
 //! in an SQLite file, so running the program again continues it (new trials get new numbers and
 //! TPE learns from the earlier ones). Each trial is trained by ferrograd-train's `Learner`: the
-//! validation accuracy after each epoch goes to the pruner through a small callback.
+//! validation accuracy after each epoch goes to the pruner through a small callback. At the end
+//! it prints the parameter importances (PED-ANOVA) of the whole study.
 //!
 //! ```sh
 //! cargo run --release --example search -- [--trials 20] [--db search_study.db] [--train 10000]
@@ -23,6 +24,7 @@ use ferrograd::optim::{Adam, GroupOptions, Optim};
 use ferrograd::tensor::rand::{rngs::StdRng, SeedableRng};
 use ferrograd::train::{Accuracy, Batch, Callback, Context, Control, DataSource, EpochLogs, Learner, TrainError};
 use ferrograd::tuning::plots::write_study_plots;
+use ferrograd::tuning::search::importance::param_importances;
 use ferrograd::tuning::search::{Direction, MedianPruner, ParamValue, Study, TpeSampler, Trial, TrialState};
 
 struct Args {
@@ -211,6 +213,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             100.0 * best.value.unwrap_or(0.0),
             params.join(", ")
         );
+    }
+    // Which hyperparameters decided whether a trial was among the best 10% (PED-ANOVA).
+    let importances = param_importances(&study)?;
+    if !importances.is_empty() {
+        let shown: Vec<String> = importances.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+        println!("importances: {}", shown.join(", "));
     }
     study.write_csv(&args.csv)?;
     println!("all trials in {} (run again to continue the study)", args.csv.display());

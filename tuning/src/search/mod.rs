@@ -26,7 +26,10 @@ mod cmaes;
 mod distribution;
 mod error;
 mod gp;
+pub mod importance;
 mod log;
+pub mod multi;
+mod nsga2;
 mod optimize;
 mod pruner;
 mod qmc;
@@ -42,8 +45,11 @@ pub use cmaes::{CmaEsSampler, RestartStrategy};
 pub use distribution::{Distribution, ParamValue};
 pub use error::SearchError;
 pub use gp::GpSampler;
+pub use nsga2::{ConstraintsFn, Crossover, Mutation, NsgaIISampler};
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
-pub use pruner::{MedianPruner, NopPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner};
+pub use pruner::{
+    HyperbandPruner, MedianPruner, NopPruner, PatientPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner,
+};
 pub use qmc::QmcSampler;
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};
 #[cfg(feature = "postgres")]

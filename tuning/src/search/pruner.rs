@@ -1,6 +1,8 @@
 //! Pruners decide from intermediate values ([`Trial::report`](super::Trial::report)) whether a
 //! trial is worth finishing.
 
+use std::sync::OnceLock;
+
 use super::error::SearchError;
 use super::study::Direction;
 use super::trial::{FrozenTrial, TrialState};
@@ -30,6 +32,7 @@ pub struct PercentilePruner {
     n_startup_trials: usize,
     n_warmup_steps: u64,
     n_min_trials: usize,
+    interval_steps: u64,
 }
 
 impl PercentilePruner {
@@ -39,7 +42,7 @@ impl PercentilePruner {
         if !(0.0..=100.0).contains(&percentile) {
             return Err(SearchError::InvalidOption(format!("percentile must be in [0, 100], got {percentile}")));
         }
-        Ok(PercentilePruner { percentile, n_startup_trials, n_warmup_steps, n_min_trials: 1 })
+        Ok(PercentilePruner { percentile, n_startup_trials, n_warmup_steps, n_min_trials: 1, interval_steps: 1 })
     }
 
     /// At least this many trials must have reported the step before pruning (default 1).
@@ -47,6 +50,31 @@ impl PercentilePruner {
         self.n_min_trials = n.max(1);
         self
     }
+
+    /// Decides only at every `interval_steps`-th step after the warm-up (steps
+    /// `n_warmup_steps + k * interval_steps`, or the first report past one); default 1, every
+    /// step. As Optuna, a trial is judged at a report when its previous report came before the
+    /// latest such step. Panics when `interval_steps` is 0.
+    ///
+    /// ```
+    /// use ferrograd_tuning::search::PercentilePruner;
+    /// let pruner = PercentilePruner::new(25.0, 5, 30)?.interval_steps(10).n_min_trials(3);
+    /// # Ok::<(), ferrograd_tuning::search::SearchError>(())
+    /// ```
+    #[track_caller]
+    pub fn interval_steps(mut self, interval_steps: u64) -> Self {
+        assert!(interval_steps >= 1, "PercentilePruner::interval_steps must be at least 1, got 0");
+        self.interval_steps = interval_steps;
+        self
+    }
+}
+
+/// Whether `step` (the trial's last report) is the first report at or after the latest pruning
+/// step `n_warmup + k * interval` (Optuna's `_is_first_in_interval_step`).
+fn first_in_interval(trial: &FrozenTrial, step: u64, n_warmup: u64, interval: u64) -> bool {
+    let nearest = (step - n_warmup) / interval * interval + n_warmup;
+    let previous = trial.intermediate.range(..step).next_back().map(|(s, _)| *s);
+    previous.is_none_or(|p| p < nearest)
 }
 
 /// The `q`-th percentile (0..=100) of `v`, linear interpolation as numpy's default.
@@ -66,6 +94,9 @@ impl Pruner for PercentilePruner {
         let Some((step, _)) = trial.last_intermediate() else { return false };
         let complete: Vec<&FrozenTrial> = trials.iter().filter(|t| t.state == TrialState::Complete).collect();
         if complete.len() < self.n_startup_trials || step < self.n_warmup_steps {
+            return false;
+        }
+        if !first_in_interval(trial, step, self.n_warmup_steps, self.interval_steps) {
             return false;
         }
         let mut at_step: Vec<f64> = complete
@@ -94,7 +125,32 @@ pub struct MedianPruner(PercentilePruner);
 impl MedianPruner {
     /// No pruning before `n_startup_trials` trials have completed nor before step `n_warmup_steps`.
     pub fn new(n_startup_trials: usize, n_warmup_steps: u64) -> Self {
-        MedianPruner(PercentilePruner { percentile: 50.0, n_startup_trials, n_warmup_steps, n_min_trials: 1 })
+        MedianPruner(PercentilePruner {
+            percentile: 50.0,
+            n_startup_trials,
+            n_warmup_steps,
+            n_min_trials: 1,
+            interval_steps: 1,
+        })
+    }
+}
+
+impl MedianPruner {
+    /// At least this many complete trials must have reported the step before pruning (default 1).
+    pub fn n_min_trials(self, n: usize) -> Self {
+        MedianPruner(self.0.n_min_trials(n))
+    }
+
+    /// Decides only every `interval_steps` steps after the warm-up (see
+    /// [`PercentilePruner::interval_steps`]). Panics when `interval_steps` is 0.
+    ///
+    /// ```
+    /// use ferrograd_tuning::search::{MedianPruner, Study};
+    /// let study = Study::builder().pruner(MedianPruner::new(5, 10).interval_steps(5).n_min_trials(3)).build();
+    /// ```
+    #[track_caller]
+    pub fn interval_steps(self, interval_steps: u64) -> Self {
+        MedianPruner(self.0.interval_steps(interval_steps))
     }
 }
 
@@ -118,6 +174,7 @@ impl Pruner for MedianPruner {
 pub struct SuccessiveHalvingPruner {
     min_resource: u64,
     reduction_factor: u64,
+    min_early_stopping_rate: u32,
 }
 
 impl SuccessiveHalvingPruner {
@@ -129,12 +186,27 @@ impl SuccessiveHalvingPruner {
                  {reduction_factor}"
             )));
         }
-        Ok(SuccessiveHalvingPruner { min_resource, reduction_factor })
+        Ok(SuccessiveHalvingPruner { min_resource, reduction_factor, min_early_stopping_rate: 0 })
+    }
+
+    /// Starts the rungs `min_early_stopping_rate` rungs later, at `min_resource *
+    /// reduction_factor^min_early_stopping_rate` (default 0; Hyperband's brackets differ in it).
+    pub fn min_early_stopping_rate(mut self, rate: u32) -> Self {
+        self.min_early_stopping_rate = rate;
+        self
+    }
+
+    /// The step of the first rung, saturating.
+    fn first_rung(&self) -> u64 {
+        self.reduction_factor
+            .checked_pow(self.min_early_stopping_rate)
+            .and_then(|f| f.checked_mul(self.min_resource))
+            .unwrap_or(u64::MAX)
     }
 
     /// The highest rung step at or below `step`.
     fn rung_at(&self, step: u64) -> Option<u64> {
-        let mut rung = self.min_resource;
+        let mut rung = self.first_rung();
         if step < rung {
             return None;
         }
@@ -152,6 +224,19 @@ fn rung_value(t: &FrozenTrial, rung: u64) -> Option<f64> {
 
 impl Pruner for SuccessiveHalvingPruner {
     fn prune(&self, trials: &[FrozenTrial], direction: Direction, trial: &FrozenTrial) -> bool {
+        self.prune_among(trials.iter(), direction, trial)
+    }
+}
+
+impl SuccessiveHalvingPruner {
+    /// [`Pruner::prune`] with the competing trials given as references (Hyperband passes the
+    /// trials of one bracket).
+    fn prune_among<'a>(
+        &self,
+        trials: impl Iterator<Item = &'a FrozenTrial>,
+        direction: Direction,
+        trial: &FrozenTrial,
+    ) -> bool {
         let Some((step, _)) = trial.last_intermediate() else { return false };
         let Some(rung) = self.rung_at(step) else { return false };
         let Some(mine) = rung_value(trial, rung).map(|v| direction.loss(v)) else { return false };
@@ -159,7 +244,6 @@ impl Pruner for SuccessiveHalvingPruner {
             return true;
         }
         let mut competing: Vec<f64> = trials
-            .iter()
             .filter(|t| t.number != trial.number && t.state != TrialState::Failed)
             .filter_map(|t| rung_value(t, rung))
             .map(|v| direction.loss(v))
@@ -169,6 +253,204 @@ impl Pruner for SuccessiveHalvingPruner {
         competing.sort_by(f64::total_cmp);
         let k = (competing.len() / self.reduction_factor as usize).max(1) - 1;
         mine > competing[k]
+    }
+}
+
+/// Hyperband (Li et al. 2018) as Optuna's `HyperbandPruner`: several successive-halving
+/// brackets that differ in how early they start pruning, bracket `s` with its first rung at
+/// `min_resource * reduction_factor^s`. Each trial belongs to one bracket, chosen by a hash of
+/// its number with Hyperband's proportions (bracket `s` of `n` gets a share
+/// `ceil(n * reduction_factor^(n-1-s) / (n - s))`), and competes only with trials of its bracket.
+/// There are `floor(log_reduction_factor(max_resource / min_resource)) + 1` brackets.
+///
+/// ```
+/// use ferrograd_tuning::search::{HyperbandPruner, SearchError, Study};
+/// let pruner = HyperbandPruner::new(1, Some(27), 3)?;
+/// assert_eq!(pruner.n_brackets(), Some(4));
+/// let study = Study::builder().pruner(pruner).build();
+/// study.optimize(20, |t| {
+///     let x = t.suggest_float("x", 0.0, 1.0, false)?;
+///     for step in 1..=27 {
+///         t.report(step, x / step as f64);
+///         if t.should_prune() {
+///             return Err(t.pruned());
+///         }
+///     }
+///     Ok::<_, SearchError>(x / 27.0)
+/// })?;
+/// # Ok::<(), SearchError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct HyperbandPruner {
+    min_resource: u64,
+    reduction_factor: u64,
+    brackets: OnceLock<Brackets>,
+}
+
+#[derive(Debug, Clone)]
+struct Brackets {
+    pruners: Vec<SuccessiveHalvingPruner>,
+    budgets: Vec<u64>,
+}
+
+impl HyperbandPruner {
+    /// Brackets between `min_resource` (`>= 1`) and `max_resource` (at least `min_resource`;
+    /// `None` is Optuna's `"auto"`: one more than the last step of the first trials to complete,
+    /// and no pruning until a trial completes), `reduction_factor >= 2`.
+    pub fn new(min_resource: u64, max_resource: Option<u64>, reduction_factor: u64) -> Result<Self, SearchError> {
+        if min_resource < 1 || reduction_factor < 2 || max_resource.is_some_and(|m| m < min_resource) {
+            return Err(SearchError::InvalidOption(format!(
+                "hyperband needs min_resource >= 1, max_resource >= min_resource and reduction_factor >= 2, got \
+                 {min_resource}, {max_resource:?} and {reduction_factor}"
+            )));
+        }
+        let pruner = HyperbandPruner { min_resource, reduction_factor, brackets: OnceLock::new() };
+        if let Some(max) = max_resource {
+            let _ = pruner.brackets.set(pruner.make_brackets(max));
+        }
+        Ok(pruner)
+    }
+
+    fn make_brackets(&self, max_resource: u64) -> Brackets {
+        // floor(log_eta(max / min)) in integers: the largest n with min * eta^n <= max.
+        let mut n = 0u32;
+        while self
+            .reduction_factor
+            .checked_pow(n + 1)
+            .and_then(|f| f.checked_mul(self.min_resource))
+            .is_some_and(|r| r <= max_resource)
+        {
+            n += 1;
+        }
+        let n_brackets = n + 1;
+        let pruners = (0..n_brackets)
+            .map(|s| SuccessiveHalvingPruner {
+                min_resource: self.min_resource,
+                reduction_factor: self.reduction_factor,
+                min_early_stopping_rate: s,
+            })
+            .collect();
+        let budgets = (0..n_brackets)
+            .map(|b| {
+                let s = n_brackets - 1 - b;
+                let num = u128::from(n_brackets) * u128::from(self.reduction_factor).pow(s);
+                num.div_ceil(u128::from(s + 1)).min(u128::from(u64::MAX / 64)) as u64
+            })
+            .collect();
+        Brackets { pruners, budgets }
+    }
+
+    fn resolved(&self, trials: &[FrozenTrial]) -> Option<&Brackets> {
+        if let Some(b) = self.brackets.get() {
+            return Some(b);
+        }
+        let last = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Complete)
+            .filter_map(|t| t.last_intermediate().map(|(s, _)| s))
+            .max()?;
+        Some(self.brackets.get_or_init(|| self.make_brackets(last.saturating_add(1).max(self.min_resource))))
+    }
+
+    /// The number of brackets, once `max_resource` is known.
+    pub fn n_brackets(&self) -> Option<usize> {
+        self.brackets.get().map(|b| b.pruners.len())
+    }
+
+    /// Each bracket's share of trials (Hyperband's `n` per bracket), once `max_resource` is known.
+    pub fn bracket_budgets(&self) -> Option<Vec<u64>> {
+        self.brackets.get().map(|b| b.budgets.clone())
+    }
+
+    /// The bracket of trial `number`, once `max_resource` is known.
+    pub fn bracket(&self, number: u64) -> Option<usize> {
+        self.brackets.get().map(|b| bracket_of(b, number))
+    }
+}
+
+fn bracket_of(b: &Brackets, number: u64) -> usize {
+    let total: u64 = b.budgets.iter().sum();
+    let mut n = super::study::trial_seed(0x4879_7065_7262_616E, number) % total;
+    for (i, budget) in b.budgets.iter().enumerate() {
+        if n < *budget {
+            return i;
+        }
+        n -= budget;
+    }
+    unreachable!("the hash is below the total of the budgets")
+}
+
+impl Default for HyperbandPruner {
+    /// Optuna's defaults: `min_resource` 1, `max_resource` "auto", `reduction_factor` 3.
+    fn default() -> Self {
+        HyperbandPruner::new(1, None, 3).expect("the defaults are valid")
+    }
+}
+
+impl Pruner for HyperbandPruner {
+    fn prune(&self, trials: &[FrozenTrial], direction: Direction, trial: &FrozenTrial) -> bool {
+        let Some(b) = self.resolved(trials) else { return false };
+        let mine = bracket_of(b, trial.number);
+        let same = trials.iter().filter(|t| bracket_of(b, t.number) == mine);
+        b.pruners[mine].prune_among(same, direction, trial)
+    }
+}
+
+/// Prunes a trial whose intermediate values stopped improving: its best over the last
+/// `patience + 1` reports is worse, by more than `min_delta`, than its best before them
+/// (Optuna's `PatientPruner`, NaN ignored). With a wrapped pruner, that pruner must also agree.
+///
+/// ```
+/// use ferrograd_tuning::search::{MedianPruner, PatientPruner, Study};
+/// let pruner = PatientPruner::new(3, 0.0)?.wrapping(MedianPruner::default());
+/// let study = Study::builder().pruner(pruner).build();
+/// # Ok::<(), ferrograd_tuning::search::SearchError>(())
+/// ```
+pub struct PatientPruner {
+    wrapped: Option<Box<dyn Pruner>>,
+    patience: usize,
+    min_delta: f64,
+}
+
+impl PatientPruner {
+    /// Prunes when the best of the last `patience + 1` reports is worse than the best before
+    /// them by more than `min_delta` (`>= 0`, a tolerance).
+    pub fn new(patience: usize, min_delta: f64) -> Result<Self, SearchError> {
+        if !(min_delta >= 0.0 && min_delta.is_finite()) {
+            return Err(SearchError::InvalidOption(format!("PatientPruner: min_delta must be >= 0, got {min_delta}")));
+        }
+        Ok(PatientPruner { wrapped: None, patience, min_delta })
+    }
+
+    /// Prunes only when `pruner` also says so.
+    pub fn wrapping(mut self, pruner: impl Pruner + 'static) -> Self {
+        self.wrapped = Some(Box::new(pruner));
+        self
+    }
+}
+
+impl std::fmt::Debug for PatientPruner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatientPruner")
+            .field("patience", &self.patience)
+            .field("min_delta", &self.min_delta)
+            .field("wrapped", &self.wrapped.is_some())
+            .finish()
+    }
+}
+
+impl Pruner for PatientPruner {
+    fn prune(&self, trials: &[FrozenTrial], direction: Direction, trial: &FrozenTrial) -> bool {
+        let n = trial.intermediate.len();
+        if n <= self.patience + 1 {
+            return false;
+        }
+        let losses: Vec<f64> = trial.intermediate.values().map(|v| direction.loss(*v)).collect();
+        let (before, after) = losses.split_at(n - self.patience - 1);
+        // NaN is ignored, as numpy's nanmin.
+        let best = |v: &[f64]| v.iter().copied().filter(|x| !x.is_nan()).fold(f64::INFINITY, f64::min);
+        let stalled = best(before) + self.min_delta < best(after);
+        stalled && self.wrapped.as_ref().is_none_or(|p| p.prune(trials, direction, trial))
     }
 }
 

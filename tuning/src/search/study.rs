@@ -453,6 +453,34 @@ impl Study {
         self.try_best_trial().unwrap_or_else(|e| panic!("study `{}`: {e}", self.name))
     }
 
+    /// The complete trials on the Pareto front, by number: no other complete trial is at least as
+    /// good in every objective and better in one (Optuna's `best_trials`; with one objective, every
+    /// trial tied for the best value). When any trial carries constraints
+    /// ([`Trial::set_constraint`](super::Trial::set_constraint)), only feasible trials count.
+    pub fn try_best_trials(&self) -> Result<Vec<FrozenTrial>, SearchError> {
+        let trials = self.try_trials()?;
+        Ok(super::multi::pareto_trials(&trials, &self.directions).into_iter().cloned().collect())
+    }
+
+    /// [`try_best_trials`](Self::try_best_trials), panicking when the storage cannot be read.
+    ///
+    /// ```
+    /// use ferrograd_tuning::search::{Direction, SearchError, Study};
+    /// let study = Study::builder().directions(&[Direction::Minimize, Direction::Maximize]).build();
+    /// study.optimize(20, |t| {
+    ///     let x = t.suggest_float("x", 0.0, 1.0, false)?;
+    ///     Ok::<_, SearchError>([x * x, x])
+    /// })?;
+    /// // Every trial trades the first objective for the second: all are Pareto-optimal.
+    /// assert_eq!(study.best_trials().len(), 20);
+    /// # Ok::<(), SearchError>(())
+    /// ```
+    #[track_caller]
+    pub fn best_trials(&self) -> Vec<FrozenTrial> {
+        self.try_best_trials()
+            .unwrap_or_else(|e| panic!("study `{}`: {e} (try_best_trials returns this error)", self.name))
+    }
+
     /// The best value, if a trial completed (panics as [`best_trial`](Self::best_trial)).
     #[track_caller]
     pub fn best_value(&self) -> Option<f64> {

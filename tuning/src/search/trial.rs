@@ -185,6 +185,16 @@ impl FrozenTrial {
         self.system_attrs.get("failed_trial").and_then(Value::as_u64)
     }
 
+    /// The trial's constraint values (see [`Trial::set_constraint`]); empty when it has none.
+    pub fn constraints(&self) -> Vec<f64> {
+        super::multi::trial_constraints(self)
+    }
+
+    /// Whether every constraint of the trial is `<= 0` (true when it has none).
+    pub fn is_feasible(&self) -> bool {
+        self.constraints().iter().all(|c| *c <= 0.0)
+    }
+
     /// Fills `value` and `duration` from `values` and the times.
     pub(crate) fn derive(&mut self) {
         self.value = self.values.first().copied();
@@ -302,6 +312,29 @@ impl Trial<'_> {
     /// Sets a system attribute of this trial (samplers keep their state there).
     pub fn set_system_attr(&mut self, key: &str, value: impl Into<Value>) -> Result<(), SearchError> {
         self.study.set_trial_attr(self.number, self.id, true, key, value.into())
+    }
+
+    /// Records constraint `key` of this trial (Optuna's `Trial.set_constraint`, stored as the
+    /// system attribute `constraints:<key>`): the trial is feasible when every constraint is
+    /// `<= 0`. [`Study::best_trials`] and the NSGA-II sampler prefer feasible trials. A NaN value
+    /// is refused.
+    ///
+    /// ```
+    /// use ferrograd_tuning::search::{SearchError, Study};
+    /// let study = Study::builder().build();
+    /// study.optimize(10, |t| {
+    ///     let x = t.suggest_float("x", -1.0, 1.0, false)?;
+    ///     t.set_constraint("x_positive", -x)?;
+    ///     Ok::<_, SearchError>(x * x)
+    /// })?;
+    /// assert!(study.best_trials().iter().all(|t| t.params["x"].as_f64().unwrap() >= 0.0));
+    /// # Ok::<(), SearchError>(())
+    /// ```
+    pub fn set_constraint(&mut self, key: &str, value: f64) -> Result<(), SearchError> {
+        if value.is_nan() {
+            return Err(SearchError::InvalidOption(format!("constraint `{key}` is NaN")));
+        }
+        self.set_system_attr(&format!("constraints:{key}"), value)
     }
 
     /// The user attributes set so far.
