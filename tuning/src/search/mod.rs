@@ -42,6 +42,7 @@ pub use nsga2::{ConstraintsFn, Crossover, Mutation, NsgaIISampler};
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
 pub use pruner::{
     HyperbandPruner, MedianPruner, NopPruner, PatientPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner,
+    WilcoxonPruner,
 };
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};
 #[cfg(feature = "postgres")]
