@@ -14,6 +14,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod functional;
 pub mod init;
 pub mod layers;
 pub mod loss;
@@ -24,7 +25,8 @@ pub use error::NnError;
 pub use ferrograd_derive::Module;
 pub use layers::{
     AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten, GRUCell, LSTMCell, LayerNorm,
-    LeakyReLU, Linear, LogSoftmax, MaxPool2d, RNNCell, ReLU, Sequential, SiLU, Sigmoid, Softmax, Tanh, GELU, GRU, LSTM,
+    LeakyReLU, Linear, LogSoftmax, MaxPool2d, MultiheadAttention, RNNCell, ReLU, Sequential, SiLU, Sigmoid, Softmax,
+    Tanh, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer, GELU, GRU, LSTM,
     RNN,
 };
 #[doc(hidden)]

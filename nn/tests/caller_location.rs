@@ -278,4 +278,7 @@ fn init_and_data_arguments() {
     assert_panics_here!(norm.apply(&img, &mut r), "Normalize", "[1, 2, 4, 4]");
     assert_panics_here!(crop5.apply(&img, &mut r), "RandomCrop", "[1, 2, 4, 4]");
     assert_panics_here!(crop2.apply(&flat, &mut r), "RandomCrop", "[4, 4]");
+    let path = std::env::temp_dir().join("caller_location_never_written.idx");
+    assert_panics_here!(ferrograd_nn::data::write_idx(&path, &[2, 3], &[0; 5]), "write_idx", "[2, 3]");
+    assert!(!path.exists());
 }

@@ -126,6 +126,34 @@ fn tick(v: &f64) -> String {
     format!("{v:.1e}")
 }
 
+/// The tick labels of one axis spanning `lo..hi`, all in one notation: scientific when the
+/// axis' magnitude is very small or large (a learning rate of 1e-4), else fixed with as many
+/// decimals as the tick spacing needs. With `integral` (epochs, trial numbers) ticks between
+/// whole numbers get no label.
+fn axis_labels(lo: f64, hi: f64, integral: bool) -> impl Fn(&f64) -> String {
+    let magnitude = lo.abs().max(hi.abs());
+    let scientific = magnitude > 0.0 && !(1e-2..1e5).contains(&magnitude);
+    // plotters puts about ten ticks on an axis; their spacing sets the decimals needed.
+    let spacing = ((hi - lo) / 10.0).abs();
+    let decimals = if spacing > 0.0 && spacing < 1.0 { (-spacing.log10()).ceil().clamp(0.0, 8.0) as usize } else { 0 };
+    move |v: &f64| {
+        let v = *v;
+        if integral && v.fract() != 0.0 {
+            return String::new();
+        }
+        if v == 0.0 {
+            return "0".into();
+        }
+        if scientific {
+            return format!("{v:.1e}");
+        }
+        if integral {
+            return format!("{v:.0}");
+        }
+        format!("{v:.decimals$}")
+    }
+}
+
 /// The corner whose quarter of the plot holds the fewest points, for the legend.
 fn emptiest_corner(points: &[(f64, f64)], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> SeriesLabelPosition {
     let count = |right: bool, upper: bool| {
@@ -183,12 +211,16 @@ impl Chart {
             .y_label_area_size(70)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(plot_err)?;
+        let integral_x = !all.is_empty() && all.iter().all(|p| p.0.fract() == 0.0);
+        // At most one tick per whole number on an integral axis (three epochs: three ticks).
+        let x_ticks = if integral_x { ((x1 - x0).floor() as usize + 1).clamp(2, 10) } else { 10 };
         chart
             .configure_mesh()
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
-            .x_label_formatter(&tick)
-            .y_label_formatter(&tick)
+            .x_labels(x_ticks)
+            .x_label_formatter(&axis_labels(x0, x1, integral_x))
+            .y_label_formatter(&axis_labels(y0, y1, false))
             .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
@@ -205,9 +237,14 @@ impl Chart {
             };
             if !s.name.is_empty() {
                 legend = true;
-                drawn
-                    .label(&s.name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                let drawn = drawn.label(&s.name);
+                // The legend shows the series as drawn: a short line, or a dot.
+                match s.style {
+                    Style::Line => {
+                        drawn.legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)))
+                    }
+                    Style::Points => drawn.legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled())),
+                };
             }
         }
         if legend {

@@ -73,7 +73,10 @@ fn a_chart_holds_its_lines_and_dots() {
     let svg = parse(&chart.to_svg(640, 400).unwrap());
     assert_affine(&train, line(&svg, "#1F77B4", 5));
     let finite: Vec<(f64, f64)> = dots.iter().copied().filter(|p| p.1.is_finite()).collect();
-    let centres: Vec<(f64, f64)> = svg.circles.iter().filter(|(c, _)| c == "#FF7F0E").map(|c| c.1).collect();
+    let mut centres: Vec<(f64, f64)> = svg.circles.iter().filter(|(c, _)| c == "#FF7F0E").map(|c| c.1).collect();
+    // The data's dots, then the legend's one dot.
+    assert_eq!(centres.len(), finite.len() + 1);
+    centres.pop();
     assert_affine(&finite, &centres);
     // Both series on one scale: the dot at epoch 1 (0.8) sits below the line's start (0.9).
     assert!(centres[0].1 > line(&svg, "#1F77B4", 5)[0].1);
@@ -138,4 +141,56 @@ fn bars_are_as_long_as_their_values() {
     for name in ["lr", "width", "dropout", "importance", "importances"] {
         assert!(svg.texts.iter().any(|t| t == name), "no `{name}` in {:?}", svg.texts);
     }
+}
+
+/// The numeric tick labels of an SVG (texts that parse as numbers).
+fn numeric_labels(svg: &Svg) -> Vec<String> {
+    svg.texts.iter().filter(|t| !t.is_empty() && t.parse::<f64>().is_ok()).cloned().collect()
+}
+
+#[test]
+fn epoch_axes_label_whole_epochs_only() {
+    // Three epochs: plotters would put ticks at 1.2, 1.4, ... on a 1..3 axis.
+    let chart =
+        Chart::new("loss", "epoch", "loss").series(Series::line("train", vec![(1.0, 0.9), (2.0, 0.5), (3.0, 0.4)]));
+    let svg = parse(&chart.to_svg(640, 400).unwrap());
+    let labels = numeric_labels(&svg);
+    for whole in ["1", "2", "3"] {
+        assert!(labels.iter().any(|l| l == whole), "no epoch label {whole} in {labels:?}");
+    }
+    // Every label that is an epoch (>= 1, on the x axis) is whole; the loss axis (0.4..0.9) has
+    // its own fractional labels, all below 1.
+    for l in &labels {
+        let v: f64 = l.parse().unwrap();
+        assert!(v < 1.0 || v.fract() == 0.0, "fractional epoch label {l} in {labels:?}");
+    }
+}
+
+#[test]
+fn a_learning_rate_axis_uses_one_notation() {
+    let lr: Vec<(f64, f64)> = (0..6).map(|e| ((e + 1) as f64, 1e-3 * 0.5f64.powi(e))).collect();
+    let chart = Chart::new("learning rate", "epoch", "lr").series(Series::line("lr", lr));
+    let svg = parse(&chart.to_svg(640, 400).unwrap());
+    let y: Vec<String> = numeric_labels(&svg).into_iter().filter(|l| l.parse::<f64>().unwrap() < 0.5).collect();
+    assert!(y.len() >= 3, "few lr labels: {y:?}");
+    // Apart from a plain "0", every label is in scientific notation (no "0.001" beside "5.0e-4").
+    assert!(y.iter().filter(|l| *l != "0").all(|l| l.contains('e')), "mixed notation: {y:?}");
+    // The labels are distinct: no two ticks print the same.
+    let mut unique = y.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), y.len(), "repeated labels: {y:?}");
+}
+
+#[test]
+fn a_dot_series_has_a_dot_in_its_legend() {
+    let chart = Chart::new("trials", "trial", "value")
+        .series(Series::points("trials", vec![(0.0, 3.0), (1.0, 2.0), (2.0, 2.5)]))
+        .series(Series::line("best", vec![(0.0, 3.0), (1.0, 2.0), (2.0, 2.0)]));
+    let svg = parse(&chart.to_svg(640, 400).unwrap());
+    // Three data dots plus one legend dot in the first colour; no short legend line in it.
+    let dots = svg.circles.iter().filter(|(c, _)| c == "#1F77B4").count();
+    assert_eq!(dots, 4, "data dots and one legend dot");
+    assert!(!svg.polylines.iter().any(|(c, p)| c == "#1F77B4" && p.len() == 2), "a line in the dots' legend");
+    assert!(svg.polylines.iter().any(|(c, p)| c == "#FF7F0E" && p.len() == 2), "the line series' legend line");
 }

@@ -1,5 +1,5 @@
-//! TPE sampler time per trial with 100, 1000 and 5000 finished trials (univariate Optuna
-//! defaults and the multivariate `tuned()` settings), on a 3-parameter space with a log float, an
+//! TPE sampler time per trial with 100, 1000 and 5000 finished trials (the default
+//! `TpeSampler::new()`, Optuna 4's `univariate()` and the multivariate `tuned()` settings), on a 3-parameter space with a log float, an
 //! integer and a categorical. Run with `cargo bench -p ferrograd-tuning --bench search_tpe`.
 
 use std::time::Instant;
@@ -41,7 +41,11 @@ fn sqlite(finished: usize) {
 fn main() {
     sqlite(100);
     sqlite(1000);
-    for (label, base) in [("univariate", TpeSampler::new()), ("multivariate tuned", TpeSampler::tuned())] {
+    for (label, base) in [
+        ("default", TpeSampler::new()),
+        ("univariate", TpeSampler::univariate()),
+        ("multivariate tuned", TpeSampler::tuned()),
+    ] {
         for finished in [100, 1000, 5000] {
             // Random start up to `finished` trials, then time TPE proposals on that history.
             let study = Study::builder().sampler(base.clone().n_startup_trials(finished)).seed(1).build();

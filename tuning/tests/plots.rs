@@ -57,8 +57,10 @@ fn the_history_has_a_dot_per_complete_trial_and_a_falling_best_line() {
     let complete: Vec<_> = trials.iter().filter(|t| t.state == TrialState::Complete).collect();
     assert!(complete.len() >= 4 && complete.len() < trials.len(), "{} complete of {}", complete.len(), trials.len());
     let svg = optimization_history(&trials, Direction::Minimize).to_svg(720, 440).unwrap();
-    let dots = circles(&svg);
-    assert_eq!(dots.len(), complete.len());
+    let mut dots = circles(&svg);
+    // A dot per complete trial, then the legend's dot for the series.
+    assert_eq!(dots.len(), complete.len() + 1);
+    dots.pop();
     // Dots left to right in trial order; a smaller value sits lower (a larger pixel y).
     for (w, pair) in dots.windows(2).zip(complete.windows(2)) {
         assert!(w[0].0 < w[1].0);

@@ -10,6 +10,7 @@ mod index;
 mod linalg;
 mod reduce;
 mod shape;
+mod triangle;
 mod unary;
 
 use ferrograd_tensor::{Float, Tensor};

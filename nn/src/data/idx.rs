@@ -467,7 +467,9 @@ fn load_split(dir: &Path, prefix: &str) -> Result<(Tensor<f32>, Tensor<i64>), Nn
 /// [`NnError::Io`] naming the file.
 ///
 /// # Panics
-/// If `data.len()` is not the product of `dims`, or there are more than 255 dims.
+/// If `data.len()` is not the product of `dims`, or there are more than 255 dims, at the
+/// caller's line.
+#[track_caller]
 pub fn write_idx(path: impl AsRef<Path>, dims: &[u32], data: &[u8]) -> Result<(), NnError> {
     let path = path.as_ref();
     let numel: usize = dims.iter().map(|&d| d as usize).product();

@@ -11,6 +11,7 @@ mod pad;
 mod pool;
 mod reduce;
 mod softmax;
+mod triangle;
 mod unary;
 
 pub use conv::*;

@@ -22,8 +22,10 @@
 //! # Ok::<(), SearchError>(())
 //! ```
 
+mod cmaes;
 mod distribution;
 mod error;
+mod gp;
 pub mod importance;
 mod log;
 pub mod multi;
@@ -35,9 +37,12 @@ pub mod storage;
 mod study;
 mod tpe;
 mod trial;
+mod unit_space;
 
+pub use cmaes::{CmaEsSampler, RestartStrategy};
 pub use distribution::{Distribution, ParamValue};
 pub use error::SearchError;
+pub use gp::GpSampler;
 pub use nsga2::{ConstraintsFn, Crossover, Mutation, NsgaIISampler};
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
 pub use pruner::{
