@@ -7,6 +7,12 @@
 //! `optuna.load_study` and optuna-dashboard open a study written here and a study Optuna wrote
 //! continues here.
 //!
+//! A study may have several objectives ([`StudyBuilder::directions`]): [`Study::best_trials`] is
+//! then its Pareto front, [`NsgaIISampler`] (and multi-objective TPE) search it, and [`multi`]
+//! holds the shared pieces (non-dominated sorting, crowding distance, hypervolume). Pruners:
+//! median, percentile, successive halving, [`HyperbandPruner`], [`PatientPruner`],
+//! [`WilcoxonPruner`]. [`importance`] tells which parameters mattered (PED-ANOVA).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use ferrograd_tuning::search::{SearchError, SqliteStorage, Study, TpeSampler};
