@@ -138,3 +138,58 @@ fn patient_pruner_by_hand() {
     assert!(!judge(&wrapped, Direction::Minimize, &[5.0, 3.0, 4.0, 3.4, 3.2]));
     assert!(PatientPruner::new(2, -1.0).is_err());
 }
+
+/// fixtures/wilcoxon_optuna.json (gen_wilcoxon.py, Optuna 5.1 and scipy): the best trial's and a
+/// running trial's intermediate values; Optuna's decision with `p_threshold` just below and just
+/// above scipy's p-value. Exact, permutation and normal-approximation cases, both directions.
+#[test]
+fn wilcoxon_matches_optuna() {
+    use ferrograd_tuning::search::WilcoxonPruner;
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wilcoxon_optuna.json")).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let floats = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    let mut pruned = 0;
+    for case in fixture["cases"].as_array().unwrap() {
+        let dir = if case["direction"] == "maximize" { Direction::Maximize } else { Direction::Minimize };
+        let best_v = floats(&case["best"]);
+        let cur_v = floats(&case["current"]);
+        let steps = |v: &[f64]| v.iter().enumerate().map(|(s, x)| (s as u64, *x)).collect::<Vec<_>>();
+        let mut best = trial(0, TrialState::Complete, &steps(&best_v));
+        best = best.with_values(&[best_v.iter().sum::<f64>() / best_v.len() as f64]);
+        let current = trial(1, TrialState::Running, &steps(&cur_v));
+        let all = [best, current.clone()];
+        for d in case["decisions"].as_array().unwrap() {
+            let p = WilcoxonPruner::new(d["p_threshold"].as_f64().unwrap(), 2).unwrap();
+            let want = d["prune"].as_bool().unwrap();
+            pruned += usize::from(want);
+            assert_eq!(
+                p.prune(&all, dir, &current),
+                want,
+                "n {} {} {:?}: scipy p {} threshold {}",
+                case["n"],
+                case["kind"],
+                dir,
+                case["p"],
+                d["p_threshold"]
+            );
+        }
+    }
+    assert!(pruned > 20);
+}
+
+#[test]
+fn wilcoxon_waits_for_startup_steps_and_a_best_trial() {
+    use ferrograd_tuning::search::WilcoxonPruner;
+    let p = WilcoxonPruner::new(0.5, 4).unwrap();
+    let current = trial(1, TrialState::Running, &[(0, 9.0), (1, 9.0), (2, 9.0)]);
+    // No complete trial: nothing to compare with.
+    assert!(!p.prune(std::slice::from_ref(&current), Direction::Minimize, &current));
+    // Three shared steps, four needed.
+    let best = trial(0, TrialState::Complete, &[(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0)]);
+    assert!(!p.prune(&[best.clone(), current.clone()], Direction::Minimize, &current));
+    // With a fourth step all four differences are +8: exact p = 1 / 16 < 0.5.
+    let current = trial(1, TrialState::Running, &[(0, 9.0), (1, 9.0), (2, 9.0), (3, 9.0)]);
+    assert!(p.prune(&[best.clone(), current.clone()], Direction::Minimize, &current));
+    assert!(WilcoxonPruner::new(1.5, 2).is_err());
+}

@@ -346,7 +346,7 @@ fn grid_pdf(dist: &Distribution, values: &[&ParamValue]) -> Vec<f64> {
 
 /// The standard normal CDF, from `erfc` (W. J. Cody's rational approximations through
 /// Numerical Recipes' Chebyshev fit, relative error below 1.2e-7: ample for importances).
-fn normal_cdf(z: f64) -> f64 {
+pub(crate) fn normal_cdf(z: f64) -> f64 {
     let x = -z / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.5 * x.abs());
     let y = t

@@ -7,6 +7,12 @@
 //! `optuna.load_study` and optuna-dashboard open a study written here and a study Optuna wrote
 //! continues here.
 //!
+//! A study may have several objectives ([`StudyBuilder::directions`]): [`Study::best_trials`] is
+//! then its Pareto front, [`NsgaIISampler`] (and multi-objective TPE) search it, and [`multi`]
+//! holds the shared pieces (non-dominated sorting, crowding distance, hypervolume). Pruners:
+//! median, percentile, successive halving, [`HyperbandPruner`], [`PatientPruner`],
+//! [`WilcoxonPruner`]. [`importance`] tells which parameters mattered (PED-ANOVA).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use ferrograd_tuning::search::{SearchError, SqliteStorage, Study, TpeSampler};
@@ -49,6 +55,7 @@ pub use nsga2::{ConstraintsFn, Crossover, Mutation, NsgaIISampler};
 pub use optimize::{Callback, Catch, IntoValues, OptimizeOptions};
 pub use pruner::{
     HyperbandPruner, MedianPruner, NopPruner, PatientPruner, PercentilePruner, Pruner, SuccessiveHalvingPruner,
+    WilcoxonPruner,
 };
 pub use qmc::QmcSampler;
 pub use sampler::{sample_uniform, GridSampler, RandomSampler, SampleContext, Sampler};

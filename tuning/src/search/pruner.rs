@@ -454,6 +454,169 @@ impl Pruner for PatientPruner {
     }
 }
 
+/// Prunes a trial whose intermediate values are, step by step, significantly worse than the best
+/// trial's at the same steps (Optuna's `WilcoxonPruner`): for objectives averaged over instances
+/// (folds, datasets, seeds) reported one per step in any order. A one-sided Wilcoxon
+/// signed-rank test of the differences (zeros split between the signs, exact for up to 50
+/// differences without ties or zeros, an exact permutation test for up to 13 with them, the
+/// normal approximation (tie-corrected) beyond: scipy's choices) gives `p`; the trial
+/// is pruned when `p < p_threshold`, unless its average is better than the best trial's. No
+/// pruning before `max(2, n_startup_steps)` shared steps, nor with non-finite values.
+///
+/// ```
+/// use ferrograd_tuning::search::{SearchError, Study, WilcoxonPruner};
+/// let study = Study::builder().pruner(WilcoxonPruner::new(0.1, 2)?).build();
+/// study.optimize(10, |t| {
+///     let x = t.suggest_float("x", -1.0, 1.0, false)?;
+///     let mut sum = 0.0;
+///     for fold in 0..8u64 {
+///         let loss = (x - 0.1 * fold as f64).powi(2);
+///         t.report(fold, loss);
+///         sum += loss;
+///         if t.should_prune() {
+///             return Err(t.pruned());
+///         }
+///     }
+///     Ok::<_, SearchError>(sum / 8.0)
+/// })?;
+/// # Ok::<(), SearchError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct WilcoxonPruner {
+    p_threshold: f64,
+    n_startup_steps: usize,
+}
+
+impl WilcoxonPruner {
+    /// Prunes at `p < p_threshold` (in `[0, 1]`; Optuna's default 0.1) once at least
+    /// `n_startup_steps` steps (default 2) are shared with the best trial.
+    pub fn new(p_threshold: f64, n_startup_steps: usize) -> Result<Self, SearchError> {
+        if !(0.0..=1.0).contains(&p_threshold) {
+            return Err(SearchError::InvalidOption(format!(
+                "WilcoxonPruner: p_threshold must be in [0, 1], got {p_threshold}"
+            )));
+        }
+        Ok(WilcoxonPruner { p_threshold, n_startup_steps })
+    }
+}
+
+impl Default for WilcoxonPruner {
+    /// Optuna's defaults: `p_threshold` 0.1, `n_startup_steps` 2.
+    fn default() -> Self {
+        WilcoxonPruner { p_threshold: 0.1, n_startup_steps: 2 }
+    }
+}
+
+impl Pruner for WilcoxonPruner {
+    fn prune(&self, trials: &[FrozenTrial], direction: Direction, trial: &FrozenTrial) -> bool {
+        if trial.intermediate.is_empty() || trial.intermediate.values().any(|v| !v.is_finite()) {
+            return false;
+        }
+        let mut best: Option<&FrozenTrial> = None;
+        for t in trials.iter().filter(|t| t.state == TrialState::Complete) {
+            let Some(v) = t.value else { continue };
+            if best.is_none_or(|b| direction.loss(v) < direction.loss(b.value.unwrap_or(f64::NAN))) {
+                best = Some(t);
+            }
+        }
+        let Some(best) = best else { return false };
+        if best.intermediate.is_empty() || best.intermediate.values().any(|v| !v.is_finite()) {
+            return false;
+        }
+        // Differences as losses: positive where this trial is worse.
+        let diffs: Vec<f64> = trial
+            .intermediate
+            .iter()
+            .filter_map(|(s, v)| best.intermediate.get(s).map(|b| direction.loss(*v) - direction.loss(*b)))
+            .collect();
+        if diffs.len() < self.n_startup_steps.max(2) {
+            return false;
+        }
+        let mean = |t: &FrozenTrial| {
+            t.intermediate.values().map(|v| direction.loss(*v)).sum::<f64>() / t.intermediate.len() as f64
+        };
+        let average_is_best = mean(best) >= mean(trial);
+        let p = wilcoxon_greater(&diffs);
+        p < self.p_threshold && !average_is_best
+    }
+}
+
+/// The one-sided (`greater`) p-value of Wilcoxon's signed-rank test of `d`, zeros split between
+/// the signs, with scipy's choice of method.
+fn wilcoxon_greater(d: &[f64]) -> f64 {
+    let n = d.len();
+    // Average ranks of |d|, and the tie groups' sizes.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| d[a].abs().total_cmp(&d[b].abs()));
+    let mut ranks = vec![0.0; n];
+    let mut ties = false;
+    let mut tie_correct = 0.0;
+    let mut i = 0;
+    while i < n {
+        let mut j = i + 1;
+        while j < n && d[order[j]].abs() == d[order[i]].abs() {
+            j += 1;
+        }
+        let avg = (i + j + 1) as f64 / 2.0;
+        for &k in &order[i..j] {
+            ranks[k] = avg;
+        }
+        let t = (j - i) as f64;
+        tie_correct += t * t * t - t;
+        ties |= j - i > 1;
+        i = j;
+    }
+    let zeros = d.contains(&0.0);
+    let r_plus = |signs: &mut dyn Iterator<Item = f64>| -> f64 {
+        signs
+            .zip(&ranks)
+            .map(|(x, r)| {
+                if x > 0.0 {
+                    *r
+                } else if x == 0.0 {
+                    r / 2.0
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    };
+    let observed = r_plus(&mut d.iter().copied());
+    if n <= 50 && !ties && !zeros {
+        // Exact: the number of subsets of {1..n} by their sum.
+        let max = n * (n + 1) / 2;
+        let mut counts = vec![0.0f64; max + 1];
+        counts[0] = 1.0;
+        for k in 1..=n {
+            for s in (k..=max).rev() {
+                counts[s] += counts[s - k];
+            }
+        }
+        let total = 2f64.powi(n as i32);
+        let k = observed.floor() as usize;
+        return counts[k.min(max + 1)..].iter().sum::<f64>() / total;
+    }
+    if n <= 13 {
+        // Every sign flip of the differences (|d| and so the ranks stay), as scipy's
+        // permutation test enumerates them; ties within a relative 1e-14 count as reached.
+        let mut reached = 0usize;
+        let tol = observed.abs() * 1e-14;
+        for mask in 0u32..(1 << n) {
+            let mut flipped = d.iter().enumerate().map(|(i, x)| if mask & (1 << i) != 0 { -x } else { *x });
+            if r_plus(&mut flipped) >= observed - tol {
+                reached += 1;
+            }
+        }
+        return reached as f64 / (1u64 << n) as f64;
+    }
+    let nf = n as f64;
+    let mn = nf * (nf + 1.0) / 4.0;
+    let se = ((nf * (nf + 1.0) * (2.0 * nf + 1.0) - tie_correct / 2.0) / 24.0).sqrt();
+    // scipy's default: no continuity correction.
+    let z = (observed - mn) / se;
+    super::importance::normal_cdf(-z)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
