@@ -6,7 +6,7 @@
 use ferrograd_autograd::check::{gradcheck, gradgradcheck};
 use ferrograd_autograd::{grad_with, BackwardOptions, Var};
 use ferrograd_nn::check::{gradcheck_module_with, gradgradcheck_module_with, GradcheckOptions};
-use ferrograd_nn::functional::{scaled_dot_product_attention, AttnMask};
+use ferrograd_nn::functional::{scaled_dot_product_attention, scaled_dot_product_attention_with_rng, AttnMask};
 use ferrograd_nn::layers::{
     DecoderMasks, EncoderMasks, LearnedPositionalEncoding, MultiheadAttention, MultiheadAttentionArgs,
     MultiheadAttentionConfig, RotaryEmbedding, SinusoidalPositionalEncoding, TransformerActivation, TransformerDecoder,
@@ -71,7 +71,7 @@ proptest! {
         ((b, h, l, s, e, ev), q) in (1usize..3, 1usize..3, 1usize..4, 1usize..4, 1usize..4, 1usize..3)
             .prop_flat_map(|d| (Just(d), qkv_strategy(d.0, d.1, d.2, d.4))),
         seed in 0u64..1000,
-        kind in 0usize..4,
+        kind in 0usize..5,
     ) {
         let k = randn(&[b, 1, s, e], seed); // broadcast over heads
         let v = randn(&[b, h, s, ev], seed + 1);
@@ -89,7 +89,15 @@ proptest! {
                     scaled_dot_product_attention(&x[0], &x[1], &x[2], Some(&m), 0.0, false, None)
                 }, &[q, k, v, bias])?
             }
-            _ => check_fn("sdpa causal", |x| scaled_dot_product_attention(&x[0], &x[1], &x[2], None, 0.0, true, None), &[q, k, v])?,
+            3 => check_fn("sdpa causal", |x| scaled_dot_product_attention(&x[0], &x[1], &x[2], None, 0.0, true, None), &[q, k, v])?,
+            _ => {
+                // Dropout from a generator seeded afresh at every call: the same mask each time.
+                let m = AttnMask::Bool(random_mask(&[l, s], seed));
+                check_fn("sdpa dropout", |x| {
+                    let r = &mut rng(seed);
+                    scaled_dot_product_attention_with_rng(&x[0], &x[1], &x[2], Some(&m), 0.4, false, None, r)
+                }, &[q, k, v])?
+            }
         }
     }
 }
@@ -400,6 +408,28 @@ proptest! {
         let p = t - 1;
         let row = if batch_first { y.data().select(0, b - 1).select(0, p) } else { y.data().select(0, p).select(0, b - 1) };
         prop_assert_eq!(row.to_vec(), learned.weight.value().select(0, p).to_vec());
+    }
+}
+
+/// Attention dropout drops whole probabilities and rescales the rest: the output equals the
+/// reference `(softmax(q kᵀ / sqrt(E)) * mask) v` with the mask drawn from the same generator
+/// in the same order, and so do the gradients.
+#[test]
+fn sdpa_dropout_matches_the_reference() {
+    use rand::Rng;
+    let (q, k, v) =
+        (Var::leaf(randn(&[2, 3, 4, 5], 1)), Var::leaf(randn(&[2, 3, 6, 5], 2)), Var::leaf(randn(&[2, 3, 6, 2], 3)));
+    let p = 0.3;
+    let out = scaled_dot_product_attention_with_rng(&q, &k, &v, None, p, false, None, &mut rng(9));
+    let mut r = rng(9);
+    let mask = Tensor::from_fn(&[2, 3, 4, 6], |_| if r.random::<f64>() < p { 0.0 } else { 1.0 / (1.0 - p) });
+    let probs = q.matmul(&k.transpose(-2, -1)).mul_scalar(1.0 / 5f64.sqrt()).softmax(-1);
+    let want = (&probs * &Var::constant(mask)).matmul(&v);
+    assert!(out.data().max_abs_diff(want.data()) < 1e-12);
+    let w = Var::constant(randn(out.shape(), 4));
+    let (g1, g2) = ((&out * &w).sum().backward(), (&want * &w).sum().backward());
+    for x in [&q, &k, &v] {
+        assert!(g1.get(x).unwrap().max_abs_diff(g2.get(x).unwrap()) < 1e-12);
     }
 }
 

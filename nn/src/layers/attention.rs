@@ -334,6 +334,7 @@ impl<F: Float> MultiheadAttention<F> {
         let spec = Attention {
             scale: None,
             keep,
+            causal: args.is_causal,
             dropout_p: if training { self.config.dropout } else { 0.0 },
             need_weights: args.need_weights,
         };
@@ -359,8 +360,8 @@ impl<F: Float> MultiheadAttention<F> {
         (o, w)
     }
 
-    /// The masks of `args` as an additive bias and a boolean keep-mask, each broadcastable to
-    /// the scores `[B, H, L, S]`.
+    /// The masks of `args` (but `is_causal`) as an additive bias and a boolean keep-mask, each
+    /// broadcastable to the scores `[B, H, L, S]`.
     #[allow(clippy::too_many_arguments)]
     #[track_caller]
     fn masks(
@@ -420,13 +421,6 @@ impl<F: Float> MultiheadAttention<F> {
                 key.shape()
             );
             add(m, &[b, 1, 1, s]);
-        }
-        if args.is_causal {
-            let causal = Tensor::tril_mask(l, s, 0);
-            keep = Some(match keep.take() {
-                Some(prev) => prev.logical_and(&causal),
-                None => causal,
-            });
         }
         (bias, keep)
     }
