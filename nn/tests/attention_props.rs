@@ -445,3 +445,29 @@ fn sinusoidal_table_is_the_papers() {
         }
     }
 }
+
+/// Unbatched inputs (`[T, d]`, PyTorch's unbatched form) give the batch-of-one result.
+#[test]
+fn unbatched_inputs_match_a_batch_of_one() {
+    let (t, s, d, h) = (4, 3, 6, 2);
+    let config = MultiheadAttentionConfig { kdim: Some(5), ..Default::default() };
+    let mha = MultiheadAttention::<f64>::with_config(d, h, config, &mut rng(0));
+    randomize(&mha, 0);
+    let (q, k, v) = (randn(&[t, d], 1), randn(&[s, 5], 2), randn(&[s, d], 3));
+    let pad = Tensor::from_vec(vec![false, true, false], &[s]);
+    let one = |x: &Tensor<f64>| Var::constant(x.unsqueeze(1));
+    let args = MultiheadAttentionArgs { key_padding_mask: Some(AttnMask::Bool(pad.clone())), ..Default::default() };
+    let (o, w) = mha.forward(&Var::constant(q.clone()), &Var::constant(k.clone()), &Var::constant(v.clone()), &args);
+    let args1 =
+        MultiheadAttentionArgs { key_padding_mask: Some(AttnMask::Bool(pad.unsqueeze(0))), ..Default::default() };
+    let (o1, w1) = mha.forward(&one(&q), &one(&k), &one(&v), &args1);
+    assert!(o.data().max_abs_diff(&o1.data().squeeze_dim(1)) < 1e-12);
+    assert!(w.unwrap().data().max_abs_diff(&w1.unwrap().data().squeeze_dim(0)) < 1e-12);
+
+    let enc = TransformerEncoderLayer::<f64>::with_config(d, h, small_config(true, true, false), &mut rng(1));
+    randomize(&enc, 1);
+    let masks = EncoderMasks { is_causal: true, ..Default::default() };
+    let y = enc.forward(&Var::constant(q.clone()), &masks);
+    let y1 = enc.forward(&one(&q), &masks);
+    assert!(y.data().max_abs_diff(&y1.data().squeeze_dim(1)) < 1e-12);
+}
