@@ -63,3 +63,28 @@ proptest! {
         prop_assert!(gr.k.max_abs_diff(&ds.transpose(-2, -1).matmul(&q).mul_scalar(0.7)) < 1e-12);
     }
 }
+
+/// Split over threads, every (batch, head) entry is computed as on one thread: same bits.
+#[test]
+fn threaded_entries_give_the_same_bits() {
+    let f = |shape: &[usize], salt: usize| {
+        Tensor::<f32>::from_fn(shape, |i| ((i * 7919 + salt) % 1000) as f32 / 500.0 - 1.0)
+    };
+    let (q, k, v) = (f(&[3, 4, 9, 8], 1), f(&[3, 4, 11, 8], 2), f(&[3, 4, 11, 5], 3));
+    let keep = Tensor::from_fn(&[3, 1, 1, 11], |i| i % 4 != 1);
+    let masks = AttentionMasks { keep: Some(&keep), causal: true, ..Default::default() };
+    let g = f(&[3, 4, 9, 5], 4);
+    let run = || {
+        let fw = q.attention_forward(&k, &v, 0.3, &masks);
+        let gr = q.attention_backward(&k, &v, &fw.probs, None, &g, 0.3, false);
+        [fw.out, fw.probs, gr.q, gr.k, gr.v].map(|t| t.to_vec())
+    };
+    ferrograd_tensor::set_num_threads(1);
+    let one = run();
+    let work = ferrograd_tensor::min_work_per_thread();
+    ferrograd_tensor::set_num_threads(2);
+    ferrograd_tensor::set_min_work_per_thread(0);
+    let two = run();
+    ferrograd_tensor::set_min_work_per_thread(work);
+    assert_eq!(one, two);
+}
