@@ -237,10 +237,10 @@ impl<E: Float> Tensor<E> {
                             }
                         });
                     }
-                    if causal {
-                        row.iter_mut().skip(i + 1).for_each(|x| *x = E::neg_infinity());
-                    }
-                    softmax_row(row);
+                    // Keys after a causal query's position get probability 0 without an exp.
+                    let end = if causal { (i + 1).min(s) } else { s };
+                    row[end..].fill(E::zero());
+                    softmax_row(&mut row[..end]);
                 }
                 let src = match &drop {
                     Some(d) => {
