@@ -7,7 +7,7 @@
 //! [`MultiheadAttention`](crate::layers::MultiheadAttention) and the transformer layers call it.
 
 use ferrograd_autograd::Var;
-use ferrograd_tensor::{broadcast_shapes, Float, Tensor};
+use ferrograd_tensor::{broadcast_shapes, AttentionMasks, Float, Tensor};
 use rand::Rng;
 
 /// The mask of [`scaled_dot_product_attention`], as PyTorch's `attn_mask` takes it.
@@ -127,14 +127,7 @@ pub fn scaled_dot_product_attention_with_rng<F: Float>(
         Some(AttnMask::Additive(m)) => (Some(m), None),
         None => (None, None),
     };
-    let keep = if is_causal {
-        check_qkv(OP, q, k, v);
-        let (l, s) = (q.shape()[q.rank() - 2], k.shape()[k.rank() - 2]);
-        Some(Tensor::tril_mask(l, s, 0))
-    } else {
-        keep
-    };
-    let spec = Attention { scale, keep, dropout_p, need_weights: false };
+    let spec = Attention { scale, keep, causal: is_causal, dropout_p, need_weights: false };
     attention(OP, q, k, v, bias, &spec, rng).0
 }
 
@@ -144,6 +137,8 @@ pub(crate) struct Attention {
     pub scale: Option<f64>,
     /// `true` where a query may attend a key, broadcast to the scores.
     pub keep: Option<Tensor<bool>>,
+    /// Query `i` sees keys `0..=i` only.
+    pub causal: bool,
     pub dropout_p: f64,
     /// Also return the (post-dropout) attention probabilities, differentiably.
     pub need_weights: bool,
@@ -226,6 +221,7 @@ fn masked_scores<F: Float>(
     k: &Var<F>,
     bias: Option<&Var<F>>,
     keep: Option<&Tensor<bool>>,
+    causal: bool,
     scale: F,
 ) -> Var<F> {
     let mut s = q.matmul(&k.transpose(-2, -1)).mul_scalar(scale);
@@ -238,6 +234,10 @@ fn masked_scores<F: Float>(
             s = s.broadcast_to(&full);
         }
         s = s.masked_fill(&m.logical_not(), F::neg_infinity());
+    }
+    if causal {
+        let (l, n) = (s.shape()[s.rank() - 2], s.shape()[s.rank() - 1]);
+        s = s.masked_fill(&Tensor::triu_mask(l, n, 1), F::neg_infinity());
     }
     s
 }
@@ -282,66 +282,72 @@ pub(crate) fn attention<F: Float>(
         Tensor::from_fn(&full, |_| if rng.random::<f64>() < p { F::zero() } else { keep })
     });
     if spec.need_weights {
-        let mut w = safe_softmax(&masked_scores(q, k, bias, spec.keep.as_ref(), scale));
+        let mut w = safe_softmax(&masked_scores(q, k, bias, spec.keep.as_ref(), spec.causal, scale));
         if let Some(d) = &dropout {
             w = &w * &Var::constant(d.clone());
         }
         return (w.matmul(v), Some(w));
     }
 
-    // The fused forward: one pass of scale, bias, mask, then the row softmax in place.
-    let mut s = q.data().matmul(&k.data().transpose(-2, -1));
-    if s.shape() != full.as_slice() {
-        s = s.broadcast_to(&full).contiguous();
-    }
-    match bias {
-        Some(b) => s.zip_inplace(b.data(), op, |x, b| x * scale + b),
-        None => s.mul_scalar_(scale),
-    }
-    if let Some(m) = &spec.keep {
-        s.zip_inplace(m, op, |x, keep| if keep { x } else { F::neg_infinity() });
-    }
-    let len = full[full.len() - 1];
-    softmax_rows_(s.as_mut_slice(), len);
-    let p = s;
-    let pd = match &dropout {
-        Some(d) => p.mul(d),
-        None => p.clone(),
+    // The fused kernel (see `Tensor::attention_forward`): probabilities saved for backward.
+    let masks = AttentionMasks {
+        bias: bias.map(|b| b.data()),
+        keep: spec.keep.as_ref(),
+        causal: spec.causal,
+        dropout: dropout.as_ref(),
     };
-    let out = pd.matmul(v.data());
+    let fwd = q.data().attention_forward(k.data(), v.data(), scale, &masks);
     let zero = Var::constant(Tensor::zeros(&[]));
     let (qc, kc, vc, bc) = (q.clone(), k.clone(), v.clone(), bias.cloned());
-    let keep = spec.keep.clone();
-    let (qs, ks, vs) = (q.shape().to_vec(), k.shape().to_vec(), v.shape().to_vec());
-    let out = Var::from_op(op, out, [q, k, v, bias.unwrap_or(&zero)], move |ctx, g| {
-        // Under create_graph the probabilities are rebuilt from Var ops so that their own
-        // dependence on q, k and the bias is recorded; otherwise the forward's are reused.
-        let p = if ctx.create_graph() {
-            safe_softmax(&masked_scores(&qc, &kc, bc.as_ref(), keep.as_ref(), scale))
-        } else {
-            Var::constant(p.clone())
-        };
+    let (keep, causal, probs) = (spec.keep.clone(), spec.causal, fwd.probs);
+    let out = Var::from_op(op, fwd.out, [q, k, v, bias.unwrap_or(&zero)], move |ctx, g| {
+        let needs = |i| ctx.needs_input_grad(i);
+        if !ctx.create_graph() {
+            // The fused backward from the saved probabilities; gradients summed back over any
+            // broadcast batch dims.
+            let want_scores = needs(3) && bc.is_some();
+            let gr = qc.data().attention_backward(
+                kc.data(),
+                vc.data(),
+                &probs,
+                dropout.as_ref(),
+                g.data(),
+                scale,
+                want_scores,
+            );
+            let to = |t: Tensor<F>, like: &Var<F>| Var::constant(t).sum_to(like.shape());
+            return [
+                needs(0).then(|| to(gr.q, &qc)),
+                needs(1).then(|| to(gr.k, &kc)),
+                needs(2).then(|| to(gr.v, &vc)),
+                gr.scores.and_then(|s| bc.as_ref().map(|b| to(s, b))),
+            ]
+            .into_iter()
+            .collect();
+        }
+        // Under create_graph the same formulas in Var ops, with the probabilities rebuilt from
+        // Var ops so that their own dependence on q, k and the bias is recorded.
+        let p = safe_softmax(&masked_scores(&qc, &kc, bc.as_ref(), keep.as_ref(), causal, scale));
         let d = dropout.as_ref().map(|d| Var::constant(d.clone()));
         let pd = match &d {
             Some(d) => &p * d,
             None => p.clone(),
         };
-        let dv = ctx.needs_input_grad(2).then(|| pd.transpose(-2, -1).matmul(g).sum_to(&vs));
-        let needs_scores = ctx.needs_input_grad(0) || ctx.needs_input_grad(1) || ctx.needs_input_grad(3);
+        let dv = needs(2).then(|| pd.transpose(-2, -1).matmul(g).sum_to(vc.shape()));
         let (mut dq, mut dk, mut db) = (None, None, None);
-        if needs_scores {
+        if needs(0) || needs(1) || needs(3) {
             let mut dp = g.matmul(&vc.transpose(-2, -1));
             if let Some(d) = &d {
                 dp = &dp * d;
             }
             let ds = &p * &(&dp - &(&dp * &p).sum_dims(&[-1], true));
-            if ctx.needs_input_grad(0) {
-                dq = Some(ds.matmul(&kc).mul_scalar(scale).sum_to(&qs));
+            if needs(0) {
+                dq = Some(ds.matmul(&kc).mul_scalar(scale).sum_to(qc.shape()));
             }
-            if ctx.needs_input_grad(1) {
-                dk = Some(ds.transpose(-2, -1).matmul(&qc).mul_scalar(scale).sum_to(&ks));
+            if needs(1) {
+                dk = Some(ds.transpose(-2, -1).matmul(&qc).mul_scalar(scale).sum_to(kc.shape()));
             }
-            if ctx.needs_input_grad(3) {
+            if needs(3) {
                 db = bc.as_ref().map(|b| ds.sum_to(b.shape()));
             }
         }

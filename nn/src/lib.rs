@@ -4,6 +4,12 @@
 //! tree of [`Param`](ferrograd_autograd::Param)s, usually read off a struct's fields by
 //! `#[derive(Module)]`. Layers follow PyTorch's names, shapes and default initialisations.
 //! [`check::gradcheck_module`] checks a module's gradients against finite differences.
+//! [`functional`] holds the stateless pieces layers share (`scaled_dot_product_attention`).
+//!
+//! Layers with several inputs or outputs (recurrent state, attention masks and weights, a
+//! decoder's memory) keep their natural signature as an inherent `forward` and name a
+//! single-input form for [`Module::forward`], so they still compose in a
+//! [`Sequential`]: see [`layers`] and the module docs of each family.
 
 #![warn(missing_docs)]
 

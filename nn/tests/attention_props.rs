@@ -6,7 +6,7 @@
 use ferrograd_autograd::check::{gradcheck, gradgradcheck};
 use ferrograd_autograd::{grad_with, BackwardOptions, Var};
 use ferrograd_nn::check::{gradcheck_module_with, gradgradcheck_module_with, GradcheckOptions};
-use ferrograd_nn::functional::{scaled_dot_product_attention, AttnMask};
+use ferrograd_nn::functional::{scaled_dot_product_attention, scaled_dot_product_attention_with_rng, AttnMask};
 use ferrograd_nn::layers::{
     DecoderMasks, EncoderMasks, LearnedPositionalEncoding, MultiheadAttention, MultiheadAttentionArgs,
     MultiheadAttentionConfig, RotaryEmbedding, SinusoidalPositionalEncoding, TransformerActivation, TransformerDecoder,
@@ -71,7 +71,7 @@ proptest! {
         ((b, h, l, s, e, ev), q) in (1usize..3, 1usize..3, 1usize..4, 1usize..4, 1usize..4, 1usize..3)
             .prop_flat_map(|d| (Just(d), qkv_strategy(d.0, d.1, d.2, d.4))),
         seed in 0u64..1000,
-        kind in 0usize..4,
+        kind in 0usize..5,
     ) {
         let k = randn(&[b, 1, s, e], seed); // broadcast over heads
         let v = randn(&[b, h, s, ev], seed + 1);
@@ -89,7 +89,15 @@ proptest! {
                     scaled_dot_product_attention(&x[0], &x[1], &x[2], Some(&m), 0.0, false, None)
                 }, &[q, k, v, bias])?
             }
-            _ => check_fn("sdpa causal", |x| scaled_dot_product_attention(&x[0], &x[1], &x[2], None, 0.0, true, None), &[q, k, v])?,
+            3 => check_fn("sdpa causal", |x| scaled_dot_product_attention(&x[0], &x[1], &x[2], None, 0.0, true, None), &[q, k, v])?,
+            _ => {
+                // Dropout from a generator seeded afresh at every call: the same mask each time.
+                let m = AttnMask::Bool(random_mask(&[l, s], seed));
+                check_fn("sdpa dropout", |x| {
+                    let r = &mut rng(seed);
+                    scaled_dot_product_attention_with_rng(&x[0], &x[1], &x[2], Some(&m), 0.4, false, None, r)
+                }, &[q, k, v])?
+            }
         }
     }
 }
@@ -403,6 +411,28 @@ proptest! {
     }
 }
 
+/// Attention dropout drops whole probabilities and rescales the rest: the output equals the
+/// reference `(softmax(q kᵀ / sqrt(E)) * mask) v` with the mask drawn from the same generator
+/// in the same order, and so do the gradients.
+#[test]
+fn sdpa_dropout_matches_the_reference() {
+    use rand::Rng;
+    let (q, k, v) =
+        (Var::leaf(randn(&[2, 3, 4, 5], 1)), Var::leaf(randn(&[2, 3, 6, 5], 2)), Var::leaf(randn(&[2, 3, 6, 2], 3)));
+    let p = 0.3;
+    let out = scaled_dot_product_attention_with_rng(&q, &k, &v, None, p, false, None, &mut rng(9));
+    let mut r = rng(9);
+    let mask = Tensor::from_fn(&[2, 3, 4, 6], |_| if r.random::<f64>() < p { 0.0 } else { 1.0 / (1.0 - p) });
+    let probs = q.matmul(&k.transpose(-2, -1)).mul_scalar(1.0 / 5f64.sqrt()).softmax(-1);
+    let want = (&probs * &Var::constant(mask)).matmul(&v);
+    assert!(out.data().max_abs_diff(want.data()) < 1e-12);
+    let w = Var::constant(randn(out.shape(), 4));
+    let (g1, g2) = ((&out * &w).sum().backward(), (&want * &w).sum().backward());
+    for x in [&q, &k, &v] {
+        assert!(g1.get(x).unwrap().max_abs_diff(g2.get(x).unwrap()) < 1e-12);
+    }
+}
+
 /// The sinusoidal table is the formula of "Attention Is All You Need".
 #[test]
 fn sinusoidal_table_is_the_papers() {
@@ -414,4 +444,30 @@ fn sinusoidal_table_is_the_papers() {
             assert!((pe.at(&[pos, 2 * i + 1]) - angle.cos()).abs() < 1e-12);
         }
     }
+}
+
+/// Unbatched inputs (`[T, d]`, PyTorch's unbatched form) give the batch-of-one result.
+#[test]
+fn unbatched_inputs_match_a_batch_of_one() {
+    let (t, s, d, h) = (4, 3, 6, 2);
+    let config = MultiheadAttentionConfig { kdim: Some(5), ..Default::default() };
+    let mha = MultiheadAttention::<f64>::with_config(d, h, config, &mut rng(0));
+    randomize(&mha, 0);
+    let (q, k, v) = (randn(&[t, d], 1), randn(&[s, 5], 2), randn(&[s, d], 3));
+    let pad = Tensor::from_vec(vec![false, true, false], &[s]);
+    let one = |x: &Tensor<f64>| Var::constant(x.unsqueeze(1));
+    let args = MultiheadAttentionArgs { key_padding_mask: Some(AttnMask::Bool(pad.clone())), ..Default::default() };
+    let (o, w) = mha.forward(&Var::constant(q.clone()), &Var::constant(k.clone()), &Var::constant(v.clone()), &args);
+    let args1 =
+        MultiheadAttentionArgs { key_padding_mask: Some(AttnMask::Bool(pad.unsqueeze(0))), ..Default::default() };
+    let (o1, w1) = mha.forward(&one(&q), &one(&k), &one(&v), &args1);
+    assert!(o.data().max_abs_diff(&o1.data().squeeze_dim(1)) < 1e-12);
+    assert!(w.unwrap().data().max_abs_diff(&w1.unwrap().data().squeeze_dim(0)) < 1e-12);
+
+    let enc = TransformerEncoderLayer::<f64>::with_config(d, h, small_config(true, true, false), &mut rng(1));
+    randomize(&enc, 1);
+    let masks = EncoderMasks { is_causal: true, ..Default::default() };
+    let y = enc.forward(&Var::constant(q.clone()), &masks);
+    let y1 = enc.forward(&one(&q), &masks);
+    assert!(y.data().max_abs_diff(&y1.data().squeeze_dim(1)) < 1e-12);
 }

@@ -18,7 +18,7 @@ use ferrograd_tensor::{Float, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::linear::{Linear, LinearConfig};
+use super::linear::{matmul_last_dim, Linear, LinearConfig};
 use crate::functional::{attention, Attention, AttnMask};
 use crate::Module;
 
@@ -295,36 +295,34 @@ impl<F: Float> MultiheadAttention<F> {
             value.shape()
         );
 
+        // Projections on the inputs as they lie (one GEMM over all tokens), then batch-first.
         let bias = self.in_proj_bias.as_ref().map(Param::var);
         let bias_part = |i: usize| bias.as_ref().map(|b| b.narrow(0, i * e, e));
         let (q, k, v) = match &self.in_proj_weight {
             Some(w) if same_var(query, key) && same_var(key, value) => {
                 // Self-attention: one [.., 3E] projection, split in three.
-                let w = w.var();
-                let mut qkv = q_in.matmul(&w.t());
-                if let Some(b) = &bias {
-                    qkv = &qkv + b;
-                }
+                let qkv = project(query, &w.var(), bias.as_ref());
                 let parts = qkv.chunk(3, -1);
                 (parts[0].clone(), parts[1].clone(), parts[2].clone())
             }
             Some(w) => {
                 let w = w.var();
                 (
-                    project(&q_in, &w.narrow(0, 0, e), bias_part(0).as_ref()),
-                    project(&k_in, &w.narrow(0, e, e), bias_part(1).as_ref()),
-                    project(&v_in, &w.narrow(0, 2 * e, e), bias_part(2).as_ref()),
+                    project(query, &w.narrow(0, 0, e), bias_part(0).as_ref()),
+                    project(key, &w.narrow(0, e, e), bias_part(1).as_ref()),
+                    project(value, &w.narrow(0, 2 * e, e), bias_part(2).as_ref()),
                 )
             }
             None => {
                 let w = |p: &Option<Param<F>>| p.as_ref().expect("separate projection weights").var();
                 (
-                    project(&q_in, &w(&self.q_proj_weight), bias_part(0).as_ref()),
-                    project(&k_in, &w(&self.k_proj_weight), bias_part(1).as_ref()),
-                    project(&v_in, &w(&self.v_proj_weight), bias_part(2).as_ref()),
+                    project(query, &w(&self.q_proj_weight), bias_part(0).as_ref()),
+                    project(key, &w(&self.k_proj_weight), bias_part(1).as_ref()),
+                    project(value, &w(&self.v_proj_weight), bias_part(2).as_ref()),
                 )
             }
         };
+        let (q, k, v) = (to_bf(&q), to_bf(&k), to_bf(&v));
         let d = e / h;
         let heads = |x: &Var<F>, n: usize| x.reshape(&[b, n, h, d]).permute(&[0, 2, 1, 3]);
         let (q, k, v) = (heads(&q, l), heads(&k, s), heads(&v, s));
@@ -334,20 +332,22 @@ impl<F: Float> MultiheadAttention<F> {
         let spec = Attention {
             scale: None,
             keep,
+            causal: args.is_causal,
             dropout_p: if training { self.config.dropout } else { 0.0 },
             need_weights: args.need_weights,
         };
         let mut rng = self.rng.lock().expect("MultiheadAttention generator lock poisoned");
         let (o, w) = attention(OP, &q, &k, &v, mask_bias.as_ref(), &spec, &mut *rng);
         drop(rng);
-        let o = self.out_proj.forward(&o.permute(&[0, 2, 1, 3]).reshape(&[b, l, e]));
+        // Heads back together, straight into the caller's layout, then the output projection.
         let o = if unbatched {
-            o.squeeze_dim(0)
+            o.squeeze_dim(0).permute(&[1, 0, 2]).reshape(&[l, e])
         } else if self.config.batch_first {
-            o
+            o.permute(&[0, 2, 1, 3]).reshape(&[b, l, e])
         } else {
-            o.transpose(0, 1)
+            o.permute(&[2, 0, 1, 3]).reshape(&[l, b, e])
         };
+        let o = self.out_proj.forward(&o);
         let w = w.map(|w| {
             let w = if args.average_attn_weights { w.mean_dims(&[1], false) } else { w };
             if unbatched {
@@ -359,8 +359,8 @@ impl<F: Float> MultiheadAttention<F> {
         (o, w)
     }
 
-    /// The masks of `args` as an additive bias and a boolean keep-mask, each broadcastable to
-    /// the scores `[B, H, L, S]`.
+    /// The masks of `args` (but `is_causal`) as an additive bias and a boolean keep-mask, each
+    /// broadcastable to the scores `[B, H, L, S]`.
     #[allow(clippy::too_many_arguments)]
     #[track_caller]
     fn masks(
@@ -421,13 +421,6 @@ impl<F: Float> MultiheadAttention<F> {
             );
             add(m, &[b, 1, 1, s]);
         }
-        if args.is_causal {
-            let causal = Tensor::tril_mask(l, s, 0);
-            keep = Some(match keep.take() {
-                Some(prev) => prev.logical_and(&causal),
-                None => causal,
-            });
-        }
         (bias, keep)
     }
 }
@@ -441,7 +434,7 @@ fn mask_shape<F: Float>(m: &AttnMask<F>) -> Vec<usize> {
 
 /// `x Wᵀ + b`.
 fn project<F: Float>(x: &Var<F>, w: &Var<F>, b: Option<&Var<F>>) -> Var<F> {
-    let y = x.matmul(&w.t());
+    let y = matmul_last_dim(x, &w.t());
     match b {
         Some(b) => &y + b,
         None => y,
