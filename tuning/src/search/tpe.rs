@@ -286,19 +286,38 @@ fn neighbour_sigmas(sorted: &[(f64, u32)], low: f64, high: f64, consider_endpoin
 impl Parzen {
     /// `obs[d][i]`: observation `i` (chronological) on axis `d`, already in axis coordinates.
     /// `uniform`: every observation weighs 1 (else Optuna's ramp favouring recent ones).
-    fn fit(obs: &[Vec<f64>], axes: &[Axis], opts: &TpeSampler, uniform: bool) -> Parzen {
+    /// `sorted[d]`, when given: the observations of numeric axis `d` as `(value, index)`,
+    /// sorted by value then index.
+    fn fit(
+        obs: &[Vec<f64>],
+        axes: &[Axis],
+        opts: &TpeSampler,
+        uniform: bool,
+        sorted: Option<&[Vec<(f64, u32)>]>,
+    ) -> Parzen {
         let n = obs.first().map_or(0, Vec::len);
         let mut w = if uniform { vec![1.0; n] } else { weights(n) };
         w.push(opts.prior_weight);
         let total: f64 = w.iter().sum();
         w.iter_mut().for_each(|x| *x /= total);
         let mut base = vec![0.0; n + 1];
-        let kernels =
-            obs.iter().zip(axes).map(|(o, a)| Self::axis_kernels(o, *a, axes.len(), opts, &mut base)).collect();
+        let kernels = obs
+            .iter()
+            .zip(axes)
+            .enumerate()
+            .map(|(d, (o, a))| Self::axis_kernels(o, *a, axes.len(), opts, &mut base, sorted.map(|s| &s[d][..])))
+            .collect();
         Parzen { w, base, axes: kernels }
     }
 
-    fn axis_kernels(obs: &[f64], axis: Axis, n_dims: usize, opts: &TpeSampler, base: &mut [f64]) -> Kernels {
+    fn axis_kernels(
+        obs: &[f64],
+        axis: Axis,
+        n_dims: usize,
+        opts: &TpeSampler,
+        base: &mut [f64],
+        presorted: Option<&[(f64, u32)]>,
+    ) -> Kernels {
         let n = obs.len();
         match axis {
             Axis::Cat { n: nc } => {
@@ -321,11 +340,20 @@ impl Parzen {
                         sigma[..n].iter_mut().for_each(|x| *x = s);
                     }
                     _ => {
-                        let mut sorted: Vec<(f64, u32)> = obs.iter().copied().zip(0..).collect();
+                        let by_value = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+                        let mut sorted: Vec<(f64, u32)> = match presorted {
+                            Some(s) => s.to_vec(),
+                            None => {
+                                let mut s: Vec<(f64, u32)> = obs.iter().copied().zip(0..).collect();
+                                s.sort_unstable_by(by_value);
+                                s
+                            }
+                        };
                         if opts.prior_in_neighbours {
-                            sorted.push((prior_mu, n as u32));
+                            let key = (prior_mu, n as u32);
+                            let at = sorted.partition_point(|e| by_value(e, &key).is_lt());
+                            sorted.insert(at, key);
                         }
-                        sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                         neighbour_sigmas(&sorted, low, high, opts.consider_endpoints, &mut sigma);
                     }
                 }
@@ -469,6 +497,9 @@ struct Column {
     dist: Distribution,
     axis: Axis,
     values: Vec<f64>,
+    /// The finished trials' values `(value, number)`, sorted: the bad group's neighbours come
+    /// from one pass over it instead of a sort per proposal.
+    sorted: Vec<(f64, u32)>,
     /// How much of [`History::order`] has been read.
     read: usize,
 }
@@ -688,6 +719,7 @@ impl History {
                     dist: dist.clone(),
                     axis,
                     values: Vec::new(),
+                    sorted: Vec::new(),
                     read: 0,
                 });
                 self.columns.len() - 1
@@ -697,7 +729,13 @@ impl History {
         col.values.resize(ctx.trials.len(), f64::NAN);
         for n in &self.order[col.read..] {
             let n = *n as usize;
-            col.values[n] = value_of(&ctx.trials[n], name, dist).map_or(f64::NAN, |v| col.axis.forward(v));
+            let v = value_of(&ctx.trials[n], name, dist).map_or(f64::NAN, |v| col.axis.forward(v));
+            col.values[n] = v;
+            if !v.is_nan() {
+                let key = (v, n as u32);
+                let at = col.sorted.partition_point(|e| e.0.total_cmp(&key.0).then(e.1.cmp(&key.1)).is_lt());
+                col.sorted.insert(at, key);
+            }
         }
         col.read = self.order.len();
         i
@@ -712,8 +750,11 @@ impl History {
         cols: &[usize],
         below: &[u32],
         liar: bool,
-    ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<(f64, u32)>>) {
         let d = cols.len();
+        // The bad group's kernel of each trial number (`u32::MAX`: none), and its running trials.
+        let mut kernel = vec![u32::MAX; self.kind.len()];
+        let mut running = Vec::new();
         let mut good = vec![Vec::with_capacity(below.len()); d];
         let mut bad = vec![Vec::with_capacity(self.order.len()); d];
         let mut row = vec![0.0; d];
@@ -750,10 +791,38 @@ impl History {
                 _ => false,
             };
             if present {
+                kernel[n] = bad[0].len() as u32;
+                if !matches!(kind, Kind::Complete(_) | Kind::Pruned(..)) {
+                    running.push((kernel[n], row.clone()));
+                }
                 push(&mut bad, &row);
             }
         }
-        (good, bad)
+        // Each numeric axis's bad observations in order, from the column's sorted values.
+        let sorted = cols
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let col = &self.columns[*c];
+                if matches!(col.axis, Axis::Cat { .. }) {
+                    return Vec::new();
+                }
+                let mut s: Vec<(f64, u32)> = Vec::with_capacity(bad[0].len());
+                s.extend(
+                    col.sorted
+                        .iter()
+                        .filter(|(_, n)| kernel[*n as usize] != u32::MAX)
+                        .map(|(v, n)| (*v, kernel[*n as usize])),
+                );
+                for (k, r) in &running {
+                    let key = (r[j], *k);
+                    let at = s.partition_point(|e| e.0.total_cmp(&key.0).then(e.1.cmp(&key.1)).is_lt());
+                    s.insert(at, key);
+                }
+                s
+            })
+            .collect();
+        (good, bad, sorted)
     }
 
     /// A point of the space `space` (names with their distributions), as internal values.
@@ -774,10 +843,10 @@ impl History {
                 below
             }
         };
-        let (good, bad) = self.observations(ctx, &cols, &below, opts.constant_liar);
+        let (good, bad, bad_sorted) = self.observations(ctx, &cols, &below, opts.constant_liar);
         let axes: Vec<Axis> = cols.iter().map(|c| self.columns[*c].axis).collect();
         // Optuna 5 weighs the good trials of several objectives alike.
-        let x = opts.propose(&good, &bad, &axes, ctx.directions.len() > 1, rng);
+        let x = opts.propose(&good, &bad, &bad_sorted, &axes, ctx.directions.len() > 1, rng);
         x.into_iter().zip(&axes).map(|(y, a)| a.backward(y)).collect()
     }
 }
@@ -955,12 +1024,13 @@ impl TpeSampler {
         &self,
         below: &[Vec<f64>],
         above: &[Vec<f64>],
+        above_sorted: &[Vec<(f64, u32)>],
         axes: &[Axis],
         uniform_below: bool,
         rng: &mut StdRng,
     ) -> Vec<f64> {
-        let l = Parzen::fit(below, axes, self, uniform_below);
-        let g = Parzen::fit(above, axes, self, false);
+        let l = Parzen::fit(below, axes, self, uniform_below, None);
+        let g = Parzen::fit(above, axes, self, false, Some(above_sorted));
         let d = axes.len();
         let mut xs = Vec::with_capacity(self.n_ei_candidates * d);
         for _ in 0..self.n_ei_candidates {
@@ -1101,7 +1171,7 @@ mod tests {
     fn truncated_density_integrates_to_one() {
         for opts in [TpeSampler::new(), TpeSampler::univariate(), TpeSampler::tuned()] {
             let axes = [Axis::Num { low: 0.0, high: 1.0, log: false }];
-            let p = Parzen::fit(&[vec![0.05, 0.6, 0.97]], &axes, &opts, false);
+            let p = Parzen::fit(&[vec![0.05, 0.6, 0.97]], &axes, &opts, false, None);
             let n = 20_000;
             let integral: f64 = (0..n).map(|i| p.log_pdf(&[(i as f64 + 0.5) / n as f64]).exp() / n as f64).sum();
             assert!((integral - 1.0).abs() < 1e-4, "{integral}");
@@ -1111,7 +1181,7 @@ mod tests {
     #[test]
     fn categorical_density_sums_to_one() {
         let axes = [Axis::Cat { n: 3 }, Axis::Num { low: 0.0, high: 1.0, log: false }];
-        let p = Parzen::fit(&[vec![0.0, 2.0, 2.0], vec![0.1, 0.5, 0.8]], &axes, &TpeSampler::new(), false);
+        let p = Parzen::fit(&[vec![0.0, 2.0, 2.0], vec![0.1, 0.5, 0.8]], &axes, &TpeSampler::new(), false, None);
         let n = 4000;
         let total: f64 = (0..3)
             .map(|c| (0..n).map(|i| p.log_pdf(&[c as f64, (i as f64 + 0.5) / n as f64]).exp() / n as f64).sum::<f64>())
