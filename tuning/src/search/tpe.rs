@@ -504,6 +504,10 @@ struct Column {
     read: usize,
 }
 
+/// The good group's observations by axis, the bad group's, and the bad group's numeric axes as
+/// `(value, kernel)` sorted by value (empty for categorical axes).
+type Observations = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<(f64, u32)>>);
+
 /// What the sampler has read of a study: each finished trial once.
 #[derive(Debug, Default)]
 struct History {
@@ -744,13 +748,7 @@ impl History {
     /// Observations of the space `cols` for the good trials `below` and for the others (with
     /// the running ones when `liar`), each in trial order; trials lacking a parameter are left
     /// out.
-    fn observations(
-        &self,
-        ctx: &SampleContext<'_>,
-        cols: &[usize],
-        below: &[u32],
-        liar: bool,
-    ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<(f64, u32)>>) {
+    fn observations(&self, ctx: &SampleContext<'_>, cols: &[usize], below: &[u32], liar: bool) -> Observations {
         let d = cols.len();
         // The bad group's kernel of each trial number (`u32::MAX`: none), and its running trials.
         let mut kernel = vec![u32::MAX; self.kind.len()];
