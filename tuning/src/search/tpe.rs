@@ -731,13 +731,23 @@ impl History {
         };
         let col = &mut self.columns[i];
         col.values.resize(ctx.trials.len(), f64::NAN);
+        let mut fresh = Vec::new();
         for n in &self.order[col.read..] {
             let n = *n as usize;
             let v = value_of(&ctx.trials[n], name, dist).map_or(f64::NAN, |v| col.axis.forward(v));
             col.values[n] = v;
             if !v.is_nan() {
-                let key = (v, n as u32);
-                let at = col.sorted.partition_point(|e| e.0.total_cmp(&key.0).then(e.1.cmp(&key.1)).is_lt());
+                fresh.push((v, n as u32));
+            }
+        }
+        let by_value = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        if fresh.len() > 16 {
+            // A history read at once (a loaded study): one sort, not an insertion each.
+            col.sorted.append(&mut fresh);
+            col.sorted.sort_unstable_by(by_value);
+        } else {
+            for key in fresh {
+                let at = col.sorted.partition_point(|e| by_value(e, &key).is_lt());
                 col.sorted.insert(at, key);
             }
         }
