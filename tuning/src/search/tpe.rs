@@ -4,6 +4,10 @@
 //! to each group; `n_ei_candidates` draws from the good one are scored by `l(x) / g(x)` and the
 //! best is kept.
 //!
+//! With several objectives (Optuna's MOTPE) the good group is chosen by non-domination rank,
+//! the last rank that does not fit whole cut by greedy hypervolume subset selection
+//! ([`super::multi`]), and its trials weigh alike.
+//!
 //! In multivariate mode the parameters every complete trial has (with the same distribution) are
 //! drawn jointly from product kernels when the trial starts (with `group`, each set of parameters
 //! that always appear together is drawn jointly); the others stay univariate. With the constant
@@ -23,6 +27,7 @@ use rand_distr::StandardNormal;
 
 use super::distribution::{Distribution, ParamValue};
 use super::error::SearchError;
+use super::multi::{hypervolume, losses, non_dominated_ranks};
 use super::sampler::{sample_uniform, SampleContext, Sampler};
 use super::trial::{FrozenTrial, TrialState};
 
@@ -47,7 +52,8 @@ pub struct TpeSampler {
     prior_weight: f64,
     magic_clip: bool,
     consider_endpoints: bool,
-    multivariate: bool,
+    /// `None`: joint for one objective, independent for several (Optuna's default).
+    multivariate: Option<bool>,
     group: bool,
     /// The joint bandwidth `factor * n^(-1 / (d + 4)) * range` in multivariate mode (Optuna 4's
     /// rule); `None`: the neighbour-distance rule on every axis (Optuna 5's).
@@ -165,8 +171,13 @@ fn exp_nonpositive(x: f64) -> f64 {
 /// (the compiler keeps their order), lanes of independent accumulators do.
 const LANES: usize = 8;
 
-/// `ln(sum_k w_k e^(s_k))`, stable (the largest `s_k` is taken out first). Overwrites `s`.
-fn log_sum_exp_weighted(s: &mut [f64], w: &[f64]) -> f64 {
+/// Terms more than this below the largest are skipped: each adds less than `e^-36` of the
+/// largest, and the largest's weight is at least `1 / n` of any other's.
+const LSE_CUTOFF: f64 = 36.0;
+
+/// `ln(sum_k w_k e^(s_k))`, stable (the largest `s_k` is taken out first). Most kernels of a
+/// large history lie far from any one point: their terms are skipped without an `exp`.
+fn log_sum_exp_weighted(s: &[f64], w: &[f64]) -> f64 {
     let mut lanes = [f64::NEG_INFINITY; LANES];
     let mut chunks = s.chunks_exact(LANES);
     for c in &mut chunks {
@@ -176,19 +187,14 @@ fn log_sum_exp_weighted(s: &mut [f64], w: &[f64]) -> f64 {
         }
     }
     let m = chunks.remainder().iter().chain(&lanes).fold(f64::NEG_INFINITY, |a, b| if *b > a { *b } else { a });
-    for x in s.iter_mut() {
-        *x = exp_nonpositive(*x - m);
-    }
-    let mut sums = [0.0; LANES];
-    let (mut xs, mut ws) = (s.chunks_exact(LANES), w.chunks_exact(LANES));
-    for (x, wk) in (&mut xs).zip(&mut ws) {
-        let (x, wk): (&[f64; LANES], &[f64; LANES]) = (x.try_into().expect("exact"), wk.try_into().expect("exact"));
-        for i in 0..LANES {
-            sums[i] += x[i] * wk[i];
+    let floor = m - LSE_CUTOFF;
+    let mut sum = 0.0;
+    for (x, wk) in s.iter().zip(w) {
+        if *x > floor {
+            sum += wk * exp_nonpositive(x - m);
         }
     }
-    let tail: f64 = xs.remainder().iter().zip(ws.remainder()).map(|(x, wk)| x * wk).sum();
-    m + (sums.iter().sum::<f64>() + tail).ln()
+    m + sum.ln()
 }
 
 /// A parameter's axis in the space the estimators work in: log for log scales, discrete ones
@@ -280,19 +286,38 @@ fn neighbour_sigmas(sorted: &[(f64, u32)], low: f64, high: f64, consider_endpoin
 impl Parzen {
     /// `obs[d][i]`: observation `i` (chronological) on axis `d`, already in axis coordinates.
     /// `uniform`: every observation weighs 1 (else Optuna's ramp favouring recent ones).
-    fn fit(obs: &[Vec<f64>], axes: &[Axis], opts: &TpeSampler, uniform: bool) -> Parzen {
+    /// `sorted[d]`, when given: the observations of numeric axis `d` as `(value, index)`,
+    /// sorted by value then index.
+    fn fit(
+        obs: &[Vec<f64>],
+        axes: &[Axis],
+        opts: &TpeSampler,
+        uniform: bool,
+        sorted: Option<&[Vec<(f64, u32)>]>,
+    ) -> Parzen {
         let n = obs.first().map_or(0, Vec::len);
         let mut w = if uniform { vec![1.0; n] } else { weights(n) };
         w.push(opts.prior_weight);
         let total: f64 = w.iter().sum();
         w.iter_mut().for_each(|x| *x /= total);
         let mut base = vec![0.0; n + 1];
-        let kernels =
-            obs.iter().zip(axes).map(|(o, a)| Self::axis_kernels(o, *a, axes.len(), opts, &mut base)).collect();
+        let kernels = obs
+            .iter()
+            .zip(axes)
+            .enumerate()
+            .map(|(d, (o, a))| Self::axis_kernels(o, *a, axes.len(), opts, &mut base, sorted.map(|s| &s[d][..])))
+            .collect();
         Parzen { w, base, axes: kernels }
     }
 
-    fn axis_kernels(obs: &[f64], axis: Axis, n_dims: usize, opts: &TpeSampler, base: &mut [f64]) -> Kernels {
+    fn axis_kernels(
+        obs: &[f64],
+        axis: Axis,
+        n_dims: usize,
+        opts: &TpeSampler,
+        base: &mut [f64],
+        presorted: Option<&[(f64, u32)]>,
+    ) -> Kernels {
         let n = obs.len();
         match axis {
             Axis::Cat { n: nc } => {
@@ -310,16 +335,25 @@ impl Parzen {
                 let prior_mu = 0.5 * (low + high);
                 let mut sigma = vec![0.0; n + 1];
                 match opts.scott_factor {
-                    Some(f) if opts.multivariate => {
+                    Some(f) if opts.multivariate != Some(false) => {
                         let s = f * (n.max(1) as f64).powf(-1.0 / (n_dims as f64 + 4.0)) * range;
                         sigma[..n].iter_mut().for_each(|x| *x = s);
                     }
                     _ => {
-                        let mut sorted: Vec<(f64, u32)> = obs.iter().copied().zip(0..).collect();
+                        let by_value = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+                        let mut sorted: Vec<(f64, u32)> = match presorted {
+                            Some(s) => s.to_vec(),
+                            None => {
+                                let mut s: Vec<(f64, u32)> = obs.iter().copied().zip(0..).collect();
+                                s.sort_unstable_by(by_value);
+                                s
+                            }
+                        };
                         if opts.prior_in_neighbours {
-                            sorted.push((prior_mu, n as u32));
+                            let key = (prior_mu, n as u32);
+                            let at = sorted.partition_point(|e| by_value(e, &key).is_lt());
+                            sorted.insert(at, key);
                         }
-                        sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                         neighbour_sigmas(&sorted, low, high, opts.consider_endpoints, &mut sigma);
                     }
                 }
@@ -463,9 +497,16 @@ struct Column {
     dist: Distribution,
     axis: Axis,
     values: Vec<f64>,
+    /// The finished trials' values `(value, number)`, sorted: the bad group's neighbours come
+    /// from one pass over it instead of a sort per proposal.
+    sorted: Vec<(f64, u32)>,
     /// How much of [`History::order`] has been read.
     read: usize,
 }
+
+/// The good group's observations by axis, the bad group's, and the bad group's numeric axes as
+/// `(value, kernel)` sorted by value (empty for categorical axes).
+type Observations = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<(f64, u32)>>);
 
 /// What the sampler has read of a study: each finished trial once.
 #[derive(Debug, Default)]
@@ -490,6 +531,8 @@ struct History {
     /// Names seen with several distributions: left to univariate sampling in groups.
     conflicts: BTreeSet<String>,
     columns: Vec<Column>,
+    /// The last split: the good trials' numbers while `order` had this length.
+    split: Option<(usize, Vec<u32>)>,
 }
 
 impl History {
@@ -607,6 +650,68 @@ impl History {
         below
     }
 
+    /// Optuna's multi-objective split: the good group is the best `ceil(gamma n)` complete
+    /// trials by non-domination rank, the last rank that does not fit whole cut by greedy
+    /// hypervolume subset selection (each step takes the trial adding most hypervolume, with the
+    /// reference point `max(1.1 w, 0.9 w)` of that rank's worst values `w`).
+    fn below_multi(&self, ctx: &SampleContext<'_>, fraction: f64) -> Vec<u32> {
+        let mut complete: Vec<u32> =
+            self.order.iter().copied().filter(|n| matches!(self.kind[*n as usize], Kind::Complete(_))).collect();
+        complete.sort_unstable();
+        let n_below = ((fraction * self.n_finished() as f64).ceil() as usize).min(complete.len());
+        let points: Vec<Vec<f64>> =
+            complete.iter().map(|n| losses(&ctx.trials[*n as usize].values, ctx.directions)).collect();
+        let ranks = if n_below > 0 { non_dominated_ranks(&points) } else { Vec::new() };
+        let mut count = vec![0usize; ranks.iter().max().map_or(0, |r| r + 1)];
+        ranks.iter().for_each(|r| count[*r] += 1);
+        let (mut whole, mut taken) = (0, 0);
+        while whole < count.len() && taken + count[whole] <= n_below {
+            taken += count[whole];
+            whole += 1;
+        }
+        let mut below: Vec<u32> = (0..complete.len()).filter(|i| ranks[*i] < whole).map(|i| complete[i]).collect();
+        if below.len() < n_below {
+            let tied: Vec<usize> = (0..complete.len()).filter(|i| ranks[*i] == whole).collect();
+            let m = ctx.directions.len();
+            let reference: Vec<f64> = (0..m)
+                .map(|j| {
+                    let w = tied.iter().map(|i| points[*i][j]).fold(f64::NEG_INFINITY, f64::max);
+                    let r = (1.1 * w).max(0.9 * w);
+                    if r == 0.0 {
+                        1e-12
+                    } else {
+                        r
+                    }
+                })
+                .collect();
+            let need = n_below - below.len();
+            if reference.iter().all(|r| r.is_finite()) {
+                let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(need);
+                let mut left = tied;
+                let mut hv = 0.0;
+                for _ in 0..need {
+                    let mut best = (f64::NEG_INFINITY, 0);
+                    for (k, i) in left.iter().enumerate() {
+                        chosen.push(points[*i].clone());
+                        let gain = hypervolume(&chosen, &reference) - hv;
+                        chosen.pop();
+                        if gain > best.0 {
+                            best = (gain, k);
+                        }
+                    }
+                    let i = left.remove(best.1);
+                    chosen.push(points[i].clone());
+                    hv += best.0;
+                    below.push(complete[i]);
+                }
+            } else {
+                below.extend(tied.iter().take(need).map(|i| complete[*i]));
+            }
+        }
+        below.sort_unstable();
+        below
+    }
+
     /// The column of `name` in `dist`, brought up to date.
     fn column(&mut self, ctx: &SampleContext<'_>, name: &str, dist: &Distribution) -> usize {
         let i = match self.columns.iter().position(|c| c.name == name && c.dist == *dist) {
@@ -618,6 +723,7 @@ impl History {
                     dist: dist.clone(),
                     axis,
                     values: Vec::new(),
+                    sorted: Vec::new(),
                     read: 0,
                 });
                 self.columns.len() - 1
@@ -625,9 +731,25 @@ impl History {
         };
         let col = &mut self.columns[i];
         col.values.resize(ctx.trials.len(), f64::NAN);
+        let mut fresh = Vec::new();
         for n in &self.order[col.read..] {
             let n = *n as usize;
-            col.values[n] = value_of(&ctx.trials[n], name, dist).map_or(f64::NAN, |v| col.axis.forward(v));
+            let v = value_of(&ctx.trials[n], name, dist).map_or(f64::NAN, |v| col.axis.forward(v));
+            col.values[n] = v;
+            if !v.is_nan() {
+                fresh.push((v, n as u32));
+            }
+        }
+        let by_value = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        if fresh.len() > 16 {
+            // A history read at once (a loaded study): one sort, not an insertion each.
+            col.sorted.append(&mut fresh);
+            col.sorted.sort_unstable_by(by_value);
+        } else {
+            for key in fresh {
+                let at = col.sorted.partition_point(|e| by_value(e, &key).is_lt());
+                col.sorted.insert(at, key);
+            }
         }
         col.read = self.order.len();
         i
@@ -636,14 +758,11 @@ impl History {
     /// Observations of the space `cols` for the good trials `below` and for the others (with
     /// the running ones when `liar`), each in trial order; trials lacking a parameter are left
     /// out.
-    fn observations(
-        &self,
-        ctx: &SampleContext<'_>,
-        cols: &[usize],
-        below: &[u32],
-        liar: bool,
-    ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    fn observations(&self, ctx: &SampleContext<'_>, cols: &[usize], below: &[u32], liar: bool) -> Observations {
         let d = cols.len();
+        // The bad group's kernel of each trial number (`u32::MAX`: none), and its running trials.
+        let mut kernel = vec![u32::MAX; self.kind.len()];
+        let mut running = Vec::new();
         let mut good = vec![Vec::with_capacity(below.len()); d];
         let mut bad = vec![Vec::with_capacity(self.order.len()); d];
         let mut row = vec![0.0; d];
@@ -680,10 +799,38 @@ impl History {
                 _ => false,
             };
             if present {
+                kernel[n] = bad[0].len() as u32;
+                if !matches!(kind, Kind::Complete(_) | Kind::Pruned(..)) {
+                    running.push((kernel[n], row.clone()));
+                }
                 push(&mut bad, &row);
             }
         }
-        (good, bad)
+        // Each numeric axis's bad observations in order, from the column's sorted values.
+        let sorted = cols
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let col = &self.columns[*c];
+                if matches!(col.axis, Axis::Cat { .. }) {
+                    return Vec::new();
+                }
+                let mut s: Vec<(f64, u32)> = Vec::with_capacity(bad[0].len());
+                s.extend(
+                    col.sorted
+                        .iter()
+                        .filter(|(_, n)| kernel[*n as usize] != u32::MAX)
+                        .map(|(v, n)| (*v, kernel[*n as usize])),
+                );
+                for (k, r) in &running {
+                    let key = (r[j], *k);
+                    let at = s.partition_point(|e| e.0.total_cmp(&key.0).then(e.1.cmp(&key.1)).is_lt());
+                    s.insert(at, key);
+                }
+                s
+            })
+            .collect();
+        (good, bad, sorted)
     }
 
     /// A point of the space `space` (names with their distributions), as internal values.
@@ -695,10 +842,19 @@ impl History {
         rng: &mut StdRng,
     ) -> Vec<f64> {
         let cols: Vec<usize> = space.iter().map(|(n, d)| self.column(ctx, n, d)).collect();
-        let below = self.below(opts.gamma);
-        let (good, bad) = self.observations(ctx, &cols, &below, opts.constant_liar);
+        let below = match &self.split {
+            Some((len, below)) if *len == self.order.len() => below.clone(),
+            _ => {
+                let below =
+                    if ctx.directions.len() > 1 { self.below_multi(ctx, opts.gamma) } else { self.below(opts.gamma) };
+                self.split = Some((self.order.len(), below.clone()));
+                below
+            }
+        };
+        let (good, bad, bad_sorted) = self.observations(ctx, &cols, &below, opts.constant_liar);
         let axes: Vec<Axis> = cols.iter().map(|c| self.columns[*c].axis).collect();
-        let x = opts.propose(&good, &bad, &axes, rng);
+        // Optuna 5 weighs the good trials of several objectives alike.
+        let x = opts.propose(&good, &bad, &bad_sorted, &axes, ctx.directions.len() > 1, rng);
         x.into_iter().zip(&axes).map(|(y, a)| a.backward(y)).collect()
     }
 }
@@ -726,6 +882,12 @@ impl TpeSampler {
     /// -3.207 and 4.12 / 4.74 on the sphere): ahead of Optuna on the first two, behind it on the
     /// 10-D sphere, where a narrower joint bandwidth ([`tuned`](Self::tuned): 2.38) does better.
     ///
+    /// With several objectives the default samples each parameter independently (as Optuna's
+    /// MOTPE): on ZDT2 and ZDT3 (10-D, 300 trials, seeds 100..110; the ignored test
+    /// `choose_multi_objective_default`) that beat joint sampling, and gamma 0.15 with 48
+    /// candidates beat Optuna's 0.1 with 24. On ZDT1 (seeds 0..10) the median hypervolume is
+    /// 10.663 against Optuna's 10.870.
+    ///
     /// The constant liar only acts with parallel workers: running trials count among the bad
     /// ones (with the parameters they have asked for so far).
     pub fn new() -> Self {
@@ -735,7 +897,7 @@ impl TpeSampler {
             prior_weight: 1.0,
             magic_clip: true,
             consider_endpoints: false,
-            multivariate: true,
+            multivariate: None,
             group: false,
             scott_factor: None,
             prior_in_neighbours: false,
@@ -753,7 +915,7 @@ impl TpeSampler {
         TpeSampler {
             gamma: 0.1,
             n_ei_candidates: 24,
-            multivariate: false,
+            multivariate: Some(false),
             scott_factor: Some(0.2),
             prior_in_neighbours: true,
             constant_liar: false,
@@ -766,7 +928,7 @@ impl TpeSampler {
     /// exploits sooner than Optuna's defaults. Prefer it for continuous spaces of a few
     /// dimensions and small budgets.
     pub fn tuned() -> Self {
-        TpeSampler { multivariate: true, scott_factor: Some(0.05), magic_clip: false, ..TpeSampler::univariate() }
+        TpeSampler { multivariate: Some(true), scott_factor: Some(0.05), magic_clip: false, ..TpeSampler::univariate() }
     }
 
     /// Switches multivariate mode to Optuna 4's joint bandwidth `factor * n^(-1 / (d + 4)) *
@@ -806,10 +968,10 @@ impl TpeSampler {
         self
     }
 
-    /// Model the parameters every complete trial shares jointly (default on; off in
-    /// [`univariate`](Self::univariate)).
+    /// Model the parameters every complete trial shares jointly (default: jointly for one
+    /// objective, independently for several, as Optuna; off in [`univariate`](Self::univariate)).
     pub fn multivariate(mut self, on: bool) -> Self {
-        self.multivariate = on;
+        self.multivariate = Some(on);
         self
     }
 
@@ -838,7 +1000,7 @@ impl TpeSampler {
     pub fn group(mut self, on: bool) -> Self {
         self.group = on;
         if on {
-            self.multivariate = true;
+            self.multivariate = Some(true);
         }
         self
     }
@@ -866,9 +1028,17 @@ impl TpeSampler {
     }
 
     /// Draws candidates from the good estimator and keeps the one maximising `l(x) / g(x)`.
-    fn propose(&self, below: &[Vec<f64>], above: &[Vec<f64>], axes: &[Axis], rng: &mut StdRng) -> Vec<f64> {
-        let l = Parzen::fit(below, axes, self, false);
-        let g = Parzen::fit(above, axes, self, false);
+    fn propose(
+        &self,
+        below: &[Vec<f64>],
+        above: &[Vec<f64>],
+        above_sorted: &[Vec<(f64, u32)>],
+        axes: &[Axis],
+        uniform_below: bool,
+        rng: &mut StdRng,
+    ) -> Vec<f64> {
+        let l = Parzen::fit(below, axes, self, uniform_below, None);
+        let g = Parzen::fit(above, axes, self, false, Some(above_sorted));
         let d = axes.len();
         let mut xs = Vec::with_capacity(self.n_ei_candidates * d);
         for _ in 0..self.n_ei_candidates {
@@ -903,7 +1073,7 @@ impl Sampler for TpeSampler {
         rng: &mut StdRng,
     ) -> Result<BTreeMap<String, ParamValue>, SearchError> {
         let mut out = BTreeMap::new();
-        if !self.multivariate || ctx.directions.len() > 1 {
+        if !self.multivariate.unwrap_or(ctx.directions.len() == 1) {
             return Ok(out);
         }
         let mut h = self.history();
@@ -936,7 +1106,7 @@ impl Sampler for TpeSampler {
         dist: &Distribution,
         rng: &mut StdRng,
     ) -> Result<f64, SearchError> {
-        if ctx.directions.len() > 1 || !modelled(dist) {
+        if !modelled(dist) {
             return Ok(sample_uniform(dist, rng));
         }
         let mut h = self.history();
@@ -1009,7 +1179,7 @@ mod tests {
     fn truncated_density_integrates_to_one() {
         for opts in [TpeSampler::new(), TpeSampler::univariate(), TpeSampler::tuned()] {
             let axes = [Axis::Num { low: 0.0, high: 1.0, log: false }];
-            let p = Parzen::fit(&[vec![0.05, 0.6, 0.97]], &axes, &opts, false);
+            let p = Parzen::fit(&[vec![0.05, 0.6, 0.97]], &axes, &opts, false, None);
             let n = 20_000;
             let integral: f64 = (0..n).map(|i| p.log_pdf(&[(i as f64 + 0.5) / n as f64]).exp() / n as f64).sum();
             assert!((integral - 1.0).abs() < 1e-4, "{integral}");
@@ -1019,7 +1189,7 @@ mod tests {
     #[test]
     fn categorical_density_sums_to_one() {
         let axes = [Axis::Cat { n: 3 }, Axis::Num { low: 0.0, high: 1.0, log: false }];
-        let p = Parzen::fit(&[vec![0.0, 2.0, 2.0], vec![0.1, 0.5, 0.8]], &axes, &TpeSampler::new(), false);
+        let p = Parzen::fit(&[vec![0.0, 2.0, 2.0], vec![0.1, 0.5, 0.8]], &axes, &TpeSampler::new(), false, None);
         let n = 4000;
         let total: f64 = (0..3)
             .map(|c| (0..n).map(|i| p.log_pdf(&[c as f64, (i as f64 + 0.5) / n as f64]).exp() / n as f64).sum::<f64>())
@@ -1114,6 +1284,37 @@ mod tests {
             self.sync_trials(trials, direction);
             self
         }
+    }
+
+    #[test]
+    fn multi_objective_split_takes_whole_ranks_then_hypervolume() {
+        use crate::search::study::Direction;
+        // Rank 0: 0-2, rank 1: 3-5, then 14 dominated trials. With 20 trials and gamma 0.2 the
+        // good group holds 4: rank 0 whole and the rank-1 trial adding most hypervolume, (3, 3).
+        let mut points = vec![[0.0, 4.0], [2.0, 2.0], [4.0, 0.0], [1.0, 5.0], [3.0, 3.0], [5.0, 1.0]];
+        points.extend((0..14).map(|i| [10.0 + i as f64, 10.0 + i as f64]));
+        let trials: Vec<FrozenTrial> = points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut t = float_trial(i as u64, 0.0, Some(p[0]));
+                t.values = p.to_vec();
+                t
+            })
+            .collect();
+        let directions = [Direction::Minimize, Direction::Minimize];
+        let ctx = SampleContext {
+            trials: &trials,
+            direction: Direction::Minimize,
+            directions: &directions,
+            finished: &[],
+            number: 20,
+        };
+        let mut h = History::default();
+        h.sync(&ctx);
+        assert_eq!(h.below_multi(&ctx, 0.2), vec![0, 1, 2, 4]);
+        // Exactly rank 0.
+        assert_eq!(h.below_multi(&ctx, 0.15), vec![0, 1, 2]);
     }
 
     #[test]
