@@ -27,11 +27,11 @@ fn adam_steps_are_bit_identical_on_1_2_and_3_threads() {
         [("adam", Adam::default()), ("amsgrad", Adam { amsgrad: true, ..Adam::default() }), ("adamw", Adam::adamw())]
     {
         set_num_threads(1);
-        let want = train(rule.clone());
+        let want = train(rule);
         for threads in [2, 3] {
             set_num_threads(threads);
             assert_eq!(threads_for(LEN, 1 << 15), threads, "the step is split over {threads} threads");
-            let got = train(rule.clone());
+            let got = train(rule);
             let diff = want.iter().zip(&got).filter(|(a, b)| a != b).count();
             assert_eq!(diff, 0, "{name}: {diff} of {LEN} elements differ between 1 and {threads} threads");
         }
