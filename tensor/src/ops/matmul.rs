@@ -413,6 +413,6 @@ impl<E: Float> Tensor<E> {
         if sb.len() > 1 {
             shape.push(n);
         }
-        Tensor { storage: Arc::new(data), layout: Layout::contiguous(&shape) }
+        Tensor::from_storage(data, Layout::contiguous(&shape))
     }
 }
