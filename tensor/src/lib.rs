@@ -25,6 +25,7 @@ mod error;
 mod iter;
 mod layout;
 mod ops;
+pub mod quant;
 mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
