@@ -5,7 +5,8 @@
 //!
 //! The thread settings are process-wide, so one test sets them and trains both models in turn.
 //! The work threshold is lowered to 0 so that these small batches are split over threads
-//! wherever a kernel can split them.
+//! wherever a kernel can split them (the Adam step splits by itself: the MLP's 784x128 weight is
+//! cut into per-thread chunks).
 
 use std::collections::BTreeMap;
 

@@ -96,3 +96,20 @@ fn matmul_shape_error_names_the_op() {
     let b = Var::leaf(Tensor::<f32>::zeros(&[4, 5]));
     let _ = a.matmul(&b);
 }
+
+/// `x @ w^T` (a Linear layer) gives `w` a contiguous gradient, so optimizers read it as a plain
+/// slice, and the values are those of the textbook formula `(x^T g)^T`.
+#[test]
+fn gradient_of_a_transposed_weight_is_contiguous() {
+    let x = Var::leaf(Tensor::<f64>::from_fn(&[3, 4], |i| (i as f64 * 0.3).sin()));
+    let w = Var::leaf(Tensor::<f64>::from_fn(&[5, 4], |i| (i as f64 * 0.7).cos()));
+    let g = Tensor::<f64>::from_fn(&[3, 5], |i| i as f64 - 7.0);
+    let grads = (&x.matmul(&w.t()) * &Var::constant(g.clone())).sum().backward();
+    let (gw, gx) = (grads.get(&w).unwrap(), grads.get(&x).unwrap());
+    assert!(gw.is_contiguous());
+    let want_w = g.t().matmul(x.data());
+    let want_x = g.matmul(w.data());
+    for (a, b) in gw.to_vec().iter().zip(want_w.to_vec()).chain(gx.to_vec().iter().zip(want_x.to_vec())) {
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+}

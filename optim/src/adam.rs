@@ -1,7 +1,7 @@
 //! Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`), with AMSGrad, as one fused loop
 //! over parameter, gradient and moments.
 
-use ferrograd_tensor::{Float, Tensor};
+use ferrograd_tensor::{parallel_for_each, threads_for, Float, Tensor};
 
 use crate::error::{decay, non_negative as option_non_negative};
 use crate::kernel::{c, dense, ftz, non_negative, zeros_like};
@@ -116,13 +116,27 @@ impl<F: Float> UpdateRule<F> for Adam {
         let m = state.exp_avg.as_mut_slice();
         let v = state.exp_avg_sq.as_mut_slice();
         let vmax = state.max_exp_avg_sq.as_mut().map(|t| t.as_mut_slice());
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, the only requirement of `adam_avx2`.
-            unsafe { adam_avx2(&k, p, &g, m, v, vmax) };
+        // Every element is updated on its own, so cutting the parameter into chunks, one per
+        // thread, gives the same bits on any thread count.
+        let n = p.len();
+        let threads = threads_for(n, MIN_ELEMENTS_PER_THREAD);
+        if threads == 1 {
+            adam_slices(&k, p, &g, m, v, vmax);
             return;
         }
-        adam_kernel(&k, p, &g, m, v, vmax);
+        let chunk = n.div_ceil(threads);
+        let vmax_chunks: Vec<Option<&mut [F]>> = match vmax {
+            Some(x) => x.chunks_mut(chunk).map(Some).collect(),
+            None => (0..threads).map(|_| None).collect(),
+        };
+        let items: Vec<_> = p
+            .chunks_mut(chunk)
+            .zip(g.chunks(chunk))
+            .zip(m.chunks_mut(chunk))
+            .zip(v.chunks_mut(chunk))
+            .zip(vmax_chunks)
+            .collect();
+        parallel_for_each(items, &|((((p, g), m), v), vmax)| adam_slices(&k, p, g, m, v, vmax));
     }
 
     fn name(&self) -> &'static str {
@@ -148,6 +162,22 @@ impl<F: Float> UpdateRule<F> for Adam {
     fn weight_decay(&self) -> WeightDecay {
         WeightDecay::InRule
     }
+}
+
+/// Elements per thread below which an Adam step stays on one thread: ~10 µs of AVX2 work,
+/// about what waking a pool thread costs. Larger parameters are cut into chunks, one per thread;
+/// the MLP's 784x128 weight (100k elements) uses 2 threads.
+const MIN_ELEMENTS_PER_THREAD: usize = 1 << 15;
+
+/// The fused update on one run of elements, with AVX2 where the CPU has it.
+fn adam_slices<F: Float>(k: &Coefs<F>, p: &mut [F], g: &[F], m: &mut [F], v: &mut [F], vmax: Option<&mut [F]>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, the only requirement of `adam_avx2`.
+        unsafe { adam_avx2(k, p, g, m, v, vmax) };
+        return;
+    }
+    adam_kernel(k, p, g, m, v, vmax);
 }
 
 /// The constants of one Adam step.

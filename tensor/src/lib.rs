@@ -19,15 +19,18 @@
 
 #![warn(missing_docs)]
 
+mod buffer_cache;
 mod element;
 mod error;
 mod iter;
 mod layout;
 mod ops;
+pub mod quant;
 mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use buffer_cache::{buffer_caching, set_buffer_caching};
 pub use element::{DType, Element, Float, Num};
 pub use error::{Result, TensorError};
 pub use layout::{broadcast_shapes, contiguous_strides, normalize_dim, Layout, Shape, Strides};

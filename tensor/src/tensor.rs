@@ -53,7 +53,7 @@ impl<E: Element> Tensor<E> {
                 expected,
             });
         }
-        Ok(Tensor { storage: Arc::new(data), layout: Layout::contiguous(shape) })
+        Ok(Tensor::from_storage(data, Layout::contiguous(shape)))
     }
 
     /// Wraps a row-major buffer as a tensor of `shape`.
@@ -80,6 +80,13 @@ impl<E: Element> Tensor<E> {
         Self::from_vec(data.to_vec(), shape)
     }
 
+    /// A tensor over fresh storage: every tensor whose elements were just allocated is made
+    /// here, which is where the buffer cache's setting is applied once per process.
+    pub(crate) fn from_storage(storage: Vec<E>, layout: Layout) -> Self {
+        crate::buffer_cache::init();
+        Tensor { storage: Arc::new(storage), layout }
+    }
+
     /// A tensor over `storage` seen through `layout` (PyTorch's `as_strided`), or an error if the
     /// layout reaches outside the storage.
     pub fn from_parts(storage: Vec<E>, layout: Layout) -> Result<Self> {
@@ -91,24 +98,24 @@ impl<E: Element> Tensor<E> {
                 return Err(TensorError::DataLength { op: "from_parts", len: storage.len(), shape, expected: hi });
             }
         }
-        Ok(Tensor { storage: Arc::new(storage), layout })
+        Ok(Tensor::from_storage(storage, layout))
     }
 
     /// A 0-dimensional tensor holding `v`.
     pub fn scalar(v: E) -> Self {
-        Tensor { storage: Arc::new(vec![v]), layout: Layout::contiguous(&[]) }
+        Tensor::from_storage(vec![v], Layout::contiguous(&[]))
     }
 
     /// A tensor of `shape` filled with `v`.
     pub fn full(shape: &[usize], v: E) -> Self {
         let n: usize = shape.iter().product();
-        Tensor { storage: Arc::new(vec![v; n]), layout: Layout::contiguous(shape) }
+        Tensor::from_storage(vec![v; n], Layout::contiguous(shape))
     }
 
     /// A tensor whose element at each row-major position `i` is `f(i)`.
     pub fn from_fn(shape: &[usize], f: impl FnMut(usize) -> E) -> Self {
         let n: usize = shape.iter().product();
-        Tensor { storage: Arc::new((0..n).map(f).collect()), layout: Layout::contiguous(shape) }
+        Tensor::from_storage((0..n).map(f).collect(), Layout::contiguous(shape))
     }
 
     // ---------------------------------------------------------------- accessors
@@ -237,7 +244,7 @@ impl<E: Element> Tensor<E> {
         if self.is_contiguous() && self.layout.offset == 0 && self.storage.len() == self.numel() {
             return self.clone();
         }
-        Tensor { storage: Arc::new(self.to_vec()), layout: Layout::contiguous(self.shape()) }
+        Tensor::from_storage(self.to_vec(), Layout::contiguous(self.shape()))
     }
 
     /// Converts every element to `O` (saturating like Rust's `as`; bool is 0/1).
@@ -268,7 +275,7 @@ impl<E: Element> Tensor<E> {
                 out
             }
         };
-        Tensor { storage: Arc::new(out), layout: Layout::contiguous(self.shape()) }
+        Tensor::from_storage(out, Layout::contiguous(self.shape()))
     }
 
     /// A new contiguous tensor of `f(a, b)` over the NumPy broadcast of both shapes.
@@ -284,7 +291,7 @@ impl<E: Element> Tensor<E> {
         if self.shape() == other.shape() {
             if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
                 let out: Vec<O> = a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
-                return Tensor { storage: Arc::new(out), layout: Layout::contiguous(&shape) };
+                return Tensor::from_storage(out, Layout::contiguous(&shape));
             }
         }
         let sa = self.layout.broadcast_strides(&shape).expect("broadcast checked");
@@ -311,7 +318,7 @@ impl<E: Element> Tensor<E> {
                 }
             }
         });
-        Tensor { storage: Arc::new(out), layout: Layout::contiguous(&shape) }
+        Tensor::from_storage(out, Layout::contiguous(&shape))
     }
 
     /// Makes the storage exclusively this tensor's (copying it if shared or if the view has
@@ -328,7 +335,7 @@ impl<E: Element> Tensor<E> {
         }
         if Arc::get_mut(&mut self.storage).is_none() {
             // Shared: copy only what this view sees, in its own layout order.
-            *self = Tensor { storage: Arc::new(self.to_vec()), layout: Layout::contiguous(self.shape()) };
+            *self = Tensor::from_storage(self.to_vec(), Layout::contiguous(self.shape()));
         }
         Arc::get_mut(&mut self.storage).expect("storage is unique after copy")
     }
@@ -410,7 +417,7 @@ impl<E: Element> Tensor<E> {
     pub fn as_mut_slice(&mut self) -> &mut [E] {
         let _ = self.make_writable("as_mut_slice");
         if !self.is_contiguous() {
-            *self = Tensor { storage: Arc::new(self.to_vec()), layout: Layout::contiguous(self.shape()) };
+            *self = Tensor::from_storage(self.to_vec(), Layout::contiguous(self.shape()));
         }
         let (start, n) = (self.layout.offset, self.numel());
         let data = Arc::get_mut(&mut self.storage).expect("storage is unique after make_writable");

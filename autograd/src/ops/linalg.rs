@@ -43,12 +43,30 @@ impl<F: Float> Var<F> {
     #[track_caller]
     fn matmul_nd(&self, other: &Var<F>) -> Var<F> {
         let (a, b) = (self.clone(), other.clone());
+        let matrices = a.rank() == 2 && b.rank() == 2;
         Var::record("matmul", self.data.matmul(&other.data), &[self, other], move |ctx, g| {
-            // The transposes are views: the GEMM reads them through their strides.
+            // The transposes are views: the GEMM reads them through their strides. A matrix
+            // operand stored column-major (`Linear`'s `weight.t()`) gets its gradient computed
+            // transposed, `(g b^T)^T = b g^T`, so the gradient lands in its memory order: after
+            // the `t` backward the weight's gradient is contiguous, and the optimizer no longer
+            // copies it element by element through a stride (17% of an MLP step at batch 128).
             smallvec![
-                ctx.needs_input_grad(0).then(|| g.matmul_nd(&b.transpose(-1, -2)).sum_to(a.shape())),
-                ctx.needs_input_grad(1).then(|| a.transpose(-1, -2).matmul_nd(g).sum_to(b.shape()))
+                ctx.needs_input_grad(0).then(|| if matrices && column_major(&a) {
+                    b.matmul_nd(&g.transpose(-1, -2)).transpose(-1, -2)
+                } else {
+                    g.matmul_nd(&b.transpose(-1, -2)).sum_to(a.shape())
+                }),
+                ctx.needs_input_grad(1).then(|| if matrices && column_major(&b) {
+                    g.transpose(-1, -2).matmul_nd(&a).transpose(-1, -2)
+                } else {
+                    a.transpose(-1, -2).matmul_nd(g).sum_to(b.shape())
+                })
             ]
         })
     }
+}
+
+/// Whether the matrix `x` is not contiguous but its transpose is.
+fn column_major<F: Float>(x: &Var<F>) -> bool {
+    !x.data.is_contiguous() && x.data.t().is_contiguous()
 }

@@ -5,8 +5,6 @@
 //! semantics: every comparison with NaN is false except `ne`. [`Tensor::where_`] broadcasts all
 //! three operands together in one strided pass.
 
-use std::sync::Arc;
-
 use crate::element::{Element, Float, Num};
 use crate::iter::for_each_run;
 use crate::layout::{broadcast_shapes, Layout};
@@ -135,7 +133,7 @@ impl<E: Element> Tensor<E> {
                 }
             },
         );
-        Tensor { storage: Arc::new(out), layout: Layout::contiguous(&shape) }
+        Tensor::from_storage(out, Layout::contiguous(&shape))
     }
 }
 

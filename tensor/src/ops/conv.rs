@@ -529,9 +529,8 @@ impl Geometry {
 mod shift {
     use std::any::{Any, TypeId};
     use std::mem::MaybeUninit;
-    use std::sync::Mutex;
 
-    use super::super::matmul::{min_work_per_thread, num_threads, parallel_ranges};
+    use super::super::matmul::{min_work_per_thread, num_threads, parallel_for_each};
     use super::Geometry;
     use crate::element::Element;
 
@@ -545,23 +544,6 @@ mod shift {
     /// A vector of `f32` as the `Vec<E>` it is (only called where `E` is `f32`).
     pub(super) fn from_f32s<E: Element>(v: Vec<f32>) -> Vec<E> {
         *(Box::new(v) as Box<dyn Any>).downcast::<Vec<E>>().expect("conv: f32 result for an f32 element type")
-    }
-
-    /// Runs `f` on every item, each on its own thread of the shared pool (a single item on the
-    /// calling thread).
-    fn run_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
-        if items.len() <= 1 {
-            items.into_iter().for_each(f);
-            return;
-        }
-        let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
-        parallel_ranges(slots.len(), slots.len(), &|range| {
-            for slot in &slots[range] {
-                if let Some(t) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    f(t);
-                }
-            }
-        });
     }
 
     /// Threads for a batch of `n` samples of `work` multiply-adds each: as many as [`num_threads`]
@@ -669,7 +651,7 @@ mod shift {
                 Some((r, part))
             })
             .collect();
-        run_each(parts, &|(range, ys): (std::ops::Range<usize>, &mut [MaybeUninit<f32>])| {
+        parallel_for_each(parts, &|(range, ys): (std::ops::Range<usize>, &mut [MaybeUninit<f32>])| {
             let mut buf = if padded { vec![0.0; geo.c * sweep.plane] } else { Vec::new() };
             for (b, yb) in range.zip(ys.chunks_exact_mut(y_len)) {
                 let xb = &x[b * x_len..][..x_len];
@@ -748,7 +730,7 @@ mod shift {
                 Some((r, part))
             })
             .collect();
-        run_each(parts, &|(range, gxs): (std::ops::Range<usize>, &mut [f32])| {
+        parallel_for_each(parts, &|(range, gxs): (std::ops::Range<usize>, &mut [f32])| {
             let mut rows = Aligned::zeros(geo.o * nqw);
             let rows = rows.get();
             let mut buf = if padded { vec![0.0; geo.c * sweep.plane] } else { Vec::new() };
@@ -834,7 +816,7 @@ mod shift {
                 Some((r, part))
             })
             .collect();
-        run_each(items, &|(blocks, accs): (std::ops::Range<usize>, &mut [f32])| {
+        parallel_for_each(items, &|(blocks, accs): (std::ops::Range<usize>, &mut [f32])| {
             let mut xbuf = if padded { vec![0.0; per_chunk * xs] } else { Vec::new() };
             let mut gstore = Aligned::zeros(per_chunk * gs);
             let gbuf = gstore.get();

@@ -32,12 +32,15 @@ use crate::tensor::Tensor;
 /// Threads matmul may use; 0 until first asked for, then the default or the user's choice.
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Default of [`min_work_per_thread`]: 2^22 multiply-adds, about 55 µs of single-threaded f32
-/// work, so 256x256 products use 2 threads and 192x192 ones stay on 1. Waking a parked worker
-/// costs ~8 µs (median on a 2-core VM; ~40 µs in the tail when the machine is busy), and on a
-/// loaded machine the second thread may wait for a core: 128x128 split in two ran 1.3-1.8x faster
-/// with the other core idle but 0.7x with it busy (see `benches/matmul.rs`).
-const DEFAULT_MIN_WORK_PER_THREAD: usize = 1 << 22;
+/// Default of [`min_work_per_thread`]: 2^20 multiply-adds, about 15-20 µs of single-threaded
+/// f32 work, so 128x128x128 products use 2 threads and 96x96x96 ones stay on 1. Waking a parked
+/// worker costs ~8 µs (median on a 2-core VM; ~40 µs in the tail when the machine is busy), so a
+/// split at this size gains ~1.3x with the other core idle: 128x128 split in two ran 1.3-1.8x
+/// faster with the other core idle, 0.7x with it busy (see `benches/matmul.rs`). The earlier 2^22
+/// left every product of an MLP at batch 32 (32x784x128, 3.2M) on one thread, so a second thread
+/// bought nothing there; raise it with [`set_min_work_per_thread`] on a machine whose cores are
+/// shared with other work.
+const DEFAULT_MIN_WORK_PER_THREAD: usize = 1 << 20;
 
 static MIN_WORK_PER_THREAD: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_WORK_PER_THREAD);
 
@@ -84,7 +87,7 @@ pub fn num_threads() -> usize {
 }
 
 /// Sets the least work, in multiply-adds, that a product must give each thread before it is
-/// split (default 2^22, about 55 µs of f32 work). Raise it on a busy machine, lower it on one with
+/// split (default 2^20, about 15-20 µs of f32 work). Raise it on a busy machine, lower it on one with
 /// idle cores; 0 splits every product that can be split.
 pub fn set_min_work_per_thread(mul_adds: usize) {
     MIN_WORK_PER_THREAD.store(mul_adds, Ordering::Relaxed);
@@ -130,6 +133,45 @@ fn run_split(ctx: ThreadTreeCtx<'_>, units: Range<usize>, threads: usize, f: &(d
 /// kernels other than matmul that split their own work).
 pub(crate) fn parallel_ranges(units: usize, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
     run_split(pool(threads).top(), 0..units, threads, f);
+}
+
+/// Runs `f` on every item, each item on its own thread of the pool that matrix products use (a
+/// single item runs on the calling thread). For kernels outside this crate that split their own
+/// work, e.g. an optimizer step cut into [`threads_for`] chunks of its parameter: each item
+/// holds the disjoint `&mut` slices one thread writes.
+///
+/// ```
+/// let mut data = vec![1.0f32; 1000];
+/// let threads = ferrograd_tensor::threads_for(data.len(), 100);
+/// let chunks: Vec<&mut [f32]> = data.chunks_mut(1000usize.div_ceil(threads)).collect();
+/// ferrograd_tensor::parallel_for_each(chunks, &|c: &mut [f32]| c.iter_mut().for_each(|x| *x *= 2.0));
+/// assert!(data.iter().all(|&x| x == 2.0));
+/// ```
+pub fn parallel_for_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
+    if items.len() <= 1 {
+        items.into_iter().for_each(f);
+        return;
+    }
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    parallel_ranges(slots.len(), slots.len(), &|range| {
+        for slot in &slots[range] {
+            if let Some(t) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                f(t);
+            }
+        }
+    });
+}
+
+/// Threads for a pass over `len` elements that pays only with at least `min_per_thread`
+/// elements per thread: between 1 and [`num_threads`].
+///
+/// ```
+/// ferrograd_tensor::set_num_threads(2);
+/// assert_eq!(ferrograd_tensor::threads_for(10, 100), 1);
+/// assert_eq!(ferrograd_tensor::threads_for(1000, 100), 2);
+/// ```
+pub fn threads_for(len: usize, min_per_thread: usize) -> usize {
+    num_threads().min(len / min_per_thread.max(1)).max(1)
 }
 
 /// The output pointer shared by the threads of one product.
@@ -371,6 +413,6 @@ impl<E: Float> Tensor<E> {
         if sb.len() > 1 {
             shape.push(n);
         }
-        Tensor { storage: Arc::new(data), layout: Layout::contiguous(&shape) }
+        Tensor::from_storage(data, Layout::contiguous(&shape))
     }
 }

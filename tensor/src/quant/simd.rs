@@ -8,12 +8,12 @@
 //! - quantization computes `t = x * (1 / scale)` in f32, clamps it to `[-zero_point,
 //!   255 - zero_point]`, rounds half to even and adds `zero_point`: PyTorch's
 //!   `clamp(nearbyint(x * inv_scale) + zero_point, 0, 255)` and
-//!   [`QParams::quantize_value`](super::QParams::quantize_value) (clamping to integer bounds
+//!   `ferrograd_tuning::quant::QParams::quantize_value` (clamping to integer bounds
 //!   before rounding gives the same integers). `+inf` gives 255, `-inf` 0 and NaN 0;
 //! - min/max ignore NaN; an empty or all-NaN slice gives `(+inf, -inf)`.
 //!
 //! ```
-//! use ferrograd_tuning::quant::simd::{min_max, quantize_u8_into};
+//! use ferrograd_tensor::quant::simd::{min_max, quantize_u8_into};
 //! let x = [-1.0f32, 0.0, 0.5, 3.0, f32::NAN];
 //! assert_eq!(min_max(&x), (-1.0, 3.0));
 //! let mut q = [0u8; 5];

@@ -17,7 +17,7 @@
 //! convolution with few output channels) runs a kernel of half the width.
 //!
 //! ```
-//! use ferrograd_tuning::quant::gemm::{gemm_u8i8, PackedB};
+//! use ferrograd_tensor::quant::gemm::{gemm_u8i8, PackedB};
 //! let a = [1u8, 2, 3, 4, 5, 6]; // 2 x 3
 //! let b = [1i8, 0, -1, 2, 2, 2]; // 2 x 3 (n x k)
 //! let c = gemm_u8i8(&a, 2, &PackedB::new(&b, 2, 3));
@@ -223,7 +223,7 @@ pub struct Dequantize<'a> {
 /// kernel: no i32 matrix is materialised.
 ///
 /// ```
-/// use ferrograd_tuning::quant::gemm::{gemm_dequantize, Dequantize, PackedA, PackedB};
+/// use ferrograd_tensor::quant::gemm::{gemm_dequantize, Dequantize, PackedA, PackedB};
 /// let mut a = PackedA::default();
 /// a.quantize(&[0.0, 1.0, 2.0, 3.0], 2, 2, 1.0, 0); // exact: [[0, 1], [2, 3]]
 /// let b = PackedB::new(&[1, -1], 1, 2);
@@ -313,9 +313,9 @@ fn gemm_tiles(kernel: Kernel, a: &PackedA, b: &PackedB, mut store: impl FnMut(us
 /// counted, as `B` is zero there), then every `MR x NR` tile of that block goes to
 /// `store(r0, first column, tile)`, rows past `m` included (columns past `n` hold zeros).
 ///
-/// A convolution fills the rows from its input (im2col a block at a time, in cache), so that no
-/// patch matrix is made. Panels with at most 16 valid columns run a kernel of half the width.
-pub(super) fn gemm_blocks(
+/// A convolution (`ferrograd_tuning::quant::QuantizedConv2d`) fills the rows from its input
+/// (im2col a block at a time, in cache), so that no patch matrix is made. Panels with at most 16 valid columns run a kernel of half the width.
+pub fn gemm_blocks(
     kernel: Kernel,
     m: usize,
     b: &PackedB,
