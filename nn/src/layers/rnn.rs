@@ -108,23 +108,11 @@ fn step<F: Float>(
         Kind::Rnn(RnnNonlinearity::Tanh) => ((gx + &gh).tanh(), None),
         Kind::Rnn(RnnNonlinearity::Relu) => ((gx + &gh).relu(), None),
         Kind::Lstm => {
-            let g = (gx + &gh).chunk(4, -1);
-            let (i, f, cand, o) = (g[0].sigmoid(), g[1].sigmoid(), g[2].tanh(), g[3].sigmoid());
             let c = c.expect("LSTM step without a cell state");
-            let c_new = &(&f * c) + &(&i * &cand);
-            let h_new = &o * &c_new.tanh();
+            let (h_new, c_new) = Var::fused_lstm_cell(gx, &gh, c);
             (h_new, Some(c_new))
         }
-        Kind::Gru => {
-            let x3 = gx.chunk(3, -1);
-            let h3 = gh.chunk(3, -1);
-            let r = (&x3[0] + &h3[0]).sigmoid();
-            let z = (&x3[1] + &h3[1]).sigmoid();
-            let n = (&x3[2] + &(&r * &h3[2])).tanh();
-            // (1 - z) * n + z * h
-            let h_new = &n + &(&z * &(h - &n));
-            (h_new, None)
-        }
+        Kind::Gru => (Var::fused_gru_cell(gx, &gh, h), None),
     }
 }
 

@@ -10,6 +10,7 @@ mod matmul;
 mod pad;
 mod pool;
 mod reduce;
+mod rnn_cell;
 mod softmax;
 mod unary;
 
@@ -17,3 +18,4 @@ pub use conv::*;
 pub use matmul::*;
 pub use pad::PadMode;
 pub use pool::*;
+pub use rnn_cell::{GruCellParts, LstmCellParts};
