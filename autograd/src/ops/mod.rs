@@ -11,6 +11,7 @@ mod linalg;
 mod reduce;
 mod rnn;
 mod shape;
+mod triangle;
 mod unary;
 
 use ferrograd_tensor::{Float, Tensor};

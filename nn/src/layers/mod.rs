@@ -8,6 +8,7 @@
 //! values passed in as `Var`s: for gradient checks, weight tying and functional use.
 
 mod activation;
+mod attention;
 mod container;
 mod conv;
 mod dropout;
@@ -15,9 +16,12 @@ mod embedding;
 mod linear;
 mod norm;
 mod pool;
+mod positional;
 mod rnn;
+mod transformer;
 
 pub use activation::{LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh, GELU};
+pub use attention::{MultiheadAttention, MultiheadAttentionArgs, MultiheadAttentionConfig};
 pub use container::{Flatten, Sequential};
 pub use conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig};
 pub use dropout::Dropout;
@@ -25,7 +29,12 @@ pub use embedding::Embedding;
 pub use linear::{Linear, LinearConfig};
 pub use norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, LayerNormConfig};
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use positional::{LearnedPositionalEncoding, RotaryEmbedding, SinusoidalPositionalEncoding};
 pub use rnn::{GRUCell, LSTMCell, RNNCell, RNNCellConfig, RNNConfig, RnnNonlinearity, GRU, LSTM, RNN};
+pub use transformer::{
+    DecoderMasks, EncoderMasks, TransformerActivation, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+    TransformerEncoderLayer, TransformerLayerConfig,
+};
 
 use ferrograd_tensor::Float;
 

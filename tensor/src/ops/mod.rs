@@ -1,6 +1,7 @@
 //! Kernels, one file per op family. Each file adds methods to [`Tensor`](crate::Tensor) and
 //! holds both the fast contiguous path and the general strided one.
 
+mod attention;
 mod binary;
 mod compare;
 mod concat;
@@ -12,8 +13,10 @@ mod pool;
 mod reduce;
 mod rnn_cell;
 mod softmax;
+mod triangle;
 mod unary;
 
+pub use attention::{AttentionForward, AttentionGrads, AttentionMasks};
 pub use conv::*;
 pub use matmul::*;
 pub use pad::PadMode;
