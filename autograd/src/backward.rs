@@ -9,7 +9,7 @@ use ferrograd_tensor::{Float, Tensor};
 use smallvec::SmallVec;
 
 use crate::mode::{anomaly_enabled, check_backward, enable_grad, no_grad, suspend_anomaly};
-use crate::var::{BackwardCtx, InputGrads, Node, NodeId, Var};
+use crate::var::{Backward, BackwardCtx, InputGrads, Node, NodeId, Role, Var};
 
 /// Node ids are unique counters, already well spread: hashing them through SipHash costs more
 /// than the rest of a map lookup, and the backward pass does several lookups per node.
@@ -401,6 +401,8 @@ fn run<F: Float>(
         accumulate(&mut grads, root.id, seed);
     }
     let mut result: HashMap<NodeId, Var<F>> = HashMap::default();
+    // Gradients of the outputs of multi-output ops, gathered from their pieces, by op node.
+    let mut piece_grads: HashMap<NodeId, Vec<Option<Var<F>>>> = HashMap::default();
     // Only roots have no pending consumers at the start; any other node becomes ready when its
     // last consumer has run, whether or not that consumer sent it a gradient.
     let mut ready: Vec<Arc<Node<F>>> =
@@ -409,7 +411,14 @@ fn run<F: Float>(
         let needs: SmallVec<[bool; 4]> =
             node.inputs.iter().map(|i| i.as_ref().is_some_and(|i| entries[&i.id].needed)).collect();
         let mut input_grads = SmallVec::<[Option<Var<F>>; 2]>::new();
-        if let (Some(mut g), true) = (grads.remove(&node.id), entries[&node.id].needed) {
+        let needed = entries[&node.id].needed;
+        if let Role::Multi { .. } = node.role {
+            if let (Some(gs), true) = (piece_grads.remove(&node.id), needed) {
+                if needs.iter().any(|&n| n) {
+                    input_grads = call_backward(&node, &needs, Incoming::Many(&gs), opts);
+                }
+            }
+        } else if let (Some(mut g), true) = (grads.remove(&node.id), needed) {
             for hook in node.hooks.lock().expect("hook list poisoned").iter() {
                 if let Some(replaced) = hook(&g) {
                     g = replaced;
@@ -418,8 +427,21 @@ fn run<F: Float>(
             if is_target(&node) {
                 result.insert(node.id, g.clone());
             }
-            if !node.is_leaf && needs.iter().any(|&n| n) {
-                input_grads = call_backward(&node, &needs, &g, opts);
+            match node.role {
+                Role::Piece { index } => {
+                    // Handed to the op node, which runs once every piece has reported.
+                    let op = node.inputs[0].as_ref().expect("a piece has its op as input");
+                    if needs[0] {
+                        let Role::Multi { outputs } = op.role else {
+                            unreachable!("a piece's input is a multi-output op")
+                        };
+                        piece_grads.entry(op.id).or_insert_with(|| vec![None; outputs])[index] = Some(g);
+                    }
+                }
+                _ if !node.is_leaf && needs.iter().any(|&n| n) => {
+                    input_grads = call_backward(&node, &needs, Incoming::One(&g), opts);
+                }
+                _ => {}
             }
         }
         input_grads.resize(node.inputs.len(), None);
@@ -449,7 +471,18 @@ fn run<F: Float>(
     result
 }
 
-fn call_backward<F: Float>(node: &Arc<Node<F>>, needs: &[bool], g: &Var<F>, opts: BackwardOptions) -> InputGrads<F> {
+/// The gradient a backward closure receives: of the op's one output, or of each output.
+enum Incoming<'a, F: Float> {
+    One(&'a Var<F>),
+    Many(&'a [Option<Var<F>>]),
+}
+
+fn call_backward<F: Float>(
+    node: &Arc<Node<F>>,
+    needs: &[bool],
+    g: Incoming<'_, F>,
+    opts: BackwardOptions,
+) -> InputGrads<F> {
     let mut slot = node.backward.lock().expect("backward closure poisoned");
     let Some(f) = slot.as_ref() else {
         panic!(
@@ -459,7 +492,12 @@ fn call_backward<F: Float>(node: &Arc<Node<F>>, needs: &[bool], g: &Var<F>, opts
         );
     };
     let ctx = BackwardCtx { needs, create_graph: opts.create_graph, node };
-    let out = suspend_anomaly(|| if opts.create_graph { enable_grad(|| f(&ctx, g)) } else { no_grad(|| f(&ctx, g)) });
+    let call = || match (f, &g) {
+        (Backward::One(f), Incoming::One(g)) => f(&ctx, g),
+        (Backward::Many(f), Incoming::Many(gs)) => f(&ctx, gs),
+        _ => unreachable!("op `{}`: a gradient of the wrong arity for its backward", node.op),
+    };
+    let out = suspend_anomaly(|| if opts.create_graph { enable_grad(call) } else { no_grad(call) });
     if !(opts.retain_graph || opts.create_graph) {
         // Drop the closure and with it every value the op saved for backward.
         slot.take();

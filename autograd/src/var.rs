@@ -58,6 +58,30 @@ impl<F: Float> BackwardCtx<'_, F> {
 }
 
 pub(crate) type BackwardFn<F> = Box<dyn Fn(&BackwardCtx<'_, F>, &Var<F>) -> InputGrads<F> + Send + Sync>;
+pub(crate) type MultiBackwardFn<F> = Box<dyn Fn(&BackwardCtx<'_, F>, &[Option<Var<F>>]) -> InputGrads<F> + Send + Sync>;
+
+/// A node's backward closure: from the gradient of its one output, or of each of its outputs.
+pub(crate) enum Backward<F: Float> {
+    One(BackwardFn<F>),
+    Many(MultiBackwardFn<F>),
+}
+
+/// How a node takes part in an op with several outputs.
+///
+/// An op with several outputs (`split`, `unbind`, ...) records one `Multi` node holding the
+/// backward and, per output, a `Piece` node (the node of the `Var` the user holds) whose only
+/// input is the `Multi` node. Backward collects every piece's gradient and calls the `Multi`
+/// node's closure once with all of them, so it can write them into one buffer instead of
+/// padding each piece to the input's full size and summing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A leaf, or an op with one output.
+    Single,
+    /// An op with `outputs` outputs; never held by a `Var`.
+    Multi { outputs: usize },
+    /// Output `index` of its only input, a `Multi` node; it has no closure of its own.
+    Piece { index: usize },
+}
 pub(crate) type Hook<F> = Box<dyn Fn(&Var<F>) -> Option<Var<F>> + Send + Sync>;
 
 /// A vertex of the graph: a leaf that requires grad, or the output of an op.
@@ -67,11 +91,12 @@ pub struct Node<F: Float> {
     pub(crate) location: &'static Location<'static>,
     pub(crate) inputs: SmallVec<[Option<Arc<Node<F>>>; 2]>,
     /// `None` for leaves, and for op nodes whose graph an earlier backward already freed.
-    pub(crate) backward: Mutex<Option<BackwardFn<F>>>,
+    pub(crate) backward: Mutex<Option<Backward<F>>>,
     pub(crate) hooks: Mutex<Vec<Hook<F>>>,
     pub(crate) is_leaf: bool,
     /// The value's shape, to check that every backward returns gradients of the right shape.
     pub(crate) shape: Shape,
+    pub(crate) role: Role,
 }
 
 impl<F: Float> Drop for Node<F> {
@@ -131,6 +156,7 @@ impl<F: Float> Var<F> {
             hooks: Mutex::new(Vec::new()),
             is_leaf: true,
             shape: Shape::from_slice(data.shape()),
+            role: Role::Single,
         };
         Var { data, node: Some(Arc::new(node)) }
     }
@@ -247,12 +273,60 @@ impl<F: Float> Var<F> {
             op,
             location,
             inputs: inputs.iter().map(|v| v.node.clone()).collect(),
-            backward: Mutex::new(Some(Box::new(backward))),
+            backward: Mutex::new(Some(Backward::One(Box::new(backward)))),
             hooks: Mutex::new(Vec::new()),
             is_leaf: false,
             shape: Shape::from_slice(data.shape()),
+            role: Role::Single,
         };
         Var { data, node: Some(Arc::new(node)) }
+    }
+
+    /// Records an op with several outputs (see [`Role`]): `backward` gets one gradient per
+    /// output, `None` for outputs no gradient reached, and returns one gradient per input.
+    #[track_caller]
+    pub(crate) fn record_multi(
+        op: &'static str,
+        outputs: Vec<Tensor<F>>,
+        inputs: &[&Var<F>],
+        backward: impl Fn(&BackwardCtx<'_, F>, &[Option<Var<F>>]) -> InputGrads<F> + Send + Sync + 'static,
+    ) -> Vec<Var<F>> {
+        let location = Location::caller();
+        if anomaly_enabled() {
+            for out in &outputs {
+                crate::mode::check_forward(op, location, out);
+            }
+        }
+        if outputs.is_empty() || !is_grad_enabled() || inputs.iter().all(|v| v.node.is_none()) {
+            return outputs.into_iter().map(Var::constant).collect();
+        }
+        let multi = Arc::new(Node {
+            id: NodeId::fresh(),
+            op,
+            location,
+            inputs: inputs.iter().map(|v| v.node.clone()).collect(),
+            backward: Mutex::new(Some(Backward::Many(Box::new(backward)))),
+            hooks: Mutex::new(Vec::new()),
+            is_leaf: false,
+            shape: Shape::new(),
+            role: Role::Multi { outputs: outputs.len() },
+        });
+        let mut vars = Vec::with_capacity(outputs.len());
+        for (index, data) in outputs.into_iter().enumerate() {
+            let node = Node {
+                id: NodeId::fresh(),
+                op,
+                location,
+                inputs: smallvec::smallvec![Some(multi.clone())],
+                backward: Mutex::new(None),
+                hooks: Mutex::new(Vec::new()),
+                is_leaf: false,
+                shape: Shape::from_slice(data.shape()),
+                role: Role::Piece { index },
+            };
+            vars.push(Var { data, node: Some(Arc::new(node)) });
+        }
+        vars
     }
 }
 

@@ -200,3 +200,44 @@ fn vars_cross_threads() {
     let y = std::thread::spawn(move || x.square().sum().backward().len()).join().unwrap();
     assert_eq!(y, 1);
 }
+
+/// `split`, `chunk` and `unbind` record one op with a node per piece: each piece keeps its own
+/// hooks, can be a `grad` target, and the op's one backward sees every piece's gradient (zero
+/// for pieces no gradient reached).
+#[test]
+fn pieces_of_a_split_are_values_of_their_own() {
+    let x = leaf(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+    let p = x.split(2, 0);
+    assert_eq!(p.len(), 3);
+    assert!(p.iter().all(|v| v.requires_grad() && !v.is_leaf()));
+    p[0].register_hook(|g| Some(g.mul_scalar(10.0)));
+    // Pieces 0 and 2 used (piece 0 twice), piece 1 not: its part of x's gradient is zero.
+    let y = (&(&p[0] * &p[0]).sum() + &p[0].sum()) + (&p[2] * 3.0).sum();
+    let g = grad(&[y], &[x.clone(), p[0].clone(), p[1].clone()], None, false);
+    assert_eq!(g[0].as_ref().unwrap().to_vec(), vec![30.0, 50.0, 0.0, 0.0, 3.0]);
+    assert_eq!(g[1].as_ref().unwrap().to_vec(), vec![30.0, 50.0], "a piece's gradient, through its hook");
+    assert!(g[2].is_none(), "no gradient reached piece 1");
+
+    let rows = Var::leaf(Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]));
+    let cols = rows.unbind(1);
+    let y = (&cols[2] * &cols[0]).sum();
+    let g = y.backward_with(BackwardOptions { retain_graph: true, create_graph: false });
+    assert_eq!(g.get(&rows).unwrap().to_vec(), vec![3.0, 0.0, 1.0, 6.0, 0.0, 4.0]);
+    assert_eq!(y.backward().get(&rows).unwrap().to_vec(), vec![3.0, 0.0, 1.0, 6.0, 0.0, 4.0]);
+    // The second backward freed the unbind: a new use of one of its pieces cannot go through it.
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cols[1].sum().backward()));
+    let msg = *again.unwrap_err().downcast::<String>().unwrap();
+    assert!(msg.contains("already freed") && msg.contains("`unbind`"), "{msg}");
+}
+
+#[test]
+fn second_derivatives_flow_through_split_pieces() {
+    // y = sum over chunks c of (c0 * c1 * c2) with x = [c0 | c1 | c2]: a mixed second derivative.
+    let f = |v: &[Var<f64>]| {
+        let c = v[0].chunk(3, 0);
+        (&(&c[0] * &c[1]) * &c[2].exp()).sum()
+    };
+    let x = Tensor::from_vec(vec![0.5f64, -1.0, 2.0, 0.25, 1.5, -0.5], &[6]);
+    gradcheck(f, std::slice::from_ref(&x)).unwrap();
+    gradgradcheck(f, std::slice::from_ref(&x)).unwrap();
+}

@@ -9,6 +9,7 @@ mod conv;
 mod index;
 mod linalg;
 mod reduce;
+mod rnn;
 mod shape;
 mod triangle;
 mod unary;

@@ -240,26 +240,33 @@ impl<F: Float> Var<F> {
             "split_sizes: sizes {sizes:?} do not sum to dim {d} of shape {:?}",
             self.shape()
         );
-        // A loop, not `map`: the pieces' nodes record the caller's location (for anomaly mode),
-        // which a closure would lose.
-        let mut pieces = Vec::with_capacity(sizes.len());
-        let mut start = 0;
-        for &len in sizes {
-            pieces.push(self.narrow(dim, start, len));
-            start += len;
-        }
-        pieces
+        let outputs = self.data.split_sizes(sizes, dim);
+        let input = Shape::from_slice(self.shape());
+        let sizes = sizes.to_vec();
+        // One op with a piece per output: backward writes every piece's gradient into one
+        // buffer of the input's shape (zeros where no gradient reached a piece).
+        Var::record_multi("split_sizes", outputs, &[self], move |_, gs| {
+            let pieces = fill_missing(gs, |i| {
+                let mut shape = input.clone();
+                shape[d] = sizes[i];
+                shape
+            });
+            smallvec![Some(Var::cat(&pieces.iter().collect::<Vec<_>>(), d as isize))]
+        })
     }
 
     /// Slices along `dim`, one `Var` per index, removing the dim.
     #[track_caller]
     pub fn unbind(&self, dim: isize) -> Vec<Var<F>> {
         let d = norm("unbind", dim, self.rank());
-        let mut slices = Vec::with_capacity(self.shape()[d]);
-        for i in 0..self.shape()[d] {
-            slices.push(self.select(dim, i));
-        }
-        slices
+        let outputs: Vec<Tensor<F>> = (0..self.shape()[d]).map(|i| self.data.select(dim, i)).collect();
+        let mut piece = Shape::from_slice(self.shape());
+        piece.remove(d);
+        // As `split_sizes`: the gradients of all slices are stacked into one buffer.
+        Var::record_multi("unbind", outputs, &[self], move |_, gs| {
+            let slices = fill_missing(gs, |_| piece.clone());
+            smallvec![Some(Var::stack(&slices.iter().collect::<Vec<_>>(), d as isize))]
+        })
     }
 
     /// Splits into `chunks` pieces along `dim`, as PyTorch's `chunk`.
@@ -269,4 +276,9 @@ impl<F: Float> Var<F> {
         let sizes: Vec<usize> = self.data.chunk(chunks, dim).iter().map(|t| t.shape()[d]).collect();
         self.split_sizes(&sizes, dim)
     }
+}
+
+/// The gradients of a multi-output op's outputs, zeros (of `shape(i)`) for those none reached.
+fn fill_missing<F: Float>(gs: &[Option<Var<F>>], shape: impl Fn(usize) -> Shape) -> Vec<Var<F>> {
+    gs.iter().enumerate().map(|(i, g)| g.clone().unwrap_or_else(|| Var::constant(Tensor::zeros(&shape(i))))).collect()
 }

@@ -108,23 +108,11 @@ fn step<F: Float>(
         Kind::Rnn(RnnNonlinearity::Tanh) => ((gx + &gh).tanh(), None),
         Kind::Rnn(RnnNonlinearity::Relu) => ((gx + &gh).relu(), None),
         Kind::Lstm => {
-            let g = (gx + &gh).chunk(4, -1);
-            let (i, f, cand, o) = (g[0].sigmoid(), g[1].sigmoid(), g[2].tanh(), g[3].sigmoid());
             let c = c.expect("LSTM step without a cell state");
-            let c_new = &(&f * c) + &(&i * &cand);
-            let h_new = &o * &c_new.tanh();
+            let (h_new, c_new) = Var::fused_lstm_cell(gx, &gh, c);
             (h_new, Some(c_new))
         }
-        Kind::Gru => {
-            let x3 = gx.chunk(3, -1);
-            let h3 = gh.chunk(3, -1);
-            let r = (&x3[0] + &h3[0]).sigmoid();
-            let z = (&x3[1] + &h3[1]).sigmoid();
-            let n = (&x3[2] + &(&r * &h3[2])).tanh();
-            // (1 - z) * n + z * h
-            let h_new = &n + &(&z * &(h - &n));
-            (h_new, None)
-        }
+        Kind::Gru => (Var::fused_gru_cell(gx, &gh, h), None),
     }
 }
 
@@ -541,6 +529,7 @@ impl<F: Float> Stack<F> {
         });
         let zeros = Var::constant(Tensor::zeros(&[batch, hidden]));
         let is_lstm = self.kind == Kind::Lstm;
+        let kind_gates = self.kind.gates();
         let mut layer_in = x;
         let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
         for layer in 0..layers {
@@ -558,14 +547,11 @@ impl<F: Float> Stack<F> {
                     (_, Some(bi), Some(bh)) => (Some(&bi + &bh), None),
                     (_, bi, bh) => (bi, bh),
                 };
-                // The input projection step by step: slicing one [T, B, G*H] projection instead
-                // would cost a zero-padded [T, B, G*H] gradient per step in backward (O(T^2));
-                // slices of the input are G*H/in times smaller, and free for a constant input.
-                let x_steps: Vec<Var<F>> = if layer_in.requires_grad() {
-                    (0..steps).map(|t| layer_in.select(0, t)).collect()
-                } else {
-                    (0..steps).map(|t| Var::constant(layer_in.data().select(0, t))).collect()
-                };
+                // The input projection of every step in one GEMM, then one view per step
+                // (`unbind` gathers the steps' gradients into one buffer in backward).
+                let gx_steps = project(&layer_in.reshape(&[steps * batch, layer_in.shape()[2]]), &w_ih, b_ih.as_ref())
+                    .reshape(&[steps, batch, kind_gates * hidden])
+                    .unbind(0);
                 let w_hh_t = w_hh.t().contiguous();
                 let mut h = h0.as_ref().map_or_else(|| zeros.clone(), |h| h.select(0, idx));
                 let mut c = is_lstm.then(|| c0.as_ref().map_or_else(|| zeros.clone(), |c| c.select(0, idx)));
@@ -573,8 +559,7 @@ impl<F: Float> Stack<F> {
                 let order: Box<dyn Iterator<Item = usize>> =
                     if dir == 0 { Box::new(0..steps) } else { Box::new((0..steps).rev()) };
                 for t in order {
-                    let gx = project(&x_steps[t], &w_ih, b_ih.as_ref());
-                    let (h_new, c_new) = step(self.kind, &gx, &h, c.as_ref(), &w_hh_t, b_hh.as_ref());
+                    let (h_new, c_new) = step(self.kind, &gx_steps[t], &h, c.as_ref(), &w_hh_t, b_hh.as_ref());
                     match &masks {
                         Some(m) => {
                             let m = &m[t];
