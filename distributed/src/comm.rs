@@ -201,6 +201,37 @@ impl Communicator {
         Ok(Tensor::from_vec(out, t.shape()))
     }
 
+    /// The reduction of `input` over the ranks written into `out` (same number of elements;
+    /// `out` keeps its shape): no allocation, and no copy when `input` is contiguous and `out`'s
+    /// storage is its own, so a loop reusing `out` moves exactly what MPI's own all-reduce moves.
+    ///
+    /// # Errors
+    /// [`DistError::SizeMismatch`] (on every rank) if the ranks' tensors differ in size.
+    ///
+    /// # Panics
+    /// If `input` and `out` hold different numbers of elements on this rank.
+    #[track_caller]
+    pub fn all_reduce_into<F: MpiFloat>(
+        &self,
+        input: &Tensor<F>,
+        out: &mut Tensor<F>,
+        op: ReduceOp,
+    ) -> Result<(), DistError> {
+        assert_eq!(
+            input.numel(),
+            out.numel(),
+            "all_reduce_into: input {:?} and output {:?} differ in size",
+            input.shape(),
+            out.shape()
+        );
+        self.same_numel("all_reduce_into", input.shape(), input.numel())?;
+        match input.as_slice() {
+            Some(s) => self.reduce_raw(s, out.as_mut_slice(), op),
+            None => self.reduce_raw(&input.to_vec(), out.as_mut_slice(), op),
+        }
+        Ok(())
+    }
+
     /// Reduces a slice over the ranks in place (for flat buffers: gradient buckets, logged
     /// figures).
     ///
