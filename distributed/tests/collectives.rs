@@ -109,3 +109,16 @@ fn size_disagreements_are_errors_on_every_rank() {
         assert_eq!(ok.to_vec(), vec![comm.size() as f32; 2]);
     });
 }
+
+/// A rank that panics (here between collectives, while the other ranks wait in an all-reduce)
+/// ends the whole job with a message naming it, instead of leaving the others waiting forever.
+#[test]
+fn a_panicking_rank_aborts_the_job() {
+    common::on_ranks_expect_abort("a_panicking_rank_aborts_the_job", 2, "rank 1 of 2 panicked", |comm| {
+        if comm.rank() == 1 {
+            panic!("a bug on rank 1");
+        }
+        let _ = comm.all_reduce(&Tensor::<f32>::ones(&[4]), ReduceOp::Sum);
+        unreachable!("rank 1 never joins the all-reduce");
+    });
+}

@@ -27,11 +27,33 @@ pub fn on_ranks(name: &str, ranks: &[usize], body: fn(&Communicator)) {
         return;
     }
     for &n in ranks {
-        launch(name, n);
+        let (status, out, err) = launch(name, n);
+        match status {
+            Some(s) if s.success() && out.contains("test result: ok. 1 passed") => {}
+            Some(s) => panic!("{name} on {n} ranks failed ({s}):\n--- stdout\n{out}\n--- stderr\n{err}"),
+            None => panic!("{name} on {n} ranks hung for {TIMEOUT:?}:\n--- stdout\n{out}\n--- stderr\n{err}"),
+        }
     }
 }
 
-fn launch(name: &str, n: usize) {
+/// Runs `body` on `n` ranks and expects the job to end in failure (not hang), with `expected` in
+/// its error output.
+#[allow(dead_code)]
+pub fn on_ranks_expect_abort(name: &str, n: usize, expected: &str, body: fn(&Communicator)) {
+    if std::env::var_os(WORKER).is_some() {
+        let comm = Communicator::init().expect("MPI initialises once per worker");
+        body(&comm);
+        return;
+    }
+    let (status, out, err) = launch(name, n);
+    match status {
+        Some(s) if !s.success() && err.contains(expected) => {}
+        Some(s) => panic!("{name}: expected a failed job mentioning `{expected}`, got {s}:\n{out}\n{err}"),
+        None => panic!("{name}: hung for {TIMEOUT:?} instead of aborting:\n{out}\n{err}"),
+    }
+}
+
+fn launch(name: &str, n: usize) -> (Option<std::process::ExitStatus>, String, String) {
     let exe = std::env::current_exe().expect("the test binary's path");
     let launcher = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
     let mut cmd = Command::new(&launcher);
@@ -46,6 +68,18 @@ fn launch(name: &str, n: usize) {
     let mut child = cmd.spawn().unwrap_or_else(|e| {
         panic!("{name}: cannot start `{launcher}` ({e}): install Open MPI (apt install openmpi-bin libopenmpi-dev) or set MPIRUN")
     });
+    // Drained on threads: a worker that writes more than a pipe holds must not block.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for mpirun") {
@@ -58,12 +92,5 @@ fn launch(name: &str, n: usize) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (mut out, mut err) = (String::new(), String::new());
-    child.stdout.take().map(|mut s| s.read_to_string(&mut out));
-    child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-    match status {
-        Some(s) if s.success() && out.contains("test result: ok. 1 passed") => {}
-        Some(s) => panic!("{name} on {n} ranks failed ({s}):\n--- stdout\n{out}\n--- stderr\n{err}"),
-        None => panic!("{name} on {n} ranks hung for {TIMEOUT:?}:\n--- stdout\n{out}\n--- stderr\n{err}"),
-    }
+    (status, out.join().unwrap_or_default(), err.join().unwrap_or_default())
 }
