@@ -168,7 +168,8 @@ fn run(comm: &Communicator) -> Result<(), Box<dyn Error>> {
     );
 
     let sampler = DistributedSampler::new(n, size, rank).seed(args.seed);
-    let shard = DistributedLoader::new(train, batch, sampler);
+    // Benchmark steps all take full batches (no short last batch of an epoch).
+    let shard = DistributedLoader::new(train, batch, sampler).drop_last(args.bench_steps.is_some());
     if let Some(steps) = args.bench_steps {
         return bench(comm, &model, &ddp, opt, &shard, steps, args.global_batch);
     }
