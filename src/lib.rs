@@ -9,6 +9,7 @@
 //! | [`autograd`] | `ferrograd-autograd` | `Var` and `Param`: define-by-run reverse-mode differentiation, `backward`/`grad` with higher-order gradients, `no_grad`, hooks, custom ops, anomaly mode, `gradcheck` |
 //! | [`nn`] | `ferrograd-nn` and `ferrograd-derive` | `Module` and `#[derive(Module)]`, layers with PyTorch's names and initialisation, losses, data loading and augmentation, safetensors checkpoints, `gradcheck_module` |
 //! | [`optim`] | `ferrograd-optim` | optimizers (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, your own `UpdateRule`), learning-rate schedules, gradient clipping |
+//! | [`distributed`] | `ferrograd-distributed` | data-parallel training over MPI: `DistributedSampler`, and with the `mpi` feature tensor collectives, `DistributedDataParallel`, rank-0 checkpoints (`Learner::distributed` in `train`) |
 //! | [`tuning`] | `ferrograd-tuning` | hyperparameter search, cross-validation, early stopping, metrics, distillation, int8 quantization |
 //! | `testing` (feature `testing`) | `ferrograd-tensor` | proptest strategies for tensors in every layout, and `proptest` itself |
 //!
@@ -46,6 +47,7 @@
 //! ```
 
 pub use ferrograd_autograd as autograd;
+pub use ferrograd_distributed as distributed;
 pub use ferrograd_optim as optim;
 pub use ferrograd_tensor as tensor;
 #[cfg(feature = "testing")]

@@ -19,12 +19,15 @@
 //! gradients after backward, before the guard, clipping and the update), a [`DataSource`] that
 //! yields one rank's shard, and [`Learner::rank`] (callbacks that write files run on rank 0
 //! only, see [`Callback::main_process_only`]; [`Learner::logs_sync`] averages the epoch's figures).
+//! [`DistributedLoader`] is that source, and with the `mpi` feature `Learner::distributed` sets
+//! all three from a `ferrograd_distributed::DistributedDataParallel`.
 
 #![warn(missing_docs)]
 
 pub mod callback;
 mod checkpoint;
 pub mod data;
+mod distributed;
 pub mod early_stopping;
 mod error;
 mod guard;
@@ -40,6 +43,7 @@ pub mod tensorboard;
 pub use callback::{Callback, CallbackState, Context, Control, StepAction};
 pub use checkpoint::ModelCheckpoint;
 pub use data::{Batch, DataSource};
+pub use distributed::DistributedLoader;
 pub use early_stopping::EarlyStopping;
 pub use error::TrainError;
 pub use guard::{OnNonFinite, TerminateOnNaN};
