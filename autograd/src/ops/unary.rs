@@ -159,18 +159,17 @@ impl<F: Float> Var<F> {
     /// Exact GELU, `x * Φ(x)`, PyTorch's default.
     #[track_caller]
     pub fn gelu(&self) -> Var<F> {
-        self.unary(
-            "gelu",
-            self.data.gelu(),
-            |x, _| {
-                // d/dx x Φ(x) = Φ(x) + x φ(x)
+        let x = self.clone();
+        Var::record("gelu", self.data.gelu(), &[self], move |ctx: &BackwardCtx<'_, F>, g| {
+            if ctx.create_graph() {
+                // d/dx x Φ(x) = Φ(x) + x φ(x), in Var ops so it differentiates again.
                 let cdf =
                     x.mul_scalar(c(std::f64::consts::FRAC_1_SQRT_2)).erf().add_scalar(F::one()).mul_scalar(c(0.5));
                 let pdf = x.square().mul_scalar(c(-0.5)).exp().mul_scalar(c(0.398_942_280_401_432_7));
-                cdf.add(&x.mul(&pdf))
-            },
-            |x, _| gelu_derivative(x),
-        )
+                return smallvec![Some(g.mul(&cdf.add(&x.mul(&pdf))))];
+            }
+            smallvec![Some(Var::constant(x.data.gelu_backward(&g.data)))]
+        })
     }
 
     /// GELU with the tanh approximation (PyTorch's `approximate="tanh"`).
@@ -309,14 +308,6 @@ impl<F: Float> Var<F> {
     pub fn round(&self) -> Var<F> {
         self.unary("round", self.data.round(), |x, _| Var::constant(Tensor::zeros(x.shape())), |_, _| F::zero())
     }
-}
-
-/// d/dx of exact GELU: Φ(x) + x φ(x).
-fn gelu_derivative<F: Float>(x: F) -> F {
-    let v = x.to_f64();
-    let cdf = 0.5 * (1.0 + libm::erf(v * std::f64::consts::FRAC_1_SQRT_2));
-    let pdf = (-0.5 * v * v).exp() * 0.398_942_280_401_432_7;
-    c(cdf + v * pdf)
 }
 
 /// d/dx of the tanh approximation of GELU.

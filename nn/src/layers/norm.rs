@@ -268,19 +268,94 @@ impl<F: Float> LayerNorm<F> {
             input.shape(),
             self.normalized_shape
         );
-        let dims: Vec<isize> = (input.rank() - k..input.rank()).map(|d| d as isize).collect();
-        let mean = input.mean_dims(&dims, true);
-        let var = input.var_dims(&dims, 0, true);
-        let normed = (input - &mean) * var.add_scalar(F::from_f64(self.eps)).rsqrt();
-        let scaled = match weight {
-            Some(w) => normed * w,
-            None => normed,
-        };
-        match bias {
-            Some(b) => scaled + b,
-            None => scaled,
+        let n: usize = self.normalized_shape.iter().product();
+        let fits = |p: Option<&Var<F>>| p.is_none_or(|p| p.shape() == &self.normalized_shape[..]);
+        if n > 0 && input.numel() > 0 && fits(weight) && fits(bias) {
+            return fused_layer_norm(input, k, weight, bias, self.eps);
         }
+        composed_layer_norm(input, k, weight, bias, self.eps)
     }
+}
+
+/// Layer norm over the last `k` dims in Var ops (broadcasting weights, empty inputs, and the
+/// fused op's create_graph backward).
+fn composed_layer_norm<F: Float>(
+    input: &Var<F>,
+    k: usize,
+    weight: Option<&Var<F>>,
+    bias: Option<&Var<F>>,
+    eps: f64,
+) -> Var<F> {
+    let dims: Vec<isize> = (input.rank() - k..input.rank()).map(|d| d as isize).collect();
+    let mean = input.mean_dims(&dims, true);
+    let var = input.var_dims(&dims, 0, true);
+    let normed = (input - &mean) * var.add_scalar(F::from_f64(eps)).rsqrt();
+    let scaled = match weight {
+        Some(w) => normed * w,
+        None => normed,
+    };
+    match bias {
+        Some(b) => scaled + b,
+        None => scaled,
+    }
+}
+
+/// Layer norm over the last `k` dims as one op: [`Tensor::layer_norm_forward`] and
+/// [`Tensor::layer_norm_backward`] (one pass each over the rows); under create_graph the
+/// backward is the same formula in Var ops.
+#[track_caller]
+fn fused_layer_norm<F: Float>(
+    input: &Var<F>,
+    k: usize,
+    weight: Option<&Var<F>>,
+    bias: Option<&Var<F>>,
+    eps: f64,
+) -> Var<F> {
+    let n = input.shape()[input.rank() - k..].iter().product();
+    let fwd = input.data().layer_norm_forward(n, weight.map(|w| w.data()), bias.map(|b| b.data()), eps);
+    let zero = Var::constant(Tensor::zeros(&[]));
+    let (x, w, has_bias) = (input.clone(), weight.cloned(), bias.is_some());
+    let (mean, rstd) = (fwd.mean, fwd.rstd);
+    Var::from_op("layer_norm", fwd.out, [input, weight.unwrap_or(&zero), bias.unwrap_or(&zero)], move |ctx, g| {
+        let needs = |i| ctx.needs_input_grad(i);
+        if !ctx.create_graph() {
+            let gr = x.data().layer_norm_backward(
+                g.data(),
+                &mean,
+                &rstd,
+                w.as_ref().map(|w| w.data()),
+                needs(1),
+                has_bias && needs(2),
+            );
+            let pshape = |p: &Var<F>| p.shape().to_vec();
+            return [
+                needs(0).then(|| Var::constant(gr.input)),
+                gr.weight.and_then(|t| w.as_ref().map(|w| Var::constant(t.reshape(&pshape(w))))),
+                gr.bias.map(|t| Var::constant(t.reshape(&pshape(&x)[x.rank() - k..]))),
+            ]
+            .into_iter()
+            .collect();
+        }
+        // The same gradients in Var ops, with the statistics rebuilt from x so that their own
+        // dependence on it is recorded.
+        let dims: Vec<isize> = (x.rank() - k..x.rank()).map(|d| d as isize).collect();
+        let lead: Vec<isize> = (0..x.rank() - k).map(|d| d as isize).collect();
+        let mu = x.mean_dims(&dims, true);
+        let r = x.var_dims(&dims, 0, true).add_scalar(F::from_f64(eps)).rsqrt();
+        let xhat = &(&x - &mu) * &r;
+        let gw = match &w {
+            Some(w) => g * w,
+            None => g.clone(),
+        };
+        let dx = needs(0).then(|| {
+            let mean_g = gw.mean_dims(&dims, true);
+            let mean_gx = (&gw * &xhat).mean_dims(&dims, true);
+            &r * &(&(&gw - &mean_g) - &(&xhat * &mean_gx))
+        });
+        let dw = w.as_ref().filter(|_| needs(1)).map(|_| (g * &xhat).sum_dims(&lead, false));
+        let db = (has_bias && needs(2)).then(|| g.sum_dims(&lead, false));
+        [dx, dw, db].into_iter().collect()
+    })
 }
 
 impl<F: Float> LayerNorm<F> {

@@ -7,6 +7,7 @@ mod compare;
 mod concat;
 mod conv;
 mod index;
+mod layer_norm;
 mod matmul;
 mod pad;
 mod pool;
@@ -18,6 +19,7 @@ mod unary;
 
 pub use attention::{AttentionForward, AttentionGrads, AttentionMasks};
 pub use conv::*;
+pub use layer_norm::{LayerNormForward, LayerNormGrads};
 pub use matmul::*;
 pub use pad::PadMode;
 pub use pool::*;

@@ -17,6 +17,76 @@ fn erf<E: Float>(x: E) -> E {
     }
 }
 
+/// `erf` for f32 as a rational function (Eigen's `generic_fast_erf_float`: odd numerator of
+/// degree 13 over an even denominator of degree 8); exactly ±1 beyond `|x| > 3.9`, where erf
+/// rounds to ±1 in f32. Branch-free (the selects become blends), so loops over it vectorise;
+/// within a few ulp of libm's `erff`.
+#[inline(always)]
+pub(crate) fn erf_f32(x: f32) -> f32 {
+    let xc = x.clamp(-4.0, 4.0);
+    let x2 = xc * xc;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_6e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_473_9e-2;
+    let r = xc * p / q;
+    if x.abs() > 3.9 {
+        1.0f32.copysign(x)
+    } else {
+        r
+    }
+}
+
+/// `e^x` for f32, branch-free so loops over it vectorise: `x = n ln2 + r` with `n` rounded by
+/// the 1.5·2^23 trick, `e^r` by a degree-6 Taylor polynomial on `|r| <= ln2/2`, and `2^n`
+/// written into the exponent bits. The input is clamped to `[-87.3, 88.3]` (no subnormals, no
+/// overflow); relative error about 2 ulp.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let x = x.clamp(-87.3, 88.3);
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4; // ln2 split in a high and a low part
+    let mut p = 1.0f32 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    let bits = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    p * f32::from_bits(((bits + 127) << 23) as u32)
+}
+
+/// `x Φ(x)` for f32 through [`erf_f32`].
+#[inline(always)]
+fn gelu_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `d/dx x Φ(x) = Φ(x) + x φ(x)` for f32 through [`erf_f32`] and [`exp_f32`].
+#[inline(always)]
+fn gelu_grad_f32(x: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+    cdf + x * exp_f32(-0.5 * x * x) * 0.398_942_3
+}
+
+/// `d/dx x Φ(x)` in f64 through libm.
+#[inline]
+fn gelu_grad_f64(v: f64) -> f64 {
+    let cdf = 0.5 * (1.0 + libm::erf(v * std::f64::consts::FRAC_1_SQRT_2));
+    cdf + v * (-0.5 * v * v).exp() * 0.398_942_280_401_432_7
+}
+
 /// The logistic function, evaluated so that `exp` never overflows.
 #[inline]
 fn sigmoid<E: Float>(x: E) -> E {
@@ -113,9 +183,41 @@ impl<E: Float> Tensor<E> {
     /// let want = [-0.15865525393145707, 0.0, 0.8413447460685429];
     /// assert!(g.to_vec().iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-15));
     /// ```
+    ///
+    /// f32 goes through a branch-free rational `erf` (a few ulp from libm's, and the loop
+    /// vectorises); f64 through libm.
     pub fn gelu(&self) -> Self {
-        let half = E::from_f64(0.5);
-        self.map(|x| half * x * (E::one() + erf(x * E::FRAC_1_SQRT_2())))
+        match E::DTYPE {
+            DType::F32 => self.map(|x| E::from_f64(gelu_f32(x.to_f64() as f32) as f64)),
+            _ => {
+                let half = E::from_f64(0.5);
+                self.map(|x| half * x * (E::one() + erf(x * E::FRAC_1_SQRT_2())))
+            }
+        }
+    }
+
+    /// The gradient of [`gelu`](Self::gelu) at `self` times `grad`: `grad * (Φ(x) + x φ(x))`, in
+    /// one pass (f32 through branch-free `erf` and `exp` that vectorise, f64 through libm).
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![0.0f64, 1.0], &[2]);
+    /// let g = x.gelu_backward(&Tensor::from_vec(vec![2.0, 1.0], &[2]));
+    /// assert!((g.to_vec()[0] - 1.0).abs() < 1e-15); // 2 * Φ(0)
+    /// assert!((g.to_vec()[1] - 1.0833154705876864).abs() < 1e-15);
+    /// ```
+    ///
+    /// # Panics
+    /// If `grad` does not have the shape of `self`.
+    #[track_caller]
+    pub fn gelu_backward(&self, grad: &Tensor<E>) -> Self {
+        assert_eq!(self.shape(), grad.shape(), "gelu_backward: input {:?} and grad {:?}", self.shape(), grad.shape());
+        match E::DTYPE {
+            DType::F32 => grad.zip_map(self, "gelu_backward", |g, x| {
+                E::from_f64((g.to_f64() as f32 * gelu_grad_f32(x.to_f64() as f32)) as f64)
+            }),
+            _ => grad.zip_map(self, "gelu_backward", |g, x| g * E::from_f64(gelu_grad_f64(x.to_f64()))),
+        }
     }
 
     /// The tanh approximation of GELU (PyTorch's `approximate="tanh"`).
@@ -243,5 +345,52 @@ pub(crate) fn clamp<E: Num>(x: E, lo: E, hi: E) -> E {
         hi
     } else {
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every 97th f32 in `[-lim, lim]` (a dense sweep that still takes milliseconds).
+    fn sweep(lim: f32) -> impl Iterator<Item = f32> {
+        let top = lim.to_bits();
+        (0..top).step_by(97).flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)])
+    }
+
+    #[test]
+    fn erf_f32_is_within_a_few_ulp_of_libm() {
+        for x in sweep(6.0) {
+            let (got, want) = (erf_f32(x) as f64, libm::erf(x as f64));
+            // relative to the value, with an absolute floor for the odd function near 0
+            let tol = 4.0 * f32::EPSILON as f64 * want.abs().max(1e-30);
+            assert!((got - want).abs() <= tol.max(1e-44), "erf_f32({x}) = {got}, libm {want}");
+        }
+        assert_eq!((erf_f32(10.0), erf_f32(-10.0), erf_f32(0.0)), (1.0, -1.0, 0.0));
+    }
+
+    #[test]
+    fn exp_f32_is_within_a_few_ulp_of_std() {
+        for x in sweep(87.0).filter(|x| *x < 88.3) {
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            assert!((got - want).abs() <= 3.0 * f32::EPSILON as f64 * want, "exp_f32({x}) = {got}, want {want}");
+        }
+        assert!(exp_f32(-1000.0) >= 0.0 && exp_f32(-1000.0) < 1e-37);
+        assert!(exp_f32(1000.0).is_finite());
+    }
+
+    #[test]
+    fn gelu_f32_paths_match_the_f64_reference() {
+        let xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 2.5e-3).collect();
+        let t = Tensor::from_vec(xs.clone(), &[xs.len()]);
+        let g = Tensor::from_vec(xs.iter().map(|&x| 1.0 - 0.1 * x).collect(), &[xs.len()]);
+        for ((&x, y), d) in xs.iter().zip(t.gelu().to_vec()).zip(t.gelu_backward(&g).to_vec()) {
+            let v = x as f64;
+            let want = 0.5 * v * (1.0 + libm::erf(v * std::f64::consts::FRAC_1_SQRT_2));
+            // f32's `1 + erf` cancels for negative x, as in PyTorch: an absolute floor of 1e-6
+            assert!((y as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "gelu({x}) = {y}, want {want}");
+            let want_d = (1.0 - 0.1 * v as f32) as f64 * gelu_grad_f64(v);
+            assert!((d as f64 - want_d).abs() <= 2e-6 * want_d.abs().max(1.0), "gelu' at {x}: {d} vs {want_d}");
+        }
     }
 }

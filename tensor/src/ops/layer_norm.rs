@@ -1,0 +1,211 @@
+//! Fused layer normalisation over the trailing elements of each row: the forward computes each
+//! row's mean and reciprocal standard deviation and writes the normalised, scaled and shifted
+//! row in one pass over it; the backward computes the input's gradient row by row from the
+//! saved statistics and accumulates the weight's and bias's gradients in the same pass.
+
+use crate::element::Float;
+use crate::tensor::Tensor;
+
+/// The outputs of [`Tensor::layer_norm_forward`].
+#[derive(Clone, Debug)]
+pub struct LayerNormForward<E: Float> {
+    /// The normalised (and scaled, shifted) input, in the input's shape.
+    pub out: Tensor<E>,
+    /// Each row's mean, `[rows]`.
+    pub mean: Tensor<E>,
+    /// Each row's `1 / sqrt(var + eps)` (biased variance), `[rows]`.
+    pub rstd: Tensor<E>,
+}
+
+/// The gradients of [`Tensor::layer_norm_backward`].
+#[derive(Clone, Debug)]
+pub struct LayerNormGrads<E: Float> {
+    /// The input's gradient, in the input's shape.
+    pub input: Tensor<E>,
+    /// The weight's gradient, `[n]`, if a weight was given.
+    pub weight: Option<Tensor<E>>,
+    /// The bias's gradient, `[n]`, if asked for.
+    pub bias: Option<Tensor<E>>,
+}
+
+/// The sum of `xs`, over 8 interleaved partial sums so the loop vectorises (fixed order, so
+/// deterministic).
+#[inline]
+fn sum8<E: Float>(xs: impl ExactSizeIterator<Item = E>) -> E {
+    let mut acc = [E::zero(); 8];
+    for (i, x) in xs.enumerate() {
+        acc[i % 8] += x;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+#[track_caller]
+fn check_param<E: Float>(op: &str, what: &str, p: Option<&Tensor<E>>, n: usize) {
+    if let Some(p) = p {
+        assert!(p.numel() == n, "{op}: {what} of shape {:?} does not have the {n} elements of a row", p.shape());
+    }
+}
+
+impl<E: Float> Tensor<E> {
+    /// Layer normalisation of each row of `n` trailing elements (`n` the product of the
+    /// normalised dims): `(x - mean) / sqrt(var + eps) * weight + bias`, with the biased
+    /// variance, as `torch.nn.functional.layer_norm`. `weight` and `bias` hold `n` elements (any
+    /// shape). Also returns each row's mean and reciprocal standard deviation, which
+    /// [`layer_norm_backward`](Self::layer_norm_backward) takes.
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f64, 3.0, 2.0, 6.0], &[2, 2]);
+    /// let f = x.layer_norm_forward(2, None, None, 0.0);
+    /// assert_eq!(f.out.to_vec(), vec![-1.0, 1.0, -1.0, 1.0]);
+    /// assert_eq!(f.mean.to_vec(), vec![2.0, 4.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `n` is 0 or does not divide the input's size, or `weight`/`bias` do not hold `n` elements.
+    #[track_caller]
+    pub fn layer_norm_forward(
+        &self,
+        n: usize,
+        weight: Option<&Tensor<E>>,
+        bias: Option<&Tensor<E>>,
+        eps: f64,
+    ) -> LayerNormForward<E> {
+        assert!(
+            n > 0 && self.numel().is_multiple_of(n),
+            "layer_norm_forward: rows of {n} elements do not tile input of shape {:?}",
+            self.shape()
+        );
+        check_param("layer_norm_forward", "weight", weight, n);
+        check_param("layer_norm_forward", "bias", bias, n);
+        let x = self.contiguous();
+        let xs = x.as_slice().expect("contiguous");
+        let w = weight.map(|w| w.contiguous());
+        let b = bias.map(|b| b.contiguous());
+        let (ws, bs) = (w.as_ref().and_then(|w| w.as_slice()), b.as_ref().and_then(|b| b.as_slice()));
+        let rows = xs.len() / n;
+        let (inv_n, eps) = (E::from_f64(1.0 / n as f64), E::from_f64(eps));
+        let mut out = vec![E::zero(); xs.len()];
+        let (mut means, mut rstds) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+        for (row, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            let mean = sum8(row.iter().copied()) * inv_n;
+            let var = sum8(row.iter().map(|&v| (v - mean) * (v - mean))) * inv_n;
+            let rstd = (var + eps).sqrt().recip();
+            match (ws, bs) {
+                (Some(ws), Some(bs)) => {
+                    for (((o, &v), &w), &b) in o.iter_mut().zip(row).zip(ws).zip(bs) {
+                        *o = (v - mean) * rstd * w + b;
+                    }
+                }
+                (Some(ws), None) => {
+                    for ((o, &v), &w) in o.iter_mut().zip(row).zip(ws) {
+                        *o = (v - mean) * rstd * w;
+                    }
+                }
+                (None, Some(bs)) => {
+                    for ((o, &v), &b) in o.iter_mut().zip(row).zip(bs) {
+                        *o = (v - mean) * rstd + b;
+                    }
+                }
+                (None, None) => {
+                    for (o, &v) in o.iter_mut().zip(row) {
+                        *o = (v - mean) * rstd;
+                    }
+                }
+            }
+            means.push(mean);
+            rstds.push(rstd);
+        }
+        LayerNormForward {
+            out: Tensor::from_vec(out, self.shape()),
+            mean: Tensor::from_vec(means, &[rows]),
+            rstd: Tensor::from_vec(rstds, &[rows]),
+        }
+    }
+
+    /// The backward of [`layer_norm_forward`](Self::layer_norm_forward) at input `self`, from
+    /// the output's gradient `grad` and the saved `mean` and `rstd`: with `x̂ = (x - mean) rstd`
+    /// and `ĝ = grad * weight`, the input's gradient is `rstd (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))` per
+    /// row, the weight's `Σ_rows grad x̂` (if `weight` is given and `weight_grad`) and the bias's
+    /// `Σ_rows grad` (if `bias_grad`), all in one pass over the rows.
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f64, 3.0], &[1, 2]);
+    /// let f = x.layer_norm_forward(2, None, None, 0.0);
+    /// let g = x.layer_norm_backward(&Tensor::ones(&[1, 2]), &f.mean, &f.rstd, None, false, true);
+    /// assert_eq!(g.input.to_vec(), vec![0.0, 0.0]); // a shift does not change the output
+    /// assert_eq!(g.bias.unwrap().to_vec(), vec![1.0, 1.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If shapes disagree: `grad` not the input's shape, `mean`/`rstd` not one entry per row,
+    /// `weight` not a row's size.
+    #[track_caller]
+    pub fn layer_norm_backward(
+        &self,
+        grad: &Tensor<E>,
+        mean: &Tensor<E>,
+        rstd: &Tensor<E>,
+        weight: Option<&Tensor<E>>,
+        weight_grad: bool,
+        bias_grad: bool,
+    ) -> LayerNormGrads<E> {
+        let rows = mean.numel();
+        assert!(
+            grad.shape() == self.shape() && rstd.numel() == rows && rows > 0 && self.numel().is_multiple_of(rows),
+            "layer_norm_backward: input {:?}, grad {:?}, mean {:?}, rstd {:?}",
+            self.shape(),
+            grad.shape(),
+            mean.shape(),
+            rstd.shape()
+        );
+        let n = self.numel() / rows;
+        check_param("layer_norm_backward", "weight", weight, n);
+        let (x, g, mean, rstd) = (self.contiguous(), grad.contiguous(), mean.contiguous(), rstd.contiguous());
+        let (xs, gs) = (x.as_slice().expect("contiguous"), g.as_slice().expect("contiguous"));
+        let (ms, rs) = (mean.as_slice().expect("contiguous"), rstd.as_slice().expect("contiguous"));
+        let w = weight.map(|w| w.contiguous());
+        let ws = w.as_ref().and_then(|w| w.as_slice());
+        let inv_n = E::from_f64(1.0 / n as f64);
+        let mut dx = vec![E::zero(); xs.len()];
+        let mut dw = ws.filter(|_| weight_grad).map(|_| vec![E::zero(); n]);
+        let mut db = bias_grad.then(|| vec![E::zero(); n]);
+        let mut gw = vec![E::zero(); n];
+        for ((((row, gr), d), &mu), &r) in
+            xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(dx.chunks_exact_mut(n)).zip(ms).zip(rs)
+        {
+            // ĝ = g w, and the weight's and bias's sums, in one pass.
+            match (ws, dw.as_mut()) {
+                (Some(ws), Some(dw)) => {
+                    for ((((gw, &g), &w), dw), &v) in gw.iter_mut().zip(gr).zip(ws).zip(dw.iter_mut()).zip(row) {
+                        *gw = g * w;
+                        *dw += g * ((v - mu) * r);
+                    }
+                }
+                (Some(ws), None) => {
+                    for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(ws) {
+                        *gw = g * w;
+                    }
+                }
+                (None, _) => gw.copy_from_slice(gr),
+            }
+            if let Some(db) = db.as_mut() {
+                for (db, &g) in db.iter_mut().zip(gr) {
+                    *db += g;
+                }
+            }
+            let mean_g = sum8(gw.iter().copied()) * inv_n;
+            let mean_gx = sum8(gw.iter().zip(row).map(|(&g, &v)| g * ((v - mu) * r))) * inv_n;
+            for ((d, &g), &v) in d.iter_mut().zip(&gw).zip(row) {
+                *d = r * (g - mean_g - (v - mu) * r * mean_gx);
+            }
+        }
+        let pshape = |w: Option<&Tensor<E>>| w.map_or_else(|| vec![n], |w| w.shape().to_vec());
+        LayerNormGrads {
+            input: Tensor::from_vec(dx, self.shape()),
+            weight: dw.map(|dw| Tensor::from_vec(dw, &pshape(weight))),
+            bias: db.map(|db| Tensor::from_vec(db, &[n])),
+        }
+    }
+}
