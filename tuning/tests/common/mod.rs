@@ -1,5 +1,6 @@
-//! Helpers shared by the storage test binaries (each uses part of them).
+//! Helpers shared by the storage and sampler test binaries (each uses part of them).
 #![allow(dead_code)]
 
+pub mod functions;
 pub mod suite;
 pub mod workers;
