@@ -29,6 +29,7 @@ pub mod quant;
 mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod threads;
 
 pub use buffer_cache::{buffer_caching, set_buffer_caching};
 pub use element::{DType, Element, Float, Num};

@@ -11,6 +11,7 @@ use crate::element::{Element, Float, Num};
 use crate::error::{Result, TensorError};
 use crate::iter::for_each_run;
 use crate::layout::{broadcast_shapes, Layout, Shape};
+use crate::ops::{elementwise_min_per_thread, parallel_collect, threads_for};
 
 /// An n-dimensional array of `E` over reference-counted storage.
 ///
@@ -276,6 +277,20 @@ impl<E: Element> Tensor<E> {
             }
         };
         Tensor::from_storage(out, Layout::contiguous(self.shape()))
+    }
+
+    /// [`Tensor::map`] for a `Sync` function: a large contiguous tensor is split over threads
+    /// (see [`crate::parallel_collect`]; bit-identical whatever the thread count).
+    pub(crate) fn map_sync<O: Element>(&self, f: impl Fn(E) -> O + Sync) -> Tensor<O> {
+        match self.as_slice() {
+            Some(s) if threads_for(s.len(), elementwise_min_per_thread()) > 1 => {
+                let out = parallel_collect(s.len(), elementwise_min_per_thread(), &|r: std::ops::Range<usize>| {
+                    s[r].iter().map(|&x| f(x))
+                });
+                Tensor::from_storage(out, Layout::contiguous(self.shape()))
+            }
+            _ => self.map(f),
+        }
     }
 
     /// A new contiguous tensor of `f(a, b)` over the NumPy broadcast of both shapes.

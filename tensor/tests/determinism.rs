@@ -1,12 +1,14 @@
 //! Kernels that split their work over threads give bit-identical results whatever the thread
 //! count: convolutions (forward, input and weight gradients, where the weight gradient is a
-//! reduction over the batch) and matrix products (batch entries, row and column blocks).
+//! reduction over the batch), matrix products (batch entries, row and column blocks) and
+//! poolings (blocks of planes).
 //!
 //! The thread settings are process-wide, so one test sets them and checks every kernel in turn.
 
 use ferrograd_tensor::rand::{rngs::StdRng, SeedableRng};
 use ferrograd_tensor::{
-    min_work_per_thread, num_threads, set_min_work_per_thread, set_num_threads, Conv2dOptions, Element, Float, Tensor,
+    min_work_per_thread, num_threads, set_min_work_per_thread, set_num_threads, Conv2dOptions, Element, Float,
+    Pool2dOptions, Tensor,
 };
 
 /// The bits of every element, so that `-0.0` and `0.0` (or two NaNs) are told apart.
@@ -50,6 +52,56 @@ fn conv_case(n: usize, (c, o, groups): (usize, usize, usize), side: usize, k: us
     });
 }
 
+/// Max and average pooling and their gradients over `[n, c, side, side]` (planes split over
+/// threads), with `padding` (the per-window path) or without (blocks of planes).
+fn pool_case(n: usize, c: usize, side: usize, k: usize, stride: usize, padding: usize) {
+    let mut rng = StdRng::seed_from_u64((n * 100 + c * 10 + side) as u64);
+    let opts = Pool2dOptions { stride: [stride, stride], padding: [padding, padding], ..Pool2dOptions::new([k, k]) };
+    let x = Tensor::<f32>::rand_uniform(&[n, c, side, side], -1.0, 1.0, &mut rng);
+    let (y, idx) = x.max_pool2d_with_indices(&opts);
+    let gy = Tensor::<f32>::rand_uniform(y.shape(), -1.0, 1.0, &mut rng);
+    same_on_1_2_3_threads(&format!("pooling x {:?} {opts:?}", x.shape()), || {
+        let (y, i) = x.max_pool2d_with_indices(&opts);
+        vec![
+            bits(&y),
+            i.to_vec().into_iter().map(|v| v as u64).collect(),
+            bits(&Tensor::max_pool2d_backward(&gy, &idx, x.shape())),
+            bits(&x.avg_pool2d(&opts)),
+            bits(&Tensor::avg_pool2d_backward(&gy, x.shape(), &opts)),
+        ]
+    });
+}
+
+/// Elementwise maps split over threads (relu, exp, tanh, sigmoid, gelu), against the
+/// per-element function on one thread and bit for bit across thread counts.
+fn unary_case() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let x = Tensor::<f32>::rand_uniform(&[7, 1001], -3.0, 3.0, &mut rng);
+    let xs = x.to_vec();
+    set_num_threads(1);
+    let relu: Vec<f32> = xs.iter().map(|&v| if v < 0.0 { 0.0 } else { v }).collect();
+    assert_eq!(x.relu().to_vec(), relu, "relu against the formula");
+    let exp: Vec<f32> = xs.iter().map(|v| v.exp()).collect();
+    assert_eq!(x.exp().to_vec(), exp, "exp against the formula");
+    same_on_1_2_3_threads("unary maps", || {
+        vec![bits(&x.relu()), bits(&x.exp()), bits(&x.tanh()), bits(&x.sigmoid()), bits(&x.gelu())]
+    });
+}
+
+/// `parallel_collect` yields its ranges in order on any number of threads, and refuses a
+/// range that yields too few elements.
+fn parallel_collect_case() {
+    for threads in [1, 2, 3] {
+        set_num_threads(threads);
+        let v = ferrograd_tensor::parallel_collect(1000, 0, &|r: std::ops::Range<usize>| r.map(|i| i * i));
+        assert_eq!(v, (0..1000).map(|i| i * i).collect::<Vec<_>>(), "{threads} threads");
+        let short = std::panic::catch_unwind(|| {
+            ferrograd_tensor::parallel_collect(1000, 0, &|r: std::ops::Range<usize>| r.skip(1))
+        });
+        assert!(short.is_err(), "a short range must panic ({threads} threads)");
+    }
+}
+
 /// `a @ b^T` and `a^T @ b` (transposing the last two dims) for `a` `[.., m, k]` and `b` `[.., n, k]`.
 fn matmul_case<E: Float + Into<f64>>(a: &[usize], b: &[usize]) {
     let mut rng = StdRng::seed_from_u64((a.iter().sum::<usize>() * 31 + b.iter().sum::<usize>()) as u64);
@@ -80,6 +132,12 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     matmul_case::<f32>(&[20, 70], &[90, 70]);
     matmul_case::<f64>(&[5, 33, 40], &[5, 17, 40]);
     matmul_case::<f64>(&[2, 64, 30], &[2, 48, 30]);
+    unary_case();
+    parallel_collect_case();
+    // LeNet's two max pools (the second in blocks of planes), and padded windows.
+    pool_case(16, 6, 28, 2, 2, 0);
+    pool_case(64, 16, 10, 2, 2, 0);
+    pool_case(5, 3, 9, 3, 2, 1);
     // At the default threshold, as training LeNet at batch 64 runs its second convolution.
     set_min_work_per_thread(1 << 22);
     conv_case(64, (6, 16, 1), 14, 5, 0, 1);

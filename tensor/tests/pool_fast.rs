@@ -4,6 +4,7 @@
 //! are dropped), non-contiguous inputs, ties, `-inf` and NaN, for f32 and f64. Padded geometries
 //! are covered by `tests/conv.rs`.
 
+use ferrograd_tensor::rand::SeedableRng;
 use ferrograd_tensor::testing::any_layout;
 use ferrograd_tensor::{Float, Pool2dOptions, Tensor};
 use proptest::prelude::*;
@@ -154,6 +155,28 @@ fn check<E: Float>((case, x, gy): (Case, Tensor<E>, Tensor<E>)) {
     for (k, (a, b)) in agx.to_vec().iter().zip(&avg_gx).enumerate() {
         assert!(((*a).to_f64() - b).abs() <= 4.0 * tol(*b), "avg_pool2d_backward: element {k} is {a:?}, expected {b}");
     }
+}
+
+/// Poolings big enough to be cut into blocks of planes (LeNet's second 2x2 pool: 25 outputs a
+/// plane) and split over threads, against the reference on 1, 2 and 3 threads.
+#[test]
+fn pooling_split_over_planes_and_threads_matches_reference() {
+    let (old_threads, old_work) = (ferrograd_tensor::num_threads(), ferrograd_tensor::min_work_per_thread());
+    // Every pooling of two planes or more is split.
+    ferrograd_tensor::set_min_work_per_thread(0);
+    let mut rng = ferrograd_tensor::rand::rngs::StdRng::seed_from_u64(7);
+    for (shape, k, s) in [(vec![4, 100, 10, 10], 2, 2), (vec![3, 5, 9, 11], 3, 2), (vec![7, 12, 13], 2, 1)] {
+        let case = Case { shape: shape.clone(), opts: Pool2dOptions { stride: [s, s], ..Pool2dOptions::new([k, k]) } };
+        // Values from a small set, so windows hold ties.
+        let x = Tensor::<f32>::rand_uniform(&shape, -3.0, 3.0, &mut rng).map(|v| v.round());
+        let gy = Tensor::<f32>::rand_uniform(&case.out_shape(), -1.0, 1.0, &mut rng);
+        for threads in [1, 2, 3] {
+            ferrograd_tensor::set_num_threads(threads);
+            check((case.clone(), x.clone(), gy.clone()));
+        }
+    }
+    ferrograd_tensor::set_num_threads(old_threads);
+    ferrograd_tensor::set_min_work_per_thread(old_work);
 }
 
 proptest! {

@@ -1,7 +1,9 @@
 //! Elementwise functions and activations. Each op is its forward on tensors and its derivative
 //! written with `Var` ops of the input `x` and, where cheaper, of the output `y`.
 
-use ferrograd_tensor::{Float, Tensor};
+use std::ops::Range;
+
+use ferrograd_tensor::{elementwise_min_per_thread, parallel_collect, Float, Tensor};
 use smallvec::smallvec;
 
 use super::arith::positive;
@@ -32,8 +34,11 @@ impl<F: Float> Var<F> {
                 return smallvec![Some(g.mul(&d(&x, &ctx.output(&saved))))];
             }
             let grad = match (g.data.as_slice(), x.data.as_slice(), saved.as_slice()) {
+                // Large gradients are split over threads (bit-identical: elementwise).
                 (Some(gs), Some(xs), Some(ys)) => Tensor::from_vec(
-                    gs.iter().zip(xs).zip(ys).map(|((&g, &x), &y)| g * ds(x, y)).collect(),
+                    parallel_collect(gs.len(), elementwise_min_per_thread(), &|r: Range<usize>| {
+                        gs[r.clone()].iter().zip(&xs[r.clone()]).zip(&ys[r]).map(|((&g, &x), &y)| g * ds(x, y))
+                    }),
                     saved.shape(),
                 ),
                 _ => Tensor::mul(&g.data, &x.data.zip_map(&saved, op, &ds)),

@@ -530,7 +530,7 @@ mod shift {
     use std::any::{Any, TypeId};
     use std::mem::MaybeUninit;
 
-    use super::super::matmul::{min_work_per_thread, num_threads, parallel_for_each};
+    use super::super::matmul::{fill_uninit, min_work_per_thread, num_threads, parallel_for_each};
     use super::Geometry;
     use crate::element::Element;
 
@@ -721,16 +721,18 @@ mod shift {
         // go to different planes instead of overlapping by all but one element.
         let mut taps: Vec<usize> = (0..kg).collect();
         taps.sort_by_key(|&k| (k % (geo.kh * geo.kw), k));
-        let mut gx = vec![0.0; geo.n * x_len];
+        // Zeroed on the threads.
+        let mut gx = Vec::with_capacity(geo.n * x_len);
         let threads = batch_threads(geo.n, geo.o * kg * nqw);
         let parts: Vec<_> = split(geo.n, threads)
-            .scan(&mut gx[..], |rest, r| {
+            .scan(&mut gx.spare_capacity_mut()[..geo.n * x_len], |rest, r| {
                 let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * x_len);
                 *rest = tail;
                 Some((r, part))
             })
             .collect();
-        parallel_for_each(parts, &|(range, gxs): (std::ops::Range<usize>, &mut [f32])| {
+        parallel_for_each(parts, &|(range, gxs): (std::ops::Range<usize>, &mut [MaybeUninit<f32>])| {
+            let gxs = fill_uninit(gxs, 0.0);
             let mut rows = Aligned::zeros(geo.o * nqw);
             let rows = rows.get();
             let mut buf = if padded { vec![0.0; geo.c * sweep.plane] } else { Vec::new() };
@@ -760,6 +762,8 @@ mod shift {
                 }
             }
         });
+        // SAFETY: the parts cover `0..n * x_len` and `fill_uninit` wrote each of them.
+        unsafe { gx.set_len(geo.n * x_len) };
         gx
     }
 
@@ -808,15 +812,17 @@ mod shift {
         if lanes == 0 {
             return Vec::new();
         }
-        let mut partials = vec![0.0; blocks * lanes];
+        // Zeroed on the threads.
+        let mut partials = Vec::with_capacity(blocks * lanes);
         let items: Vec<_> = split(blocks, threads)
-            .scan(&mut partials[..], |rest, r| {
+            .scan(&mut partials.spare_capacity_mut()[..blocks * lanes], |rest, r| {
                 let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * lanes);
                 *rest = tail;
                 Some((r, part))
             })
             .collect();
-        parallel_for_each(items, &|(blocks, accs): (std::ops::Range<usize>, &mut [f32])| {
+        parallel_for_each(items, &|(blocks, accs): (std::ops::Range<usize>, &mut [MaybeUninit<f32>])| {
+            let accs = fill_uninit(accs, 0.0);
             let mut xbuf = if padded { vec![0.0; per_chunk * xs] } else { Vec::new() };
             let mut gstore = Aligned::zeros(per_chunk * gs);
             let gbuf = gstore.get();
@@ -851,6 +857,8 @@ mod shift {
                 }
             }
         });
+        // SAFETY: the items cover `0..blocks * lanes` and `fill_uninit` wrote each of them.
+        unsafe { partials.set_len(blocks * lanes) };
         // The blocks' lanes in block order, then each weight's 16 lanes.
         let (sum, rest) = partials.split_at_mut(lanes);
         for acc in rest.chunks_exact(lanes) {

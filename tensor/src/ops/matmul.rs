@@ -14,15 +14,15 @@
 //! product is split here only when each thread gets at least [`min_work_per_thread`]
 //! multiply-adds: whole batch entries go to threads first, and a single large product is cut
 //! into row blocks (or column blocks when it is wider than tall) of the output. The threads come
-//! from a persistent `thread_tree` pool (the one matrixmultiply itself uses), because spawning
-//! scoped threads per call made 256x256 products slower than one thread (120 vs 150 GFLOP/s).
+//! from a persistent pool of workers that spin briefly before parking (module `threads`),
+//! because spawning scoped threads per call made 256x256 products slower than one thread (120
+//! vs 150 GFLOP/s).
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use thread_tree::{ThreadTree, ThreadTreeCtx};
+use std::sync::Mutex;
 
 use crate::element::Float;
 use crate::iter::for_each_offset;
@@ -44,7 +44,7 @@ const DEFAULT_MIN_WORK_PER_THREAD: usize = 1 << 20;
 
 static MIN_WORK_PER_THREAD: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_WORK_PER_THREAD);
 
-/// `thread_tree` has at most 2^12 leaves.
+/// The most threads [`set_num_threads`] accepts.
 const MAX_THREADS: usize = 1 << 12;
 
 /// A split narrower than this many rows (or columns) wastes most of the GEMM micro-kernel's tile.
@@ -99,40 +99,10 @@ pub fn min_work_per_thread() -> usize {
     MIN_WORK_PER_THREAD.load(Ordering::Relaxed)
 }
 
-/// The shared worker tree and its number of leaves, replaced by a bigger one when more threads
-/// are asked for.
-static POOL: Mutex<Option<(Arc<ThreadTree>, usize)>> = Mutex::new(None);
-
-/// A worker tree with at least `threads` leaves.
-fn pool(threads: usize) -> Arc<ThreadTree> {
-    let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    match &*guard {
-        Some((tree, leaves)) if *leaves >= threads => tree.clone(),
-        _ => {
-            let level = threads.next_power_of_two().trailing_zeros() as usize;
-            let tree: Arc<ThreadTree> = ThreadTree::new_with_level(level).into();
-            *guard = Some((tree.clone(), 1 << level));
-            tree
-        }
-    }
-}
-
-/// Runs `f` over `units` split into `threads` nearly equal ranges, one per leaf of the tree.
-fn run_split(ctx: ThreadTreeCtx<'_>, units: Range<usize>, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-    if threads <= 1 || units.len() <= 1 {
-        f(units);
-        return;
-    }
-    // The left subtree keeps the calling thread; each half has room for half the leaves.
-    let left = threads.div_ceil(2);
-    let mid = units.start + units.len() * left / threads;
-    ctx.join(|c| run_split(c, units.start..mid, left, f), |c| run_split(c, mid..units.end, threads - left, f));
-}
-
 /// Runs `f` over `0..units` split into `threads` nearly equal ranges on the shared pool (for
 /// kernels other than matmul that split their own work).
 pub(crate) fn parallel_ranges(units: usize, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-    run_split(pool(threads).top(), 0..units, threads, f);
+    crate::threads::run_ranges(units, threads, f);
 }
 
 /// Runs `f` on every item, each item on its own thread of the pool that matrix products use (a
@@ -162,6 +132,88 @@ pub fn parallel_for_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
     });
 }
 
+/// Multiply-adds that one element of an elementwise pass counts for against
+/// [`min_work_per_thread`].
+const ELEMENTWISE_WORK: usize = 32;
+
+/// The least elements per thread before an elementwise pass over a tensor is split:
+/// [`min_work_per_thread`] / 32, so 2^15 at the default (10-30 µs of work against ~8 µs to wake
+/// a parked worker; LeNet's activations at batch 64 hold 100k-300k elements), 0 when that is 0.
+///
+/// ```
+/// let threads = ferrograd_tensor::threads_for(1 << 20, ferrograd_tensor::elementwise_min_per_thread());
+/// assert!(threads >= 1);
+/// ```
+pub fn elementwise_min_per_thread() -> usize {
+    min_work_per_thread() / ELEMENTWISE_WORK
+}
+
+/// A vector of `len` elements built in parallel: `0..len` is cut into [`threads_for`]`(len,
+/// min_per_thread)` consecutive ranges, and `f(range)` yields the elements of each range, on its
+/// own thread (the pool that matrix products use). Each element comes from the same call of `f`
+/// whatever the thread count, so a pure `f` gives bit-identical vectors on any number of threads.
+///
+/// For elementwise kernels over large tensors, e.g. a gradient `g * f'(x)`:
+///
+/// ```
+/// let (g, x) = (vec![2.0f32; 100_000], vec![3.0f32; 100_000]);
+/// let out = ferrograd_tensor::parallel_collect(g.len(), 1 << 15, &|r: std::ops::Range<usize>| {
+///     g[r.clone()].iter().zip(&x[r]).map(|(&g, &x)| g * x)
+/// });
+/// assert!(out.len() == 100_000 && out.iter().all(|&v| v == 6.0));
+/// ```
+///
+/// # Panics
+/// If a call of `f` yields a number of elements other than its range's length (or panics).
+pub fn parallel_collect<T: Send, I: Iterator<Item = T>>(
+    len: usize,
+    min_per_thread: usize,
+    f: &(impl Fn(Range<usize>) -> I + Sync),
+) -> Vec<T> {
+    let threads = threads_for(len, min_per_thread);
+    if threads <= 1 {
+        let out: Vec<T> = f(0..len).collect();
+        assert_eq!(out.len(), len, "parallel_collect: the range 0..{len} yielded {} elements", out.len());
+        return out;
+    }
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let mut rest = &mut out.spare_capacity_mut()[..len];
+    let parts: Vec<_> = (0..threads)
+        .map(|i| {
+            let r = i * len / threads..(i + 1) * len / threads;
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
+            rest = tail;
+            (r, part)
+        })
+        .collect();
+    let short = std::sync::atomic::AtomicBool::new(false);
+    parallel_for_each(parts, &|(r, part): (Range<usize>, &mut [MaybeUninit<T>])| {
+        let mut written = 0;
+        for (slot, v) in part.iter_mut().zip(f(r)) {
+            slot.write(v);
+            written += 1;
+        }
+        if written != part.len() {
+            short.store(true, Ordering::Relaxed);
+        }
+    });
+    assert!(!short.into_inner(), "parallel_collect: a range of 0..{len} yielded too few elements");
+    // SAFETY: the parts cover `0..len` of the spare capacity, each was written element by
+    // element (counted above), and `parallel_for_each` returned after every part was done.
+    // (Extra elements of a longer iterator are never taken.)
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Writes `v` over every element of `s` and returns it initialised: kernels that split their
+/// output over threads clear each part on its own thread (one thread zeroing a LeNet gradient
+/// of 1.2 MB took 4% of a 2-thread step).
+pub(crate) fn fill_uninit<T: Copy>(s: &mut [MaybeUninit<T>], v: T) -> &mut [T] {
+    s.fill(MaybeUninit::new(v));
+    // SAFETY: every element was written just above, and `MaybeUninit<T>` has the layout of `T`.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 /// Threads for a pass over `len` elements that pays only with at least `min_per_thread`
 /// elements per thread: between 1 and [`num_threads`].
 ///
@@ -178,7 +230,7 @@ pub fn threads_for(len: usize, min_per_thread: usize) -> usize {
 #[derive(Clone, Copy)]
 struct OutPtr<E>(*mut E);
 // SAFETY (both impls): the threads of one product write disjoint blocks of the output through
-// copies of this pointer (see `multiply`), and the output outlives them because `run_split`
+// copies of this pointer (see `multiply`), and the output outlives them because `parallel_ranges`
 // returns only after every job has finished.
 unsafe impl<E: Send> Send for OutPtr<E> {}
 unsafe impl<E: Send> Sync for OutPtr<E> {}
@@ -291,8 +343,7 @@ fn multiply<E: Float>(a: &Tensor<E>, la: &Layout, b: &Tensor<E>, lb: &Layout, ba
     } else {
         let mut offsets = Vec::with_capacity(entries);
         for_each_entry(&mut |[oa, ob]| offsets.push((oa, ob)));
-        let tree = pool(threads);
-        run_split(tree.top(), 0..entries * parts, threads, &|units| {
+        parallel_ranges(entries * parts, threads, &|units| {
             for u in units {
                 let (entry, part) = (u / parts, u % parts);
                 let (lo, hi) = (part * span / parts, (part + 1) * span / parts);

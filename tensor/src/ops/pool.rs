@@ -4,8 +4,17 @@
 //! its maximum in the flattened `H * W` plane (as PyTorch's `return_indices`), and its backward
 //! scatters the output gradient back through those indices; average pooling spreads each output
 //! gradient evenly over its window. Autograd builds the pooling layers' backward on these.
+//!
+//! Planes are independent, so large poolings cut them into blocks of whole planes, one block
+//! per thread of the matmul pool ([`crate::num_threads`]): every output is computed exactly as
+//! on one thread, so results are bit-identical whatever the thread count.
+
+use std::ops::Range;
 
 use super::conv::dense;
+use std::mem::MaybeUninit;
+
+use super::matmul::{fill_uninit, min_work_per_thread, parallel_for_each, threads_for};
 use crate::element::Float;
 use crate::tensor::Tensor;
 #[cfg(target_arch = "x86_64")]
@@ -125,13 +134,14 @@ impl PoolGeometry {
         self.ph == 0 && self.pw == 0 && self.kh * self.w <= 1 << 24
     }
 
-    /// Calls `f(plane, output index within the plane, window)` for every output position.
-    fn for_each_window(&self, mut f: impl FnMut(usize, usize, &Window)) {
+    /// Calls `f(plane, output index within the plane, window)` for every output position of
+    /// planes `0..planes`.
+    fn for_each_window(&self, planes: usize, mut f: impl FnMut(usize, usize, &Window)) {
         let windows: Vec<Window> = (0..self.ho)
             .flat_map(|oh| (0..self.wo).map(move |ow| (oh, ow)))
             .map(|(oh, ow)| self.window(oh, ow))
             .collect();
-        for plane in 0..self.planes {
+        for plane in 0..planes {
             for (i, win) in windows.iter().enumerate() {
                 f(plane, i, win);
             }
@@ -147,6 +157,33 @@ fn check_grad_out(op: &str, geo: &PoolGeometry, grad_out: &[usize], input_shape:
         grad_out == expected.as_slice(),
         "{op}: grad_out {grad_out:?} does not match the pooled shape {expected:?} of input {input_shape:?}"
     );
+}
+
+/// Multiply-adds that one input element of a pooling counts for against
+/// [`min_work_per_thread`]: at the default 2^20, a thread gets at least 2^14 elements (10-20 µs
+/// of work, against ~8 µs to wake a parked worker); 0 splits every pooling of two planes or more.
+const WORK_PER_ELEMENT: usize = 64;
+
+/// Planes pooled together by [`max_planes_unpadded`]: LeNet's second pooling has 25 outputs
+/// per plane, where the fixed cost of a call outweighed the work.
+const MAX_BLOCK_OUTPUTS: usize = 1 << 13;
+
+/// `data` (`per` elements a plane) cut into `parts` runs of whole planes, with their plane ranges.
+fn plane_chunks<T>(data: &mut [T], planes: usize, per: usize, parts: usize) -> Vec<(Range<usize>, &mut [T])> {
+    let mut rest = data;
+    (0..parts)
+        .map(|i| {
+            let r = i * planes / parts..(i + 1) * planes / parts;
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * per);
+            rest = tail;
+            (r, part)
+        })
+        .collect()
+}
+
+/// Threads for a pooling over `planes` planes touching `elems` elements of the larger side.
+fn pool_threads(planes: usize, elems: usize) -> usize {
+    threads_for(elems, min_work_per_thread() / WORK_PER_ELEMENT).min(planes).max(1)
 }
 
 impl<E: Float> Tensor<E> {
@@ -192,16 +229,42 @@ impl<E: Float> Tensor<E> {
         let x = dense(self);
         let (hw, per_plane) = (geo.h * geo.w, geo.ho * geo.wo);
         let n_out = geo.planes * per_plane;
-        let (mut y, mut idx) = (vec![E::neg_infinity(); n_out], vec![0i64; n_out]);
-        if geo.unpadded() {
-            // No window is clipped (and `hw > 0`): pool whole output rows at a time.
-            let planes = x.chunks_exact(hw).zip(y.chunks_exact_mut(per_plane)).zip(idx.chunks_exact_mut(per_plane));
-            let mut scratch = MaxScratch::new(&geo);
-            for ((xp, yp), ip) in planes {
-                max_plane_unpadded(&geo, xp, yp, ip, &mut scratch);
+        // Filled on the threads (`-inf` and 0) and set in full there.
+        let (mut y, mut idx) = (Vec::with_capacity(n_out), Vec::with_capacity(n_out));
+        let threads = pool_threads(geo.planes, geo.planes * hw);
+        let items: Vec<_> = plane_chunks(&mut y.spare_capacity_mut()[..n_out], geo.planes, per_plane, threads)
+            .into_iter()
+            .zip(plane_chunks(&mut idx.spare_capacity_mut()[..n_out], geo.planes, per_plane, threads))
+            .map(|((r, y), (_, i))| (r, y, i))
+            .collect();
+        parallel_for_each(items, &|(planes, y, idx): (
+            Range<usize>,
+            &mut [MaybeUninit<E>],
+            &mut [MaybeUninit<i64>],
+        )| {
+            let (y, idx) = (fill_uninit(y, E::neg_infinity()), fill_uninit(idx, 0));
+            let x = &x[planes.start * hw..planes.end * hw];
+            if geo.unpadded() {
+                // No window is clipped (and `hw > 0`): pool blocks of planes, whole output rows
+                // at a time.
+                if (geo.kh, geo.kw, geo.sh, geo.sw) == (2, 2, 2, 2) {
+                    for ((xp, yp), ip) in
+                        x.chunks_exact(hw).zip(y.chunks_exact_mut(per_plane)).zip(idx.chunks_exact_mut(per_plane))
+                    {
+                        max_plane_2x2(&geo, xp, yp, ip);
+                    }
+                    return;
+                }
+                let block = (MAX_BLOCK_OUTPUTS / per_plane.max(1)).max(1);
+                let mut scratch = MaxScratch::new(block * per_plane);
+                let blocks =
+                    x.chunks(block * hw).zip(y.chunks_mut(block * per_plane)).zip(idx.chunks_mut(block * per_plane));
+                for ((xb, yb), ib) in blocks {
+                    max_planes_unpadded(&geo, xb, yb, ib, &mut scratch);
+                }
+                return;
             }
-        } else {
-            geo.for_each_window(|plane, i, win| {
+            geo.for_each_window(planes.len(), |plane, i, win| {
                 let xp = &x[plane * hw..][..hw];
                 let (mut best, mut arg) = (E::neg_infinity(), win.h0 * geo.w + win.w0);
                 for ih in win.h0..win.h1 {
@@ -217,6 +280,11 @@ impl<E: Float> Tensor<E> {
                 y[plane * per_plane + i] = best;
                 idx[plane * per_plane + i] = arg as i64;
             });
+        });
+        // SAFETY: the parts cover `0..n_out` of both buffers and `fill_uninit` wrote each part.
+        unsafe {
+            y.set_len(n_out);
+            idx.set_len(n_out);
         }
         let shape = geo.out_shape(self.shape());
         (Tensor::from_vec(y, &shape), Tensor::from_vec(idx, &shape))
@@ -248,17 +316,26 @@ impl<E: Float> Tensor<E> {
         let per_plane = gs[r - 2] * gs[r - 1];
         let planes: usize = gs[..r - 2].iter().product();
         let (g, idx) = (dense(grad_out), dense(indices));
-        let mut gx = vec![E::zero(); input_shape.iter().product()];
-        for plane in 0..planes {
-            let xp = &mut gx[plane * hw..][..hw];
-            let range = plane * per_plane..(plane + 1) * per_plane;
-            for (&gv, &i) in g[range.clone()].iter().zip(&idx[range]) {
-                let Some(slot) = usize::try_from(i).ok().and_then(|i| xp.get_mut(i)) else {
-                    panic!("max_pool2d_backward: index {i} is outside the {hw}-element plane of input {input_shape:?}")
-                };
-                *slot += gv;
-            }
+        let n_in: usize = input_shape.iter().product();
+        // Zeroed on the threads.
+        let mut gx = Vec::with_capacity(n_in);
+        let threads = pool_threads(planes, n_in);
+        let items = plane_chunks(&mut gx.spare_capacity_mut()[..n_in], planes, hw, threads);
+        // Checked here, not in the threads: a panic there would lose the caller's location.
+        if let Some(&i) = idx.iter().find(|&&i| usize::try_from(i).map_or(true, |i| i >= hw)) {
+            panic!("max_pool2d_backward: index {i} is outside the {hw}-element plane of input {input_shape:?}")
         }
+        parallel_for_each(items, &|(planes, gx): (Range<usize>, &mut [MaybeUninit<E>])| {
+            let gx = fill_uninit(gx, E::zero());
+            for (plane, xp) in planes.zip(gx.chunks_exact_mut(hw)) {
+                let range = plane * per_plane..(plane + 1) * per_plane;
+                for (&gv, &i) in g[range.clone()].iter().zip(&idx[range]) {
+                    xp[i as usize] += gv;
+                }
+            }
+        });
+        // SAFETY: the parts cover `0..n_in` and `fill_uninit` wrote each of them.
+        unsafe { gx.set_len(n_in) };
         Tensor::from_vec(gx, input_shape)
     }
 
@@ -280,12 +357,17 @@ impl<E: Float> Tensor<E> {
         let x = dense(self);
         let (hw, per_plane) = (geo.h * geo.w, geo.ho * geo.wo);
         let mut y = vec![E::zero(); geo.planes * per_plane];
-        if geo.unpadded() {
-            for (xp, yp) in x.chunks_exact(hw).zip(y.chunks_exact_mut(per_plane)) {
-                avg_plane_unpadded(&geo, xp, yp);
+        let threads = pool_threads(geo.planes, geo.planes * hw);
+        let items = plane_chunks(&mut y, geo.planes, per_plane, threads);
+        parallel_for_each(items, &|(planes, y): (Range<usize>, &mut [E])| {
+            let x = &x[planes.start * hw..planes.end * hw];
+            if geo.unpadded() {
+                for (xp, yp) in x.chunks_exact(hw).zip(y.chunks_exact_mut(per_plane)) {
+                    avg_plane_unpadded(&geo, xp, yp);
+                }
+                return;
             }
-        } else {
-            geo.for_each_window(|plane, i, win| {
+            geo.for_each_window(planes.len(), |plane, i, win| {
                 let xp = &x[plane * hw..][..hw];
                 let mut sum = E::zero();
                 for ih in win.h0..win.h1 {
@@ -293,7 +375,7 @@ impl<E: Float> Tensor<E> {
                 }
                 y[plane * per_plane + i] = sum / E::from_f64(divisor(win, opts) as f64);
             });
-        }
+        });
         Tensor::from_vec(y, &geo.out_shape(self.shape()))
     }
 
@@ -317,20 +399,30 @@ impl<E: Float> Tensor<E> {
         check_grad_out(op, &geo, grad_out.shape(), input_shape);
         let g = dense(grad_out);
         let (hw, per_plane) = (geo.h * geo.w, geo.ho * geo.wo);
-        let mut gx = vec![E::zero(); input_shape.iter().product()];
-        if geo.unpadded() {
-            for (gp, xp) in g.chunks_exact(per_plane).zip(gx.chunks_exact_mut(hw)) {
-                avg_backward_plane_unpadded(&geo, gp, xp);
+        let n_in: usize = input_shape.iter().product();
+        // Zeroed on the threads.
+        let mut gx = Vec::with_capacity(n_in);
+        let threads = pool_threads(geo.planes, n_in);
+        let items = plane_chunks(&mut gx.spare_capacity_mut()[..n_in], geo.planes, hw, threads);
+        parallel_for_each(items, &|(planes, gx): (Range<usize>, &mut [MaybeUninit<E>])| {
+            let gx = fill_uninit(gx, E::zero());
+            let g = &g[planes.start * per_plane..planes.end * per_plane];
+            if geo.unpadded() {
+                for (gp, xp) in g.chunks_exact(per_plane).zip(gx.chunks_exact_mut(hw)) {
+                    avg_backward_plane_unpadded(&geo, gp, xp);
+                }
+                return;
             }
-        } else {
-            geo.for_each_window(|plane, i, win| {
+            geo.for_each_window(planes.len(), |plane, i, win| {
                 let share = g[plane * per_plane + i] / E::from_f64(divisor(win, opts) as f64);
                 let xp = &mut gx[plane * hw..][..hw];
                 for ih in win.h0..win.h1 {
                     xp[ih * geo.w + win.w0..ih * geo.w + win.w1].iter_mut().for_each(|v| *v += share);
                 }
             });
-        }
+        });
+        // SAFETY: the parts cover `0..n_in` and `fill_uninit` wrote each of them.
+        unsafe { gx.set_len(n_in) };
         Tensor::from_vec(gx, input_shape)
     }
 }
@@ -349,7 +441,7 @@ fn divisor(win: &Window, opts: &Pool2dOptions) -> usize {
 // row of them, or for max pooling the whole plane), so the inner loops run over output
 // columns; each window still sees its elements in row-major order, as in the clipped path.
 
-/// Scratch planes of [`max_plane_unpadded`], allocated once per call of the kernel.
+/// Scratch rows of [`max_planes_unpadded`], allocated once per thread of the kernel.
 struct MaxScratch<E> {
     /// One kernel offset's inputs for every window of the plane.
     taps: Vec<E>,
@@ -361,36 +453,75 @@ struct MaxScratch<E> {
 }
 
 impl<E: Float> MaxScratch<E> {
-    fn new(geo: &PoolGeometry) -> Self {
-        let plane = vec![E::zero(); geo.ho * geo.wo];
+    /// Scratch for up to `outputs` windows.
+    fn new(outputs: usize) -> Self {
+        let plane = vec![E::zero(); outputs];
         MaxScratch { taps: plane.clone(), winner: plane.clone(), next: plane }
     }
 }
 
-/// Max pooling of one `h x w` plane `xp` into `yp` (filled with `-inf`) and the indices `ip`.
+/// Max pooling of the `h x w` planes `xs` into `ys` (filled with `-inf`) and the indices `is`
+/// (indices within each plane).
 ///
-/// For each kernel offset in row-major order, its input under every window is gathered into
-/// one contiguous row and [`max_step`] folds that row into the running maxima with vector
-/// selects and no branch: on random data a branch per comparison mispredicts half the time.
-/// The winner's offset within its window is kept as an `E` in the same lanes and turned into
-/// an index at the end.
-fn max_plane_unpadded<E: Float>(geo: &PoolGeometry, xp: &[E], yp: &mut [E], ip: &mut [i64], s: &mut MaxScratch<E>) {
-    let (w, sh, sw, wo) = (geo.w, geo.sh, geo.sw, geo.wo);
-    s.winner.fill(E::zero());
+/// The output rows of all planes are handled as one tall plane: for each kernel offset in
+/// row-major order, its input under every window is gathered into one contiguous row and
+/// [`max_step`] folds that row into the running maxima with vector selects and no branch: on
+/// random data a branch per comparison mispredicts half the time. The winner's offset within
+/// its window is kept as an `E` in the same lanes and turned into an index at the end.
+fn max_planes_unpadded<E: Float>(geo: &PoolGeometry, xs: &[E], ys: &mut [E], is: &mut [i64], s: &mut MaxScratch<E>) {
+    let (w, sh, sw, ho, wo) = (geo.w, geo.sh, geo.sw, geo.ho, geo.wo);
+    let hw = geo.h * w;
+    let n = ys.len();
+    let (taps, mut winner, mut next) = (&mut s.taps[..n], &mut s.winner[..n], &mut s.next[..n]);
+    winner.fill(E::zero());
     for ki in 0..geo.kh {
         for kj in 0..geo.kw {
-            for (oh, taps) in s.taps.chunks_exact_mut(wo).enumerate() {
-                let row = &xp[(oh * sh + ki) * w + kj..];
-                taps.iter_mut().zip(row.iter().step_by(sw)).for_each(|(t, &v)| *t = v);
+            for (r, t) in taps.chunks_exact_mut(wo).enumerate() {
+                let (plane, oh) = (r / ho, r % ho);
+                let row = &xs[plane * hw + (oh * sh + ki) * w + kj..];
+                t.iter_mut().zip(row.iter().step_by(sw)).for_each(|(t, &v)| *t = v);
             }
-            max_step(yp, &mut s.next, &s.winner, &s.taps, E::from_f64((ki * w + kj) as f64));
-            std::mem::swap(&mut s.winner, &mut s.next);
+            max_step(ys, next, winner, taps, E::from_f64((ki * w + kj) as f64));
+            std::mem::swap(&mut winner, &mut next);
         }
     }
-    for (oh, (ir, wr)) in ip.chunks_exact_mut(wo).zip(s.winner.chunks_exact(wo)).enumerate() {
-        let first = (oh * sh * w) as i64;
+    for (r, (ir, wr)) in is.chunks_exact_mut(wo).zip(winner.chunks_exact(wo)).enumerate() {
+        let first = ((r % ho) * sh * w) as i64;
         for (ow, (i, &k)) in ir.iter_mut().zip(wr).enumerate() {
             *i = first + (ow * sw) as i64 + k.to_f64() as i64;
+        }
+    }
+}
+
+/// Max pooling of one plane with 2x2 windows at stride 2 (LeNet's, and most CNNs'): the four
+/// taps of each window are compared in row-major order in one pass, with selects rather than
+/// branches (on random data a branch per comparison mispredicts half the time), which LLVM
+/// turns into vector code; the generic kernel's four gathers and folds took 1.9 ns per input
+/// element. Same rule as [`max_step`]: a larger value or a NaN takes over.
+fn max_plane_2x2<E: Float>(geo: &PoolGeometry, xp: &[E], yp: &mut [E], ip: &mut [i64]) {
+    let (w, wo) = (geo.w, geo.wo);
+    for (oh, (yr, ir)) in yp.chunks_exact_mut(wo).zip(ip.chunks_exact_mut(wo)).enumerate() {
+        let top = &xp[2 * oh * w..][..2 * wo];
+        let bottom = &xp[(2 * oh + 1) * w..][..2 * wo];
+        let first = (2 * oh * w) as i64;
+        let (w1, wi) = (w as i64, w as i64 + 1);
+        for (ow, (((y, i), t), b)) in
+            yr.iter_mut().zip(ir.iter_mut()).zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)).enumerate()
+        {
+            let take = |v: E, best: E| v > best || v.is_nan();
+            let (mut best, mut k) = (t[0], 0i64);
+            // `t[0]` beats the initial `-inf` unless it is `-inf` itself, where offset 0 stays.
+            if take(t[1], best) {
+                (best, k) = (t[1], 1);
+            }
+            if take(b[0], best) {
+                (best, k) = (b[0], w1);
+            }
+            if take(b[1], best) {
+                (best, k) = (b[1], wi);
+            }
+            *y = best;
+            *i = first + 2 * ow as i64 + k;
         }
     }
 }

@@ -101,62 +101,62 @@ fn sigmoid<E: Float>(x: E) -> E {
 impl<E: Float> Tensor<E> {
     /// `-x`.
     pub fn neg(&self) -> Self {
-        self.map(|x| -x)
+        self.map_sync(|x| -x)
     }
 
     /// `|x|`.
     pub fn abs(&self) -> Self {
-        self.map(|x| x.abs())
+        self.map_sync(|x| x.abs())
     }
 
     /// `e^x`.
     pub fn exp(&self) -> Self {
-        self.map(|x| x.exp())
+        self.map_sync(|x| x.exp())
     }
 
     /// The natural logarithm (NaN below 0, `-inf` at 0).
     pub fn log(&self) -> Self {
-        self.map(|x| x.ln())
+        self.map_sync(|x| x.ln())
     }
 
     /// `ln(1 + x)`, accurate for small `x`.
     pub fn log1p(&self) -> Self {
-        self.map(|x| x.ln_1p())
+        self.map_sync(|x| x.ln_1p())
     }
 
     /// `e^x - 1`, accurate for small `x`.
     pub fn expm1(&self) -> Self {
-        self.map(|x| x.exp_m1())
+        self.map_sync(|x| x.exp_m1())
     }
 
     /// The square root (NaN below 0).
     pub fn sqrt(&self) -> Self {
-        self.map(|x| x.sqrt())
+        self.map_sync(|x| x.sqrt())
     }
 
     /// `1 / sqrt(x)`.
     pub fn rsqrt(&self) -> Self {
-        self.map(|x| x.sqrt().recip())
+        self.map_sync(|x| x.sqrt().recip())
     }
 
     /// The sine (radians).
     pub fn sin(&self) -> Self {
-        self.map(|x| x.sin())
+        self.map_sync(|x| x.sin())
     }
 
     /// The cosine (radians).
     pub fn cos(&self) -> Self {
-        self.map(|x| x.cos())
+        self.map_sync(|x| x.cos())
     }
 
     /// The tangent (radians).
     pub fn tan(&self) -> Self {
-        self.map(|x| x.tan())
+        self.map_sync(|x| x.tan())
     }
 
     /// The hyperbolic tangent.
     pub fn tanh(&self) -> Self {
-        self.map(|x| x.tanh())
+        self.map_sync(|x| x.tanh())
     }
 
     /// The logistic function `1 / (1 + e^-x)`, finite and exact at both tails.
@@ -167,12 +167,12 @@ impl<E: Float> Tensor<E> {
     /// assert_eq!(s.to_vec(), vec![0.0, 0.5, 1.0]);
     /// ```
     pub fn sigmoid(&self) -> Self {
-        self.map(sigmoid)
+        self.map_sync(sigmoid)
     }
 
     /// `max(x, 0)`; NaN stays NaN.
     pub fn relu(&self) -> Self {
-        self.map(|x| if x < E::zero() { E::zero() } else { x })
+        self.map_sync(|x| if x < E::zero() { E::zero() } else { x })
     }
 
     /// The exact GELU `x * Φ(x) = x/2 * (1 + erf(x / √2))`, PyTorch's default.
@@ -188,10 +188,10 @@ impl<E: Float> Tensor<E> {
     /// vectorises); f64 through libm.
     pub fn gelu(&self) -> Self {
         match E::DTYPE {
-            DType::F32 => self.map(|x| E::from_f64(gelu_f32(x.to_f64() as f32) as f64)),
+            DType::F32 => self.map_sync(|x| E::from_f64(gelu_f32(x.to_f64() as f32) as f64)),
             _ => {
                 let half = E::from_f64(0.5);
-                self.map(|x| half * x * (E::one() + erf(x * E::FRAC_1_SQRT_2())))
+                self.map_sync(|x| half * x * (E::one() + erf(x * E::FRAC_1_SQRT_2())))
             }
         }
     }
@@ -223,12 +223,12 @@ impl<E: Float> Tensor<E> {
     /// The tanh approximation of GELU (PyTorch's `approximate="tanh"`).
     pub fn gelu_tanh(&self) -> Self {
         let (half, k, c) = (E::from_f64(0.5), E::from_f64((2.0 / std::f64::consts::PI).sqrt()), E::from_f64(0.044715));
-        self.map(|x| half * x * (E::one() + (k * (x + c * x * x * x)).tanh()))
+        self.map_sync(|x| half * x * (E::one() + (k * (x + c * x * x * x)).tanh()))
     }
 
     /// SiLU (swish): `x * sigmoid(x)`.
     pub fn silu(&self) -> Self {
-        self.map(|x| x * sigmoid(x))
+        self.map_sync(|x| x * sigmoid(x))
     }
 
     /// `ln(1 + e^x)`, computed as `max(x, 0) + ln(1 + e^-|x|)` so it never overflows.
@@ -239,7 +239,7 @@ impl<E: Float> Tensor<E> {
     /// assert_eq!(s.to_vec(), vec![0.0, 1000.0]);
     /// ```
     pub fn softplus(&self) -> Self {
-        self.map(|x| {
+        self.map_sync(|x| {
             let pos = if x > E::zero() { x } else { E::zero() };
             pos + (-x.abs()).exp().ln_1p()
         })
@@ -247,17 +247,17 @@ impl<E: Float> Tensor<E> {
 
     /// `x * x`.
     pub fn square(&self) -> Self {
-        self.map(|x| x * x)
+        self.map_sync(|x| x * x)
     }
 
     /// `1 / x`.
     pub fn recip(&self) -> Self {
-        self.map(|x| x.recip())
+        self.map_sync(|x| x.recip())
     }
 
     /// -1, 0 or 1 by the sign of `x` (0 for ±0, NaN for NaN).
     pub fn sign(&self) -> Self {
-        self.map(|x| {
+        self.map_sync(|x| {
             if x > E::zero() {
                 E::one()
             } else if x < E::zero() {
@@ -272,12 +272,12 @@ impl<E: Float> Tensor<E> {
 
     /// Rounds down to an integer.
     pub fn floor(&self) -> Self {
-        self.map(|x| x.floor())
+        self.map_sync(|x| x.floor())
     }
 
     /// Rounds up to an integer.
     pub fn ceil(&self) -> Self {
-        self.map(|x| x.ceil())
+        self.map_sync(|x| x.ceil())
     }
 
     /// Rounds to the nearest integer, halves to even (like `torch.round`, unlike `f32::round`).
@@ -289,37 +289,37 @@ impl<E: Float> Tensor<E> {
     /// ```
     pub fn round(&self) -> Self {
         // Both element types convert to f64 and back exactly, and f64 has a ties-to-even round.
-        self.map(|x| E::from_f64(x.to_f64().round_ties_even()))
+        self.map_sync(|x| E::from_f64(x.to_f64().round_ties_even()))
     }
 
     /// `x^p` for a scalar exponent `p`.
     pub fn powf(&self, p: E) -> Self {
-        self.map(|x| x.powf(p))
+        self.map_sync(|x| x.powf(p))
     }
 
     /// `x^n` for an integer exponent `n` (by repeated multiplication, faster than `powf`).
     pub fn powi(&self, n: i32) -> Self {
-        self.map(|x| x.powi(n))
+        self.map_sync(|x| x.powi(n))
     }
 
     /// `x` if positive, else `slope * x`.
     pub fn leaky_relu(&self, slope: E) -> Self {
-        self.map(|x| if x > E::zero() { x } else { slope * x })
+        self.map_sync(|x| if x > E::zero() { x } else { slope * x })
     }
 
     /// `x` if positive, else `alpha * (e^x - 1)`.
     pub fn elu(&self, alpha: E) -> Self {
-        self.map(|x| if x > E::zero() { x } else { alpha * x.exp_m1() })
+        self.map_sync(|x| if x > E::zero() { x } else { alpha * x.exp_m1() })
     }
 
     /// Which elements are NaN.
     pub fn is_nan(&self) -> Tensor<bool> {
-        self.map(|x| x.is_nan())
+        self.map_sync(|x| x.is_nan())
     }
 
     /// Which elements are neither infinite nor NaN.
     pub fn is_finite(&self) -> Tensor<bool> {
-        self.map(|x| x.is_finite())
+        self.map_sync(|x| x.is_finite())
     }
 }
 
@@ -333,7 +333,7 @@ impl<E: Num> Tensor<E> {
     /// assert_eq!(c.to_vec(), vec![-1, 0, 1]);
     /// ```
     pub fn clamp(&self, lo: E, hi: E) -> Self {
-        self.map(|x| clamp(x, lo, hi))
+        self.map_sync(|x| clamp(x, lo, hi))
     }
 }
 
