@@ -16,6 +16,10 @@
 //! The same for the LeNet CNN (conv 1->6 5x5 pad 2, ReLU, max pool 2, conv 6->16 5x5, ReLU, max
 //! pool 2, 400-120-84-10, random weights) on a batch of 128 MNIST-sized images (`cnn_b128`).
 //!
+//! The two LeNet convolutions alone at batch 128 (`conv_b128`), each with its ReLU and 2 x 2 max
+//! pooling fused: the int8 kernel's direct (AVX-512 VNNI) and im2col (best GEMM kernel)
+//! algorithms against f32 `conv2d` + `relu` + `max_pool2d`, one thread.
+//!
 //! `cargo bench --bench quant -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
@@ -25,7 +29,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ferrograd::nn::layers::{Conv2d, Conv2dConfig, Linear, MaxPool2d, ReLU, Sequential};
 use ferrograd::prelude::{no_grad, Var};
 use ferrograd::tensor::{set_num_threads, Tensor};
-use ferrograd::tuning::quant::gemm::{gemm_u8i8_with, Kernel, PackedB};
+use ferrograd::tensor::{Conv2dOptions, Pool2dOptions};
+use ferrograd::tuning::quant::conv::{conv2d_dequantize_with, ConvAlgorithm, PackedConv2d};
+use ferrograd::tuning::quant::gemm::{gemm_u8i8_with, Dequantize, Kernel, PackedB};
 use ferrograd::tuning::quant::simd::{min_max_with, quantize_u8_into_with, Simd};
 use ferrograd::tuning::quant::{FloatLayer, MinMaxObserver, ObserverConfig, QuantizedSequential};
 use rand::rngs::StdRng;
@@ -194,5 +200,40 @@ fn bench_cnn(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_gemm, bench_quantize, bench_mlp, bench_cnn);
+/// LeNet's two convolutions with ReLU and 2 x 2 max pooling: f32 against each int8 algorithm.
+fn bench_conv(c: &mut Criterion) {
+    set_num_threads(1);
+    const BATCH: usize = 128;
+    let mut rng = StdRng::seed_from_u64(4);
+    let pool = Pool2dOptions::new([2, 2]);
+    let mut group = c.benchmark_group("conv_b128");
+    let pad2 = Conv2dOptions { padding: [2, 2], ..Default::default() };
+    for (name, shape, hw, options) in
+        [("conv1", [6, 1, 5, 5], 28, pad2), ("conv2", [16, 6, 5, 5], 14, Conv2dOptions::default())]
+    {
+        let x = Tensor::<f32>::rand_uniform(&[BATCH, shape[1], hw, hw], 0.0, 1.0, &mut rng);
+        let w = Tensor::<f32>::rand_uniform(&shape, -0.3, 0.3, &mut rng);
+        let b = Tensor::<f32>::rand_uniform(&[shape[0]], -0.1, 0.1, &mut rng);
+        group.bench_function(BenchmarkId::new("f32", name), |bch| {
+            bch.iter(|| black_box(x.conv2d(&w, Some(&b), &options).relu().max_pool2d(&pool)))
+        });
+        let w8: Vec<i8> = (0..w.numel()).map(|_| rng.random()).collect();
+        let packed = PackedConv2d::new(&w8, shape, options);
+        let (w_scale, bias) = (vec![1e-3f32; shape[0]], b.to_vec());
+        let stage = Dequantize { a_scale: 1.0 / 255.0, a_zero: 0, w_scale: &w_scale, bias: Some(&bias), relu: true };
+        for (algorithm, kernel) in
+            [(ConvAlgorithm::Direct, Kernel::Avx512Vnni), (ConvAlgorithm::Im2col, Kernel::best())]
+        {
+            if !algorithm.supports(kernel, &options) {
+                continue;
+            }
+            group.bench_function(BenchmarkId::new(format!("int8_{algorithm:?}_{kernel:?}"), name), |bch| {
+                bch.iter(|| black_box(conv2d_dequantize_with(algorithm, kernel, &x, &packed, &stage, Some(&pool))))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_gemm, bench_quantize, bench_mlp, bench_cnn, bench_conv);
 criterion_main!(benches);

@@ -313,8 +313,8 @@ fn gemm_tiles(kernel: Kernel, a: &PackedA, b: &PackedB, mut store: impl FnMut(us
 /// counted, as `B` is zero there), then every `MR x NR` tile of that block goes to
 /// `store(r0, first column, tile)`, rows past `m` included (columns past `n` hold zeros).
 ///
-/// A convolution (`ferrograd_tuning::quant::QuantizedConv2d`) fills the rows from its input
-/// (im2col a block at a time, in cache), so that no patch matrix is made. Panels with at most 16 valid columns run a kernel of half the width.
+/// The im2col algorithm of [`super::conv`] fills the rows from its input (a block at a time, in
+/// cache), so that no patch matrix is made. Panels with at most 16 valid columns run a kernel of half the width.
 pub fn gemm_blocks(
     kernel: Kernel,
     m: usize,

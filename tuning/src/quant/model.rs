@@ -17,10 +17,10 @@ use ferrograd_nn::layers::{AvgPool2d, Conv2d, Linear, MaxPool2d};
 use ferrograd_nn::{AnyTensor, NnError};
 use ferrograd_tensor::{Conv2dOptions, Pool2dOptions, Tensor};
 
-use super::conv::{check_options, QuantizedConv2d};
 use super::fake::{QatConv2d, QatLinear};
 use super::gemm::{gemm_dequantize, Dequantize, PackedA, PackedB};
 use super::observer::{MinMaxObserver, Observer, ObserverConfig};
+use super::qconv::{check_options, QuantizedConv2d};
 use super::qtensor::{QDtype, QParams, QScheme};
 use super::simd::min_max;
 
