@@ -6,8 +6,12 @@
 //!
 //! Threads: `MATMUL_NUM_THREADS=N cargo bench --bench lstm` (default 1); the bench name carries
 //! the count.
+//!
+//! Before criterion's figure the bench prints, as the PyTorch twin does, the median and best
+//! samples per second over 7 repeats of 20 steps and the best per second of this thread's CPU
+//! time (Linux's `/proc/thread-self/schedstat`), which is steadier on a shared machine.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ferrograd::nn::layers::{Linear, RNNConfig, LSTM};
@@ -48,6 +52,7 @@ fn main() {
         value
     };
 
+    cpu_rates(&mut step);
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("lstm_training_step");
     group.measurement_time(Duration::from_secs(10)).sample_size(20);
@@ -55,4 +60,36 @@ fn main() {
     group.bench_function(BenchmarkId::new("lstm_28_128_seq28", format!("b{BATCH}/t{threads}")), |b| b.iter(&mut step));
     group.finish();
     c.final_summary();
+}
+
+/// Nanoseconds this thread has run on a CPU, if the platform says.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// The PyTorch twin's figures: 10 warm-up steps, then 7 repeats of 20, wall and CPU time.
+fn cpu_rates(step: &mut impl FnMut() -> f32) {
+    let (repeats, inner) = (7, 20);
+    for _ in 0..10 {
+        step();
+    }
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..repeats {
+        let (t, c) = (Instant::now(), thread_cpu_ns());
+        for _ in 0..inner {
+            step();
+        }
+        wall.push((inner * BATCH) as f64 / t.elapsed().as_secs_f64());
+        if let (Some(c0), Some(c1)) = (c, thread_cpu_ns()) {
+            cpu.push((inner * BATCH) as f64 / ((c1 - c0) as f64 * 1e-9));
+        }
+    }
+    wall.sort_by(f64::total_cmp);
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!(
+        "lstm_28_128_seq28/b{BATCH}: median {:.0} samples/s, best {:.0} samples/s (per CPU second: best {:.0})",
+        wall[repeats / 2],
+        best(&wall),
+        best(&cpu)
+    );
 }

@@ -98,3 +98,111 @@ fn shape_errors_name_the_op_and_the_shapes() {
     let g = Var::constant(Tensor::<f32>::zeros(&[2, 8]));
     Var::fused_lstm_cell(&g, &g, &Var::constant(Tensor::zeros(&[2, 3])));
 }
+
+/// A whole-sequence case: `[gx [T, B, 4H], w_hh [4H, H], h0 [B, H], c0 [B, H]]` and maybe a
+/// bias `[4H]` last, lengths (or none), direction, and whether the initial state is given.
+fn sequence_case() -> impl Strategy<Value = (Vec<Tensor<f64>>, Option<Vec<usize>>, bool, bool)> {
+    (1usize..4, 1usize..4, 1usize..4).prop_flat_map(|(t, b, h)| {
+        (
+            (
+                any_layout_in::<f64>(vec![t, b, 4 * h], -2.0..2.0),
+                any_layout_in::<f64>(vec![4 * h, h], -1.0..1.0),
+                contiguous_in::<f64>(vec![b, h], -1.0..1.0),
+                contiguous_in::<f64>(vec![b, h], -1.0..1.0),
+                proptest::option::of(any_layout_in::<f64>(vec![4 * h], -1.0..1.0)),
+            )
+                .prop_map(|(x, w, h0, c0, b)| [vec![x, w, h0, c0], b.into_iter().collect()].concat()),
+            proptest::option::of(proptest::collection::vec(0..=t, b)),
+            any::<bool>(),
+            any::<bool>(),
+        )
+    })
+}
+
+/// The loop of fused cells the sequence op replaces (padded steps keep the state, output 0).
+fn sequence_ref(v: &[Var<f64>], lengths: Option<&[usize]>, reverse: bool, state: bool) -> [Var<f64>; 3] {
+    let (steps, batch, hidden) = (v[0].shape()[0], v[0].shape()[1], v[1].shape()[1]);
+    let zero = Var::constant(Tensor::zeros(&[batch, hidden]));
+    let (mut h, mut c) = if state { (v[2].clone(), v[3].clone()) } else { (zero.clone(), zero.clone()) };
+    let mut out = vec![zero.clone(); steps];
+    for s in 0..steps {
+        let t = if reverse { steps - 1 - s } else { s };
+        let gx = match v.get(4) {
+            Some(b) => &v[0].select(0, t) + b,
+            None => v[0].select(0, t),
+        };
+        let (hn, cn) = Var::fused_lstm_cell(&gx, &h.matmul(&v[1].t()), &c);
+        let m = Tensor::from_fn(&[batch, 1], |r| lengths.is_none_or(|l| t < l[r]));
+        out[t] = Var::where_(&m, &hn, &zero);
+        (h, c) = (Var::where_(&m, &hn, &h), Var::where_(&m, &cn, &c));
+    }
+    [Var::stack(&out.iter().collect::<Vec<_>>(), 0), h, c]
+}
+
+fn sequence_op(v: &[Var<f64>], lengths: Option<&[usize]>, reverse: bool, state: bool) -> [Var<f64>; 3] {
+    let (h0, c0) = if state { (Some(&v[2]), Some(&v[3])) } else { (None, None) };
+    let (out, h, c) = Var::fused_lstm_sequence(&v[0], v.get(4), &v[1], h0, c0, lengths, reverse);
+    [out, h, c]
+}
+
+/// Every output used, with different weights, so that each gradient path is checked.
+fn sequence_loss(o: [Var<f64>; 3]) -> Var<f64> {
+    let [out, h, c] = o;
+    let w = Var::constant(Tensor::from_fn(out.shape(), |i| 0.3 + (i as f64 * 0.71).sin()));
+    &(&(&out * &w).sum() + &(&h * &h).sum()) + &(&c * &c.sin()).sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn lstm_sequence_gradients((xs, lens, reverse, state) in sequence_case()) {
+        let l = lens.as_deref();
+        check(|v| sequence_loss(sequence_op(v, l, reverse, state)), &xs, true)?;
+        // Only the final hidden state used (the output and c_n get no gradient).
+        check(|v| sequence_op(v, l, reverse, state)[1].clone(), &xs, false)?;
+    }
+
+    #[test]
+    fn lstm_sequence_matches_the_loop_of_cells((xs, lens, reverse, state) in sequence_case()) {
+        let l = lens.as_deref();
+        let close = |a: &[f64], b: &[f64], tol: f64| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()));
+        let v: Vec<Var<f64>> = xs.iter().map(|t| Var::leaf(t.clone())).collect();
+        let (got, want) = (sequence_op(&v, l, reverse, state), sequence_ref(&v, l, reverse, state));
+        for (a, b) in got.iter().zip(&want) {
+            prop_assert!(close(&a.to_vec(), &b.to_vec(), 1e-13));
+        }
+        let g = grad(&[sequence_loss(got)], &v, None, false);
+        let r = grad(&[sequence_loss(want)], &v, None, false);
+        for (a, b) in g.iter().zip(&r) {
+            match (a, b) {
+                (Some(a), Some(b)) => prop_assert!(close(&a.to_vec(), &b.to_vec(), 1e-12)),
+                (None, None) => {}
+                // The reference may route a zero gradient where the op gives none (no state).
+                (a, b) => prop_assert!(!state && a.iter().chain(b).all(|g| g.to_vec().iter().all(|&x| x == 0.0))),
+            }
+        }
+        // Padded steps' projections get exactly zero gradient.
+        if let (Some(l), Some(dgx)) = (l, &g[0]) {
+            for (r, &len) in l.iter().enumerate() {
+                for t in len..xs[0].shape()[0] {
+                    prop_assert!(dgx.data().select(0, t).select(0, r).to_vec().iter().all(|&x| x == 0.0));
+                }
+            }
+        }
+        // f32 agrees with f64 (polynomial activations).
+        let v32: Vec<Var<f32>> = xs.iter().map(|t| Var::leaf(t.map(|x| x as f32))).collect();
+        let (h0, c0) = if state { (Some(&v32[2]), Some(&v32[3])) } else { (None, None) };
+        let (out32, _, _) = Var::fused_lstm_sequence(&v32[0], v32.get(4), &v32[1], h0, c0, l, reverse);
+        let out64 = sequence_op(&v, l, reverse, state)[0].to_vec();
+        prop_assert!(out32.to_vec().iter().zip(&out64).all(|(&a, &b)| (f64::from(a) - b).abs() < 1e-5));
+    }
+}
+
+#[test]
+#[should_panic(expected = "lstm_sequence: lengths [1, 4] must be 2 values in 0..=3")]
+fn sequence_lengths_beyond_the_steps_are_refused() {
+    let gx = Var::constant(Tensor::<f32>::zeros(&[3, 2, 8]));
+    let w = Var::constant(Tensor::zeros(&[8, 2]));
+    Var::fused_lstm_sequence(&gx, None, &w, None, None, Some(&[1, 4]), false);
+}

@@ -63,6 +63,111 @@ impl<F: Float> Var<F> {
         (out.pop().expect("two outputs"), c_new)
     }
 
+    /// A whole LSTM sequence (one layer, one direction) as one op: from the input projections
+    /// of every step `gx = x W_ihᵀ` (`[T, B, 4H]`, PyTorch's gate order), an optional `bias`
+    /// (`[4H]`, `b_ih + b_hh`) added at every step, the recurrent weights `w_hh` (`[4H, H]`) and
+    /// the initial state `(h0, c0)` (`[B, H]` each, zeros if `None`), returns the output
+    /// sequence `[T, B, H]` and the final `(h, c)`.
+    /// `reverse` runs the steps from `T - 1` down to 0.
+    ///
+    /// `lengths[b]` (each in `0..=T`) is the number of valid steps of sequence `b`, as
+    /// PyTorch's packed sequences: at a padded step the state does not change, the output is
+    /// zero, and the step's projections receive exactly zero gradient.
+    ///
+    /// The forward runs every step in one kernel ([`Tensor::lstm_sequence`]); the backward
+    /// runs the recurrence backwards with one product per step and gets `w_hh`'s gradient from
+    /// ONE product over all steps (`Σ_t dA_tᵀ h_{t-1}`), rather than one tape node and two
+    /// small products per step. The same values as a loop of [`Var::fused_lstm_cell`] steps,
+    /// to rounding; a `create_graph` backward is that loop's gradient in `Var` ops, so
+    /// higher-order gradients stay exact.
+    ///
+    /// ```
+    /// use ferrograd_autograd::Var;
+    /// use ferrograd_tensor::Tensor;
+    /// let (t, b, h) = (3, 2, 4);
+    /// let gx = Var::leaf(Tensor::from_fn(&[t, b, 4 * h], |i| (i as f64 * 0.37).sin()));
+    /// let w = Var::leaf(Tensor::from_fn(&[4 * h, h], |i| (i as f64 * 0.11).cos() * 0.3));
+    /// let (out, h_n, c_n) = Var::fused_lstm_sequence(&gx, None, &w, None, None, Some(&[3, 1]), false);
+    /// assert_eq!(out.shape(), &[3, 2, 4]);
+    /// // Sequence 1 stopped after its first step.
+    /// assert_eq!(h_n.data().select(0, 1).to_vec(), out.data().select(0, 0).select(0, 1).to_vec());
+    /// let grads = (&out.sum() + &c_n.sum()).backward();
+    /// assert_eq!(grads.get(&w).unwrap().shape(), &[16, 4]);
+    /// // Padded steps get no gradient.
+    /// assert!(grads.get(&gx).unwrap().select(0, 2).select(0, 1).to_vec().iter().all(|&g| g == 0.0));
+    /// ```
+    ///
+    /// # Panics
+    /// If the shapes do not fit or a length exceeds `T` (the message names them).
+    #[track_caller]
+    pub fn fused_lstm_sequence(
+        gx: &Var<F>,
+        bias: Option<&Var<F>>,
+        w_hh: &Var<F>,
+        h0: Option<&Var<F>>,
+        c0: Option<&Var<F>>,
+        lengths: Option<&[usize]>,
+        reverse: bool,
+    ) -> (Var<F>, Var<F>, Var<F>) {
+        let parts = Tensor::lstm_sequence(
+            &gx.data,
+            bias.map(Var::data),
+            &w_hh.data,
+            h0.map(Var::data),
+            c0.map(Var::data),
+            lengths,
+            reverse,
+        );
+        let outputs = vec![parts.output.clone(), parts.h.clone(), parts.c.clone()];
+        let none = Var::constant(Tensor::zeros(&[]));
+        let kept = (gx.clone(), bias.cloned(), w_hh.clone(), h0.cloned(), c0.cloned());
+        let lens = lengths.map(<[usize]>::to_vec);
+        let inputs = [gx, bias.unwrap_or(&none), w_hh, h0.unwrap_or(&none), c0.unwrap_or(&none)];
+        let mut out = Var::record_multi("lstm_sequence", outputs, &inputs, move |ctx, gs| {
+            let needs = |i| ctx.needs_input_grad(i);
+            if ctx.create_graph() {
+                let (gx, b, w, h0, c0) = &kept;
+                let [dgx, db, dw, dh0, dc0] = lstm_sequence_backward_ops(
+                    gx,
+                    b.as_ref(),
+                    w,
+                    h0.as_ref(),
+                    c0.as_ref(),
+                    lens.as_deref(),
+                    reverse,
+                    gs,
+                );
+                return smallvec![
+                    needs(0).then_some(dgx),
+                    needs(1).then_some(db),
+                    needs(2).then_some(dw),
+                    needs(3).then_some(dh0),
+                    needs(4).then_some(dc0)
+                ];
+            }
+            let g = Tensor::lstm_sequence_backward(
+                &parts,
+                &kept.2.data,
+                lens.as_deref(),
+                reverse,
+                gs[0].as_ref().map(Var::data),
+                gs[1].as_ref().map(Var::data),
+                gs[2].as_ref().map(Var::data),
+                needs(3),
+            );
+            smallvec![
+                needs(0).then(|| Var::constant(g.gx)),
+                g.bias.filter(|_| needs(1)).map(Var::constant),
+                needs(2).then(|| Var::constant(g.w_hh)),
+                g.h0.map(Var::constant),
+                needs(4).then(|| Var::constant(g.c0))
+            ]
+        });
+        let c = out.pop().expect("three outputs");
+        let h = out.pop().expect("three outputs");
+        (out.pop().expect("three outputs"), h, c)
+    }
+
     /// The pointwise part of a GRU step in one op, PyTorch's gate order (reset, update, new):
     /// with `gx = x W_ihᵀ + b_ih` and `gh = h W_hhᵀ + b_hh` (each `[B, 3H]`) split in three,
     /// `r = σ(gx_r + gh_r)`, `z = σ(gx_z + gh_z)`, `n = tanh(gx_n + r gh_n)`, and returns
@@ -137,4 +242,79 @@ fn gru_cell_backward_ops<F: Float>(kept: &[Var<F>; 3], dh: &Var<F>) -> (Var<F>, 
     let dgx = Var::cat(&[&dar, &daz, &dan], -1);
     let dgh = Var::cat(&[&dar, &daz, &(&dan * &r)], -1);
     (dgx, dgh, dh * &z)
+}
+
+/// [`Var::fused_lstm_sequence`]'s gradients `[d gx, d bias, d w_hh, d h0, d c0]` in `Var` ops: the
+/// forward recomputed as a loop of [`Var::fused_lstm_cell`] steps, then the recurrence run
+/// backwards with the cell's gradient formula, so that every gradient is itself
+/// differentiable (a `create_graph` backward).
+#[allow(clippy::too_many_arguments)]
+fn lstm_sequence_backward_ops<F: Float>(
+    gx: &Var<F>,
+    bias: Option<&Var<F>>,
+    w: &Var<F>,
+    h0: Option<&Var<F>>,
+    c0: Option<&Var<F>>,
+    lengths: Option<&[usize]>,
+    reverse: bool,
+    gs: &[Option<Var<F>>],
+) -> [Var<F>; 5] {
+    let (steps, batch, hidden) = (gx.shape()[0], gx.shape()[1], w.shape()[1]);
+    let zeros = |shape: &[usize]| Var::constant(Tensor::zeros(shape));
+    let masks: Option<Vec<Tensor<bool>>> =
+        lengths.map(|l| (0..steps).map(|t| Tensor::from_fn(&[batch, 1], |r| t < l[r])).collect());
+    let order = |s: usize| if reverse { steps - 1 - s } else { s };
+    let gxs = gx.unbind(0);
+    let w_t = w.t();
+    let mut h = h0.cloned().unwrap_or_else(|| zeros(&[batch, hidden]));
+    let mut c = c0.cloned().unwrap_or_else(|| zeros(&[batch, hidden]));
+    // Per step: (gx + bias, gh, c_prev, h_prev).
+    let mut saved: Vec<Option<[Var<F>; 4]>> = vec![None; steps];
+    for s in 0..steps {
+        let t = order(s);
+        let gh = h.matmul(&w_t);
+        let gx_t = match bias {
+            Some(b) => &gxs[t] + b,
+            None => gxs[t].clone(),
+        };
+        let (h_new, c_new) = Var::fused_lstm_cell(&gx_t, &gh, &c);
+        saved[t] = Some([gx_t, gh, c.clone(), h.clone()]);
+        (h, c) = match &masks {
+            Some(m) => (Var::where_(&m[t], &h_new, &h), Var::where_(&m[t], &c_new, &c)),
+            None => (h_new, c_new),
+        };
+    }
+    let mut dh = gs[1].clone().unwrap_or_else(|| zeros(&[batch, hidden]));
+    let mut dc = gs[2].clone().unwrap_or_else(|| zeros(&[batch, hidden]));
+    let mut dgx: Vec<Option<Var<F>>> = vec![None; steps];
+    let mut dw: Option<Var<F>> = None;
+    for s in (0..steps).rev() {
+        let t = order(s);
+        let [gx_t, gh, c_prev, h_prev] = saved[t].take().expect("every step ran");
+        let dh_t = match &gs[0] {
+            Some(d) => &dh + &d.select(0, t),
+            None => dh.clone(),
+        };
+        let (mut da, mut dcp) = lstm_cell_backward_ops(&[gx_t, gh, c_prev], &[Some(dh_t), Some(dc.clone())]);
+        if let Some(m) = &masks {
+            da = Var::where_(&m[t], &da, &zeros(&[1, 4 * hidden]));
+            dcp = Var::where_(&m[t], &dcp, &dc);
+        }
+        let dh_new = da.matmul(w);
+        dh = match &masks {
+            Some(m) => Var::where_(&m[t], &dh_new, &dh),
+            None => dh_new,
+        };
+        dc = dcp;
+        let dwt = da.t().matmul(&h_prev);
+        dw = Some(match dw {
+            Some(acc) => &acc + &dwt,
+            None => dwt,
+        });
+        dgx[t] = Some(da);
+    }
+    let dgx: Vec<Var<F>> = dgx.into_iter().map(|d| d.unwrap_or_else(|| zeros(&[batch, 4 * hidden]))).collect();
+    let dgx = if steps == 0 { zeros(gx.shape()) } else { Var::stack(&dgx.iter().collect::<Vec<_>>(), 0) };
+    let db = dgx.sum_dims(&[0, 1], false);
+    [dgx, db, dw.unwrap_or_else(|| zeros(w.shape())), dh, dc]
 }

@@ -28,6 +28,13 @@
 //! stops at each sequence's last valid step and the reverse direction starts there. Padded steps
 //! leave the state unchanged, their output is zero (as `pad_packed_sequence` gives), and padded
 //! inputs receive exactly zero gradient.
+//!
+//! # Speed
+//!
+//! Every layer projects the inputs of all steps with one matrix product. An [`LSTM`] then runs
+//! each (layer, direction) as one op, [`Var::fused_lstm_sequence`]: one tape node whose backward
+//! runs the recurrence backwards and gets `weight_hh`'s gradient from one product over all
+//! steps. [`RNN`] and [`GRU`] record one step at a time (GRU through a fused cell).
 
 use std::fmt;
 
@@ -547,11 +554,30 @@ impl<F: Float> Stack<F> {
                     (_, Some(bi), Some(bh)) => (Some(&bi + &bh), None),
                     (_, bi, bh) => (bi, bh),
                 };
+                let flat_in = layer_in.reshape(&[steps * batch, layer_in.shape()[2]]);
+                if is_lstm {
+                    // The input projection of every step in one GEMM, then the whole recurrence
+                    // as one op (bias included): one tape node, the recurrent weights' gradient
+                    // in one product over all steps.
+                    let gx = project(&flat_in, &w_ih, None).reshape(&[steps, batch, kind_gates * hidden]);
+                    let (out, h, c) = Var::fused_lstm_sequence(
+                        &gx,
+                        b_ih.as_ref(),
+                        &w_hh,
+                        h0.as_ref().map(|h| h.select(0, idx)).as_ref(),
+                        c0.as_ref().map(|c| c.select(0, idx)).as_ref(),
+                        masks.is_some().then_some(lengths).flatten(),
+                        dir == 1,
+                    );
+                    outs.push(out);
+                    h_n.push(h);
+                    c_n.push(c);
+                    continue;
+                }
                 // The input projection of every step in one GEMM, then one view per step
                 // (`unbind` gathers the steps' gradients into one buffer in backward).
-                let gx_steps = project(&layer_in.reshape(&[steps * batch, layer_in.shape()[2]]), &w_ih, b_ih.as_ref())
-                    .reshape(&[steps, batch, kind_gates * hidden])
-                    .unbind(0);
+                let gx_steps =
+                    project(&flat_in, &w_ih, b_ih.as_ref()).reshape(&[steps, batch, kind_gates * hidden]).unbind(0);
                 let w_hh_t = w_hh.t().contiguous();
                 let mut h = h0.as_ref().map_or_else(|| zeros.clone(), |h| h.select(0, idx));
                 let mut c = is_lstm.then(|| c0.as_ref().map_or_else(|| zeros.clone(), |c| c.select(0, idx)));

@@ -23,4 +23,4 @@ pub use layer_norm::{LayerNormForward, LayerNormGrads};
 pub use matmul::*;
 pub use pad::PadMode;
 pub use pool::*;
-pub use rnn_cell::{GruCellParts, LstmCellParts};
+pub use rnn_cell::{GruCellParts, LstmCellParts, LstmSequenceGrads, LstmSequenceParts};

@@ -7,7 +7,7 @@
 //! branch-free polynomial forms of `exp` and `tanh` that the compiler vectorises (a few units in
 //! the last place from the libm ones); f64 uses libm's, to the last bit of the unfused ops.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::ops::Range;
 
 use crate::element::Float;
@@ -354,6 +354,643 @@ impl<E: Float> Tensor<E> {
             }
         }
         (Tensor::from_vec(dgx, &[b, 3 * hs]), Tensor::from_vec(dgh, &[b, 3 * hs]), Tensor::from_vec(dhp, &[b, hs]))
+    }
+}
+
+/// What [`Tensor::lstm_sequence`] returns: the output sequence and the final state, and (kept
+/// private) what its backward, [`Tensor::lstm_sequence_backward`], reads.
+#[derive(Clone, Debug)]
+pub struct LstmSequenceParts<E: Float> {
+    /// The hidden state after every step, `[T, B, H]`; zero at padded steps.
+    pub output: Tensor<E>,
+    /// The final hidden state `[B, H]` (each sequence's state after its last valid step).
+    pub h: Tensor<E>,
+    /// The final cell state `[B, H]`.
+    pub c: Tensor<E>,
+    saved: SequenceSaved<E>,
+}
+
+/// What the backward of a sequence reads, every `[T, ..]` buffer in the order the steps ran
+/// (time order backwards for the reverse direction).
+#[derive(Clone, Debug)]
+struct SequenceSaved<E: Float> {
+    /// The activated gates, `[T, B, 4H]` (pre-activations at padded steps).
+    gates: Vec<E>,
+    /// The cell state each step read.
+    c_prev: Vec<E>,
+    /// `tanh` of the cell state each step wrote (zero at padded steps).
+    tanh_c: Vec<E>,
+    /// The hidden state each step read, kept only with padding: otherwise it is the previous
+    /// step's output (`h0` for the first).
+    h_prev: Option<Vec<E>>,
+    /// The output in run order (the output tensor's storage unless reversed).
+    out: Tensor<E>,
+    h0: Option<Tensor<E>>,
+    bias: bool,
+}
+
+/// What [`Tensor::lstm_sequence_backward`] returns.
+#[derive(Clone, Debug)]
+pub struct LstmSequenceGrads<E: Float> {
+    /// The gradient of the input projections `gx`, `[T, B, 4H]` (zero at padded steps).
+    pub gx: Tensor<E>,
+    /// The gradient of the bias `[4H]`, if the forward had one.
+    pub bias: Option<Tensor<E>>,
+    /// The gradient of `w_hh`, `[4H, H]`.
+    pub w_hh: Tensor<E>,
+    /// The gradient of the initial hidden state `[B, H]`, if asked for.
+    pub h0: Option<Tensor<E>>,
+    /// The gradient of the initial cell state `[B, H]`.
+    pub c0: Tensor<E>,
+}
+
+/// `(T, B, H)` of an LSTM sequence, checked.
+#[track_caller]
+fn sequence_dims(op: &str, gx: &[usize], w_hh: &[usize], lengths: Option<&[usize]>) -> (usize, usize, usize) {
+    assert!(
+        gx.len() == 3 && w_hh.len() == 2 && w_hh[0] == 4 * w_hh[1] && gx[2] == w_hh[0],
+        "{op}: input projections {gx:?} and w_hh {w_hh:?} must be [T, B, 4 * H] and [4 * H, H]"
+    );
+    let (steps, batch, hidden) = (gx[0], gx[1], w_hh[1]);
+    if let Some(lens) = lengths {
+        assert!(
+            lens.len() == batch && lens.iter().all(|&l| l <= steps),
+            "{op}: lengths {lens:?} must be {batch} values in 0..={steps} (input projections {gx:?})"
+        );
+    }
+    (steps, batch, hidden)
+}
+
+/// A state tensor as a `[B, H]` vector (zeros if `None`), checked.
+#[track_caller]
+fn state_vec<E: Float>(op: &str, what: &str, s: Option<&Tensor<E>>, batch: usize, hidden: usize) -> Vec<E> {
+    match s {
+        Some(s) => {
+            assert!(s.shape() == [batch, hidden], "{op}: {what} {:?} is not [{batch}, {hidden}]", s.shape());
+            s.contiguous().to_vec()
+        }
+        None => vec![E::zero(); batch * hidden],
+    }
+}
+
+/// `v`'s blocks of `block` elements in reverse order.
+fn reverse_blocks<E: Copy>(v: &[E], block: usize) -> Vec<E> {
+    if block == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(v.len());
+    for b in v.chunks_exact(block).rev() {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+impl<E: Float> Tensor<E> {
+    /// A whole LSTM sequence (one layer, one direction) in one op: from the input projections
+    /// `gx = x W_ihᵀ` of every step (`[T, B, 4H]`, PyTorch's gate order), an optional `bias`
+    /// (`[4H]`, `b_ih + b_hh`) added at every step, the recurrent weights `w_hh` (`[4H, H]`) and
+    /// the initial state (`[B, H]` each, zeros if `None`), runs the steps `0..T` (backwards if
+    /// `reverse`), each one matrix product `h W_hhᵀ` added in place to the step's projections
+    /// and one fused pass as [`Tensor::fused_lstm_cell`].
+    ///
+    /// `lengths[b]` (each in `0..=T`) is the number of valid steps of sequence `b`: at a padded
+    /// step `t >= lengths[b]` the state does not change and the output is zero, so the reverse
+    /// direction starts at each sequence's last valid step.
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let (t, b, h) = (3, 2, 4);
+    /// let gx = Tensor::from_fn(&[t, b, 4 * h], |i| (i as f64 * 0.37).sin());
+    /// let w = Tensor::from_fn(&[4 * h, h], |i| (i as f64 * 0.11).cos() * 0.3);
+    /// let seq = Tensor::lstm_sequence(&gx, None, &w, None, None, None, false);
+    /// // The same as three fused cells.
+    /// let (mut hs, mut cs) = (Tensor::zeros(&[b, h]), Tensor::zeros(&[b, h]));
+    /// for s in 0..t {
+    ///     let step = Tensor::fused_lstm_cell(&gx.select(0, s), &hs.matmul(&w.t()), &cs);
+    ///     (hs, cs) = (step.h, step.c);
+    /// }
+    /// assert!(seq.h.sub(&hs).abs().max().item() < 1e-12);
+    /// assert!(seq.c.sub(&cs).abs().max().item() < 1e-12);
+    /// ```
+    ///
+    /// # Panics
+    /// If the shapes do not fit or a length exceeds `T` (the message names them).
+    #[track_caller]
+    pub fn lstm_sequence(
+        gx: &Tensor<E>,
+        bias: Option<&Tensor<E>>,
+        w_hh: &Tensor<E>,
+        h0: Option<&Tensor<E>>,
+        c0: Option<&Tensor<E>>,
+        lengths: Option<&[usize]>,
+        reverse: bool,
+    ) -> LstmSequenceParts<E> {
+        const OP: &str = "lstm_sequence";
+        let (steps, batch, h) = sequence_dims(OP, gx.shape(), w_hh.shape(), lengths);
+        let g = 4 * h;
+        if let Some(b) = bias {
+            assert!(b.shape() == [g], "{OP}: bias {:?} is not [{g}] (w_hh {:?})", b.shape(), w_hh.shape());
+        }
+        let mut hs = state_vec(OP, "h0", h0, batch, h);
+        let mut cs = state_vec(OP, "c0", c0, batch, h);
+        let masked = lengths.is_some_and(|l| l.iter().any(|&l| l < steps));
+        let valid = |t: usize, r: usize| lengths.is_none_or(|l| t < l[r]);
+        let gx = gx.contiguous();
+        let gxs = slice(&gx);
+        let bias = bias.map(Tensor::contiguous);
+        let bias = bias.as_ref().map(slice);
+        let (n, ng) = (steps * batch * h, steps * batch * g);
+        // Every buffer grows one step at a time, in run order: no zero-filling pass.
+        let mut gates: Vec<E> = Vec::with_capacity(ng);
+        let (mut out, mut c_prev, mut tanh_c) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut h_prev = masked.then(|| Vec::with_capacity(n));
+        // Wᵀ once, contiguous: the per-step products pack it row by row.
+        let w_t = w_hh.t().contiguous();
+        let w_t = slice(&w_t);
+        let mut ok = vec![true; batch];
+        for s in 0..steps {
+            let t = if reverse { steps - 1 - s } else { s };
+            let start = gates.len();
+            let block = &gxs[t * batch * g..(t + 1) * batch * g];
+            match bias {
+                Some(b) => {
+                    gates.extend_from_slice(block);
+                    for row in gates[start..].chunks_exact_mut(g) {
+                        for (x, &y) in row.iter_mut().zip(b) {
+                            *x += y;
+                        }
+                    }
+                }
+                None => gates.extend_from_slice(block),
+            }
+            if (s > 0 || h0.is_some()) && h > 0 && batch > 0 {
+                let a = &mut gates[start..];
+                // SAFETY: `hs` is [B, H] and `w_t` [H, 4H], both row-major; `a` is this
+                // step's [B, 4H] block, a separate buffer from both.
+                unsafe {
+                    E::gemm(
+                        batch,
+                        h,
+                        g,
+                        E::one(),
+                        hs.as_ptr(),
+                        h as isize,
+                        1,
+                        w_t.as_ptr(),
+                        g as isize,
+                        1,
+                        E::one(),
+                        a.as_mut_ptr(),
+                        g as isize,
+                        1,
+                    );
+                }
+            }
+            if let Some(hp) = &mut h_prev {
+                hp.extend_from_slice(&hs);
+            }
+            c_prev.extend_from_slice(&cs);
+            let (end, start) = (out.len() + batch * h, out.len());
+            out.resize(end, E::zero());
+            tanh_c.resize(end, E::zero());
+            for (r, ok) in ok.iter_mut().enumerate() {
+                *ok = valid(t, r);
+            }
+            sequence_forward_step(
+                &mut gates[start * 4..],
+                &mut cs,
+                &mut tanh_c[start..],
+                &mut out[start..],
+                &mut hs,
+                h,
+                &ok,
+            );
+        }
+        let out = Tensor::from_vec(out, &[steps, batch, h]);
+        let output = if reverse {
+            Tensor::from_vec(reverse_blocks(slice(&out), batch * h), &[steps, batch, h])
+        } else {
+            out.clone()
+        };
+        LstmSequenceParts {
+            output,
+            h: Tensor::from_vec(hs, &[batch, h]),
+            c: Tensor::from_vec(cs, &[batch, h]),
+            saved: SequenceSaved {
+                gates,
+                c_prev,
+                tanh_c,
+                h_prev,
+                out,
+                h0: h0.map(Tensor::contiguous),
+                bias: bias.is_some(),
+            },
+        }
+    }
+
+    /// The backward of [`Tensor::lstm_sequence`] (same `w_hh`, `lengths` and `reverse`): from
+    /// the saved parts and the gradients of the output sequence and of the final `h` and `c`
+    /// (`None`: zero), runs the recurrence backwards, one product `dA_t W_hh` per step, then
+    /// the gradient of `w_hh` as ONE product over all steps, `Σ_t dA_tᵀ h_{t-1}`. The gradient
+    /// of the initial hidden state (one more product) only if `need_h0`.
+    ///
+    /// # Panics
+    /// If the shapes do not fit.
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    pub fn lstm_sequence_backward(
+        parts: &LstmSequenceParts<E>,
+        w_hh: &Tensor<E>,
+        lengths: Option<&[usize]>,
+        reverse: bool,
+        d_out: Option<&Tensor<E>>,
+        dh_n: Option<&Tensor<E>>,
+        dc_n: Option<&Tensor<E>>,
+        need_h0: bool,
+    ) -> LstmSequenceGrads<E> {
+        const OP: &str = "lstm_sequence_backward";
+        let (steps, batch, h) = (parts.output.shape()[0], parts.output.shape()[1], parts.output.shape()[2]);
+        sequence_dims(OP, &[steps, batch, 4 * h], w_hh.shape(), lengths);
+        let g = 4 * h;
+        if let Some(d) = d_out {
+            assert!(d.shape() == [steps, batch, h], "{OP}: d_out {:?} is not [{steps}, {batch}, {h}]", d.shape());
+        }
+        let sv = &parts.saved;
+        let mut dh = state_vec(OP, "dh_n", dh_n, batch, h);
+        let mut dc = state_vec(OP, "dc_n", dc_n, batch, h);
+        let mut da = vec![E::zero(); steps * batch * g];
+        let mut dw = vec![E::zero(); g * h];
+        let mut db = sv.bias.then(|| vec![E::zero(); g]);
+        let masked = sv.h_prev.is_some();
+        let valid = |t: usize, r: usize| lengths.is_none_or(|l| t < l[r]);
+        if h > 0 && batch > 0 && steps > 0 {
+            let w = w_hh.contiguous();
+            let w = slice(&w);
+            let d_out = d_out.map(Tensor::contiguous);
+            let d_out = d_out.as_ref().map(slice);
+            let mut tmp = vec![E::zero(); batch * h];
+            let mut ok = vec![true; batch];
+            let one = E::one();
+            for s in (0..steps).rev() {
+                let t = if reverse { steps - 1 - s } else { s };
+                for (r, ok) in ok.iter_mut().enumerate() {
+                    *ok = valid(t, r);
+                }
+                let (sg, sh) = (s * batch * g..(s + 1) * batch * g, s * batch * h..(s + 1) * batch * h);
+                sequence_backward_step(
+                    &sv.gates[sg.clone()],
+                    &sv.c_prev[sh.clone()],
+                    &sv.tanh_c[sh],
+                    d_out.map(|d| &d[t * batch * h..(t + 1) * batch * h]),
+                    &mut dh,
+                    &mut dc,
+                    &mut da[sg.clone()],
+                    db.as_deref_mut(),
+                    h,
+                    &ok,
+                );
+                if s == 0 && !need_h0 {
+                    break;
+                }
+                // dh_{t-1} = dA_t W_hh for the sequences that ran step t; the others keep theirs.
+                let target = if masked { &mut tmp } else { &mut dh };
+                let a = &da[sg];
+                // SAFETY: `a` is the step's [B, 4H] block, `w` is [4H, H] row-major, `target`
+                // is a separate [B, H] buffer written whole (beta = 0).
+                unsafe {
+                    E::gemm(
+                        batch,
+                        g,
+                        h,
+                        one,
+                        a.as_ptr(),
+                        g as isize,
+                        1,
+                        w.as_ptr(),
+                        h as isize,
+                        1,
+                        E::zero(),
+                        target.as_mut_ptr(),
+                        h as isize,
+                        1,
+                    );
+                }
+                if masked {
+                    for r in (0..batch).filter(|&r| valid(t, r)) {
+                        dh[r * h..(r + 1) * h].copy_from_slice(&tmp[r * h..(r + 1) * h]);
+                    }
+                }
+            }
+            // dW_hh = Σ_t dA_tᵀ h_{t-1}: one [4H, T*B] x [T*B, H] product, dA read transposed.
+            // Without padding h_{t-1} is the previous step's output, and h0 (if given) the
+            // first step's.
+            let mut acc = |rows: usize, a: &[E], b: &[E]| {
+                // SAFETY: `a` is [rows, 4H] and `b` [rows, H], row-major; `dw` is a separate
+                // [4H, H] buffer, accumulated into (beta = 1).
+                unsafe {
+                    E::gemm(
+                        g,
+                        rows,
+                        h,
+                        one,
+                        a.as_ptr(),
+                        1,
+                        g as isize,
+                        b.as_ptr(),
+                        h as isize,
+                        1,
+                        one,
+                        dw.as_mut_ptr(),
+                        h as isize,
+                        1,
+                    );
+                }
+            };
+            match &sv.h_prev {
+                Some(hp) => acc(steps * batch, &da, hp),
+                None => {
+                    if steps > 1 {
+                        acc((steps - 1) * batch, &da[batch * g..], slice(&sv.out));
+                    }
+                    if let Some(h0) = &sv.h0 {
+                        acc(batch, &da[..batch * g], slice(h0));
+                    }
+                }
+            }
+        }
+        let da = if reverse { reverse_blocks(&da, batch * g) } else { da };
+        LstmSequenceGrads {
+            gx: Tensor::from_vec(da, &[steps, batch, g]),
+            bias: db.map(|d| Tensor::from_vec(d, &[g])),
+            w_hh: Tensor::from_vec(dw, &[g, h]),
+            h0: need_h0.then(|| Tensor::from_vec(dh, &[batch, h])),
+            c0: Tensor::from_vec(dc, &[batch, h]),
+        }
+    }
+}
+
+/// The activations of the sequence kernels.
+trait Activations<E> {
+    fn sigmoid(x: E) -> E;
+    fn tanh(x: E) -> E;
+}
+
+/// libm's, in any precision (as the unfused ops).
+struct Libm;
+
+impl<E: Float> Activations<E> for Libm {
+    #[inline(always)]
+    fn sigmoid(x: E) -> E {
+        sigmoid(x)
+    }
+    #[inline(always)]
+    fn tanh(x: E) -> E {
+        x.tanh()
+    }
+}
+
+/// f32's branch-free polynomial forms, which vectorise.
+struct Poly;
+
+impl Activations<f32> for Poly {
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        sigmoid_f32(x)
+    }
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        tanh_f32(x)
+    }
+}
+
+/// `v` as f32s if `E` is f32.
+fn as_f32<E: Float>(v: &mut [E]) -> Option<&mut [f32]> {
+    (TypeId::of::<E>() == TypeId::of::<f32>()).then(|| {
+        // SAFETY: `E` is `f32` (same `TypeId`), so this is the same slice at its own type.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
+    })
+}
+
+/// Whether the AVX2 + FMA forms of the sequence kernels can run here.
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One step of [`Tensor::lstm_sequence`] after its product: activates the step's gate block
+/// `pre` (`[B, 4H]`) in place and, for the rows `ok` marks, updates the state `c`, `h` and
+/// writes `tanh(c')` and the output row.
+#[allow(clippy::too_many_arguments)]
+fn sequence_forward_step<E: Float>(
+    pre: &mut [E],
+    c: &mut [E],
+    tc: &mut [E],
+    y: &mut [E],
+    hs: &mut [E],
+    h: usize,
+    ok: &[bool],
+) {
+    if let (Some(pre), Some(c), Some(tc), Some(y), Some(hs)) =
+        (as_f32(pre), as_f32(c), as_f32(tc), as_f32(y), as_f32(hs))
+    {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            unsafe { forward_rows_avx512::<f32, Poly>(pre, c, tc, y, hs, h, ok) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { forward_rows_avx2::<f32, Poly>(pre, c, tc, y, hs, h, ok) };
+            return;
+        }
+        forward_rows::<f32, Poly>(pre, c, tc, y, hs, h, ok);
+    } else {
+        forward_rows::<E, Libm>(pre, c, tc, y, hs, h, ok);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_rows_avx512<E: Float, A: Activations<E>>(
+    pre: &mut [E],
+    c: &mut [E],
+    tc: &mut [E],
+    y: &mut [E],
+    hs: &mut [E],
+    h: usize,
+    ok: &[bool],
+) {
+    forward_rows::<E, A>(pre, c, tc, y, hs, h, ok);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_rows_avx2<E: Float, A: Activations<E>>(
+    pre: &mut [E],
+    c: &mut [E],
+    tc: &mut [E],
+    y: &mut [E],
+    hs: &mut [E],
+    h: usize,
+    ok: &[bool],
+) {
+    forward_rows::<E, A>(pre, c, tc, y, hs, h, ok);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_rows<E: Float, A: Activations<E>>(
+    pre: &mut [E],
+    c: &mut [E],
+    tc: &mut [E],
+    y: &mut [E],
+    hs: &mut [E],
+    h: usize,
+    ok: &[bool],
+) {
+    for (r, _) in ok.iter().enumerate().filter(|(_, &ok)| ok) {
+        let row = &mut pre[r * 4 * h..(r + 1) * 4 * h];
+        let (ifg, o) = row.split_at_mut(3 * h);
+        let (i_f, g) = ifg.split_at_mut(2 * h);
+        i_f.iter_mut().for_each(|x| *x = A::sigmoid(*x));
+        g.iter_mut().for_each(|x| *x = A::tanh(*x));
+        o.iter_mut().for_each(|x| *x = A::sigmoid(*x));
+        let (i, f) = i_f.split_at(h);
+        let rows = r * h..(r + 1) * h;
+        let (c, tc, y, hs) = (&mut c[rows.clone()], &mut tc[rows.clone()], &mut y[rows.clone()], &mut hs[rows]);
+        let (f, g, o, tc, y, hs) = (&f[..h], &g[..h], &o[..h], &mut tc[..h], &mut y[..h], &mut hs[..h]);
+        for j in 0..h {
+            let cn = f[j] * c[j] + i[j] * g[j];
+            c[j] = cn;
+            let t = A::tanh(cn);
+            tc[j] = t;
+            y[j] = o[j] * t;
+            hs[j] = y[j];
+        }
+    }
+}
+
+/// One step of [`Tensor::lstm_sequence_backward`] before its product: for the rows `ok`
+/// marks, the gate gradients `da` (`[B, 4H]`) from the step's saved values and the incoming
+/// `dh` (plus the output's gradient `d_out`), `dc` becoming the previous cell state's; `db`
+/// accumulates the rows of `da`.
+#[allow(clippy::too_many_arguments)]
+fn sequence_backward_step<E: Float>(
+    act: &[E],
+    cp: &[E],
+    tc: &[E],
+    d_out: Option<&[E]>,
+    dh: &mut [E],
+    dc: &mut [E],
+    da: &mut [E],
+    db: Option<&mut [E]>,
+    h: usize,
+    ok: &[bool],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { backward_rows_avx512(act, cp, tc, d_out, dh, dc, da, db, h, ok) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        unsafe { backward_rows_avx2(act, cp, tc, d_out, dh, dc, da, db, h, ok) };
+        return;
+    }
+    backward_rows(act, cp, tc, d_out, dh, dc, da, db, h, ok);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_rows_avx512<E: Float>(
+    act: &[E],
+    cp: &[E],
+    tc: &[E],
+    d_out: Option<&[E]>,
+    dh: &mut [E],
+    dc: &mut [E],
+    da: &mut [E],
+    db: Option<&mut [E]>,
+    h: usize,
+    ok: &[bool],
+) {
+    backward_rows(act, cp, tc, d_out, dh, dc, da, db, h, ok);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_rows_avx2<E: Float>(
+    act: &[E],
+    cp: &[E],
+    tc: &[E],
+    d_out: Option<&[E]>,
+    dh: &mut [E],
+    dc: &mut [E],
+    da: &mut [E],
+    db: Option<&mut [E]>,
+    h: usize,
+    ok: &[bool],
+) {
+    backward_rows(act, cp, tc, d_out, dh, dc, da, db, h, ok);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_rows<E: Float>(
+    act: &[E],
+    cp: &[E],
+    tc: &[E],
+    d_out: Option<&[E]>,
+    dh: &mut [E],
+    dc: &mut [E],
+    da: &mut [E],
+    mut db: Option<&mut [E]>,
+    h: usize,
+    ok: &[bool],
+) {
+    let one = E::one();
+    for (r, _) in ok.iter().enumerate().filter(|(_, &ok)| ok) {
+        let (rows, grow) = (r * h..(r + 1) * h, r * 4 * h..(r + 1) * 4 * h);
+        let [i, f, g, o] = quarters(&act[grow.clone()], h);
+        let (cp, tc, dh, dc) = (&cp[rows.clone()], &tc[rows.clone()], &mut dh[rows.clone()], &mut dc[rows.clone()]);
+        if let Some(d_out) = d_out {
+            for (x, y) in dh.iter_mut().zip(&d_out[rows]) {
+                *x += *y;
+            }
+        }
+        let (di, rest) = da[grow].split_at_mut(h);
+        let (df, rest) = rest.split_at_mut(h);
+        let (dg, d_o) = rest.split_at_mut(h);
+        let (cp, tc, dh, dc, df, dg, d_o) =
+            (&cp[..h], &tc[..h], &dh[..h], &mut dc[..h], &mut df[..h], &mut dg[..h], &mut d_o[..h]);
+        for j in 0..h {
+            let (t, dhj) = (tc[j], dh[j]);
+            let dct = dc[j] + dhj * o[j] * (one - t * t);
+            di[j] = dct * g[j] * i[j] * (one - i[j]);
+            df[j] = dct * cp[j] * f[j] * (one - f[j]);
+            dg[j] = dct * i[j] * (one - g[j] * g[j]);
+            d_o[j] = dhj * t * o[j] * (one - o[j]);
+            dc[j] = dct * f[j];
+        }
+        if let Some(db) = db.as_deref_mut() {
+            for (b, d) in db.iter_mut().zip(&da[r * 4 * h..(r + 1) * 4 * h]) {
+                *b += *d;
+            }
+        }
     }
 }
 
