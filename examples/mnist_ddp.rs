@@ -8,15 +8,19 @@
 //! cargo build --release --features mpi --example mnist_ddp
 //! mpirun -n 2 target/release/examples/mnist_ddp -- [--lenet] [--epochs 3] [--global-batch 128]
 //!     [--lr 1e-3] [--seed 0] [--data-dir data/mnist] [--limit N] [--checkpoint FILE.safetensors]
-//!     [--min-accuracy 0.95] [--bench-steps N]
+//!     [--min-accuracy 0.95] [--bench-steps N] [--overlap on|off] [--bucket-cap-mb 25]
 //! ```
 //!
 //! `--bench-steps N` times N training steps (after 5 warm-up steps) of a hand-written loop
-//! (forward, backward, `sync_grads`, optimizer step) instead of training, and prints the global
+//! (forward, `ddp.backward` (backward with the gradients averaged over the ranks), optimizer
+//! step) instead of training, and prints the global
 //! samples per second overall, at the median step and at the fastest step (steps start together
 //! after a barrier; on a machine busy with other work the fastest step is the one no rank was
 //! descheduled in): run it with `-n 1` and `-n 2` for the scaling figure. Each rank computes on
-//! one thread (`mpirun -x MATMUL_NUM_THREADS=2 ...` changes that).
+//! one thread (`mpirun -x MATMUL_NUM_THREADS=2 ...` changes that). `--overlap` and
+//! `--bucket-cap-mb` set `DdpOptions::overlap` (all-reduce each bucket during backward, or all
+//! after it) and `DdpOptions::bucket_cap_mb`: with the default 25 MB each model here is one
+//! bucket, which can only start once backward is done.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -44,6 +48,7 @@ struct Args {
     checkpoint: Option<PathBuf>,
     min_accuracy: Option<f64>,
     bench_steps: Option<usize>,
+    ddp: DdpOptions,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         checkpoint: None,
         min_accuracy: None,
         bench_steps: None,
+        ddp: DdpOptions::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,10 +81,24 @@ fn parse_args() -> Result<Args, String> {
             "--checkpoint" => a.checkpoint = Some(PathBuf::from(value()?)),
             "--min-accuracy" => a.min_accuracy = Some(value()?.parse().map_err(|_| bad("min accuracy"))?),
             "--bench-steps" => a.bench_steps = Some(value()?.parse().map_err(|_| bad("bench steps"))?),
+            "--overlap" => {
+                a.ddp.overlap = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(format!("--overlap: `{v}` is neither on nor off")),
+                }
+            }
+            "--bucket-cap-mb" => {
+                let mb: f64 = value()?.parse().map_err(|_| bad("bucket cap"))?;
+                if mb.is_nan() || mb <= 0.0 {
+                    return Err("--bucket-cap-mb must be > 0".into());
+                }
+                a.ddp.bucket_cap_mb = mb;
+            }
             "-h" | "--help" => {
                 println!(
                     "flags: --lenet --epochs N --global-batch N --lr X --seed N --data-dir DIR --limit N \
-                     --checkpoint FILE --min-accuracy FRACTION --bench-steps N"
+                     --checkpoint FILE --min-accuracy FRACTION --bench-steps N --overlap on|off --bucket-cap-mb MB"
                 );
                 std::process::exit(0);
             }
@@ -158,13 +178,16 @@ fn run(comm: &Communicator) -> Result<(), Box<dyn Error>> {
     // Every rank builds the model from the same seed; DDP broadcasts rank 0's weights anyway.
     let mut rng = StdRng::seed_from_u64(args.seed);
     let model = if args.lenet { lenet(&mut rng) } else { mlp(&mut rng) };
-    let ddp = DistributedDataParallel::new(&model, comm, DdpOptions::default())?;
+    let ddp = DistributedDataParallel::new(&model, comm, args.ddp.clone())?;
     let opt = Optim::new(Adam::default(), model.parameters(), GroupOptions::lr(args.lr));
     main_println!(
         comm,
-        "{} on {size} rank(s): global batch {} = {size} x {batch}, {n} training samples",
+        "{} on {size} rank(s): global batch {} = {size} x {batch}, {n} training samples, {} bucket(s) of <= {} MB, overlap {}",
         if args.lenet { "LeNet-5" } else { "MLP" },
-        args.global_batch
+        args.global_batch,
+        ddp.bucket_names().len(),
+        args.ddp.bucket_cap_mb,
+        if args.ddp.overlap { "on" } else { "off" }
     );
 
     let sampler = DistributedSampler::new(n, size, rank).seed(args.seed);
@@ -234,8 +257,7 @@ fn bench(
         }
         let step_started = Instant::now();
         let b = batches.next().expect("endless epochs");
-        let mut grads = cross_entropy(&model.forward(&Var::constant(b.inputs)), &b.targets).backward();
-        ddp.sync_grads(&mut grads)?;
+        let grads = ddp.backward(&cross_entropy(&model.forward(&Var::constant(b.inputs)), &b.targets))?;
         opt.step(&grads);
         if i >= warmup {
             times.push(step_started.elapsed().as_secs_f64());

@@ -257,6 +257,48 @@ impl<F: Float> Var<F> {
     /// [`Var::backward`] with options (`retain_graph`, `create_graph`).
     #[track_caller]
     pub fn backward_with(&self, opts: BackwardOptions) -> Grads<F> {
+        self.backward_scalar(opts, None)
+    }
+
+    /// [`Var::backward_with`] that also calls `on_ready(id, grad)` for each leaf as soon as its
+    /// gradient is final, while backward goes on with the rest of the graph: PyTorch's
+    /// `register_post_accumulate_grad_hook`, for one pass. Data-parallel training uses it to
+    /// start averaging the last layers' gradients across processes while the first layers'
+    /// are still being computed.
+    ///
+    /// A leaf's gradient is final once every op of the graph that consumes the leaf has run its
+    /// backward (a leaf used several times is reported once, with the sum). `on_ready` is called
+    /// exactly once for each leaf that receives a gradient, with the gradient the returned
+    /// [`Grads`] hold for it (after the leaf's [`register_hook`](Var::register_hook) hooks), in
+    /// the order the leaves become final: the parameters of a network's last layers are
+    /// reported before backward reaches its first layers. Leaves that receive no gradient are
+    /// never reported. With `create_graph` the gradient is attached to a graph, as in the
+    /// returned `Grads`.
+    ///
+    /// ```
+    /// use ferrograd_autograd::{BackwardOptions, Var};
+    /// use ferrograd_tensor::Tensor;
+    /// let w1 = Var::leaf(Tensor::from_vec(vec![2.0f32], &[1]));
+    /// let w2 = Var::leaf(Tensor::from_vec(vec![3.0f32], &[1]));
+    /// let x = Var::constant(Tensor::from_vec(vec![5.0f32], &[1]));
+    /// let loss = (&(&x * &w1) * &w2).sum(); // x w1 w2: w2's gradient is final first
+    /// let mut order = Vec::new();
+    /// let grads = loss.backward_with_ready(BackwardOptions::default(), |id, g| order.push((id, g.to_vec())));
+    /// assert_eq!(order, vec![(w2.id().unwrap(), vec![10.0]), (w1.id().unwrap(), vec![15.0])]);
+    /// assert_eq!(grads.get(&w1).unwrap().to_vec(), vec![15.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// As [`Var::backward`]; a panic of `on_ready` propagates.
+    #[track_caller]
+    pub fn backward_with_ready(&self, opts: BackwardOptions, mut on_ready: impl FnMut(NodeId, &Var<F>)) -> Grads<F> {
+        self.backward_scalar(opts, Some(&mut on_ready))
+    }
+
+    /// Backward from this single-element output, seeded with one: what `backward_with` and
+    /// `backward_with_ready` share.
+    #[track_caller]
+    fn backward_scalar(&self, opts: BackwardOptions, on_ready: Option<&mut OnReady<'_, F>>) -> Grads<F> {
         assert_eq!(
             self.numel(),
             1,
@@ -264,7 +306,7 @@ impl<F: Float> Var<F> {
             self.shape()
         );
         let seed = Var::constant(Tensor::full(self.shape(), F::one()));
-        Grads { map: run(std::slice::from_ref(self), vec![seed], Targets::AllLeaves, opts) }
+        Grads { map: run(std::slice::from_ref(self), vec![seed], Targets::AllLeaves, opts, on_ready) }
     }
 }
 
@@ -327,9 +369,12 @@ pub fn grad_with<F: Float>(
     };
     let ids: Vec<Option<NodeId>> = inputs.iter().map(|v| v.id()).collect();
     let wanted: Vec<NodeId> = ids.iter().flatten().copied().collect();
-    let mut map = run(outputs, seeds, Targets::These(&wanted), opts);
+    let mut map = run(outputs, seeds, Targets::These(&wanted), opts, None);
     ids.iter().map(|id| id.and_then(|id| map.remove(&id))).collect()
 }
+
+/// The callback of [`Var::backward_with_ready`].
+type OnReady<'a, F> = dyn FnMut(NodeId, &Var<F>) + 'a;
 
 enum Targets<'a> {
     AllLeaves,
@@ -349,6 +394,7 @@ fn run<F: Float>(
     seeds: Vec<Var<F>>,
     targets: Targets<'_>,
     opts: BackwardOptions,
+    mut on_ready: Option<&mut OnReady<'_, F>>,
 ) -> HashMap<NodeId, Var<F>> {
     let roots: Vec<(Arc<Node<F>>, Var<F>)> =
         outputs.iter().zip(seeds).filter_map(|(o, s)| o.node.clone().map(|n| (n, s))).collect();
@@ -425,6 +471,10 @@ fn run<F: Float>(
                 }
             }
             if is_target(&node) {
+                // Final: a node is processed once, after all of its consumers.
+                if let Some(f) = on_ready.as_mut() {
+                    f(node.id, &g);
+                }
                 result.insert(node.id, g.clone());
             }
             match node.role {

@@ -8,14 +8,27 @@
 //!
 //! The gradients travel in buckets of about [`DdpOptions::bucket_cap_mb`] megabytes, filled in
 //! reverse parameter order (the order backward produces them, as PyTorch does): one all-reduce
-//! per bucket instead of one per parameter. ferrograd's backward hands all gradients over at its
-//! end, so the buckets are reduced one after another after backward, not overlapped with it.
+//! per bucket instead of one per parameter. [`DistributedDataParallel::backward`] overlaps them
+//! with backward: it runs backward with [`Var::backward_with_ready`], which reports each
+//! parameter's gradient as soon as it is final, copies it into its bucket, and starts the
+//! bucket's non-blocking all-reduce (`MPI_Iallreduce`) as soon as the bucket is full, while
+//! backward goes on with the layers below; it waits for every bucket at the end. Buckets start
+//! strictly in order (bucket k only after bucket k-1), so every rank issues the same
+//! collectives in the same order even when the ranks' gradients become ready in different
+//! orders. A bucket holding a parameter that received no gradient (`find_unused_parameters`)
+//! cannot fill during backward: it and the buckets after it start after backward, with zeros
+//! for the missing gradients, as [`sync_grads`](DistributedDataParallel::sync_grads) does.
+//! [`DdpOptions::overlap`] turns the overlap off (backward, then `sync_grads`).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
-use ferrograd_autograd::{Grads, Param};
+use ferrograd_autograd::{BackwardOptions, Grads, NodeId, Param, Var};
 use ferrograd_nn::Module;
 use ferrograd_tensor::Tensor;
+use mpi::collective::SystemOperation;
+use mpi::request::{LocalScope, Request};
+use mpi::traits::CommunicatorCollectives;
 
 use crate::comm::{MpiFloat, ReduceOp};
 use crate::{Communicator, DistError};
@@ -34,11 +47,20 @@ pub struct DdpOptions {
     /// running statistics) to every rank (default `false`: buffers stay per rank, as PyTorch's
     /// BatchNorm without SyncBatchNorm and `broadcast_buffers=False`).
     pub broadcast_buffers: bool,
+    /// Whether [`DistributedDataParallel::backward`] starts each bucket's all-reduce during
+    /// backward, as soon as the bucket's gradients are final (default `true`, as PyTorch). Off:
+    /// it runs backward, then [`sync_grads`](DistributedDataParallel::sync_grads). Either way
+    /// the averaged gradients are the same; only when the communication happens differs. On 2
+    /// ranks of one machine it made no measurable difference either way (Open MPI moves a
+    /// non-blocking collective on only inside MPI calls; README, *Training on several
+    /// processes*); it is on because it costs nothing there and pays where an all-reduce takes
+    /// longer than a layer's backward.
+    pub overlap: bool,
 }
 
 impl Default for DdpOptions {
     fn default() -> Self {
-        DdpOptions { bucket_cap_mb: 25.0, find_unused_parameters: false, broadcast_buffers: false }
+        DdpOptions { bucket_cap_mb: 25.0, find_unused_parameters: false, broadcast_buffers: false, overlap: true }
     }
 }
 
@@ -60,6 +82,32 @@ impl DdpOptions {
         self.broadcast_buffers = on;
         self
     }
+
+    /// Sets [`DdpOptions::overlap`].
+    pub fn overlap(mut self, on: bool) -> Self {
+        self.overlap = on;
+        self
+    }
+}
+
+/// One step of gradient synchronisation as it happened, for tests and for seeing whether the
+/// communication overlapped with backward ([`DistributedDataParallel::last_sync_trace`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// Backward reported the final gradient of parameter `param` (its position in
+    /// `named_parameters()`).
+    GradReady {
+        /// The parameter's position in the model's `named_parameters()`.
+        param: usize,
+    },
+    /// The all-reduce of bucket `bucket` (its position in
+    /// [`bucket_names`](DistributedDataParallel::bucket_names)) started.
+    BucketLaunched {
+        /// The bucket's position in the order buckets are reduced.
+        bucket: usize,
+    },
+    /// Backward returned.
+    BackwardEnd,
 }
 
 /// Data-parallel training of one model replicated on every rank.
@@ -87,9 +135,17 @@ pub struct DistributedDataParallel<'a, F: MpiFloat = f32> {
     comm: &'a Communicator,
     params: Vec<(String, Param<F>)>,
     buckets: Vec<Vec<usize>>,
+    /// Where each parameter's gradient goes: (bucket, position in the bucket), for every time
+    /// the parameter appears in `params`.
+    places: HashMap<NodeId, Vec<(usize, usize)>>,
+    /// Per bucket, where each of its parameters' gradients starts in the bucket's buffer.
+    offsets: Vec<Vec<usize>>,
     options: DdpOptions,
     sync: Cell<bool>,
     buffers: RefCell<(Vec<F>, Vec<F>)>,
+    /// Per bucket, the send and receive buffers of the overlapped path (allocated once).
+    bucket_buffers: RefCell<Vec<(Vec<F>, Vec<F>)>>,
+    trace: RefCell<Vec<SyncEvent>>,
 }
 
 impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
@@ -137,14 +193,31 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
             }
             filled += n;
         }
+        let mut places: HashMap<NodeId, Vec<(usize, usize)>> = HashMap::new();
+        let mut offsets = Vec::with_capacity(buckets.len());
+        for (b, bucket) in buckets.iter().enumerate() {
+            let mut start = 0;
+            let mut starts = Vec::with_capacity(bucket.len());
+            for (k, &i) in bucket.iter().enumerate() {
+                places.entry(params[i].1.id()).or_default().push((b, k));
+                starts.push(start);
+                start += params[i].1.numel();
+            }
+            starts.push(start);
+            offsets.push(starts);
+        }
         Ok(DistributedDataParallel {
             module,
             comm,
             params,
             buckets,
+            places,
+            offsets,
             options,
             sync: Cell::new(true),
             buffers: RefCell::new((Vec::new(), Vec::new())),
+            bucket_buffers: RefCell::new(Vec::new()),
+            trace: RefCell::new(Vec::new()),
         })
     }
 
@@ -190,11 +263,244 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
         if !self.sync.get() {
             return Ok(());
         }
+        let mut trace = self.trace.borrow_mut();
+        trace.clear();
+        trace.push(SyncEvent::BackwardEnd);
+        drop(trace);
+        self.sync_after_backward(grads)
+    }
+
+    /// What the last [`backward`](Self::backward) (or [`sync_grads`](Self::sync_grads)) did, in
+    /// order: with the overlap, bucket 0 starts before the first layers' gradients are ready
+    /// and before backward ends; without it, every bucket starts after [`SyncEvent::BackwardEnd`].
+    pub fn last_sync_trace(&self) -> Vec<SyncEvent> {
+        self.trace.borrow().clone()
+    }
+
+    /// Backward of `loss` with the gradients averaged over the ranks: the returned gradients
+    /// are those of `loss.backward()` after [`sync_grads`](Self::sync_grads), but each bucket's
+    /// all-reduce starts during backward, as soon as its gradients are final
+    /// ([`DdpOptions::overlap`]). Every rank must call it for the same step. Inside
+    /// [`no_sync`](Self::no_sync) it is plain backward.
+    ///
+    /// ```no_run
+    /// use ferrograd_autograd::Var;
+    /// use ferrograd_distributed::{Communicator, DdpOptions, DistributedDataParallel};
+    /// use ferrograd_nn::{layers::{Linear, ReLU, Sequential}, Module};
+    /// use ferrograd_optim::{GroupOptions, Optim, Optimizer, Sgd};
+    /// use ferrograd_tensor::Tensor;
+    /// use rand::{rngs::StdRng, SeedableRng};
+    ///
+    /// let comm = Communicator::init()?;
+    /// let mut rng = StdRng::seed_from_u64(0);
+    /// let model = Sequential::new().add(Linear::new(4, 64, &mut rng)).add(ReLU).add(Linear::new(64, 1, &mut rng));
+    /// // Small buckets: the last layer's all-reduce runs while backward computes the first's.
+    /// let ddp = DistributedDataParallel::new(&model, &comm, DdpOptions::default().bucket_cap_mb(0.001))?;
+    /// let mut opt = Optim::new(Sgd::default(), model.parameters(), GroupOptions::lr(0.1));
+    /// let x = Var::constant(Tensor::<f32>::ones(&[8, 4]));
+    /// let grads = ddp.backward(&model.forward(&x).square().mean())?; // averaged over the ranks
+    /// opt.step(&grads);
+    /// # Ok::<(), ferrograd_distributed::DistError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`sync_grads`](Self::sync_grads).
+    ///
+    /// # Panics
+    /// As [`Var::backward`].
+    pub fn backward(&self, loss: &Var<F>) -> Result<Grads<F>, DistError> {
+        let mut grads = Grads::default();
+        self.backward_into(loss, &mut grads)?;
+        Ok(grads)
+    }
+
+    /// [`backward`](Self::backward) for gradient accumulation: adds `loss`'s gradients to
+    /// `grads` (those of the micro-batches before, computed under [`no_sync`](Self::no_sync)),
+    /// then averages the sums over the ranks, each bucket as soon as its sums are final. Inside
+    /// `no_sync` it only adds.
+    ///
+    /// ```no_run
+    /// # use ferrograd_autograd::{Grads, Var};
+    /// # use ferrograd_distributed::{Communicator, DdpOptions, DistributedDataParallel};
+    /// # use ferrograd_nn::{layers::Linear, Module};
+    /// # use ferrograd_tensor::Tensor;
+    /// # use rand::{rngs::StdRng, SeedableRng};
+    /// # let comm = Communicator::init()?;
+    /// # let model = Linear::new(4, 1, &mut StdRng::seed_from_u64(0));
+    /// # let ddp = DistributedDataParallel::new(&model, &comm, DdpOptions::default())?;
+    /// let micro = [Tensor::<f32>::ones(&[4, 4]), Tensor::<f32>::zeros(&[4, 4])];
+    /// let mut grads = Grads::default();
+    /// ddp.no_sync(|| ddp.backward_into(&model.forward(&Var::constant(micro[0].clone())).sum(), &mut grads))?;
+    /// ddp.backward_into(&model.forward(&Var::constant(micro[1].clone())).sum(), &mut grads)?; // synced
+    /// # Ok::<(), ferrograd_distributed::DistError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`sync_grads`](Self::sync_grads).
+    ///
+    /// # Panics
+    /// As [`Var::backward`], and if a gradient in `grads` has another shape than this pass's.
+    pub fn backward_into(&self, loss: &Var<F>, grads: &mut Grads<F>) -> Result<(), DistError> {
+        if !self.sync.get() || !self.options.overlap {
+            let new = loss.backward();
+            if grads.is_empty() {
+                *grads = new;
+            } else {
+                grads.accumulate(&new);
+            }
+            return self.sync_grads(grads);
+        }
+        self.overlapped_backward(loss, grads)
+    }
+
+    /// The overlapped path of [`backward_into`](Self::backward_into).
+    fn overlapped_backward(&self, loss: &Var<F>, grads: &mut Grads<F>) -> Result<(), DistError> {
+        let mut buffers = self.bucket_buffers.borrow_mut();
+        if buffers.is_empty() {
+            for (bucket, offsets) in self.buckets.iter().zip(&self.offsets) {
+                let len = offsets[bucket.len()] + bucket.len();
+                buffers.push((vec![F::zero(); len], vec![F::zero(); len]));
+            }
+        }
+        let mut trace = self.trace.borrow_mut();
+        trace.clear();
+        // Per bucket: its buffers until it starts, and how many of its gradients are missing.
+        let mut slots: Vec<Option<(&mut [F], &mut [F])>> =
+            buffers.iter_mut().map(|(s, r)| Some((&mut s[..], &mut r[..]))).collect();
+        let mut missing: Vec<usize> = self.buckets.iter().map(Vec::len).collect();
+        // A bucket's filled flags live in its send buffer, after the gradients.
+        for (slot, offsets) in slots.iter_mut().zip(&self.offsets) {
+            let (send, _) = slot.as_mut().expect("no bucket started yet");
+            send[offsets[offsets.len() - 1]..].fill(F::zero());
+        }
+        let earlier: &Grads<F> = grads;
+        let comm = self.comm.raw();
+        let (new, reduced) = mpi::request::scope(|scope| {
+            let mut next = 0;
+            let mut inflight: Vec<(usize, Request<'_, [F], &LocalScope<'_>>)> = Vec::new();
+            let mut done: Vec<Option<&[F]>> = vec![None; self.buckets.len()];
+            let new = loss.backward_with_ready(BackwardOptions::default(), |id, g| {
+                let Some(places) = self.places.get(&id) else { return };
+                for &(b, k) in places {
+                    let (send, _) = slots[b].as_mut().expect("a bucket starts only once all its gradients are in");
+                    let i = self.buckets[b][k];
+                    self.fill(send, b, k, earlier.get_by_id(id), Some(g.data()));
+                    missing[b] -= 1;
+                    trace.push(SyncEvent::GradReady { param: i });
+                }
+                while next < self.buckets.len() && missing[next] == 0 {
+                    let (send, recv) = slots[next].take().expect("each bucket starts once");
+                    inflight.push((next, comm.immediate_all_reduce_into(scope, &*send, recv, SystemOperation::sum())));
+                    trace.push(SyncEvent::BucketLaunched { bucket: next });
+                    next += 1;
+                }
+                // Open MPI moves a non-blocking collective on only inside MPI calls: test the
+                // buckets in flight so they progress while backward computes.
+                progress(&mut inflight, &mut done);
+            });
+            trace.push(SyncEvent::BackwardEnd);
+            // Buckets with gradients backward never reported (unused parameters) start now,
+            // with what `grads` held before or zeros.
+            for (b, slot) in slots.iter_mut().enumerate().skip(next) {
+                let (send, recv) = slot.take().expect("each bucket starts once");
+                for (k, &i) in self.buckets[b].iter().enumerate() {
+                    let flag = self.offsets[b][self.buckets[b].len()] + k;
+                    if send[flag] == F::zero() {
+                        self.fill(send, b, k, earlier.get_by_id(self.params[i].1.id()), None);
+                    }
+                }
+                inflight.push((b, comm.immediate_all_reduce_into(scope, &*send, recv, SystemOperation::sum())));
+                trace.push(SyncEvent::BucketLaunched { bucket: b });
+            }
+            for (b, request) in inflight {
+                done[b] = Some(request.wait_for_data());
+            }
+            let reduced: Vec<&[F]> = done.into_iter().map(|d| d.expect("every bucket was reduced")).collect();
+            (new, reduced)
+        });
+        drop(trace);
+        // The other leaves' gradients (not the model's parameters) are summed as they are.
+        for (id, g) in new.iter() {
+            if !self.places.contains_key(&id) {
+                let mut one = Grads::default();
+                one.insert(id, g.clone());
+                grads.accumulate(&one);
+            }
+        }
         let world = self.comm.size();
+        for (b, values) in reduced.into_iter().enumerate() {
+            self.unpack(b, values, world, grads)?;
+        }
+        drop(buffers);
+        if self.options.broadcast_buffers {
+            self.sync_buffers()?;
+        }
+        Ok(())
+    }
+
+    /// Writes parameter `k` of bucket `b` into the bucket's send buffer: the sum of `earlier`
+    /// and `now` where present, zeros (and a cleared flag) where neither is.
+    fn fill(&self, send: &mut [F], b: usize, k: usize, earlier: Option<&Tensor<F>>, now: Option<&Tensor<F>>) {
+        let bucket = &self.buckets[b];
+        let (start, end) = (self.offsets[b][k], self.offsets[b][k + 1]);
+        let flag = self.offsets[b][bucket.len()] + k;
+        let out = &mut send[start..end];
+        let copy = |out: &mut [F], t: &Tensor<F>| match t.as_slice() {
+            Some(s) => out.copy_from_slice(s),
+            None => out.copy_from_slice(&t.to_vec()),
+        };
+        match (earlier, now) {
+            (None, None) => {
+                out.fill(F::zero());
+                send[flag] = F::zero();
+                return;
+            }
+            (Some(t), None) | (None, Some(t)) => copy(out, t),
+            (Some(a), Some(g)) => {
+                assert_eq!(
+                    a.shape(),
+                    g.shape(),
+                    "DistributedDataParallel::backward_into: the accumulated gradient of `{}` has shape {:?}, this pass's {:?}",
+                    self.params[bucket[k]].0,
+                    a.shape(),
+                    g.shape()
+                );
+                copy(out, a);
+                match g.as_slice() {
+                    Some(s) => out.iter_mut().zip(s).for_each(|(o, &v)| *o += v),
+                    None => out.iter_mut().zip(g.to_vec()).for_each(|(o, v)| *o += v),
+                }
+            }
+        }
+        send[flag] = F::one();
+    }
+
+    /// Replaces the gradients of bucket `b`'s parameters in `grads` by the averages of the
+    /// bucket's reduced buffer `values` (sums over `world` ranks, then one flag per parameter).
+    fn unpack(&self, b: usize, values: &[F], world: usize, grads: &mut Grads<F>) -> Result<(), DistError> {
+        let bucket = &self.buckets[b];
         let inv = F::one() / F::from_f64(world as f64);
+        let (values, used) = values.split_at(values.len() - bucket.len());
+        for (k, &i) in bucket.iter().enumerate() {
+            let (name, p) = &self.params[i];
+            let used = used[k].to_f64().round() as usize;
+            if used < world && !self.options.find_unused_parameters {
+                return Err(DistError::UnusedParameter { name: name.clone(), used, world });
+            }
+            if used > 0 {
+                let avg: Vec<F> = values[self.offsets[b][k]..self.offsets[b][k + 1]].iter().map(|&v| v * inv).collect();
+                grads.insert(p.id(), Tensor::from_vec(avg, &p.shape()));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`sync_grads`](Self::sync_grads) once backward has ended (appends to the trace).
+    fn sync_after_backward(&self, grads: &mut Grads<F>) -> Result<(), DistError> {
+        let world = self.comm.size();
         let mut guard = self.buffers.borrow_mut();
         let (send, recv) = &mut *guard;
-        for bucket in &self.buckets {
+        for (b, bucket) in self.buckets.iter().enumerate() {
             // The bucket: every gradient flattened, then one "had a gradient" flag per parameter
             // (summed, it counts the ranks that used the parameter).
             send.clear();
@@ -218,23 +524,9 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
             send.extend(flags);
             recv.clear();
             recv.resize(send.len(), F::zero());
+            self.trace.borrow_mut().push(SyncEvent::BucketLaunched { bucket: b });
             self.comm.reduce_raw(send, recv, ReduceOp::Sum);
-            let grads_len = recv.len() - bucket.len();
-            let (values, used) = recv.split_at(grads_len);
-            let mut start = 0;
-            for (k, &i) in bucket.iter().enumerate() {
-                let (name, p) = &self.params[i];
-                let n = p.numel();
-                let used = used[k].to_f64().round() as usize;
-                if used < world && !self.options.find_unused_parameters {
-                    return Err(DistError::UnusedParameter { name: name.clone(), used, world });
-                }
-                if used > 0 {
-                    let avg: Vec<F> = values[start..start + n].iter().map(|&v| v * inv).collect();
-                    grads.insert(p.id(), Tensor::from_vec(avg, &p.shape()));
-                }
-                start += n;
-            }
+            self.unpack(b, recv, world, grads)?;
         }
         drop(guard);
         if self.options.broadcast_buffers {
@@ -271,6 +563,28 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
         let mut flag = [if same { 0.0f64 } else { 1.0 }];
         self.comm.all_reduce_slice_(&mut flag, ReduceOp::Max)?;
         Ok(flag[0] == 0.0)
+    }
+}
+
+/// Tests the requests in flight once (each test lets MPI move them on) and keeps the data of
+/// those that completed.
+#[allow(clippy::type_complexity)]
+fn progress<'a, F: MpiFloat>(
+    inflight: &mut Vec<(usize, Request<'a, [F], &LocalScope<'a>>)>,
+    done: &mut [Option<&'a [F]>],
+) {
+    let mut i = 0;
+    while i < inflight.len() {
+        let (b, request) = inflight.swap_remove(i);
+        match request.test_with_data() {
+            Ok((_, data)) => done[b] = Some(data),
+            Err(request) => {
+                inflight.push((b, request));
+                let last = inflight.len() - 1;
+                inflight.swap(i, last);
+                i += 1;
+            }
+        }
     }
 }
 

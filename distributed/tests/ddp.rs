@@ -2,13 +2,15 @@
 //! the weights of one process training on the same N*B samples (to 1e-6 in f32, 1e-12 in f64)
 //! over 50 steps, and all ranks hold bit-identical weights after every step. With BatchNorm, the
 //! one-process reference normalises each rank's B samples separately (what the ranks do) and
-//! keeps one set of running statistics per rank, which must match that rank's.
+//! keeps one set of running statistics per rank, which must match that rank's. The MLP runs both
+//! ways of averaging: `DistributedDataParallel::backward` (each bucket's all-reduce started during
+//! backward, as the trace shows) and `backward` then `sync_grads`.
 
 mod common;
 
 use common::on_ranks;
 use ferrograd_autograd::{Grads, Var};
-use ferrograd_distributed::{Communicator, DdpOptions, DistError, DistributedDataParallel, MpiFloat};
+use ferrograd_distributed::{Communicator, DdpOptions, DistError, DistributedDataParallel, MpiFloat, SyncEvent};
 use ferrograd_nn::layers::{BatchNorm1d, Linear, ReLU, Sequential};
 use ferrograd_nn::loss::cross_entropy;
 use ferrograd_nn::Module;
@@ -56,14 +58,47 @@ fn assert_close<F: MpiFloat>(what: &str, a: &dyn Module<F>, b: &dyn Module<F>, t
     }
 }
 
+/// Where `event` is in `trace`.
+fn at(trace: &[SyncEvent], event: SyncEvent) -> usize {
+    trace.iter().position(|e| *e == event).unwrap_or_else(|| panic!("{event:?} not in {trace:?}"))
+}
+
+/// The buckets started once each, in order.
+fn launches(trace: &[SyncEvent]) -> Vec<usize> {
+    trace
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::BucketLaunched { bucket } => Some(*bucket),
+            _ => None,
+        })
+        .collect()
+}
+
+/// With the overlap, bucket 0 (the last layer's gradients) started while backward had the first
+/// layer still to do; without it, every bucket started after backward.
+fn assert_overlapped(trace: &[SyncEvent], buckets: usize, overlap: bool) {
+    assert_eq!(launches(trace), (0..buckets).collect::<Vec<_>>(), "{trace:?}");
+    let first = at(trace, SyncEvent::BucketLaunched { bucket: 0 });
+    let end = at(trace, SyncEvent::BackwardEnd);
+    if overlap {
+        assert!(first < at(trace, SyncEvent::GradReady { param: 0 }), "no overlap: {trace:?}");
+        assert!(at(trace, SyncEvent::BucketLaunched { bucket: buckets - 1 }) < end, "{trace:?}");
+    } else {
+        assert!(end < first, "{trace:?}");
+    }
+}
+
 /// The ranks train `build(rank)` (different initial weights: DDP must broadcast rank 0's) on their
-/// shards; the reference trains `build(0)` on the whole batch.
-fn plain_equivalence<F: MpiFloat>(comm: &Communicator, build: fn(u64) -> Sequential<F>, tol: f64) {
+/// shards; the reference trains `build(0)` on the whole batch. With `overlap`, through
+/// `ddp.backward`; without, by `backward` then `sync_grads`.
+fn plain_equivalence<F: MpiFloat>(comm: &Communicator, build: fn(u64) -> Sequential<F>, tol: f64, overlap: bool) {
     let (n, me) = (comm.size(), comm.rank());
     let model = build(me as u64);
     // A small bucket cap: several buckets, exercising their order and boundaries.
-    let ddp = DistributedDataParallel::new(&model, comm, DdpOptions::default().bucket_cap_mb(1e-4)).unwrap();
-    assert!(ddp.bucket_names().len() > 1);
+    let options = DdpOptions::default().bucket_cap_mb(1e-4).overlap(overlap);
+    let ddp = DistributedDataParallel::new(&model, comm, options).unwrap();
+    let buckets = ddp.bucket_names().len();
+    assert!(buckets > 1);
     assert!(ddp.replicas_equal().unwrap(), "broadcast at construction");
     let reference = build(0);
     let mut opt = sgd(&model);
@@ -71,8 +106,17 @@ fn plain_equivalence<F: MpiFloat>(comm: &Communicator, build: fn(u64) -> Sequent
     for step in 0..STEPS {
         let (x, y) = global_batch::<F>(step, n);
         let (xs, ys) = (x.narrow(0, me * B, B).contiguous(), y.narrow(0, me * B, B).contiguous());
-        let mut grads = cross_entropy(&model.forward(&Var::constant(xs)), &ys).backward();
-        ddp.sync_grads(&mut grads).unwrap();
+        let loss = cross_entropy(&model.forward(&Var::constant(xs)), &ys);
+        let grads = if overlap {
+            ddp.backward(&loss).unwrap()
+        } else {
+            let mut grads = loss.backward();
+            ddp.sync_grads(&mut grads).unwrap();
+            grads
+        };
+        if overlap {
+            assert_overlapped(&ddp.last_sync_trace(), buckets, true);
+        }
         opt.step(&grads);
         ref_opt.step(&cross_entropy(&reference.forward(&Var::constant(x)), &y).backward());
         assert_close("MLP", &model, &reference, tol, step);
@@ -96,8 +140,7 @@ fn batchnorm_equivalence<F: MpiFloat>(comm: &Communicator, tol: f64) {
         let (x, y) = global_batch::<F>(step, n);
         let shard = |r: usize| (x.narrow(0, r * B, B).contiguous(), y.narrow(0, r * B, B).contiguous());
         let (xs, ys) = shard(me);
-        let mut grads = cross_entropy(&model.forward(&Var::constant(xs)), &ys).backward();
-        ddp.sync_grads(&mut grads).unwrap();
+        let grads = ddp.backward(&cross_entropy(&model.forward(&Var::constant(xs)), &ys)).unwrap();
         opt.step(&grads);
 
         let losses: Vec<Var<F>> = (0..n)
@@ -139,8 +182,10 @@ fn batchnorm_equivalence<F: MpiFloat>(comm: &Communicator, tol: f64) {
 #[test]
 fn ddp_mlp_matches_one_process() {
     on_ranks("ddp_mlp_matches_one_process", &[2, 3], |comm| {
-        plain_equivalence::<f32>(comm, mlp, 1e-6);
-        plain_equivalence::<f64>(comm, mlp, 1e-12);
+        for overlap in [true, false] {
+            plain_equivalence::<f32>(comm, mlp, 1e-6, overlap);
+            plain_equivalence::<f64>(comm, mlp, 1e-12, overlap);
+        }
     });
 }
 
@@ -204,6 +249,104 @@ fn no_sync_and_unused_parameters() {
         none.remove(bias.id());
         lenient.sync_grads(&mut none).unwrap();
         assert!(none.get_param(&bias).is_none());
+    });
+}
+
+#[test]
+fn overlap_starts_buckets_during_backward() {
+    on_ranks("overlap_starts_buckets_during_backward", &[2, 3], |comm| {
+        let me = comm.rank();
+        let model = mlp::<f64>(me as u64);
+        let (x, y) = global_batch::<f64>(1, comm.size());
+        let (xs, ys) = (x.narrow(0, me * B, B).contiguous(), y.narrow(0, me * B, B).contiguous());
+        let loss = || cross_entropy(&model.forward(&Var::constant(xs.clone())), &ys);
+        let mut results = Vec::new();
+        for overlap in [true, false] {
+            let options = DdpOptions::default().bucket_cap_mb(1e-4).overlap(overlap);
+            let ddp = DistributedDataParallel::new(&model, comm, options).unwrap();
+            let grads = ddp.backward(&loss()).unwrap();
+            let trace = ddp.last_sync_trace();
+            assert_overlapped(&trace, ddp.bucket_names().len(), overlap);
+            // Every parameter reported once, in reverse order: backward starts at the last layer.
+            let ready: Vec<usize> = trace
+                .iter()
+                .filter_map(|e| match e {
+                    SyncEvent::GradReady { param } => Some(*param),
+                    _ => None,
+                })
+                .collect();
+            let params = model.parameters().len();
+            assert_eq!(ready, if overlap { (0..params).rev().collect() } else { vec![] }, "{trace:?}");
+            results.push(grads);
+        }
+        // The same averages either way (the collectives may add in another order).
+        for p in model.parameters() {
+            let d = results[0].get_param(&p).unwrap().max_abs_diff(results[1].get_param(&p).unwrap());
+            assert!(d < 1e-15, "overlapped and plain averages differ by {d:e}");
+        }
+        // One bucket (the default 25 MB): it fills only with the first layer's gradients.
+        let ddp = DistributedDataParallel::new(&model, comm, DdpOptions::default()).unwrap();
+        ddp.backward(&loss()).unwrap();
+        let trace = ddp.last_sync_trace();
+        assert!(at(&trace, SyncEvent::GradReady { param: 0 }) < at(&trace, SyncEvent::BucketLaunched { bucket: 0 }));
+    });
+}
+
+#[test]
+fn overlapped_accumulation_and_unused_parameters() {
+    on_ranks("overlapped_accumulation_and_unused_parameters", &[2], |comm| {
+        let me = comm.rank();
+        let model = mlp::<f64>(me as u64);
+        let options = DdpOptions::default().bucket_cap_mb(1e-4);
+        let ddp = DistributedDataParallel::new(&model, comm, options.clone()).unwrap();
+        let (x, y) = global_batch::<f64>(2, comm.size());
+        let half = |k: usize| {
+            let start = me * B + k * B / 2;
+            (x.narrow(0, start, B / 2).contiguous(), y.narrow(0, start, B / 2).contiguous())
+        };
+        let loss_of = |(xs, ys): (Tensor<f64>, Tensor<i64>)| cross_entropy(&model.forward(&Var::constant(xs)), &ys);
+        // no_sync for the first half, the overlapped sync adds the second half to it.
+        let mut acc = Grads::default();
+        ddp.no_sync(|| ddp.backward_into(&loss_of(half(0)), &mut acc)).unwrap();
+        assert!(ddp.last_sync_trace().is_empty(), "no_sync must not communicate");
+        ddp.backward_into(&loss_of(half(1)), &mut acc).unwrap();
+        acc.scale(0.5);
+        let mut whole = loss_of((x.narrow(0, me * B, B).contiguous(), y.narrow(0, me * B, B).contiguous())).backward();
+        ddp.sync_grads(&mut whole).unwrap();
+        for p in model.parameters() {
+            let d = acc.get_param(&p).unwrap().max_abs_diff(whole.get_param(&p).unwrap());
+            assert!(d < 1e-12, "overlapped accumulation differs by {d}");
+        }
+
+        // Rank 1's forward leaves out the last layer's bias: its bucket (bucket 0) cannot fill
+        // during backward there, so rank 1 starts every bucket after backward.
+        let params = model.named_parameters();
+        let (bias_name, bias) = params.last().unwrap().clone();
+        let p: Vec<_> = params.iter().map(|(_, p)| p.var()).collect();
+        let (xs, ys) = half(0);
+        let skip_bias = |skip: bool| {
+            let h = Var::constant(xs.clone()).matmul(&p[0].t()).add(&p[1]).relu().matmul(&p[2].t());
+            cross_entropy(&if skip { h } else { h.add(&p[3]) }, &ys)
+        };
+        let err = ddp.backward(&skip_bias(me == 1)).unwrap_err();
+        assert_eq!(err, DistError::UnusedParameter { name: bias_name, used: 1, world: 2 });
+        let trace = ddp.last_sync_trace();
+        if me == 1 {
+            assert!(at(&trace, SyncEvent::BackwardEnd) < at(&trace, SyncEvent::BucketLaunched { bucket: 0 }));
+        }
+        assert_eq!(launches(&trace), (0..ddp.bucket_names().len()).collect::<Vec<_>>());
+        let lenient = DistributedDataParallel::new(&model, comm, options.find_unused_parameters(true)).unwrap();
+        let overlapped = lenient.backward(&skip_bias(me == 1)).unwrap();
+        let mut plain = skip_bias(me == 1).backward();
+        lenient.sync_grads(&mut plain).unwrap();
+        for (_, q) in &params {
+            let d = overlapped.get_param(q).unwrap().max_abs_diff(plain.get_param(q).unwrap());
+            assert!(d < 1e-15, "with an unused parameter, overlapped and plain averages differ by {d:e}");
+        }
+        // A parameter no rank used keeps no gradient.
+        let none = lenient.backward(&skip_bias(true)).unwrap();
+        assert!(none.get_param(&bias).is_none());
+        assert_eq!(none.len(), params.len() - 1);
     });
 }
 

@@ -99,8 +99,10 @@ mod ddp {
     use crate::Learner;
 
     impl<'a, F: MpiFloat + CheckpointElement, Y: Element> Learner<'a, F, Y> {
-        /// Trains under `ddp` (feature `mpi`): gradients are averaged over the ranks after each
-        /// step's backward ([`Learner::grad_sync`]), each epoch's figures are averaged over the
+        /// Trains under `ddp` (feature `mpi`): gradients are averaged over the ranks at each
+        /// step, each bucket during backward as soon as its gradients are final
+        /// ([`DistributedDataParallel::backward_into`]; after backward, through
+        /// [`Learner::grad_sync`], when `DdpOptions::overlap` is off), each epoch's figures are averaged over the
         /// ranks before any callback sees them ([`Learner::logs_sync`], so early stopping and
         /// plateau schedules decide the same on every rank), and callbacks that write files run
         /// on rank 0 only ([`Learner::rank`]). Give each rank its shard of the data with a
@@ -134,21 +136,37 @@ mod ddp {
         /// ```
         pub fn distributed(self, ddp: &'a DistributedDataParallel<'_, F>) -> Self {
             let comm = ddp.comm();
-            self.grad_sync(move |grads, _| {
-                if let Err(e) = ddp.sync_grads(grads) {
-                    panic!("Learner::distributed: {e}");
-                }
-            })
-            .logs_sync(move |logs| {
-                let mut values: Vec<f64> = logs.values.iter().map(|(_, v)| *v).collect();
-                if let Err(e) = comm.mean_values(&mut values) {
-                    panic!("Learner::distributed: averaging the epoch's logs: {e}");
-                }
-                for ((_, v), mean) in logs.values.iter_mut().zip(values) {
-                    *v = mean;
-                }
-            })
-            .rank(comm.rank(), comm.size())
+            let learner = if ddp.options().overlap {
+                // The last batch of each accumulation group goes through DDP's overlapped
+                // backward; the ones before it only add up, as under `no_sync`.
+                self.grad_backward(move |loss, grads, ends_group| {
+                    let done = if ends_group {
+                        ddp.backward_into(loss, grads)
+                    } else {
+                        ddp.no_sync(|| ddp.backward_into(loss, grads))
+                    };
+                    if let Err(e) = done {
+                        panic!("Learner::distributed: {e}");
+                    }
+                })
+            } else {
+                self.grad_sync(move |grads, _| {
+                    if let Err(e) = ddp.sync_grads(grads) {
+                        panic!("Learner::distributed: {e}");
+                    }
+                })
+            };
+            learner
+                .logs_sync(move |logs| {
+                    let mut values: Vec<f64> = logs.values.iter().map(|(_, v)| *v).collect();
+                    if let Err(e) = comm.mean_values(&mut values) {
+                        panic!("Learner::distributed: averaging the epoch's logs: {e}");
+                    }
+                    for ((_, v), mean) in logs.values.iter_mut().zip(values) {
+                        *v = mean;
+                    }
+                })
+                .rank(comm.rank(), comm.size())
         }
     }
 }

@@ -128,6 +128,9 @@ type LossFn<'a, F, Y> = Box<dyn Fn(&Var<F>, &Tensor<Y>) -> Var<F> + 'a>;
 type StepFn<'a, F, Y> = Box<dyn FnMut(&mut StepContext<'_, F>, &Batch<F, Y>) -> StepOutput<F> + 'a>;
 type GradSync<'a, F> = Box<dyn FnMut(&mut Grads<F>, &[(String, Param<F>)]) + 'a>;
 type LogsSync<'a> = Box<dyn FnMut(&mut EpochLogs) + 'a>;
+/// Backward of a batch's loss, adding its gradients to the group's (the `bool`: whether the batch
+/// ends the accumulation group, when data-parallel training averages them during backward).
+type GradBackward<'a, F> = Box<dyn FnMut(&Var<F>, &mut Grads<F>, bool) + 'a>;
 
 /// Trains a model: epochs over a training and a validation [`DataSource`], with metrics,
 /// callbacks, accumulation, clipping, a NaN guard and resumable run directories.
@@ -171,6 +174,7 @@ pub struct Learner<'a, F: Float = f32, Y: Element = i64> {
     clip: Option<Clip>,
     accumulate: usize,
     grad_sync: Option<GradSync<'a, F>>,
+    grad_backward: Option<GradBackward<'a, F>>,
     logs_sync: Option<LogsSync<'a>>,
     rank: usize,
     world_size: usize,
@@ -271,6 +275,7 @@ impl<'a, F: Float + CheckpointElement, Y: Element> Learner<'a, F, Y> {
             clip: None,
             accumulate: 1,
             grad_sync: None,
+            grad_backward: None,
             logs_sync: None,
             rank: 0,
             world_size: 1,
@@ -360,6 +365,15 @@ impl<'a, F: Float + CheckpointElement, Y: Element> Learner<'a, F, Y> {
     /// and the update: where data-parallel training averages them across processes.
     pub fn grad_sync(mut self, sync: impl FnMut(&mut Grads<F>, &[(String, Param<F>)]) + 'a) -> Self {
         self.grad_sync = Some(Box::new(sync));
+        self
+    }
+
+    /// Replaces the Learner's `backward` of each batch's loss (and the summing over an
+    /// accumulation group) by `backward`, which adds the loss's gradients to the group's and is
+    /// told whether the batch ends the group: DDP averages the gradients during backward there.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn grad_backward(mut self, backward: impl FnMut(&Var<F>, &mut Grads<F>, bool) + 'a) -> Self {
+        self.grad_backward = Some(Box::new(backward));
         self
     }
 
@@ -562,11 +576,20 @@ impl<'a, F: Float + CheckpointElement, Y: Element> Learner<'a, F, Y> {
             let loss = out.loss.item().to_f64();
             let scaled =
                 if group_len == 1 { out.loss } else { out.loss.mul_scalar(F::from_f64(1.0 / group_len as f64)) };
-            let grads = scaled.backward();
-            group = Some(match group.take() {
-                None => grads,
-                Some(acc) => add_grads(acc, grads),
-            });
+            match &mut self.grad_backward {
+                Some(backward) => {
+                    let mut acc = group.take().unwrap_or_default();
+                    backward(&scaled, &mut acc, b + 1 == group_start + group_len);
+                    group = Some(acc);
+                }
+                None => {
+                    let grads = scaled.backward();
+                    group = Some(match group.take() {
+                        None => grads,
+                        Some(acc) => add_grads(acc, grads),
+                    });
+                }
+            }
             state.loss.add(loss, batch.len());
             group_loss += loss / group_len as f64;
             for (name, v) in &out.values {

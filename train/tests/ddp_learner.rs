@@ -67,3 +67,48 @@ fn learner_under_ddp_matches_one_process() {
         }
     });
 }
+
+/// Gradient accumulation over 2 batches, with small buckets: the Learner's groups under DDP end
+/// with one process's weights whether the averaging overlaps backward (the trace shows it did)
+/// or follows it.
+#[test]
+fn learner_accumulates_under_ddp_with_and_without_overlap() {
+    on_ranks("learner_accumulates_under_ddp_with_and_without_overlap", &[2, 3], |comm| {
+        use ferrograd_distributed::SyncEvent;
+        let (n, me) = (comm.size(), comm.rank());
+        let len = 4 * n * B;
+        let mut rng = StdRng::seed_from_u64(4);
+        let x = Tensor::<f64>::rand_normal(&[len, 5], 0.0, 1.0, &mut rng);
+        let y = x.narrow(1, 1, 1).gt_scalar(0.0).reshape(&[len]).cast::<i64>();
+        let ds = TensorDataset::new(x, y);
+        let reference = model(0);
+        let opt = Optim::new(Adam::default(), reference.parameters(), GroupOptions::lr(1e-2));
+        Learner::new(&reference, opt, cross_entropy)
+            .accumulate(2)
+            .quiet()
+            .fit(&DataLoader::new(ds.clone(), n * B), None, 2)
+            .unwrap();
+        for overlap in [true, false] {
+            let net = model(me as u64);
+            let options = DdpOptions::default().bucket_cap_mb(1e-4).overlap(overlap);
+            let ddp = DistributedDataParallel::new(&net, comm, options).unwrap();
+            let shard = DistributedLoader::new(ds.clone(), B, DistributedSampler::new(len, n, me).shuffle(false));
+            let opt = Optim::new(Adam::default(), net.parameters(), GroupOptions::lr(1e-2));
+            Learner::new(&net, opt, cross_entropy)
+                .accumulate(2)
+                .distributed(&ddp)
+                .quiet()
+                .fit(&shard, None, 2)
+                .unwrap();
+            for ((name, a), b) in net.state_dict().iter().zip(reference.state_dict().values()) {
+                let d = a.max_abs_diff(b);
+                assert!(d <= 1e-12, "overlap {overlap}: {name} differs from the one-process Learner by {d:e}");
+            }
+            assert!(ddp.replicas_equal().unwrap());
+            let trace = ddp.last_sync_trace();
+            let at = |e: SyncEvent| trace.iter().position(|t| *t == e).unwrap_or_else(|| panic!("{e:?}: {trace:?}"));
+            let (first, end) = (at(SyncEvent::BucketLaunched { bucket: 0 }), at(SyncEvent::BackwardEnd));
+            assert_eq!(first < end, overlap, "{trace:?}");
+        }
+    });
+}
