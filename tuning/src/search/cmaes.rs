@@ -386,14 +386,7 @@ impl Sampler for CmaEsSampler {
         rng: &mut StdRng,
     ) -> Result<f64, SearchError> {
         if self.n_complete(ctx) >= self.n_startup_trials.max(1) {
-            let why = if ctx.directions.len() > 1 {
-                "CMA-ES optimises a single objective"
-            } else if matches!(dist, Distribution::Categorical { .. }) {
-                "CMA-ES does not model categorical parameters"
-            } else {
-                "the parameter is not shared by every complete trial"
-            };
-            self.warning.warn("CmaEsSampler", name, ctx.number, why);
+            self.warning.fallback("CmaEsSampler", "CMA-ES", ctx, name, dist);
         }
         self.independent.sample_independent(ctx, name, dist, rng)
     }

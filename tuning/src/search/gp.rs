@@ -285,14 +285,7 @@ impl Sampler for GpSampler {
         rng: &mut StdRng,
     ) -> Result<f64, SearchError> {
         if self.n_complete(ctx) >= self.n_startup_trials.max(1) {
-            let why = if ctx.directions.len() > 1 {
-                "the GP sampler optimises a single objective"
-            } else if matches!(dist, Distribution::Categorical { .. }) {
-                "the GP sampler does not model categorical parameters"
-            } else {
-                "the parameter is not shared by every complete trial"
-            };
-            self.warning.warn("GpSampler", name, ctx.number, why);
+            self.warning.fallback("GpSampler", "the GP sampler", ctx, name, dist);
         }
         self.independent.sample_independent(ctx, name, dist, rng)
     }

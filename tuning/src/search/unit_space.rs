@@ -179,6 +179,27 @@ impl FallbackWarning {
             );
         }
     }
+
+    /// Warns that `name` falls back to the independent sampler, saying why: several objectives,
+    /// a categorical parameter, or one outside the space every complete trial shares. `model`
+    /// names the model in the message ("CMA-ES", "the GP sampler").
+    pub(crate) fn fallback(
+        &self,
+        sampler: &str,
+        model: &str,
+        ctx: &SampleContext<'_>,
+        name: &str,
+        dist: &Distribution,
+    ) {
+        let why = if ctx.directions.len() > 1 {
+            format!("{model} optimises a single objective")
+        } else if matches!(dist, Distribution::Categorical { .. }) {
+            format!("{model} does not model categorical parameters")
+        } else {
+            "the parameter is not shared by every complete trial".to_string()
+        };
+        self.warn(sampler, name, ctx.number, &why);
+    }
 }
 
 #[cfg(test)]
