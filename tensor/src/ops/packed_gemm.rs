@@ -61,7 +61,9 @@ impl Kernel {
 }
 
 /// Depth of one pass over a panel: 256 rows of a 32-wide panel are 32 KB, which stay in L1
-/// while every row block of the left operand streams past them.
+/// while every row block of the left operand streams past them. (The scalar kernel runs the
+/// whole depth at once.)
+#[cfg(any(target_arch = "x86_64", test))]
 const KC: usize = 256;
 
 /// One cache line of panel data; a `Vec` of these is a 64-byte aligned run of f32s.
