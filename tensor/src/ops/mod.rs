@@ -9,6 +9,7 @@ mod conv;
 mod index;
 mod layer_norm;
 mod matmul;
+mod packed_gemm;
 mod pad;
 mod pool;
 mod reduce;

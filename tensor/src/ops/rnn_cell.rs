@@ -10,6 +10,7 @@
 use std::any::{Any, TypeId};
 use std::ops::Range;
 
+use super::packed_gemm::{Kernel, PackedB};
 use crate::element::Float;
 use crate::tensor::Tensor;
 
@@ -504,8 +505,10 @@ impl<E: Float> Tensor<E> {
         let mut gates: Vec<E> = Vec::with_capacity(ng);
         let (mut out, mut c_prev, mut tanh_c) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let mut h_prev = masked.then(|| Vec::with_capacity(n));
-        // Wᵀ once, contiguous: the per-step products pack it row by row.
-        let w_t = w_hh.t().contiguous();
+        // The per-step product h W_hhᵀ: in f32, Wᵀ packed once for the packed kernel; otherwise
+        // Wᵀ once, contiguous, for E::gemm (which packs it every step).
+        let packed = pack_f32(w_hh, true);
+        let w_t = if packed.is_some() { Tensor::zeros(&[0]) } else { w_hh.t().contiguous() };
         let w_t = slice(&w_t);
         let mut ok = vec![true; batch];
         for s in 0..steps {
@@ -524,27 +527,7 @@ impl<E: Float> Tensor<E> {
                 None => gates.extend_from_slice(block),
             }
             if (s > 0 || h0.is_some()) && h > 0 && batch > 0 {
-                let a = &mut gates[start..];
-                // SAFETY: `hs` is [B, H] and `w_t` [H, 4H], both row-major; `a` is this
-                // step's [B, 4H] block, a separate buffer from both.
-                unsafe {
-                    E::gemm(
-                        batch,
-                        h,
-                        g,
-                        E::one(),
-                        hs.as_ptr(),
-                        h as isize,
-                        1,
-                        w_t.as_ptr(),
-                        g as isize,
-                        1,
-                        E::one(),
-                        a.as_mut_ptr(),
-                        g as isize,
-                        1,
-                    );
-                }
+                step_product(packed.as_ref(), w_t, batch, h, g, &hs, true, &mut gates[start..]);
             }
             if let Some(hp) = &mut h_prev {
                 hp.extend_from_slice(&hs);
@@ -624,6 +607,8 @@ impl<E: Float> Tensor<E> {
         let masked = sv.h_prev.is_some();
         let valid = |t: usize, r: usize| lengths.is_none_or(|l| t < l[r]);
         if h > 0 && batch > 0 && steps > 0 {
+            // dA_t W_hh: in f32 through W packed once for the packed kernel, else E::gemm.
+            let packed = pack_f32(w_hh, false);
             let w = w_hh.contiguous();
             let w = slice(&w);
             let d_out = d_out.map(Tensor::contiguous);
@@ -654,27 +639,7 @@ impl<E: Float> Tensor<E> {
                 }
                 // dh_{t-1} = dA_t W_hh for the sequences that ran step t; the others keep theirs.
                 let target = if masked { &mut tmp } else { &mut dh };
-                let a = &da[sg];
-                // SAFETY: `a` is the step's [B, 4H] block, `w` is [4H, H] row-major, `target`
-                // is a separate [B, H] buffer written whole (beta = 0).
-                unsafe {
-                    E::gemm(
-                        batch,
-                        g,
-                        h,
-                        one,
-                        a.as_ptr(),
-                        g as isize,
-                        1,
-                        w.as_ptr(),
-                        h as isize,
-                        1,
-                        E::zero(),
-                        target.as_mut_ptr(),
-                        h as isize,
-                        1,
-                    );
-                }
+                step_product(packed.as_ref(), w, batch, g, h, &da[sg], false, target);
                 if masked {
                     for r in (0..batch).filter(|&r| valid(t, r)) {
                         dh[r * h..(r + 1) * h].copy_from_slice(&tmp[r * h..(r + 1) * h]);
@@ -769,6 +734,68 @@ fn as_f32<E: Float>(v: &mut [E]) -> Option<&mut [f32]> {
         // SAFETY: `E` is `f32` (same `TypeId`), so this is the same slice at its own type.
         unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
     })
+}
+
+/// `v` as f32s if `E` is f32.
+fn as_f32_ref<E: Float>(v: &[E]) -> Option<&[f32]> {
+    (TypeId::of::<E>() == TypeId::of::<f32>()).then(|| {
+        // SAFETY: `E` is `f32` (same `TypeId`), so this is the same slice at its own type.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+    })
+}
+
+/// In f32, the recurrent weights `w` (`[4H, H]`) packed as the right-hand operand of the
+/// per-step product: `Wᵀ` (`[H, 4H]`) if `transposed` (forward), `W` itself otherwise
+/// (backward). `None` in other precisions, which keep E::gemm.
+fn pack_f32<E: Float>(w: &Tensor<E>, transposed: bool) -> Option<PackedB> {
+    let w = w.contiguous();
+    let data = as_f32_ref(slice(&w))?;
+    let (g, h) = (w.shape()[0], w.shape()[1]);
+    let kernel = Kernel::best();
+    Some(if transposed { PackedB::new(kernel, data, h, g, 1, h) } else { PackedB::new(kernel, data, g, h, h, 1) })
+}
+
+/// A step's recurrent product `c[m, n] = a[m, k] · B` (`+=` if `accumulate`), every operand
+/// row-major and dense: through `packed` (B packed by [`pack_f32`]) when given, else E::gemm
+/// on `b` (`[k, n]`).
+#[allow(clippy::too_many_arguments)]
+fn step_product<E: Float>(
+    packed: Option<&PackedB>,
+    b: &[E],
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[E],
+    accumulate: bool,
+    c: &mut [E],
+) {
+    if let Some(p) = packed {
+        let (a, c) = (as_f32_ref(a).expect("packed only in f32"), as_f32(c).expect("packed only in f32"));
+        p.gemm(m, a, k, accumulate, c, n);
+        return;
+    }
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "step_product: operands too short");
+    let beta = if accumulate { E::one() } else { E::zero() };
+    // SAFETY: `a` is [m, k], `b` [k, n] and `c` [m, n], row-major and in bounds (asserted);
+    // `c` is borrowed mutably, so it overlaps neither of the others.
+    unsafe {
+        E::gemm(
+            m,
+            k,
+            n,
+            E::one(),
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
 }
 
 /// Whether the AVX2 + FMA forms of the sequence kernels can run here.

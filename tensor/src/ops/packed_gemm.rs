@@ -1,0 +1,485 @@
+//! A small f32 matrix product for a right-hand operand that is reused many times: the
+//! recurrent weights of a sequence, multiplied once per time step.
+//!
+//! matrixmultiply packs both operands on every call, so a `[B, H] x [H, 4H]` step product
+//! re-packs the whole 256 KB weight matrix every step. Here [`PackedB`] packs the right-hand
+//! operand once into column panels, each laid out as the micro-kernel reads it (`nr` columns per
+//! row of the panel, zero-padded at the right edge, 64-byte aligned); every product after that
+//! reads the left operand in place, row-major, broadcasting one element at a time. Kernels:
+//! AVX-512F (8 rows x 32 columns, 16 zmm accumulators), AVX2 + FMA (6 x 16, 12 ymm) and plain
+//! scalar code, chosen by runtime feature detection. Only `alpha = 1` and `beta` in {0, 1}:
+//! what the recurrences need.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+/// A micro-kernel family; [`Kernel::best`] is the fastest one this CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU can run.
+    pub(crate) fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if Kernel::Avx512.available() {
+                return Kernel::Avx512;
+            }
+            if Kernel::Avx2.available() {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+
+    /// Whether this CPU has the instructions the kernel uses.
+    pub(crate) fn available(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+        }
+    }
+
+    /// Columns per panel (the micro-tile's width).
+    fn nr(self) -> usize {
+        match self {
+            Kernel::Scalar => 8,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => 16,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => 32,
+        }
+    }
+}
+
+/// Depth of one pass over a panel: 256 rows of a 32-wide panel are 32 KB, which stay in L1
+/// while every row block of the left operand streams past them. (The scalar kernel runs the
+/// whole depth at once.)
+#[cfg(any(target_arch = "x86_64", test))]
+const KC: usize = 256;
+
+/// One cache line of panel data; a `Vec` of these is a 64-byte aligned run of f32s.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A `[k, n]` right-hand operand packed for one [`Kernel`]: panel `p` holds columns
+/// `p * nr .. (p + 1) * nr`, row after row, at offset `p * k * nr`.
+pub(crate) struct PackedB {
+    kernel: Kernel,
+    k: usize,
+    n: usize,
+    data: Vec<Line>,
+}
+
+impl PackedB {
+    /// Packs `b[kk * rsb + j * csb]` (`kk < k`, `j < n`) for `kernel`.
+    ///
+    /// # Panics
+    /// If `kernel` cannot run on this CPU or `b` is too short for the strides.
+    pub(crate) fn new(kernel: Kernel, b: &[f32], k: usize, n: usize, rsb: usize, csb: usize) -> PackedB {
+        assert!(kernel.available(), "packed_gemm: {kernel:?} kernel not supported by this CPU");
+        assert!(
+            k == 0 || n == 0 || (k - 1) * rsb + (n - 1) * csb < b.len(),
+            "packed_gemm: [{k}, {n}] operand with strides ({rsb}, {csb}) does not fit {} elements",
+            b.len()
+        );
+        let nr = kernel.nr();
+        let len = n.div_ceil(nr) * k * nr;
+        let mut packed = PackedB { kernel, k, n, data: vec![Line([0.0; 16]); len.div_ceil(16)] };
+        let flat = packed.flat_mut();
+        for (p, panel) in flat.chunks_exact_mut((k * nr).max(1)).take(n.div_ceil(nr)).enumerate() {
+            let cols = p * nr..n.min((p + 1) * nr);
+            // Contiguous source rows copy as runs (3x faster than element by element).
+            if csb == 1 {
+                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    row[..cols.len()].copy_from_slice(&b[kk * rsb + cols.start..kk * rsb + cols.end]);
+                }
+            } else {
+                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    for (x, j) in row.iter_mut().zip(cols.clone()) {
+                        *x = b[kk * rsb + j * csb];
+                    }
+                }
+            }
+        }
+        packed
+    }
+
+    fn flat(&self) -> &[f32] {
+        // SAFETY: `Line` is `repr(C)` around 16 f32s with no padding (64 bytes, align 64), so
+        // the lines are 16 * len contiguous, initialised f32s.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<f32>(), self.data.len() * 16) }
+    }
+
+    fn flat_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as in `flat`, and the borrow of `self.data` is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast::<f32>(), self.data.len() * 16) }
+    }
+
+    /// `c[m, n] = a[m, k] · B` (or `+=` if `accumulate`), `a` and `c` row-major with row
+    /// strides `lda` and `ldc`.
+    ///
+    /// # Panics
+    /// If `a` or `c` is too short for `m` rows of its stride, or `ldc < n`.
+    pub(crate) fn gemm(&self, m: usize, a: &[f32], lda: usize, accumulate: bool, c: &mut [f32], ldc: usize) {
+        let (k, n) = (self.k, self.n);
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            ldc >= n && c.len() >= (m - 1) * ldc + n,
+            "packed_gemm: output [{m}, {n}] with row stride {ldc} does not fit {} elements",
+            c.len()
+        );
+        if k == 0 {
+            if !accumulate {
+                c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+            }
+            return;
+        }
+        assert!(
+            a.len() >= (m - 1) * lda + k,
+            "packed_gemm: left operand [{m}, {k}] with row stride {lda} does not fit {} elements",
+            a.len()
+        );
+        match self.kernel {
+            Kernel::Scalar => self.gemm_scalar(m, a, lda, accumulate, c, ldc),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => self.tiled(6, m, a, lda, accumulate, c, ldc, |rows, t| {
+                // SAFETY: packing checked that the CPU has AVX2 and FMA; `tiled` passes tiles
+                // of at most 6 rows that meet the contract for this 16-wide packing.
+                unsafe { avx2::tile(rows, t) }
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => self.tiled(8, m, a, lda, accumulate, c, ldc, |rows, t| {
+                // SAFETY: packing checked that the CPU has AVX-512F; `tiled` passes tiles of at
+                // most 8 rows that meet the contract for this 32-wide packing.
+                unsafe { avx512::tile(rows, t) }
+            }),
+        }
+    }
+
+    /// The scalar kernel: one output row at a time, one panel row of accumulators.
+    fn gemm_scalar(&self, m: usize, a: &[f32], lda: usize, accumulate: bool, c: &mut [f32], ldc: usize) {
+        const NR: usize = 8;
+        let (k, n, flat) = (self.k, self.n, self.flat());
+        for i in 0..m {
+            let a = &a[i * lda..i * lda + k];
+            let c = &mut c[i * ldc..i * ldc + n];
+            for (panel, c) in flat.chunks_exact(k * NR).zip(c.chunks_mut(NR)) {
+                let mut acc = [0f32; NR];
+                if accumulate {
+                    acc[..c.len()].copy_from_slice(c);
+                }
+                for (&x, b) in a.iter().zip(panel.chunks_exact(NR)) {
+                    for (s, &y) in acc.iter_mut().zip(b) {
+                        *s += x * y;
+                    }
+                }
+                let cols = c.len();
+                c.copy_from_slice(&acc[..cols]);
+            }
+        }
+    }
+
+    /// Runs `tile` over every `mr x nr` tile of the output, depth `KC` at a time; `tile(rows,
+    /// t)` must be sound for any `t` that satisfies [`Tile`]'s contract with `rows <= mr` rows
+    /// and the packing's `nr`.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn tiled(
+        &self,
+        mr: usize,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        accumulate: bool,
+        c: &mut [f32],
+        ldc: usize,
+        tile: impl Fn(usize, &Tile),
+    ) {
+        let (k, n, nr) = (self.k, self.n, self.kernel.nr());
+        let (a, b, c) = (a.as_ptr(), self.flat().as_ptr(), c.as_mut_ptr());
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for p in 0..n.div_ceil(nr) {
+                let j0 = p * nr;
+                for i0 in (0..m).step_by(mr) {
+                    // In bounds (the asserts in `gemm` and the packing's length): rows
+                    // i0..i0 + rows of `a` and `c`, depth k0..k0 + kc, columns j0..j0 + cols.
+                    let t = Tile {
+                        a: a.wrapping_add(i0 * lda + k0),
+                        lda,
+                        b: b.wrapping_add(p * k * nr + k0 * nr),
+                        k: kc,
+                        c: c.wrapping_add(i0 * ldc + j0),
+                        ldc,
+                        cols: nr.min(n - j0),
+                        accumulate: accumulate || k0 > 0,
+                    };
+                    tile(mr.min(m - i0), &t);
+                }
+            }
+        }
+    }
+}
+
+/// One micro-tile's work: `c[r, j] (+)= Σ_kk a[r * lda + kk] * b[kk * nr + j]` for `r < rows`,
+/// `j < cols` and `kk < k`.
+///
+/// The contract a kernel relies on: `a + r * lda + kk` is readable for every `r < rows` and
+/// `kk < k`; `b + kk * nr + j` is readable for every `kk < k` and `j < nr`, and `b` is aligned
+/// to `4 * nr` bytes (at most 64); `c + r * ldc + j` is readable and writable for every
+/// `r < rows` and `j < cols`, with `1 <= cols <= nr`; `c` overlaps neither `a` nor `b`.
+#[cfg(target_arch = "x86_64")]
+struct Tile {
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Tile;
+
+    /// A tile of `rows` (1..=8) rows and a 32-wide panel.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and `t` meets [`Tile`]'s contract with `rows` rows and `nr = 32`.
+    pub(super) unsafe fn tile(rows: usize, t: &Tile) {
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe {
+            match rows {
+                8 => rows_n::<8>(t),
+                7 => rows_n::<7>(t),
+                6 => rows_n::<6>(t),
+                5 => rows_n::<5>(t),
+                4 => rows_n::<4>(t),
+                3 => rows_n::<3>(t),
+                2 => rows_n::<2>(t),
+                _ => rows_n::<1>(t),
+            }
+        }
+    }
+
+    /// `R` rows: `2 R` accumulators, two aligned panel loads and `R` broadcasts per depth step.
+    ///
+    /// # Safety
+    /// As [`tile`], with `rows = R`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_n<const R: usize>(t: &Tile) {
+        let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+        let (lo, hi) = (lanes(t.cols), lanes(t.cols.saturating_sub(16)));
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        if t.accumulate {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let row = t.c.wrapping_add(r * t.ldc);
+                // SAFETY: the masks enable exactly the row's first `cols` elements, which the
+                // contract makes readable; masked-off lanes are not accessed.
+                unsafe {
+                    acc[0] = _mm512_maskz_loadu_ps(lo, row);
+                    acc[1] = _mm512_maskz_loadu_ps(hi, row.wrapping_add(16));
+                }
+            }
+        }
+        for kk in 0..t.k {
+            // SAFETY: panel row `kk` is 32 readable f32s at a 128-byte offset from `b`, which
+            // is 64-byte aligned (the contract).
+            let (b0, b1) = unsafe { (_mm512_load_ps(t.b.add(kk * 32)), _mm512_load_ps(t.b.add(kk * 32 + 16))) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `r < R = rows` and `kk < k`: readable by the contract.
+                let x = _mm512_set1_ps(unsafe { *t.a.add(r * t.lda + kk) });
+                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let row = t.c.wrapping_add(r * t.ldc);
+            // SAFETY: as the loads above, writable by the contract.
+            unsafe {
+                _mm512_mask_storeu_ps(row, lo, acc[0]);
+                _mm512_mask_storeu_ps(row.wrapping_add(16), hi, acc[1]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::Tile;
+
+    /// A tile of `rows` (1..=6) rows and a 16-wide panel.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA and `t` meets [`Tile`]'s contract with `rows` rows and
+    /// `nr = 16`.
+    pub(super) unsafe fn tile(rows: usize, t: &Tile) {
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe {
+            match rows {
+                6 => rows_n::<6>(t),
+                5 => rows_n::<5>(t),
+                4 => rows_n::<4>(t),
+                3 => rows_n::<3>(t),
+                2 => rows_n::<2>(t),
+                _ => rows_n::<1>(t),
+            }
+        }
+    }
+
+    /// `R` rows: `2 R` accumulators, two aligned panel loads and `R` broadcasts per depth step.
+    ///
+    /// # Safety
+    /// As [`tile`], with `rows = R`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_n<const R: usize>(t: &Tile) {
+        // Lane j of `lo` (`hi`) is on if column j (8 + j) is inside the tile.
+        let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.cols as i32), index);
+        let hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.cols as i32 - 8), index);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        if t.accumulate {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let row = t.c.wrapping_add(r * t.ldc);
+                // SAFETY: the masks enable exactly the row's first `cols` elements, which the
+                // contract makes readable; masked-off lanes are not accessed.
+                unsafe {
+                    acc[0] = _mm256_maskload_ps(row, lo);
+                    acc[1] = _mm256_maskload_ps(row.wrapping_add(8), hi);
+                }
+            }
+        }
+        for kk in 0..t.k {
+            // SAFETY: panel row `kk` is 16 readable f32s at a 64-byte offset from `b`, which
+            // is 64-byte aligned (the contract).
+            let (b0, b1) = unsafe { (_mm256_load_ps(t.b.add(kk * 16)), _mm256_load_ps(t.b.add(kk * 16 + 8))) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `r < R = rows` and `kk < k`: readable by the contract.
+                let x = _mm256_set1_ps(unsafe { *t.a.add(r * t.lda + kk) });
+                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let row = t.c.wrapping_add(r * t.ldc);
+            // SAFETY: as the loads above, writable by the contract.
+            unsafe {
+                _mm256_maskstore_ps(row, lo, acc[0]);
+                _mm256_maskstore_ps(row.wrapping_add(8), hi, acc[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn kernels() -> Vec<Kernel> {
+        let all = [
+            Kernel::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512,
+        ];
+        all.into_iter().filter(|k| k.available()).collect()
+    }
+
+    /// Checks one product against an f64 triple loop, within the worst-case bound of f32
+    /// summation in any order: `k` units of roundoff on `Σ |a b|` (plus `|c|` when accumulating).
+    #[allow(clippy::too_many_arguments)]
+    fn check(kernel: Kernel, m: usize, k: usize, n: usize, accumulate: bool, b_layout: usize, rng: &mut StdRng) {
+        let (lda, ldc) = (k + rng.random_range(0..3), n + rng.random_range(0..3));
+        let mut value = || rng.random_range(-1f32..1.0);
+        let a: Vec<f32> = (0..m * lda).map(|_| value()).collect();
+        let b: Vec<f32> = (0..2 * k * n).map(|_| value()).collect();
+        let c0: Vec<f32> = (0..m * ldc).map(|_| value()).collect();
+        // The [k, n] operand stored row-major, column-major, or as every other element of a
+        // row-major [k, 2n] (each a different packing loop).
+        let (rsb, csb) = [(n, 1), (1, k), (2 * n, 2)][b_layout];
+        let packed = PackedB::new(kernel, &b, k, n, rsb, csb);
+        let mut c = c0.clone();
+        packed.gemm(m, &a, lda, accumulate, &mut c, ldc);
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j >= n {
+                    assert_eq!(got, c0[i * ldc + j], "{kernel:?} wrote past column {n} in row {i}");
+                    continue;
+                }
+                let (mut sum, mut mag) =
+                    if accumulate { (c0[i * ldc + j] as f64, c0[i * ldc + j].abs() as f64) } else { (0.0, 0.0) };
+                for kk in 0..k {
+                    let p = a[i * lda + kk] as f64 * b[kk * rsb + j * csb] as f64;
+                    sum += p;
+                    mag += p.abs();
+                }
+                let tol = (k + 1) as f64 * f32::EPSILON as f64 * mag + 1e-30;
+                assert!(
+                    (got as f64 - sum).abs() <= tol,
+                    "{kernel:?} m {m} k {k} n {n} accumulate {accumulate}: c[{i}, {j}] = {got}, want {sum} (tol {tol})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_a_triple_loop() {
+        let mut rng = StdRng::seed_from_u64(7);
+        // Empty, single, and either side of every tile size (6, 8, 16, 32) and of two tiles.
+        let edges = [0, 1, 2, 5, 6, 7, 8, 9, 12, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70];
+        for kernel in kernels() {
+            for &m in &edges {
+                for &n in &edges {
+                    let k = edges[rng.random_range(0..edges.len())];
+                    for accumulate in [false, true] {
+                        check(kernel, m, k, n, accumulate, rng.random_range(0..3), &mut rng);
+                    }
+                }
+            }
+            for _ in 0..200 {
+                let (m, k, n) = (rng.random_range(0..=70), rng.random_range(0..=70), rng.random_range(0..=70));
+                check(kernel, m, k, n, rng.random(), rng.random_range(0..3), &mut rng);
+            }
+            // Deeper than one pass over a panel.
+            for k in [KC - 1, KC, KC + 1, 2 * KC + 45] {
+                check(kernel, 9, k, 37, false, 0, &mut rng);
+                check(kernel, 13, k, 33, true, 1, &mut rng);
+                check(kernel, 5, k, 40, true, 2, &mut rng);
+            }
+        }
+    }
+
+    #[test]
+    fn a_zero_depth_product_is_zero_or_leaves_c() {
+        for kernel in kernels() {
+            let packed = PackedB::new(kernel, &[], 0, 3, 3, 1);
+            let mut c = vec![5f32; 6];
+            packed.gemm(2, &[], 0, true, &mut c, 3);
+            assert_eq!(c, [5.0; 6]);
+            packed.gemm(2, &[], 0, false, &mut c, 3);
+            assert_eq!(c, [0.0; 6]);
+        }
+    }
+}
