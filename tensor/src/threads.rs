@@ -28,6 +28,10 @@ const SPIN: Duration = Duration::from_micros(100);
 const WAIT_SPIN: Duration = Duration::from_micros(50);
 
 /// One region: part `i` of `f` runs on worker `i - 1` (part 0 on the caller).
+///
+/// Aligned to its own cache lines (it lives on the caller's stack, whose other lines the
+/// caller writes while the workers read `f` and count `pending` down).
+#[repr(align(128))]
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
     /// Workers still running their part.
@@ -37,6 +41,12 @@ struct Job<'a> {
 }
 
 /// A worker's mailbox: the job it is to run (null when idle) and the part it runs.
+///
+/// An idle worker reads `job` in a tight loop, so the slot has its own cache lines (128 bytes:
+/// the adjacent-line prefetcher pairs lines). Unpadded, its 32-byte heap cell sits wherever
+/// malloc puts it, possibly beside data the main thread writes all the time, and each such write
+/// would pull the line away from the spinning core and back (false sharing).
+#[repr(align(128))]
 struct Slot {
     job: AtomicPtr<Job<'static>>,
     part: AtomicUsize,
