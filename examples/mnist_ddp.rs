@@ -13,10 +13,12 @@
 //!
 //! `--bench-steps N` times N training steps (after 5 warm-up steps) of a hand-written loop
 //! (forward, `ddp.backward` (backward with the gradients averaged over the ranks), optimizer
-//! step) instead of training, and prints the global
-//! samples per second overall, at the median step and at the fastest step (steps start together
-//! after a barrier; on a machine busy with other work the fastest step is the one no rank was
-//! descheduled in): run it with `-n 1` and `-n 2` for the scaling figure. Each rank computes on
+//! step) instead of training, and prints the global samples per second overall, at the median
+//! step and at the fastest step, and the slowest step's time (steps start together after a
+//! barrier; on a machine busy with other work the fastest step is the one no rank was
+//! descheduled in, and on the 2-core VM this was measured on a step now and then stalled for
+//! 10-200 ms, with one rank or two: the overall figure shows those, the median does not). Run
+//! it with `-n 1` and `-n 2` for the scaling figure. Each rank computes on
 //! one thread (`mpirun -x MATMUL_NUM_THREADS=2 ...` changes that). `--overlap` and
 //! `--bucket-cap-mb` set `DdpOptions::overlap` (all-reduce each bucket during backward, or all
 //! after it) and `DdpOptions::bucket_cap_mb`: with the default 25 MB each model here is one
@@ -271,11 +273,12 @@ fn bench(
     let per_s = |t: f64| global_batch as f64 / t;
     main_println!(
         comm,
-        "{steps} steps of global batch {global_batch} on {} rank(s): {:.0} samples/s overall, {:.0} at the median step, {:.0} at the fastest",
+        "{steps} steps of global batch {global_batch} on {} rank(s): {:.0} samples/s overall, {:.0} at the median step, {:.0} at the fastest (slowest step {:.2} ms)",
         comm.size(),
         (steps * global_batch) as f64 / secs,
         per_s(times[times.len() / 2]),
-        per_s(times[0])
+        per_s(times[0]),
+        times[times.len() - 1] * 1e3
     );
     Ok(())
 }

@@ -54,7 +54,8 @@ pub struct DdpOptions {
     /// ranks of one machine it made no measurable difference either way (Open MPI moves a
     /// non-blocking collective on only inside MPI calls; README, *Training on several
     /// processes*); it is on because it costs nothing there and pays where an all-reduce takes
-    /// longer than a layer's backward.
+    /// longer than a layer's backward. A model whose gradients fit in one bucket takes the
+    /// path without overlap whatever this says: its one bucket fills only when backward ends.
     pub overlap: bool,
 }
 
@@ -341,7 +342,9 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
     /// # Panics
     /// As [`Var::backward`], and if a gradient in `grads` has another shape than this pass's.
     pub fn backward_into(&self, loss: &Var<F>, grads: &mut Grads<F>) -> Result<(), DistError> {
-        if !self.sync.get() || !self.options.overlap {
+        // One bucket fills only when backward reaches the first layer: nothing can overlap,
+        // and the blocking all-reduce after backward is the cheaper call.
+        if !self.sync.get() || !self.options.overlap || self.buckets.len() < 2 {
             let new = loss.backward();
             if grads.is_empty() {
                 *grads = new;
@@ -522,7 +525,7 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
                 }
             }
             send.extend(flags);
-            recv.clear();
+            // Same length as last step: no fill (the all-reduce overwrites every element).
             recv.resize(send.len(), F::zero());
             self.trace.borrow_mut().push(SyncEvent::BucketLaunched { bucket: b });
             self.comm.reduce_raw(send, recv, ReduceOp::Sum);
