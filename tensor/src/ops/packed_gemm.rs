@@ -7,8 +7,10 @@
 //! row of the panel, zero-padded at the right edge, 64-byte aligned); every product after that
 //! reads the left operand in place, row-major, broadcasting one element at a time. Kernels:
 //! AVX-512F (8 rows x 32 columns, 16 zmm accumulators), AVX2 + FMA (6 x 16, 12 ymm) and plain
-//! scalar code, chosen by runtime feature detection. Only `alpha = 1` and `beta` in {0, 1}:
-//! what the recurrences need.
+//! scalar code, chosen by runtime feature detection. Only `alpha = 1` and `beta` in {0, 1}, or
+//! a product that starts from another buffer plus a bias row ([`Start::Sum`], a step's input
+//! projections and bias, so they need no copy into the gate block first): what the recurrences
+//! need.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -71,6 +73,17 @@ const KC: usize = 256;
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+/// Where a product's accumulators start.
+#[derive(Clone, Copy)]
+pub(crate) enum Start<'a> {
+    /// At zero: `c = a · B`.
+    Zero,
+    /// At `c`: `c += a · B`.
+    C,
+    /// At `d[i * ldd + j] + bias[j]`: `c = d + bias + a · B`, `d` another buffer.
+    Sum { d: &'a [f32], ldd: usize, bias: Option<&'a [f32]> },
+}
+
 /// A `[k, n]` right-hand operand packed for one [`Kernel`]: panel `p` holds columns
 /// `p * nr .. (p + 1) * nr`, row after row, at offset `p * k * nr`.
 pub(crate) struct PackedB {
@@ -131,6 +144,15 @@ impl PackedB {
     /// # Panics
     /// If `a` or `c` is too short for `m` rows of its stride, or `ldc < n`.
     pub(crate) fn gemm(&self, m: usize, a: &[f32], lda: usize, accumulate: bool, c: &mut [f32], ldc: usize) {
+        self.gemm_from(m, a, lda, if accumulate { Start::C } else { Start::Zero }, c, ldc);
+    }
+
+    /// `c[m, n] = start + a[m, k] · B`, `a` and `c` row-major with row strides `lda` and `ldc`.
+    ///
+    /// # Panics
+    /// If `a`, `c` or `start`'s buffers are too short for `m` rows of their strides (`n` bias
+    /// values), or `ldc < n`.
+    pub(crate) fn gemm_from(&self, m: usize, a: &[f32], lda: usize, start: Start, c: &mut [f32], ldc: usize) {
         let (k, n) = (self.k, self.n);
         if m == 0 || n == 0 {
             return;
@@ -140,9 +162,19 @@ impl PackedB {
             "packed_gemm: output [{m}, {n}] with row stride {ldc} does not fit {} elements",
             c.len()
         );
+        if let Start::Sum { d, ldd, bias } = start {
+            assert!(
+                d.len() >= (m - 1) * ldd + n && bias.is_none_or(|b| b.len() >= n),
+                "packed_gemm: start [{m}, {n}] with row stride {ldd} does not fit {} elements (or bias {:?} values)",
+                d.len(),
+                bias.map(<[f32]>::len)
+            );
+        }
         if k == 0 {
-            if !accumulate {
-                c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+            for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
+                for (j, x) in row[..n].iter_mut().enumerate() {
+                    *x = start_value(start, *x, i, j);
+                }
             }
             return;
         }
@@ -152,15 +184,15 @@ impl PackedB {
             a.len()
         );
         match self.kernel {
-            Kernel::Scalar => self.gemm_scalar(m, a, lda, accumulate, c, ldc),
+            Kernel::Scalar => self.gemm_scalar(m, a, lda, start, c, ldc),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => self.tiled(6, m, a, lda, accumulate, c, ldc, |rows, t| {
+            Kernel::Avx2 => self.tiled(6, m, a, lda, start, c, ldc, |rows, t| {
                 // SAFETY: packing checked that the CPU has AVX2 and FMA; `tiled` passes tiles
                 // of at most 6 rows that meet the contract for this 16-wide packing.
                 unsafe { avx2::tile(rows, t) }
             }),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => self.tiled(8, m, a, lda, accumulate, c, ldc, |rows, t| {
+            Kernel::Avx512 => self.tiled(8, m, a, lda, start, c, ldc, |rows, t| {
                 // SAFETY: packing checked that the CPU has AVX-512F; `tiled` passes tiles of at
                 // most 8 rows that meet the contract for this 32-wide packing.
                 unsafe { avx512::tile(rows, t) }
@@ -169,16 +201,16 @@ impl PackedB {
     }
 
     /// The scalar kernel: one output row at a time, one panel row of accumulators.
-    fn gemm_scalar(&self, m: usize, a: &[f32], lda: usize, accumulate: bool, c: &mut [f32], ldc: usize) {
+    fn gemm_scalar(&self, m: usize, a: &[f32], lda: usize, start: Start, c: &mut [f32], ldc: usize) {
         const NR: usize = 8;
         let (k, n, flat) = (self.k, self.n, self.flat());
         for i in 0..m {
             let a = &a[i * lda..i * lda + k];
             let c = &mut c[i * ldc..i * ldc + n];
-            for (panel, c) in flat.chunks_exact(k * NR).zip(c.chunks_mut(NR)) {
+            for (p, (panel, c)) in flat.chunks_exact(k * NR).zip(c.chunks_mut(NR)).enumerate() {
                 let mut acc = [0f32; NR];
-                if accumulate {
-                    acc[..c.len()].copy_from_slice(c);
+                for (j, (s, &x)) in acc.iter_mut().zip(c.iter()).enumerate() {
+                    *s = start_value(start, x, i, p * NR + j);
                 }
                 for (&x, b) in a.iter().zip(panel.chunks_exact(NR)) {
                     for (s, &y) in acc.iter_mut().zip(b) {
@@ -202,13 +234,20 @@ impl PackedB {
         m: usize,
         a: &[f32],
         lda: usize,
-        accumulate: bool,
+        start: Start,
         c: &mut [f32],
         ldc: usize,
         tile: impl Fn(usize, &Tile),
     ) {
         let (k, n, nr) = (self.k, self.n, self.kernel.nr());
         let (a, b, c) = (a.as_ptr(), self.flat().as_ptr(), c.as_mut_ptr());
+        let null = std::ptr::null::<f32>();
+        // The first pass starts from `start`, every later one from `c`.
+        let (src, lds, bias) = match start {
+            Start::Zero => (null, 0, null),
+            Start::C => (c.cast_const(), ldc, null),
+            Start::Sum { d, ldd, bias } => (d.as_ptr(), ldd, bias.map_or(null, <[f32]>::as_ptr)),
+        };
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             for p in 0..n.div_ceil(nr) {
@@ -224,7 +263,13 @@ impl PackedB {
                         c: c.wrapping_add(i0 * ldc + j0),
                         ldc,
                         cols: nr.min(n - j0),
-                        accumulate: accumulate || k0 > 0,
+                        src: match (k0 > 0, src.is_null()) {
+                            (true, _) => c.wrapping_add(i0 * ldc + j0),
+                            (false, true) => null,
+                            (false, false) => src.wrapping_add(i0 * lds + j0),
+                        },
+                        lds: if k0 > 0 { ldc } else { lds },
+                        bias: if k0 > 0 || bias.is_null() { null } else { bias.wrapping_add(j0) },
                     };
                     tile(mr.min(m - i0), &t);
                 }
@@ -233,13 +278,16 @@ impl PackedB {
     }
 }
 
-/// One micro-tile's work: `c[r, j] (+)= Σ_kk a[r * lda + kk] * b[kk * nr + j]` for `r < rows`,
-/// `j < cols` and `kk < k`.
+/// One micro-tile's work: `c[r, j] = s[r, j] + Σ_kk a[r * lda + kk] * b[kk * nr + j]` for
+/// `r < rows`, `j < cols` and `kk < k`, where `s[r, j]` is `src[r * lds + j]` (zero if `src` is
+/// null) plus `bias[j]` (if `bias` is not null).
 ///
 /// The contract a kernel relies on: `a + r * lda + kk` is readable for every `r < rows` and
 /// `kk < k`; `b + kk * nr + j` is readable for every `kk < k` and `j < nr`, and `b` is aligned
 /// to `4 * nr` bytes (at most 64); `c + r * ldc + j` is readable and writable for every
-/// `r < rows` and `j < cols`, with `1 <= cols <= nr`; `c` overlaps neither `a` nor `b`.
+/// `r < rows` and `j < cols`, with `1 <= cols <= nr`; `c` overlaps neither `a` nor `b`; unless
+/// null, `src + r * lds + j` and `bias + j` are readable for those `r` and `j` (`src` may be
+/// `c` itself).
 #[cfg(target_arch = "x86_64")]
 struct Tile {
     a: *const f32,
@@ -249,7 +297,9 @@ struct Tile {
     c: *mut f32,
     ldc: usize,
     cols: usize,
-    accumulate: bool,
+    src: *const f32,
+    lds: usize,
+    bias: *const f32,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -287,15 +337,24 @@ mod avx512 {
         let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
         let (lo, hi) = (lanes(t.cols), lanes(t.cols.saturating_sub(16)));
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        if t.accumulate {
+        if !t.src.is_null() {
             for (r, acc) in acc.iter_mut().enumerate() {
-                let row = t.c.wrapping_add(r * t.ldc);
+                let row = t.src.wrapping_add(r * t.lds);
                 // SAFETY: the masks enable exactly the row's first `cols` elements, which the
                 // contract makes readable; masked-off lanes are not accessed.
                 unsafe {
                     acc[0] = _mm512_maskz_loadu_ps(lo, row);
                     acc[1] = _mm512_maskz_loadu_ps(hi, row.wrapping_add(16));
                 }
+            }
+        }
+        if !t.bias.is_null() {
+            // SAFETY: as the row loads above, `cols` readable bias values.
+            let bias =
+                unsafe { [_mm512_maskz_loadu_ps(lo, t.bias), _mm512_maskz_loadu_ps(hi, t.bias.wrapping_add(16))] };
+            for acc in acc.iter_mut() {
+                acc[0] = _mm512_add_ps(acc[0], bias[0]);
+                acc[1] = _mm512_add_ps(acc[1], bias[1]);
             }
         }
         for kk in 0..t.k {
@@ -356,15 +415,23 @@ mod avx2 {
         let lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.cols as i32), index);
         let hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.cols as i32 - 8), index);
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        if t.accumulate {
+        if !t.src.is_null() {
             for (r, acc) in acc.iter_mut().enumerate() {
-                let row = t.c.wrapping_add(r * t.ldc);
+                let row = t.src.wrapping_add(r * t.lds);
                 // SAFETY: the masks enable exactly the row's first `cols` elements, which the
                 // contract makes readable; masked-off lanes are not accessed.
                 unsafe {
                     acc[0] = _mm256_maskload_ps(row, lo);
                     acc[1] = _mm256_maskload_ps(row.wrapping_add(8), hi);
                 }
+            }
+        }
+        if !t.bias.is_null() {
+            // SAFETY: as the row loads above, `cols` readable bias values.
+            let bias = unsafe { [_mm256_maskload_ps(t.bias, lo), _mm256_maskload_ps(t.bias.wrapping_add(8), hi)] };
+            for acc in acc.iter_mut() {
+                acc[0] = _mm256_add_ps(acc[0], bias[0]);
+                acc[1] = _mm256_add_ps(acc[1], bias[1]);
             }
         }
         for kk in 0..t.k {
@@ -389,6 +456,16 @@ mod avx2 {
     }
 }
 
+/// Element `(i, j)` of where a product starts, `c` being the output's current value.
+#[inline(always)]
+fn start_value(start: Start, c: f32, i: usize, j: usize) -> f32 {
+    match start {
+        Start::Zero => 0.0,
+        Start::C => c,
+        Start::Sum { d, ldd, bias } => d[i * ldd + j] + bias.map_or(0.0, |b| b[j]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,20 +484,32 @@ mod tests {
     }
 
     /// Checks one product against an f64 triple loop, within the worst-case bound of f32
-    /// summation in any order: `k` units of roundoff on `Σ |a b|` (plus `|c|` when accumulating).
-    #[allow(clippy::too_many_arguments)]
-    fn check(kernel: Kernel, m: usize, k: usize, n: usize, accumulate: bool, b_layout: usize, rng: &mut StdRng) {
-        let (lda, ldc) = (k + rng.random_range(0..3), n + rng.random_range(0..3));
+    /// summation in any order: `k` units of roundoff on `Σ |a b|` plus the start's magnitude.
+    /// `start`: 0 zero, 1 `c`, 2 another buffer, 3 another buffer and a bias.
+    fn check(kernel: Kernel, m: usize, k: usize, n: usize, start: usize, b_layout: usize, rng: &mut StdRng) {
+        let (lda, ldc, ldd) = (k + rng.random_range(0..3), n + rng.random_range(0..3), n + rng.random_range(0..3));
         let mut value = || rng.random_range(-1f32..1.0);
         let a: Vec<f32> = (0..m * lda).map(|_| value()).collect();
         let b: Vec<f32> = (0..2 * k * n).map(|_| value()).collect();
         let c0: Vec<f32> = (0..m * ldc).map(|_| value()).collect();
+        let d: Vec<f32> = (0..m * ldd).map(|_| value()).collect();
+        let bias: Vec<f32> = (0..n).map(|_| value()).collect();
         // The [k, n] operand stored row-major, column-major, or as every other element of a
         // row-major [k, 2n] (each a different packing loop).
         let (rsb, csb) = [(n, 1), (1, k), (2 * n, 2)][b_layout];
         let packed = PackedB::new(kernel, &b, k, n, rsb, csb);
         let mut c = c0.clone();
-        packed.gemm(m, &a, lda, accumulate, &mut c, ldc);
+        match start {
+            0 | 1 => packed.gemm(m, &a, lda, start == 1, &mut c, ldc),
+            _ => packed.gemm_from(
+                m,
+                &a,
+                lda,
+                Start::Sum { d: &d, ldd, bias: (start == 3).then_some(&bias[..]) },
+                &mut c,
+                ldc,
+            ),
+        }
         for i in 0..m {
             for j in 0..ldc {
                 let got = c[i * ldc + j];
@@ -428,8 +517,13 @@ mod tests {
                     assert_eq!(got, c0[i * ldc + j], "{kernel:?} wrote past column {n} in row {i}");
                     continue;
                 }
-                let (mut sum, mut mag) =
-                    if accumulate { (c0[i * ldc + j] as f64, c0[i * ldc + j].abs() as f64) } else { (0.0, 0.0) };
+                let s0 = match start {
+                    0 => 0.0,
+                    1 => c0[i * ldc + j],
+                    2 => d[i * ldd + j],
+                    _ => d[i * ldd + j] + bias[j],
+                };
+                let (mut sum, mut mag) = (s0 as f64, s0.abs() as f64);
                 for kk in 0..k {
                     let p = a[i * lda + kk] as f64 * b[kk * rsb + j * csb] as f64;
                     sum += p;
@@ -438,7 +532,7 @@ mod tests {
                 let tol = (k + 1) as f64 * f32::EPSILON as f64 * mag + 1e-30;
                 assert!(
                     (got as f64 - sum).abs() <= tol,
-                    "{kernel:?} m {m} k {k} n {n} accumulate {accumulate}: c[{i}, {j}] = {got}, want {sum} (tol {tol})"
+                    "{kernel:?} m {m} k {k} n {n} start {start}: c[{i}, {j}] = {got}, want {sum} (tol {tol})"
                 );
             }
         }
@@ -453,20 +547,20 @@ mod tests {
             for &m in &edges {
                 for &n in &edges {
                     let k = edges[rng.random_range(0..edges.len())];
-                    for accumulate in [false, true] {
-                        check(kernel, m, k, n, accumulate, rng.random_range(0..3), &mut rng);
+                    for start in 0..4 {
+                        check(kernel, m, k, n, start, rng.random_range(0..3), &mut rng);
                     }
                 }
             }
             for _ in 0..200 {
                 let (m, k, n) = (rng.random_range(0..=70), rng.random_range(0..=70), rng.random_range(0..=70));
-                check(kernel, m, k, n, rng.random(), rng.random_range(0..3), &mut rng);
+                check(kernel, m, k, n, rng.random_range(0..4), rng.random_range(0..3), &mut rng);
             }
             // Deeper than one pass over a panel.
             for k in [KC - 1, KC, KC + 1, 2 * KC + 45] {
-                check(kernel, 9, k, 37, false, 0, &mut rng);
-                check(kernel, 13, k, 33, true, 1, &mut rng);
-                check(kernel, 5, k, 40, true, 2, &mut rng);
+                check(kernel, 9, k, 37, 0, 0, &mut rng);
+                check(kernel, 13, k, 33, 1, 1, &mut rng);
+                check(kernel, 5, k, 40, 3, 2, &mut rng);
             }
         }
     }

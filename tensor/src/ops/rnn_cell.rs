@@ -10,7 +10,7 @@
 use std::any::{Any, TypeId};
 use std::ops::Range;
 
-use super::packed_gemm::{Kernel, PackedB};
+use super::packed_gemm::{Kernel, PackedB, Start};
 use crate::element::Float;
 use crate::tensor::Tensor;
 
@@ -515,19 +515,29 @@ impl<E: Float> Tensor<E> {
             let t = if reverse { steps - 1 - s } else { s };
             let start = gates.len();
             let block = &gxs[t * batch * g..(t + 1) * batch * g];
-            match bias {
-                Some(b) => {
+            let product = (s > 0 || h0.is_some()) && h > 0 && batch > 0;
+            match (&packed, as_f32_ref(block)) {
+                // In f32 the packed kernel starts from the step's projections and the bias, and
+                // writes the gate block once (no copy of the projections, no bias pass).
+                (Some(p), Some(d)) if product => {
+                    let start_at = Start::Sum { d, ldd: g, bias: bias.and_then(as_f32_ref) };
+                    gates.resize(start + batch * g, E::zero());
+                    let c = as_f32(&mut gates[start..]).expect("packed only in f32");
+                    p.gemm_from(batch, as_f32_ref(&hs).expect("packed only in f32"), h, start_at, c, g);
+                }
+                _ => {
                     gates.extend_from_slice(block);
-                    for row in gates[start..].chunks_exact_mut(g) {
-                        for (x, &y) in row.iter_mut().zip(b) {
-                            *x += y;
+                    if let Some(b) = bias {
+                        for row in gates[start..].chunks_exact_mut(g) {
+                            for (x, &y) in row.iter_mut().zip(b) {
+                                *x += y;
+                            }
                         }
                     }
+                    if product {
+                        step_product(packed.as_ref(), w_t, batch, h, g, &hs, true, &mut gates[start..]);
+                    }
                 }
-                None => gates.extend_from_slice(block),
-            }
-            if (s > 0 || h0.is_some()) && h > 0 && batch > 0 {
-                step_product(packed.as_ref(), w_t, batch, h, g, &hs, true, &mut gates[start..]);
             }
             if let Some(hp) = &mut h_prev {
                 hp.extend_from_slice(&hs);
