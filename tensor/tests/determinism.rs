@@ -145,8 +145,8 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     let (old_threads, old_min_work) = (num_threads(), min_work_per_thread());
     // Every split that can happen does: the batches and products below are small.
     set_min_work_per_thread(0);
-    // LeNet's convolutions (padded and not; batches whose weight gradients make 3 blocks of
-    // 2^22 multiply-adds, split unevenly over 2 threads), groups, and the im2col path.
+    // LeNet's convolutions (padded and not; batches whose weight gradients make 2 blocks of
+    // 2^22 multiply-adds, split unevenly over 3 threads), groups, and the im2col path.
     conv_case(96, (1, 6, 1), 28, 5, 2, 1);
     conv_case(40, (6, 16, 1), 14, 5, 0, 1);
     conv_case(7, (4, 6, 2), 11, 3, 1, 1);
@@ -169,7 +169,8 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     pool_case(16, 6, 28, 2, 2, 0);
     pool_case(64, 16, 10, 2, 2, 0);
     pool_case(5, 3, 9, 3, 2, 1);
-    // At the default threshold, as training LeNet at batch 64 runs its second convolution.
+    // At the default threshold, as training LeNet at batch 64 runs its second convolution (4
+    // weight-gradient blocks: 2 per thread on 2 threads, uneven on 3).
     set_min_work_per_thread(1 << 22);
     conv_case(64, (6, 16, 1), 14, 5, 0, 1);
     set_num_threads(old_threads);
