@@ -1,7 +1,7 @@
 //! Kernels that split their work over threads give bit-identical results whatever the thread
 //! count: convolutions (forward, input and weight gradients, where the weight gradient is a
-//! reduction over the batch), matrix products (batch entries, row and column blocks) and
-//! poolings (blocks of planes).
+//! reduction over the batch), matrix products (batch entries, row and column blocks),
+//! poolings (blocks of planes) and reductions over blocks (ranges of output elements).
 //!
 //! The thread settings are process-wide, so one test sets them and checks every kernel in turn.
 
@@ -102,6 +102,30 @@ fn parallel_collect_case() {
     }
 }
 
+/// Reductions over blocks (the innermost dim in memory reduced), split over threads by output
+/// elements: a convolution's bias gradient `[n, c, h, w] -> [c]`, a permuted view, `keepdim`,
+/// `mean_dims` and `logsumexp_dims`. Each output element must also equal the reduction of its
+/// own block alone (a narrowed view reduced on one thread), which checks where each range of
+/// outputs starts.
+fn reduce_case(shape: &[usize], dims: &[isize], perm: &[usize]) {
+    let mut rng = StdRng::seed_from_u64(shape.iter().product::<usize>() as u64);
+    let x = Tensor::<f32>::rand_uniform(shape, -1.0, 1.0, &mut rng).permute(perm);
+    let what = format!("sum_dims {dims:?} of {:?} permuted by {perm:?}", x.shape());
+    set_num_threads(1);
+    let kept = (0..x.rank()).find(|d| !dims.contains(&(*d as isize))).expect("a kept dim");
+    let alone: Vec<u64> = (0..x.shape()[kept])
+        .map(|i| x.narrow(kept as isize, i, 1).sum_dims(dims, false).to_vec())
+        .flat_map(|v| v.into_iter().map(|s| f64::from(s).to_bits()))
+        .collect();
+    same_on_1_2_3_threads(&what, || {
+        let sums = bits(&x.sum_dims(dims, false));
+        if x.rank() - dims.len() == 1 {
+            assert_eq!(sums, alone, "{what}: each output against its block reduced alone");
+        }
+        vec![sums, bits(&x.sum_dims(dims, true)), bits(&x.mean_dims(dims, false)), bits(&x.logsumexp_dims(dims, false))]
+    });
+}
+
 /// `a @ b^T` and `a^T @ b` (transposing the last two dims) for `a` `[.., m, k]` and `b` `[.., n, k]`.
 fn matmul_case<E: Float + Into<f64>>(a: &[usize], b: &[usize]) {
     let mut rng = StdRng::seed_from_u64((a.iter().sum::<usize>() * 31 + b.iter().sum::<usize>()) as u64);
@@ -121,8 +145,8 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     let (old_threads, old_min_work) = (num_threads(), min_work_per_thread());
     // Every split that can happen does: the batches and products below are small.
     set_min_work_per_thread(0);
-    // LeNet's convolutions (padded and not; batches whose weight gradients make 3 blocks of
-    // 2^22 multiply-adds, split unevenly over 2 threads), groups, and the im2col path.
+    // LeNet's convolutions (padded and not; batches whose weight gradients make 2 blocks of
+    // 2^22 multiply-adds, split unevenly over 3 threads), groups, and the im2col path.
     conv_case(96, (1, 6, 1), 28, 5, 2, 1);
     conv_case(40, (6, 16, 1), 14, 5, 0, 1);
     conv_case(7, (4, 6, 2), 11, 3, 1, 1);
@@ -134,11 +158,19 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     matmul_case::<f64>(&[2, 64, 30], &[2, 48, 30]);
     unary_case();
     parallel_collect_case();
+    // LeNet's two bias gradients, 7 outputs (uneven ranges on 2 and 3 threads), a permuted
+    // view (the kept dim not outermost), and two kept dims.
+    reduce_case(&[16, 6, 28, 28], &[0, 2, 3], &[0, 1, 2, 3]);
+    reduce_case(&[64, 16, 10, 10], &[0, 2, 3], &[0, 1, 2, 3]);
+    reduce_case(&[5, 7, 9, 11], &[0, 2, 3], &[0, 1, 2, 3]);
+    reduce_case(&[7, 5, 9, 11], &[0, 2, 3], &[1, 0, 2, 3]);
+    reduce_case(&[3, 4, 5, 67], &[1, 3], &[0, 1, 2, 3]);
     // LeNet's two max pools (the second in blocks of planes), and padded windows.
     pool_case(16, 6, 28, 2, 2, 0);
     pool_case(64, 16, 10, 2, 2, 0);
     pool_case(5, 3, 9, 3, 2, 1);
-    // At the default threshold, as training LeNet at batch 64 runs its second convolution.
+    // At the default threshold, as training LeNet at batch 64 runs its second convolution (4
+    // weight-gradient blocks: 2 per thread on 2 threads, uneven on 3).
     set_min_work_per_thread(1 << 22);
     conv_case(64, (6, 16, 1), 14, 5, 0, 1);
     set_num_threads(old_threads);

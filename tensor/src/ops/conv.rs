@@ -787,9 +787,10 @@ mod shift {
     ///
     /// A reduction over the batch, bit-identical whatever the thread count: the batch is cut
     /// into blocks of whole chunks by the shapes alone (as many blocks as chunks, up to
-    /// [`WEIGHT_GRAD_MAX_BLOCKS`], each of at least [`WEIGHT_GRAD_BLOCK_WORK`]), each block sums its samples into its own lanes from zero,
-    /// and the blocks' lanes are added in block order; threads take whole blocks. (Summing per
-    /// thread made training differ between 1 and 2 threads.)
+    /// [`WEIGHT_GRAD_MAX_BLOCKS`], each of at least [`WEIGHT_GRAD_BLOCK_WORK`], rounded down to a
+    /// power of two), each block sums its samples into its own lanes from zero, and the blocks'
+    /// lanes are added in block order; threads take whole blocks. (Summing per thread made
+    /// training differ between 1 and 2 threads.)
     pub(super) fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
         let (p, og, cg, kg) = (geo.p(), geo.og(), geo.cg(), geo.kg());
         let (hp, wp) = (geo.h + 2 * geo.ph, geo.w + 2 * geo.pw);
@@ -802,7 +803,10 @@ mod shift {
         let per_chunk = (WEIGHT_GRAD_CHUNK_FLOATS / per_sample.max(1)).clamp(1, geo.n.max(1));
         let chunks = geo.n.div_ceil(per_chunk);
         let work = geo.o * kg * nqw;
+        // A power of two, so that 2 (or 4, 8) threads get equal shares: LeNet's 6->16 layer at
+        // batch 64 made 5 blocks, 2 for one thread and 3 for the other, which then waited.
         let blocks = chunks.min(WEIGHT_GRAD_MAX_BLOCKS).min(geo.n.saturating_mul(work) / WEIGHT_GRAD_BLOCK_WORK).max(1);
+        let blocks = 1 << blocks.ilog2();
         // Samples of block `b`: chunks `b * chunks / blocks` up to the next block's first.
         let block =
             |b: usize| (b * chunks / blocks * per_chunk).min(geo.n)..((b + 1) * chunks / blocks * per_chunk).min(geo.n);

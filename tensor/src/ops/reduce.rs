@@ -21,11 +21,14 @@
 //! don't, so that `sum_to` and autograd never need a special case. Reducing every dim without
 //! `keepdim` gives a 0-d tensor.
 
+use std::ops::Range;
+
 use smallvec::SmallVec;
 
 use crate::element::{Float, Num};
 use crate::iter::{collapse, for_each_offset, for_each_run};
 use crate::layout::{contiguous_strides, Layout, Shape, Strides};
+use crate::ops::{elementwise_min_per_thread, parallel_collect, threads_for};
 use crate::tensor::Tensor;
 
 /// Elements a leaf of the pairwise slice fold takes in sequence (eight accumulators of 128).
@@ -147,6 +150,32 @@ impl Plan {
         out
     }
 
+    /// Calls `kernel` on the blocks of output elements `outs`, in output order.
+    fn for_each_block_in<E: Copy>(&self, data: &[E], outs: Range<usize>, mut kernel: impl FnMut(Block<'_, E>)) {
+        // The multi-index of the first output element, innermost kept dim last.
+        let mut index: SmallVec<[usize; 6]> = smallvec::smallvec![0; self.kept_shape.len()];
+        let mut rest = outs.start;
+        for (i, &size) in index.iter_mut().zip(&self.kept_shape).rev() {
+            *i = rest % size;
+            rest /= size;
+        }
+        let mut base =
+            self.offset as isize + index.iter().zip(&self.kept_strides).map(|(&i, &s)| i as isize * s).sum::<isize>();
+        for _ in outs {
+            kernel(Block { data, base: base as usize, shape: &self.red_shape, strides: &self.red_strides });
+            // Step the multi-index like an odometer.
+            for d in (0..index.len()).rev() {
+                index[d] += 1;
+                base += self.kept_strides[d];
+                if index[d] < self.kept_shape[d] {
+                    break;
+                }
+                base -= index[d] as isize * self.kept_strides[d];
+                index[d] = 0;
+            }
+        }
+    }
+
     /// Sets `out[o] = f(out[o], x, aux[o])` for every input element `x` of output element `o`,
     /// walking the input slab by slab (reduced dims outer, kept dims inner). `out` must hold
     /// `init`, the identity of `f` and `merge`.
@@ -212,8 +241,27 @@ impl Plan {
 
     /// One accumulator per output element: `f` folds in an element, `merge` joins two partial
     /// accumulators, and `init` is the identity of both.
-    fn fold<E: Copy, A: Copy>(&self, data: &[E], init: A, f: impl Fn(A, E) -> A, merge: impl Fn(A, A) -> A) -> Vec<A> {
+    ///
+    /// With blocks, large reductions are split over threads by output elements: each output
+    /// element folds its own block on one thread, in the same order whatever the split, so the
+    /// result is bit-identical at any thread count (a convolution's bias gradient, 6 sums of 50k
+    /// elements at LeNet's batch 64, took 4% of a 2-thread step on one thread).
+    fn fold<E: Copy + Sync, A: Copy + Send + Sync>(
+        &self,
+        data: &[E],
+        init: A,
+        f: impl Fn(A, E) -> A + Sync,
+        merge: impl Fn(A, A) -> A + Sync,
+    ) -> Vec<A> {
         if self.by_blocks {
+            let min_outputs = elementwise_min_per_thread().div_ceil(self.n_red.max(1));
+            if threads_for(self.n_out, min_outputs) > 1 {
+                return parallel_collect(self.n_out, min_outputs, &|outs: Range<usize>| {
+                    let mut acc = Vec::with_capacity(outs.len());
+                    self.for_each_block_in(data, outs, |b| acc.push(b.fold(init, &f, &merge)));
+                    acc.into_iter()
+                });
+            }
             self.for_each_block(data, |b| b.fold(init, &f, &merge))
         } else {
             let mut out = vec![init; self.n_out];
@@ -330,7 +378,7 @@ fn highest<E: Num>() -> E {
 
 impl<E: Num> Tensor<E> {
     /// Folds with a monoid (`f` associative and commutative, `init` its identity).
-    fn monoid(&self, plan: Plan, init: E, f: impl Fn(E, E) -> E + Copy) -> Tensor<E> {
+    fn monoid(&self, plan: Plan, init: E, f: impl Fn(E, E) -> E + Copy + Sync) -> Tensor<E> {
         if plan.n_red == 1 {
             // Every group holds one element, whose fold with the identity is itself.
             return self.contiguous().reshape(&plan.out_shape);
