@@ -143,8 +143,9 @@ pub struct DistributedDataParallel<'a, F: MpiFloat = f32> {
     offsets: Vec<Vec<usize>>,
     options: DdpOptions,
     sync: Cell<bool>,
-    buffers: RefCell<(Vec<F>, Vec<F>)>,
-    /// Per bucket, the send and receive buffers of the overlapped path (allocated once).
+    /// Per bucket, its send and receive buffers: the gradients flattened at `offsets`, then one
+    /// "had a gradient" flag per parameter (summed, it counts the ranks that used the
+    /// parameter). Allocated at the first sync, then reused.
     bucket_buffers: RefCell<Vec<(Vec<F>, Vec<F>)>>,
     trace: RefCell<Vec<SyncEvent>>,
 }
@@ -216,7 +217,6 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
             offsets,
             options,
             sync: Cell::new(true),
-            buffers: RefCell::new((Vec::new(), Vec::new())),
             bucket_buffers: RefCell::new(Vec::new()),
             trace: RefCell::new(Vec::new()),
         })
@@ -358,13 +358,7 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
 
     /// The overlapped path of [`backward_into`](Self::backward_into).
     fn overlapped_backward(&self, loss: &Var<F>, grads: &mut Grads<F>) -> Result<(), DistError> {
-        let mut buffers = self.bucket_buffers.borrow_mut();
-        if buffers.is_empty() {
-            for (bucket, offsets) in self.buckets.iter().zip(&self.offsets) {
-                let len = offsets[bucket.len()] + bucket.len();
-                buffers.push((vec![F::zero(); len], vec![F::zero(); len]));
-            }
-        }
+        let mut buffers = self.bucket_buffers();
         let mut trace = self.trace.borrow_mut();
         trace.clear();
         // Per bucket: its buffers until it starts, and how many of its gradients are missing.
@@ -498,40 +492,31 @@ impl<'a, F: MpiFloat> DistributedDataParallel<'a, F> {
         Ok(())
     }
 
+    /// The buckets' send and receive buffers, allocated on first use.
+    fn bucket_buffers(&self) -> std::cell::RefMut<'_, Vec<(Vec<F>, Vec<F>)>> {
+        let mut buffers = self.bucket_buffers.borrow_mut();
+        if buffers.is_empty() {
+            for (bucket, offsets) in self.buckets.iter().zip(&self.offsets) {
+                let len = offsets[bucket.len()] + bucket.len();
+                buffers.push((vec![F::zero(); len], vec![F::zero(); len]));
+            }
+        }
+        buffers
+    }
+
     /// [`sync_grads`](Self::sync_grads) once backward has ended (appends to the trace).
     fn sync_after_backward(&self, grads: &mut Grads<F>) -> Result<(), DistError> {
         let world = self.comm.size();
-        let mut guard = self.buffers.borrow_mut();
-        let (send, recv) = &mut *guard;
-        for (b, bucket) in self.buckets.iter().enumerate() {
-            // The bucket: every gradient flattened, then one "had a gradient" flag per parameter
-            // (summed, it counts the ranks that used the parameter).
-            send.clear();
-            let mut flags = Vec::with_capacity(bucket.len());
-            for &i in bucket {
-                let p = &self.params[i].1;
-                match grads.get_param(p) {
-                    Some(g) => {
-                        match g.as_slice() {
-                            Some(s) => send.extend_from_slice(s),
-                            None => send.extend(g.to_vec()),
-                        }
-                        flags.push(F::one());
-                    }
-                    None => {
-                        send.resize(send.len() + p.numel(), F::zero());
-                        flags.push(F::zero());
-                    }
-                }
+        let mut buffers = self.bucket_buffers();
+        for (b, (bucket, (send, recv))) in self.buckets.iter().zip(buffers.iter_mut()).enumerate() {
+            for (k, &i) in bucket.iter().enumerate() {
+                self.fill(send, b, k, grads.get_param(&self.params[i].1), None);
             }
-            send.extend(flags);
-            // Same length as last step: no fill (the all-reduce overwrites every element).
-            recv.resize(send.len(), F::zero());
             self.trace.borrow_mut().push(SyncEvent::BucketLaunched { bucket: b });
             self.comm.reduce_raw(send, recv, ReduceOp::Sum);
             self.unpack(b, recv, world, grads)?;
         }
-        drop(guard);
+        drop(buffers);
         if self.options.broadcast_buffers {
             self.sync_buffers()?;
         }
