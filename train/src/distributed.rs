@@ -1,7 +1,7 @@
 //! Data-parallel training with the [`Learner`]: a [`DataSource`] that yields one rank's shard of
 //! each epoch ([`DistributedLoader`]) and, with the `mpi` feature, [`Learner::distributed`],
-//! which plugs a `DistributedDataParallel` into the Learner's `grad_sync`, `logs_sync` and `rank`
-//! hooks. The user's model, loss, metrics and callbacks stay as they are.
+//! which plugs a `DistributedDataParallel` into the Learner's backward (the gradients averaged
+//! during the backward of each accumulation group's last batch), `logs_sync` and `rank` hooks. The user's model, loss, metrics and callbacks stay as they are.
 
 use ferrograd_distributed::DistributedSampler;
 use ferrograd_nn::data::TensorDataset;
@@ -100,9 +100,9 @@ mod ddp {
 
     impl<'a, F: MpiFloat + CheckpointElement, Y: Element> Learner<'a, F, Y> {
         /// Trains under `ddp` (feature `mpi`): gradients are averaged over the ranks at each
-        /// step, each bucket during backward as soon as its gradients are final
-        /// ([`DistributedDataParallel::backward_into`]; after backward, through
-        /// [`Learner::grad_sync`], when `DdpOptions::overlap` is off), each epoch's figures are averaged over the
+        /// step by [`DistributedDataParallel::backward_into`] (each bucket during backward as
+        /// soon as its gradients are final, or all after backward when `DdpOptions::overlap` is
+        /// off), each epoch's figures are averaged over the
         /// ranks before any callback sees them ([`Learner::logs_sync`], so early stopping and
         /// plateau schedules decide the same on every rank), and callbacks that write files run
         /// on rank 0 only ([`Learner::rank`]). Give each rank its shard of the data with a
@@ -136,26 +136,19 @@ mod ddp {
         /// ```
         pub fn distributed(self, ddp: &'a DistributedDataParallel<'_, F>) -> Self {
             let comm = ddp.comm();
-            let learner = if ddp.options().overlap {
-                // The last batch of each accumulation group goes through DDP's overlapped
-                // backward; the ones before it only add up, as under `no_sync`.
-                self.grad_backward(move |loss, grads, ends_group| {
-                    let done = if ends_group {
-                        ddp.backward_into(loss, grads)
-                    } else {
-                        ddp.no_sync(|| ddp.backward_into(loss, grads))
-                    };
-                    if let Err(e) = done {
-                        panic!("Learner::distributed: {e}");
-                    }
-                })
-            } else {
-                self.grad_sync(move |grads, _| {
-                    if let Err(e) = ddp.sync_grads(grads) {
-                        panic!("Learner::distributed: {e}");
-                    }
-                })
-            };
+            // The last batch of each accumulation group goes through DDP's backward (which
+            // averages during backward, or after it when `DdpOptions::overlap` is off); the
+            // ones before it only add up, as under `no_sync`.
+            let learner = self.grad_backward(move |loss, grads, ends_group| {
+                let done = if ends_group {
+                    ddp.backward_into(loss, grads)
+                } else {
+                    ddp.no_sync(|| ddp.backward_into(loss, grads))
+                };
+                if let Err(e) = done {
+                    panic!("Learner::distributed: {e}");
+                }
+            });
             learner
                 .logs_sync(move |logs| {
                     let mut values: Vec<f64> = logs.values.iter().map(|(_, v)| *v).collect();

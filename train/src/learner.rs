@@ -7,7 +7,8 @@
 //! 1. for each batch of the accumulation group: the step function (the model's forward and the
 //!    loss, or [`Learner::train_step`]), the metrics, `backward` of the loss divided by the
 //!    group's size, gradients summed over the group;
-//! 2. [`Learner::grad_sync`] (where data-parallel training averages gradients across processes);
+//! 2. [`Learner::grad_sync`] (a hook to average gradients across processes after backward;
+//!    `Learner::distributed` averages them inside the group's last backward instead);
 //! 3. the callbacks' [`on_after_backward`](crate::Callback::on_after_backward), the NaN guard
 //!    first: it stops (or skips) a step whose loss or gradient is not finite;
 //! 4. clipping ([`Learner::clip_grad_norm`] / [`Learner::clip_grad_value`]) and the update;

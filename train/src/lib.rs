@@ -15,8 +15,9 @@
 //! `Optimizer::step`), so a hand-written loop remains a few lines away; see [`learner`] for the
 //! order of one step.
 //!
-//! Data-parallel training plugs in at three places: [`Learner::grad_sync`] (average the
-//! gradients after backward, before the guard, clipping and the update), a [`DataSource`] that
+//! Data-parallel training plugs in at three places: the gradients (averaged before the guard,
+//! clipping and the update: by [`Learner::grad_sync`] after backward, or by `Learner::distributed`
+//! during the backward of each accumulation group's last batch), a [`DataSource`] that
 //! yields one rank's shard, and [`Learner::rank`] (callbacks that write files run on rank 0
 //! only, see [`Callback::main_process_only`]; [`Learner::logs_sync`] averages the epoch's figures).
 //! [`DistributedLoader`] is that source, and with the `mpi` feature `Learner::distributed` sets
