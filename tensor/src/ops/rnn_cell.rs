@@ -808,18 +808,6 @@ fn step_product<E: Float>(
     }
 }
 
-/// Whether the AVX2 + FMA forms of the sequence kernels can run here.
-fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// One step of [`Tensor::lstm_sequence`] after its product: activates the step's gate block
 /// `pre` (`[B, 4H]`) in place and, for the rows `ok` marks, updates the state `c`, `h` and
 /// writes `tanh(c')` and the output row.
@@ -836,19 +824,16 @@ fn sequence_forward_step<E: Float>(
     if let (Some(pre), Some(c), Some(tc), Some(y), Some(hs)) =
         (as_f32(pre), as_f32(c), as_f32(tc), as_f32(y), as_f32(hs))
     {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            unsafe { forward_rows_avx512::<f32, Poly>(pre, c, tc, y, hs, h, ok) };
-            return;
+        // The instruction set the packed products use (every AVX-512F CPU also has AVX2 and FMA).
+        match Kernel::best() {
+            // SAFETY: `best` checked that the CPU has AVX-512F.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { forward_rows_avx512::<f32, Poly>(pre, c, tc, y, hs, h, ok) },
+            // SAFETY: `best` checked that the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { forward_rows_avx2::<f32, Poly>(pre, c, tc, y, hs, h, ok) },
+            Kernel::Scalar => forward_rows::<f32, Poly>(pre, c, tc, y, hs, h, ok),
         }
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { forward_rows_avx2::<f32, Poly>(pre, c, tc, y, hs, h, ok) };
-            return;
-        }
-        forward_rows::<f32, Poly>(pre, c, tc, y, hs, h, ok);
     } else {
         forward_rows::<E, Libm>(pre, c, tc, y, hs, h, ok);
     }
@@ -934,19 +919,16 @@ fn sequence_backward_step<E: Float>(
     h: usize,
     ok: &[bool],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        unsafe { backward_rows_avx512(act, cp, tc, d_out, dh, dc, da, db, h, ok) };
-        return;
+    // As in `sequence_forward_step`.
+    match Kernel::best() {
+        // SAFETY: `best` checked that the CPU has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { backward_rows_avx512(act, cp, tc, d_out, dh, dc, da, db, h, ok) },
+        // SAFETY: `best` checked that the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { backward_rows_avx2(act, cp, tc, d_out, dh, dc, da, db, h, ok) },
+        Kernel::Scalar => backward_rows(act, cp, tc, d_out, dh, dc, da, db, h, ok),
     }
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        unsafe { backward_rows_avx2(act, cp, tc, d_out, dh, dc, da, db, h, ok) };
-        return;
-    }
-    backward_rows(act, cp, tc, d_out, dh, dc, da, db, h, ok);
 }
 
 #[cfg(target_arch = "x86_64")]
