@@ -89,7 +89,7 @@ fn unary_case() {
 }
 
 /// `parallel_collect` yields its ranges in order on any number of threads, and refuses a
-/// range that yields too few elements.
+/// range that yields too few or too many elements.
 fn parallel_collect_case() {
     for threads in [1, 2, 3] {
         set_num_threads(threads);
@@ -99,6 +99,10 @@ fn parallel_collect_case() {
             ferrograd_tensor::parallel_collect(1000, 0, &|r: std::ops::Range<usize>| r.skip(1))
         });
         assert!(short.is_err(), "a short range must panic ({threads} threads)");
+        let long = std::panic::catch_unwind(|| {
+            ferrograd_tensor::parallel_collect(1000, 0, &|r: std::ops::Range<usize>| r.start..r.end + 1)
+        });
+        assert!(long.is_err(), "a long range must panic ({threads} threads)");
     }
 }
 

@@ -186,21 +186,24 @@ pub fn parallel_collect<T: Send, I: Iterator<Item = T>>(
             (r, part)
         })
         .collect();
-    let short = std::sync::atomic::AtomicBool::new(false);
+    let wrong = std::sync::atomic::AtomicBool::new(false);
     parallel_for_each(parts, &|(r, part): (Range<usize>, &mut [MaybeUninit<T>])| {
-        let mut written = 0;
-        for (slot, v) in part.iter_mut().zip(f(r)) {
+        let (mut items, mut written) = (f(r), 0);
+        for (slot, v) in part.iter_mut().zip(&mut items) {
             slot.write(v);
             written += 1;
         }
-        if written != part.len() {
-            short.store(true, Ordering::Relaxed);
+        if written != part.len() || items.next().is_some() {
+            wrong.store(true, Ordering::Relaxed);
         }
     });
-    assert!(!short.into_inner(), "parallel_collect: a range of 0..{len} yielded too few elements");
+    // As the one-thread path, which panics on a longer or shorter iterator.
+    assert!(
+        !wrong.into_inner(),
+        "parallel_collect: a range of 0..{len} yielded a number of elements other than its length"
+    );
     // SAFETY: the parts cover `0..len` of the spare capacity, each was written element by
     // element (counted above), and `parallel_for_each` returned after every part was done.
-    // (Extra elements of a longer iterator are never taken.)
     unsafe { out.set_len(len) };
     out
 }
