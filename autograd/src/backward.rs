@@ -518,6 +518,9 @@ fn run<F: Float>(
             }
         }
     }
+    // The first pass's buffers were mapped with malloc's defaults; from here on freed ones stay
+    // in the heap for the next step (see `ferrograd_tensor::set_buffer_caching`).
+    ferrograd_tensor::backward_pass_finished();
     result
 }
 

@@ -31,7 +31,7 @@ mod tensor;
 pub mod testing;
 mod threads;
 
-pub use buffer_cache::{buffer_caching, set_buffer_caching};
+pub use buffer_cache::{backward_pass_finished, buffer_caching, set_buffer_caching};
 pub use element::{DType, Element, Float, Num};
 pub use error::{Result, TensorError};
 pub use layout::{broadcast_shapes, contiguous_strides, normalize_dim, Layout, Shape, Strides};

@@ -81,10 +81,8 @@ impl<E: Element> Tensor<E> {
         Self::from_vec(data.to_vec(), shape)
     }
 
-    /// A tensor over fresh storage: every tensor whose elements were just allocated is made
-    /// here, which is where the buffer cache's setting is applied once per process.
+    /// A tensor over fresh storage: every tensor whose elements were just allocated is made here.
     pub(crate) fn from_storage(storage: Vec<E>, layout: Layout) -> Self {
-        crate::buffer_cache::init();
         Tensor { storage: Arc::new(storage), layout }
     }
 
