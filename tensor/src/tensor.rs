@@ -11,7 +11,7 @@ use crate::element::{Element, Float, Num};
 use crate::error::{Result, TensorError};
 use crate::iter::for_each_run;
 use crate::layout::{broadcast_shapes, Layout, Shape};
-use crate::ops::{elementwise_min_per_thread, parallel_collect, threads_for};
+use crate::ops::{elementwise_min_per_thread, threads_for};
 
 /// An n-dimensional array of `E` over reference-counted storage.
 ///
@@ -260,7 +260,7 @@ impl<E: Element> Tensor<E> {
     /// A new contiguous tensor of `f` applied to every element.
     pub fn map<O: Element>(&self, f: impl Fn(E) -> O) -> Tensor<O> {
         let out: Vec<O> = match self.as_slice() {
-            Some(s) => s.iter().map(|&x| f(x)).collect(),
+            Some(s) => crate::simd_map::collect_with(s.len(), |d| crate::simd_map::map_into(s, d, &f)),
             None => {
                 let mut out = Vec::with_capacity(self.numel());
                 let st = &self.storage;
@@ -278,12 +278,25 @@ impl<E: Element> Tensor<E> {
     }
 
     /// [`Tensor::map`] for a `Sync` function: a large contiguous tensor is split over threads
-    /// (see [`crate::parallel_collect`]; bit-identical whatever the thread count).
+    /// in consecutive ranges (as [`crate::parallel_collect`] cuts them; bit-identical whatever the
+    /// thread count).
     pub(crate) fn map_sync<O: Element>(&self, f: impl Fn(E) -> O + Sync) -> Tensor<O> {
         match self.as_slice() {
             Some(s) if threads_for(s.len(), elementwise_min_per_thread()) > 1 => {
-                let out = parallel_collect(s.len(), elementwise_min_per_thread(), &|r: std::ops::Range<usize>| {
-                    s[r].iter().map(|&x| f(x))
+                let threads = threads_for(s.len(), elementwise_min_per_thread());
+                let out = crate::simd_map::collect_with(s.len(), |dst| {
+                    // Consecutive ranges cut by the thread count; each element's value does not
+                    // depend on the range it falls in.
+                    let mut parts = Vec::with_capacity(threads);
+                    let (mut rest, mut src) = (dst, s);
+                    for i in 0..threads {
+                        let n = (i + 1) * s.len() / threads - i * s.len() / threads;
+                        let (d, dt) = std::mem::take(&mut rest).split_at_mut(n);
+                        let (a, at) = src.split_at(n);
+                        (rest, src) = (dt, at);
+                        parts.push((a, d));
+                    }
+                    crate::parallel_for_each(parts, &|(a, d)| crate::simd_map::map_into(a, d, &f));
                 });
                 Tensor::from_storage(out, Layout::contiguous(self.shape()))
             }
@@ -303,7 +316,7 @@ impl<E: Element> Tensor<E> {
         };
         if self.shape() == other.shape() {
             if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
-                let out: Vec<O> = a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+                let out: Vec<O> = crate::simd_map::collect_with(a.len(), |d| crate::simd_map::zip_into(a, b, d, &f));
                 return Tensor::from_storage(out, Layout::contiguous(&shape));
             }
         }
@@ -313,14 +326,20 @@ impl<E: Element> Tensor<E> {
         let mut out = Vec::with_capacity(n);
         let (da, db) = (&self.storage, &other.storage);
         for_each_run(&shape, [&sa, &sb], [self.offset(), other.offset()], |[ba, bb], len, [ia, ib]| match (ia, ib) {
-            (1, 1) => out.extend(da[ba..ba + len].iter().zip(&db[bb..bb + len]).map(|(&x, &y)| f(x, y))),
+            (1, 1) => crate::simd_map::extend_with(&mut out, len, |d| {
+                crate::simd_map::zip_into(&da[ba..ba + len], &db[bb..bb + len], d, &f)
+            }),
             (1, 0) => {
                 let y = db[bb];
-                out.extend(da[ba..ba + len].iter().map(|&x| f(x, y)));
+                crate::simd_map::extend_with(&mut out, len, |d| {
+                    crate::simd_map::map_into(&da[ba..ba + len], d, &|x| f(x, y))
+                });
             }
             (0, 1) => {
                 let x = da[ba];
-                out.extend(db[bb..bb + len].iter().map(|&y| f(x, y)));
+                crate::simd_map::extend_with(&mut out, len, |d| {
+                    crate::simd_map::map_into(&db[bb..bb + len], d, &|y| f(x, y))
+                });
             }
             _ => {
                 let (mut oa, mut ob) = (ba as isize, bb as isize);
