@@ -119,6 +119,29 @@ pub(crate) fn collect_with<O>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<O>
     out
 }
 
+/// `dst`, `a` and `b` (all of one length) cut into `parts` consecutive ranges, as
+/// [`crate::parallel_collect`] cuts them: part `i` is `i * len / parts..(i + 1) * len / parts`.
+/// Each element's value does not depend on the part it falls in.
+pub(crate) fn split<'d, 'a, 'b, O, A, B>(
+    parts: usize,
+    dst: &'d mut [MaybeUninit<O>],
+    a: &'a [A],
+    b: &'b [B],
+) -> Vec<(&'d mut [MaybeUninit<O>], &'a [A], &'b [B])> {
+    let len = dst.len();
+    assert!(a.len() == len && b.len() == len && parts > 0, "split: lengths differ");
+    let (mut rest, mut a, mut b) = (dst, a, b);
+    (0..parts)
+        .map(|i| {
+            let n = (i + 1) * len / parts - i * len / parts;
+            let (d, dt) = std::mem::take(&mut rest).split_at_mut(n);
+            let ((pa, at), (pb, bt)) = (a.split_at(n), b.split_at(n));
+            (rest, a, b) = (dt, at, bt);
+            (d, pa, pb)
+        })
+        .collect()
+}
+
 /// Appends `len` elements to `out`, written by `fill` into its spare capacity; `fill` must
 /// write every element of the slice it is given, as for [`collect_with`].
 pub(crate) fn extend_with<O>(out: &mut Vec<O>, len: usize, fill: impl FnOnce(&mut [MaybeUninit<O>])) {

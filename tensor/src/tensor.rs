@@ -285,23 +285,39 @@ impl<E: Element> Tensor<E> {
             Some(s) if threads_for(s.len(), elementwise_min_per_thread()) > 1 => {
                 let threads = threads_for(s.len(), elementwise_min_per_thread());
                 let out = crate::simd_map::collect_with(s.len(), |dst| {
-                    // Consecutive ranges cut by the thread count; each element's value does not
-                    // depend on the range it falls in.
-                    let mut parts = Vec::with_capacity(threads);
-                    let (mut rest, mut src) = (dst, s);
-                    for i in 0..threads {
-                        let n = (i + 1) * s.len() / threads - i * s.len() / threads;
-                        let (d, dt) = std::mem::take(&mut rest).split_at_mut(n);
-                        let (a, at) = src.split_at(n);
-                        (rest, src) = (dt, at);
-                        parts.push((a, d));
-                    }
-                    crate::parallel_for_each(parts, &|(a, d)| crate::simd_map::map_into(a, d, &f));
+                    let parts = crate::simd_map::split(threads, dst, s, s);
+                    crate::parallel_for_each(parts, &|(d, a, _)| crate::simd_map::map_into(a, d, &f));
                 });
                 Tensor::from_storage(out, Layout::contiguous(self.shape()))
             }
             _ => self.map(f),
         }
+    }
+
+    /// [`Tensor::zip_map`] for a `Sync` function: two large contiguous tensors of one shape are
+    /// split over threads in consecutive ranges (bit-identical whatever the thread count, as
+    /// [`Tensor::map_sync`]).
+    ///
+    /// # Panics
+    /// As [`Tensor::zip_map`].
+    #[track_caller]
+    pub(crate) fn zip_map_sync<B: Element, O: Element>(
+        &self,
+        other: &Tensor<B>,
+        op: &str,
+        f: impl Fn(E, B) -> O + Sync,
+    ) -> Tensor<O> {
+        if let (true, Some(a), Some(b)) = (self.shape() == other.shape(), self.as_slice(), other.as_slice()) {
+            let threads = threads_for(a.len(), elementwise_min_per_thread());
+            if threads > 1 {
+                let out = crate::simd_map::collect_with(a.len(), |dst| {
+                    let parts = crate::simd_map::split(threads, dst, a, b);
+                    crate::parallel_for_each(parts, &|(d, a, b)| crate::simd_map::zip_into(a, b, d, &f));
+                });
+                return Tensor::from_storage(out, Layout::contiguous(self.shape()));
+            }
+        }
+        self.zip_map(other, op, f)
     }
 
     /// A new contiguous tensor of `f(a, b)` over the NumPy broadcast of both shapes.

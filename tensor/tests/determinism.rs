@@ -1,7 +1,8 @@
 //! Kernels that split their work over threads give bit-identical results whatever the thread
 //! count: convolutions (forward, input and weight gradients, where the weight gradient is a
 //! reduction over the batch), matrix products (batch entries, row and column blocks),
-//! poolings (blocks of planes) and reductions over blocks (ranges of output elements).
+//! poolings (blocks of planes), reductions over blocks (ranges of output elements), elementwise
+//! maps and layer norm (ranges of rows; its weight and bias sums by ranges of columns).
 //!
 //! The thread settings are process-wide, so one test sets them and checks every kernel in turn.
 
@@ -72,7 +73,8 @@ fn pool_case(n: usize, c: usize, side: usize, k: usize, stride: usize, padding: 
     });
 }
 
-/// Elementwise maps split over threads (relu, exp, tanh, sigmoid, gelu), against the
+/// Elementwise maps split over threads (relu, exp, tanh, sigmoid, gelu; add, sub, mul, div and
+/// GELU's gradient), against the
 /// per-element function on one thread and bit for bit across thread counts.
 fn unary_case() {
     let mut rng = StdRng::seed_from_u64(11);
@@ -85,6 +87,62 @@ fn unary_case() {
     assert_eq!(x.exp().to_vec(), exp, "exp against the formula");
     same_on_1_2_3_threads("unary maps", || {
         vec![bits(&x.relu()), bits(&x.exp()), bits(&x.tanh()), bits(&x.sigmoid()), bits(&x.gelu())]
+    });
+    // Same-shape binary ops and GELU's gradient, split the same way.
+    let y = Tensor::<f32>::rand_uniform(&[7, 1001], 0.5, 2.0, &mut rng);
+    let ys = y.to_vec();
+    set_num_threads(3);
+    let want: Vec<f32> = xs.iter().zip(&ys).map(|(a, b)| a / b).collect();
+    assert_eq!(x.div(&y).to_vec(), want, "div against the formula on 3 threads");
+    same_on_1_2_3_threads("binary maps", || {
+        vec![bits(&x.add(&y)), bits(&x.sub(&y)), bits(&x.mul(&y)), bits(&x.div(&y)), bits(&x.gelu_backward(&y))]
+    });
+}
+
+/// Layer norm split by rows (forward, input gradient) and by columns (weight and bias sums),
+/// against a plain f64 loop and bit for bit across thread counts.
+fn layer_norm_case(rows: usize, n: usize) {
+    let mut rng = StdRng::seed_from_u64(12);
+    let x = Tensor::<f32>::rand_uniform(&[rows, n], -2.0, 2.0, &mut rng);
+    let g = Tensor::<f32>::rand_uniform(&[rows, n], -1.0, 1.0, &mut rng);
+    let w = Tensor::<f32>::rand_uniform(&[n], 0.5, 1.5, &mut rng);
+    let b = Tensor::<f32>::rand_uniform(&[n], -0.5, 0.5, &mut rng);
+    set_num_threads(3);
+    let f = x.layer_norm_forward(n, Some(&w), Some(&b), 1e-5);
+    let grads = x.layer_norm_backward(&g, &f.mean, &f.rstd, Some(&w), true, true);
+    // f64 reference: the output and the bias's and weight's gradients.
+    let (xs, gs, ws, bs) = (x.to_vec(), g.to_vec(), w.to_vec(), b.to_vec());
+    let (mut dw, mut db) = (vec![0.0f64; n], vec![0.0f64; n]);
+    for r in 0..rows {
+        let row: Vec<f64> = xs[r * n..(r + 1) * n].iter().map(|&v| v as f64).collect();
+        let mean = row.iter().sum::<f64>() / n as f64;
+        let rstd = 1.0 / (row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64 + 1e-5).sqrt();
+        for j in 0..n {
+            let xh = (row[j] - mean) * rstd;
+            let got = f.out.to_vec()[r * n + j] as f64;
+            assert!((got - (xh * ws[j] as f64 + bs[j] as f64)).abs() < 1e-4, "layer norm out [{r}, {j}]");
+            dw[j] += gs[r * n + j] as f64 * xh;
+            db[j] += gs[r * n + j] as f64;
+        }
+    }
+    let (gw, gb) = (grads.weight.unwrap().to_vec(), grads.bias.unwrap().to_vec());
+    for j in 0..n {
+        assert!((gw[j] as f64 - dw[j]).abs() < 1e-3 && (gb[j] as f64 - db[j]).abs() < 1e-3, "dw/db [{j}]");
+    }
+    same_on_1_2_3_threads(&format!("layer norm [{rows}, {n}]"), || {
+        let f = x.layer_norm_forward(n, Some(&w), Some(&b), 1e-5);
+        let gr = x.layer_norm_backward(&g, &f.mean, &f.rstd, Some(&w), true, true);
+        let plain = x.layer_norm_backward(&g, &f.mean, &f.rstd, None, false, true);
+        vec![
+            bits(&f.out),
+            bits(&f.mean),
+            bits(&f.rstd),
+            bits(&gr.input),
+            bits(&gr.weight.unwrap()),
+            bits(&gr.bias.unwrap()),
+            bits(&plain.input),
+            bits(&plain.bias.unwrap()),
+        ]
     });
 }
 
@@ -161,6 +219,8 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     matmul_case::<f64>(&[5, 33, 40], &[5, 17, 40]);
     matmul_case::<f64>(&[2, 64, 30], &[2, 48, 30]);
     unary_case();
+    layer_norm_case(37, 130);
+    layer_norm_case(5, 3);
     parallel_collect_case();
     // LeNet's two bias gradients, 7 outputs (uneven ranges on 2 and 3 threads), a permuted
     // view (the kept dim not outermost), and two kept dims.

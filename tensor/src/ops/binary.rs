@@ -35,25 +35,25 @@ impl<E: Num> Tensor<E> {
     /// ```
     #[track_caller]
     pub fn add(&self, other: &Tensor<E>) -> Self {
-        self.zip_map(other, "add", |a, b| a + b)
+        self.zip_map_sync(other, "add", |a, b| a + b)
     }
 
     /// `self - other`, broadcast.
     #[track_caller]
     pub fn sub(&self, other: &Tensor<E>) -> Self {
-        self.zip_map(other, "sub", |a, b| a - b)
+        self.zip_map_sync(other, "sub", |a, b| a - b)
     }
 
     /// `self * other`, broadcast.
     #[track_caller]
     pub fn mul(&self, other: &Tensor<E>) -> Self {
-        self.zip_map(other, "mul", |a, b| a * b)
+        self.zip_map_sync(other, "mul", |a, b| a * b)
     }
 
     /// `self / other`, broadcast (integers truncate toward zero).
     #[track_caller]
     pub fn div(&self, other: &Tensor<E>) -> Self {
-        self.zip_map(other, "div", |a, b| a / b)
+        self.zip_map_sync(other, "div", |a, b| a / b)
     }
 
     /// The elementwise larger value, broadcast; NaN wins, as in `torch.maximum`.

@@ -1,10 +1,30 @@
 //! Fused layer normalisation over the trailing elements of each row: the forward computes each
 //! row's mean and reciprocal standard deviation and writes the normalised, scaled and shifted
 //! row in one pass over it; the backward computes the input's gradient row by row from the
-//! saved statistics and accumulates the weight's and bias's gradients in the same pass.
+//! saved statistics and accumulates the weight's and bias's gradients in the same pass. On
+//! several threads the rows are split in ranges, and the weight's and bias's sums in ranges of
+//! columns (each still summed over the rows in order, so the bits match one thread's).
 
 use crate::element::Float;
+use crate::ops::{elementwise_min_per_thread, threads_for};
 use crate::tensor::Tensor;
+
+/// `0..units` cut into `parts` consecutive ranges (`i * units / parts..(i + 1) * units / parts`).
+fn row_ranges(units: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..parts).map(move |i| i * units / parts..(i + 1) * units / parts)
+}
+
+/// `data` (`units` blocks of `width` elements) cut into the pieces of [`row_ranges`].
+fn split_by<E>(data: &mut [E], units: usize, width: usize, parts: usize) -> Vec<&mut [E]> {
+    let mut rest = data;
+    row_ranges(units, parts)
+        .map(|r| {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * width);
+            rest = tail;
+            head
+        })
+        .collect()
+}
 
 /// The outputs of [`Tensor::layer_norm_forward`].
 #[derive(Clone, Debug)]
@@ -86,35 +106,49 @@ impl<E: Float> Tensor<E> {
         let rows = xs.len() / n;
         let (inv_n, eps) = (E::from_f64(1.0 / n as f64), E::from_f64(eps));
         let mut out = vec![E::zero(); xs.len()];
-        let (mut means, mut rstds) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-        for (row, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            let mean = sum8(row.iter().copied()) * inv_n;
-            let var = sum8(row.iter().map(|&v| (v - mean) * (v - mean))) * inv_n;
-            let rstd = (var + eps).sqrt().recip();
-            match (ws, bs) {
-                (Some(ws), Some(bs)) => {
-                    for (((o, &v), &w), &b) in o.iter_mut().zip(row).zip(ws).zip(bs) {
-                        *o = (v - mean) * rstd * w + b;
+        let (mut means, mut rstds) = (vec![E::zero(); rows], vec![E::zero(); rows]);
+        let forward_rows = |xs: &[E], out: &mut [E], means: &mut [E], rstds: &mut [E]| {
+            for (((row, o), m), rs) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n)).zip(means).zip(rstds) {
+                let mean = sum8(row.iter().copied()) * inv_n;
+                let var = sum8(row.iter().map(|&v| (v - mean) * (v - mean))) * inv_n;
+                let rstd = (var + eps).sqrt().recip();
+                match (ws, bs) {
+                    (Some(ws), Some(bs)) => {
+                        for (((o, &v), &w), &b) in o.iter_mut().zip(row).zip(ws).zip(bs) {
+                            *o = (v - mean) * rstd * w + b;
+                        }
+                    }
+                    (Some(ws), None) => {
+                        for ((o, &v), &w) in o.iter_mut().zip(row).zip(ws) {
+                            *o = (v - mean) * rstd * w;
+                        }
+                    }
+                    (None, Some(bs)) => {
+                        for ((o, &v), &b) in o.iter_mut().zip(row).zip(bs) {
+                            *o = (v - mean) * rstd + b;
+                        }
+                    }
+                    (None, None) => {
+                        for (o, &v) in o.iter_mut().zip(row) {
+                            *o = (v - mean) * rstd;
+                        }
                     }
                 }
-                (Some(ws), None) => {
-                    for ((o, &v), &w) in o.iter_mut().zip(row).zip(ws) {
-                        *o = (v - mean) * rstd * w;
-                    }
-                }
-                (None, Some(bs)) => {
-                    for ((o, &v), &b) in o.iter_mut().zip(row).zip(bs) {
-                        *o = (v - mean) * rstd + b;
-                    }
-                }
-                (None, None) => {
-                    for (o, &v) in o.iter_mut().zip(row) {
-                        *o = (v - mean) * rstd;
-                    }
-                }
+                *m = mean;
+                *rs = rstd;
             }
-            means.push(mean);
-            rstds.push(rstd);
+        };
+        // Rows are independent: ranges of rows on their own threads give the same bits.
+        let threads = threads_for(xs.len(), elementwise_min_per_thread()).min(rows);
+        if threads > 1 {
+            let parts: Vec<_> = row_ranges(rows, threads)
+                .zip(split_by(&mut out, rows, n, threads))
+                .zip(split_by(&mut means, rows, 1, threads).into_iter().zip(split_by(&mut rstds, rows, 1, threads)))
+                .map(|((r, o), (m, rs))| (&xs[r.start * n..r.end * n], o, m, rs))
+                .collect();
+            crate::parallel_for_each(parts, &|(x, o, m, rs)| forward_rows(x, o, m, rs));
+        } else {
+            forward_rows(xs, &mut out, &mut means, &mut rstds);
         }
         LayerNormForward {
             out: Tensor::from_vec(out, self.shape()),
@@ -171,34 +205,88 @@ impl<E: Float> Tensor<E> {
         let mut dx = vec![E::zero(); xs.len()];
         let mut dw = ws.filter(|_| weight_grad).map(|_| vec![E::zero(); n]);
         let mut db = bias_grad.then(|| vec![E::zero(); n]);
-        let mut gw = vec![E::zero(); n];
-        for ((((row, gr), d), &mu), &r) in
-            xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(dx.chunks_exact_mut(n)).zip(ms).zip(rs)
-        {
-            // ĝ = g w, and the weight's and bias's sums, in one pass.
-            match (ws, dw.as_mut()) {
-                (Some(ws), Some(dw)) => {
-                    for ((((gw, &g), &w), dw), &v) in gw.iter_mut().zip(gr).zip(ws).zip(dw.iter_mut()).zip(row) {
-                        *gw = g * w;
-                        *dw += g * ((v - mu) * r);
-                    }
-                }
-                (Some(ws), None) => {
+        // The input's gradient of one row, with `gw` as scratch for ĝ.
+        let input_row = |row: &[E], gr: &[E], d: &mut [E], mu: E, r: E, gw: &mut [E]| {
+            match ws {
+                Some(ws) => {
                     for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(ws) {
                         *gw = g * w;
                     }
                 }
-                (None, _) => gw.copy_from_slice(gr),
-            }
-            if let Some(db) = db.as_mut() {
-                for (db, &g) in db.iter_mut().zip(gr) {
-                    *db += g;
-                }
+                None => gw.copy_from_slice(gr),
             }
             let mean_g = sum8(gw.iter().copied()) * inv_n;
             let mean_gx = sum8(gw.iter().zip(row).map(|(&g, &v)| g * ((v - mu) * r))) * inv_n;
-            for ((d, &g), &v) in d.iter_mut().zip(&gw).zip(row) {
+            for ((d, &g), &v) in d.iter_mut().zip(&*gw).zip(row) {
                 *d = r * (g - mean_g - (v - mu) * r * mean_gx);
+            }
+        };
+        let threads = threads_for(xs.len(), elementwise_min_per_thread()).min(rows);
+        if threads > 1 {
+            // Ranges of rows for the input's gradient, then ranges of columns for the weight's
+            // and bias's sums, each column summed over the rows in order: the same additions in
+            // the same order as the one-pass loop below, so the same bits on any thread count.
+            let parts: Vec<_> = row_ranges(rows, threads).zip(split_by(&mut dx, rows, n, threads)).collect();
+            crate::parallel_for_each(parts, &|(rr, d): (std::ops::Range<usize>, &mut [E])| {
+                let mut gw = vec![E::zero(); n];
+                let (x, g) = (&xs[rr.start * n..rr.end * n], &gs[rr.start * n..rr.end * n]);
+                for (((row, gr), d), (&mu, &r)) in x
+                    .chunks_exact(n)
+                    .zip(g.chunks_exact(n))
+                    .zip(d.chunks_exact_mut(n))
+                    .zip(ms[rr.clone()].iter().zip(&rs[rr]))
+                {
+                    input_row(row, gr, d, mu, r, &mut gw);
+                }
+            });
+            if dw.is_some() || db.is_some() {
+                let cols = threads.min(n);
+                let dws = dw.as_mut().map(|dw| split_by(dw, n, 1, cols));
+                let dbs = db.as_mut().map(|db| split_by(db, n, 1, cols));
+                let mut dws = dws
+                    .map(|v| v.into_iter().map(Some).collect::<Vec<_>>())
+                    .unwrap_or_else(|| (0..cols).map(|_| None).collect());
+                let mut dbs = dbs
+                    .map(|v| v.into_iter().map(Some).collect::<Vec<_>>())
+                    .unwrap_or_else(|| (0..cols).map(|_| None).collect());
+                let parts: Vec<_> = row_ranges(n, cols).zip(dws.drain(..).zip(dbs.drain(..))).collect();
+                crate::parallel_for_each(parts, &|(cr, (dw, db)): (
+                    std::ops::Range<usize>,
+                    (Option<&mut [E]>, Option<&mut [E]>),
+                )| {
+                    let (mut dw, mut db) = (dw, db);
+                    for ((row, gr), (&mu, &r)) in xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(ms.iter().zip(rs)) {
+                        let (row, gr) = (&row[cr.clone()], &gr[cr.clone()]);
+                        if let Some(dw) = dw.as_deref_mut() {
+                            for ((dw, &g), &v) in dw.iter_mut().zip(gr).zip(row) {
+                                *dw += g * ((v - mu) * r);
+                            }
+                        }
+                        if let Some(db) = db.as_deref_mut() {
+                            for (db, &g) in db.iter_mut().zip(gr) {
+                                *db += g;
+                            }
+                        }
+                    }
+                });
+            }
+        } else {
+            let mut gw = vec![E::zero(); n];
+            for ((((row, gr), d), &mu), &r) in
+                xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(dx.chunks_exact_mut(n)).zip(ms).zip(rs)
+            {
+                // The weight's and bias's sums in the same pass as the row's gradient.
+                if let Some(dw) = dw.as_mut() {
+                    for ((dw, &g), &v) in dw.iter_mut().zip(gr).zip(row) {
+                        *dw += g * ((v - mu) * r);
+                    }
+                }
+                if let Some(db) = db.as_mut() {
+                    for (db, &g) in db.iter_mut().zip(gr) {
+                        *db += g;
+                    }
+                }
+                input_row(row, gr, d, mu, r, &mut gw);
             }
         }
         let pshape = |w: Option<&Tensor<E>>| w.map_or_else(|| vec![n], |w| w.shape().to_vec());

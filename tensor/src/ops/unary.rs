@@ -213,7 +213,7 @@ impl<E: Float> Tensor<E> {
     pub fn gelu_backward(&self, grad: &Tensor<E>) -> Self {
         assert_eq!(self.shape(), grad.shape(), "gelu_backward: input {:?} and grad {:?}", self.shape(), grad.shape());
         match E::DTYPE {
-            DType::F32 => grad.zip_map(self, "gelu_backward", |g, x| {
+            DType::F32 => grad.zip_map_sync(self, "gelu_backward", |g, x| {
                 E::from_f64((g.to_f64() as f32 * gelu_grad_f32(x.to_f64() as f32)) as f64)
             }),
             _ => grad.zip_map(self, "gelu_backward", |g, x| g * E::from_f64(gelu_grad_f64(x.to_f64()))),
