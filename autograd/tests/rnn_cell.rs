@@ -206,3 +206,150 @@ fn sequence_lengths_beyond_the_steps_are_refused() {
     let w = Var::constant(Tensor::zeros(&[8, 2]));
     Var::fused_lstm_sequence(&gx, None, &w, None, None, Some(&[1, 4]), false);
 }
+
+/// A whole-layer case: `[x [T, B, I], w_ih [4H, I], w_hh [4H, H], h0, c0]` and maybe a bias
+/// last, lengths (or none), direction, and whether the initial state is given.
+fn layer_case() -> impl Strategy<Value = (Vec<Tensor<f64>>, Option<Vec<usize>>, bool, bool)> {
+    (1usize..4, 1usize..4, 1usize..4, 1usize..4).prop_flat_map(|(t, b, i, h)| {
+        (
+            (
+                any_layout_in::<f64>(vec![t, b, i], -2.0..2.0),
+                any_layout_in::<f64>(vec![4 * h, i], -1.0..1.0),
+                any_layout_in::<f64>(vec![4 * h, h], -1.0..1.0),
+                contiguous_in::<f64>(vec![b, h], -1.0..1.0),
+                contiguous_in::<f64>(vec![b, h], -1.0..1.0),
+                proptest::option::of(any_layout_in::<f64>(vec![4 * h], -1.0..1.0)),
+            )
+                .prop_map(|(x, wi, wh, h0, c0, b)| [vec![x, wi, wh, h0, c0], b.into_iter().collect()].concat()),
+            proptest::option::of(proptest::collection::vec(0..=t, b)),
+            any::<bool>(),
+            any::<bool>(),
+        )
+    })
+}
+
+/// A layer as a function of its inputs, lengths, direction and whether the state is given.
+type LayerFn<F> = fn(&[Var<F>], Option<&[usize]>, bool, bool) -> [Var<F>; 3];
+
+fn layer_op<F: Float>(v: &[Var<F>], lengths: Option<&[usize]>, reverse: bool, state: bool) -> [Var<F>; 3] {
+    let (h0, c0) = if state { (Some(&v[3]), Some(&v[4])) } else { (None, None) };
+    let (out, h, c) = Var::fused_lstm_layer(&v[0], &v[1], v.get(5), &v[2], h0, c0, lengths, reverse);
+    [out, h, c]
+}
+
+/// The projection as its own product, then the sequence op.
+fn layer_ref<F: Float>(v: &[Var<F>], lengths: Option<&[usize]>, reverse: bool, state: bool) -> [Var<F>; 3] {
+    let (t, b, i) = (v[0].shape()[0], v[0].shape()[1], v[0].shape()[2]);
+    let gx = v[0].reshape(&[t * b, i]).matmul(&v[1].t()).reshape(&[t, b, v[1].shape()[0]]);
+    let (h0, c0) = if state { (Some(&v[3]), Some(&v[4])) } else { (None, None) };
+    let (out, h, c) = Var::fused_lstm_sequence(&gx, v.get(5), &v[2], h0, c0, lengths, reverse);
+    [out, h, c]
+}
+
+fn layer_loss<F: Float>(o: [Var<F>; 3]) -> Var<F> {
+    let [out, h, c] = o;
+    let w = Var::constant(Tensor::from_fn(out.shape(), |i| F::from_f64(0.3 + (i as f64 * 0.71).sin())));
+    &(&(&out * &w).sum() + &(&h * &h).sum()) + &(&c * &c.sin()).sum()
+}
+
+/// Gradients of `layer_loss` through `f` with respect to the leaves `v`, the input `v[0]` a
+/// constant (so that no gradient of the projections is asked for) unless `input_grad`.
+fn layer_grads<F: Float>(
+    f: LayerFn<F>,
+    xs: &[Tensor<F>],
+    l: Option<&[usize]>,
+    reverse: bool,
+    state: bool,
+    input_grad: bool,
+) -> Vec<Option<Vec<f64>>> {
+    let v: Vec<Var<F>> = xs
+        .iter()
+        .enumerate()
+        .map(|(k, t)| if k == 0 && !input_grad { Var::constant(t.clone()) } else { Var::leaf(t.clone()) })
+        .collect();
+    let loss = layer_loss(f(&v, l, reverse, state));
+    let params: Vec<Var<F>> = v.iter().skip(usize::from(!input_grad)).cloned().collect();
+    grad(&[loss], &params, None, false)
+        .into_iter()
+        .map(|g| g.map(|g| g.to_vec().into_iter().map(|x| x.to_f64()).collect()))
+        .collect()
+}
+
+/// `a` within `tol` of `b`, relative to `b`'s largest magnitude (absent gradients: both absent
+/// or one all zero).
+fn grads_close(a: &[Option<Vec<f64>>], b: &[Option<Vec<f64>>], tol: f64) -> bool {
+    a.iter().zip(b).all(|(a, b)| match (a, b) {
+        (Some(a), Some(b)) => {
+            let scale = b.iter().fold(1f64, |m, x| m.max(x.abs()));
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * scale)
+        }
+        (None, None) => true,
+        (a, b) => a.iter().chain(b).all(|g| g.iter().all(|&x| x == 0.0)),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn lstm_layer_gradients((xs, lens, reverse, state) in layer_case()) {
+        let l = lens.as_deref();
+        check(|v| layer_loss(layer_op(v, l, reverse, state)), &xs, true)?;
+    }
+
+    #[test]
+    fn lstm_layer_matches_projection_then_sequence((xs, lens, reverse, state) in layer_case()) {
+        let l = lens.as_deref();
+        let v: Vec<Var<f64>> = xs.iter().map(|t| Var::leaf(t.clone())).collect();
+        for (a, b) in layer_op(&v, l, reverse, state).iter().zip(&layer_ref(&v, l, reverse, state)) {
+            prop_assert!(a.to_vec().iter().zip(b.to_vec()).all(|(x, y)| (x - y).abs() <= 1e-13 * (1.0 + y.abs())));
+        }
+        let xs32: Vec<Tensor<f32>> = xs.iter().map(|t| t.map(|x| x as f32)).collect();
+        for input_grad in [false, true] {
+            let want = layer_grads::<f64>(layer_ref, &xs, l, reverse, state, input_grad);
+            prop_assert!(grads_close(&layer_grads::<f64>(layer_op, &xs, l, reverse, state, input_grad), &want, 1e-12));
+            // f32 (packed products, gradients accumulated step by step) against f64.
+            prop_assert!(grads_close(&layer_grads::<f32>(layer_op, &xs32, l, reverse, state, input_grad), &want, 2e-4));
+            prop_assert!(grads_close(&layer_grads::<f32>(layer_ref, &xs32, l, reverse, state, input_grad), &want, 2e-4));
+        }
+    }
+}
+
+/// Shapes past the packed kernels' tiles (8 and 6 rows, 32- and 16-wide panels, 8-deep packing
+/// runs): f32 gradients of the layer and of the sequence op against f64.
+#[test]
+fn f32_layer_gradients_match_f64_past_the_tile_sizes() {
+    for (t, b, i, h, lens, reverse) in [
+        (5, 9, 5, 10, None, false),
+        (3, 17, 33, 9, Some(vec![3, 1, 2, 0, 3, 3, 2, 1, 1, 3, 2, 3, 3, 1, 2, 3, 3]), true),
+        (4, 7, 3, 17, Some(vec![4, 2, 4, 1, 3, 4, 4]), false),
+    ] {
+        let value = |k: usize, s: f64| ((k as f64 * s).sin() * 0.8) as f32;
+        let g = 4 * h;
+        let mut xs: Vec<Tensor<f64>> = vec![
+            Tensor::from_fn(&[t, b, i], |k| f64::from(value(k, 0.37))),
+            Tensor::from_fn(&[g, i], |k| f64::from(value(k, 0.53)) * 0.5),
+            Tensor::from_fn(&[g, h], |k| f64::from(value(k, 0.29)) * 0.5),
+            Tensor::from_fn(&[b, h], |k| f64::from(value(k, 0.91))),
+            Tensor::from_fn(&[b, h], |k| f64::from(value(k, 0.77))),
+        ];
+        xs.push(Tensor::from_fn(&[g], |k| f64::from(value(k, 0.13))));
+        let xs32: Vec<Tensor<f32>> = xs.iter().map(|t| t.map(|x| x as f32)).collect();
+        let l = lens.as_deref();
+        for (state, input_grad) in [(false, false), (true, true), (true, false)] {
+            let want = layer_grads::<f64>(layer_ref, &xs, l, reverse, state, input_grad);
+            let got = layer_grads::<f32>(layer_op, &xs32, l, reverse, state, input_grad);
+            assert!(grads_close(&got, &want, 2e-4), "t {t} b {b} i {i} h {h} state {state} input_grad {input_grad}");
+            let got = layer_grads::<f32>(layer_ref, &xs32, l, reverse, state, input_grad);
+            assert!(grads_close(&got, &want, 2e-4), "sequence op: t {t} b {b} i {i} h {h} state {state}");
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "fused_lstm_layer: input [3, 2, 5], w_ih [8, 4] and w_hh [8, 2] must be")]
+fn layer_shape_errors_name_the_shapes() {
+    let x = Var::constant(Tensor::<f32>::zeros(&[3, 2, 5]));
+    let (wi, wh) = (Var::constant(Tensor::zeros(&[8, 4])), Var::constant(Tensor::zeros(&[8, 2])));
+    Var::fused_lstm_layer(&x, &wi, None, &wh, None, None, None, false);
+}

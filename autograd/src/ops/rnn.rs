@@ -154,13 +154,134 @@ impl<F: Float> Var<F> {
                 gs[1].as_ref().map(Var::data),
                 gs[2].as_ref().map(Var::data),
                 needs(3),
+                None,
+                needs(0),
             );
             smallvec![
-                needs(0).then(|| Var::constant(g.gx)),
+                g.gx.map(Var::constant),
                 g.bias.filter(|_| needs(1)).map(Var::constant),
                 needs(2).then(|| Var::constant(g.w_hh)),
                 g.h0.map(Var::constant),
                 needs(4).then(|| Var::constant(g.c0))
+            ]
+        });
+        let c = out.pop().expect("three outputs");
+        let h = out.pop().expect("three outputs");
+        (out.pop().expect("three outputs"), h, c)
+    }
+
+    /// A whole LSTM layer (one direction) as one op: [`Var::fused_lstm_sequence`] with the
+    /// input projections `gx = x w_ihᵀ` inside, from `x` (`[T, B, I]`, time order, any strides)
+    /// and `w_ih` (`[4H, I]`). The same values as `fused_lstm_sequence` on
+    /// `x.matmul(&w_ih.t())`; the backward differs: in f32, `w_ih`'s gradient `Σ_t dA_tᵀ x_t`
+    /// accumulates step by step with `w_hh`'s, from the same packed gate gradients `dA_t`,
+    /// instead of one more product over all of `dA` after the recurrence (cuDNN's split).
+    ///
+    /// ```
+    /// use ferrograd_autograd::Var;
+    /// use ferrograd_tensor::Tensor;
+    /// let (t, b, i, h) = (3, 2, 5, 4);
+    /// let x = Var::leaf(Tensor::from_fn(&[t, b, i], |k| (k as f64 * 0.37).sin()));
+    /// let w_ih = Var::leaf(Tensor::from_fn(&[4 * h, i], |k| (k as f64 * 0.23).cos() * 0.3));
+    /// let w_hh = Var::leaf(Tensor::from_fn(&[4 * h, h], |k| (k as f64 * 0.11).cos() * 0.3));
+    /// let (out, _, c) = Var::fused_lstm_layer(&x, &w_ih, None, &w_hh, None, None, None, false);
+    /// let gx = x.reshape(&[t * b, i]).matmul(&w_ih.t()).reshape(&[t, b, 4 * h]);
+    /// let (out_ref, _, c_ref) = Var::fused_lstm_sequence(&gx, None, &w_hh, None, None, None, false);
+    /// assert!(out.data().sub(out_ref.data()).abs().max().item() < 1e-12);
+    /// let grads = (&out.sum() + &c.sum()).backward();
+    /// let grads_ref = (&out_ref.sum() + &c_ref.sum()).backward();
+    /// for v in [&x, &w_ih, &w_hh] {
+    ///     assert!(grads.get(v).unwrap().sub(grads_ref.get(v).unwrap()).abs().max().item() < 1e-12);
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    /// If the shapes do not fit or a length exceeds `T` (the message names them).
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    pub fn fused_lstm_layer(
+        x: &Var<F>,
+        w_ih: &Var<F>,
+        bias: Option<&Var<F>>,
+        w_hh: &Var<F>,
+        h0: Option<&Var<F>>,
+        c0: Option<&Var<F>>,
+        lengths: Option<&[usize]>,
+        reverse: bool,
+    ) -> (Var<F>, Var<F>, Var<F>) {
+        assert!(
+            x.rank() == 3 && w_ih.rank() == 2 && w_ih.shape()[1] == x.shape()[2] && w_ih.shape()[0] == w_hh.shape()[0],
+            "fused_lstm_layer: input {:?}, w_ih {:?} and w_hh {:?} must be [T, B, I], [4 * H, I] and [4 * H, H]",
+            x.shape(),
+            w_ih.shape(),
+            w_hh.shape()
+        );
+        let (steps, batch, inputs, g) = (x.shape()[0], x.shape()[1], x.shape()[2], w_ih.shape()[0]);
+        let xc = x.data.contiguous();
+        let gx = xc.reshape(&[steps * batch, inputs]).matmul(&w_ih.data.t()).reshape(&[steps, batch, g]);
+        let parts = Tensor::lstm_sequence(
+            &gx,
+            bias.map(Var::data),
+            &w_hh.data,
+            h0.map(Var::data),
+            c0.map(Var::data),
+            lengths,
+            reverse,
+        );
+        let outputs = vec![parts.output.clone(), parts.h.clone(), parts.c.clone()];
+        let none = Var::constant(Tensor::zeros(&[]));
+        let kept = (x.clone(), w_ih.clone(), bias.cloned(), w_hh.clone(), h0.cloned(), c0.cloned());
+        let lens = lengths.map(<[usize]>::to_vec);
+        let inputs_ = [x, w_ih, bias.unwrap_or(&none), w_hh, h0.unwrap_or(&none), c0.unwrap_or(&none)];
+        let mut out = Var::record_multi("lstm_layer", outputs, &inputs_, move |ctx, gs| {
+            let needs = |i| ctx.needs_input_grad(i);
+            let (x, w_ih, b, w_hh, h0, c0) = &kept;
+            if ctx.create_graph() {
+                let flat_x = x.reshape(&[steps * batch, inputs]);
+                let gx = flat_x.matmul(&w_ih.t()).reshape(&[steps, batch, g]);
+                let [dgx, db, dw, dh0, dc0] = lstm_sequence_backward_ops(
+                    &gx,
+                    b.as_ref(),
+                    w_hh,
+                    h0.as_ref(),
+                    c0.as_ref(),
+                    lens.as_deref(),
+                    reverse,
+                    gs,
+                );
+                let flat = dgx.reshape(&[steps * batch, g]);
+                return smallvec![
+                    needs(0).then(|| flat.matmul(w_ih).reshape(&[steps, batch, inputs])),
+                    needs(1).then(|| flat.t().matmul(&flat_x)),
+                    needs(2).then_some(db),
+                    needs(3).then_some(dw),
+                    needs(4).then_some(dh0),
+                    needs(5).then_some(dc0)
+                ];
+            }
+            let gr = Tensor::lstm_sequence_backward(
+                &parts,
+                &w_hh.data,
+                lens.as_deref(),
+                reverse,
+                gs[0].as_ref().map(Var::data),
+                gs[1].as_ref().map(Var::data),
+                gs[2].as_ref().map(Var::data),
+                needs(4),
+                needs(1).then_some(&xc),
+                needs(0),
+            );
+            let dx = gr.gx.map(|dgx| {
+                let flat = dgx.reshape(&[steps * batch, g]);
+                Var::constant(flat.matmul(&w_ih.data).reshape(&[steps, batch, inputs]))
+            });
+            smallvec![
+                dx,
+                gr.w_ih.filter(|_| needs(1)).map(Var::constant),
+                gr.bias.filter(|_| needs(2)).map(Var::constant),
+                needs(3).then(|| Var::constant(gr.w_hh)),
+                gr.h0.map(Var::constant),
+                needs(5).then(|| Var::constant(gr.c0))
             ]
         });
         let c = out.pop().expect("three outputs");

@@ -31,10 +31,11 @@
 //!
 //! # Speed
 //!
-//! Every layer projects the inputs of all steps with one matrix product. An [`LSTM`] then runs
-//! each (layer, direction) as one op, [`Var::fused_lstm_sequence`]: one tape node whose backward
-//! runs the recurrence backwards and gets `weight_hh`'s gradient from one product over all
-//! steps. [`RNN`] and [`GRU`] record one step at a time (GRU through a fused cell).
+//! Every layer projects the inputs of all steps with one matrix product. An [`LSTM`] runs each
+//! (layer, direction), projection included, as one op, [`Var::fused_lstm_layer`]: one tape
+//! node whose backward runs the recurrence backwards and accumulates `weight_hh`'s and
+//! `weight_ih`'s gradients step by step from the same packed gate gradients. [`RNN`] and
+//! [`GRU`] record one step at a time (GRU through a fused cell).
 
 use std::fmt;
 
@@ -554,14 +555,13 @@ impl<F: Float> Stack<F> {
                     (_, Some(bi), Some(bh)) => (Some(&bi + &bh), None),
                     (_, bi, bh) => (bi, bh),
                 };
-                let flat_in = layer_in.reshape(&[steps * batch, layer_in.shape()[2]]);
                 if is_lstm {
                     // The input projection of every step in one GEMM, then the whole recurrence
-                    // as one op (bias included): one tape node, the recurrent weights' gradient
-                    // in one product over all steps.
-                    let gx = project(&flat_in, &w_ih, None).reshape(&[steps, batch, kind_gates * hidden]);
-                    let (out, h, c) = Var::fused_lstm_sequence(
-                        &gx,
+                    // (bias included), as one op: one tape node, and both weights' gradients
+                    // accumulated step by step from the same packed gate gradients.
+                    let (out, h, c) = Var::fused_lstm_layer(
+                        &layer_in,
+                        &w_ih,
                         b_ih.as_ref(),
                         &w_hh,
                         h0.as_ref().map(|h| h.select(0, idx)).as_ref(),
@@ -576,6 +576,7 @@ impl<F: Float> Stack<F> {
                 }
                 // The input projection of every step in one GEMM, then one view per step
                 // (`unbind` gathers the steps' gradients into one buffer in backward).
+                let flat_in = layer_in.reshape(&[steps * batch, layer_in.shape()[2]]);
                 let gx_steps =
                     project(&flat_in, &w_ih, b_ih.as_ref()).reshape(&[steps, batch, kind_gates * hidden]).unbind(0);
                 let w_hh_t = w_hh.t().contiguous();

@@ -50,6 +50,18 @@ impl Kernel {
         }
     }
 
+    /// Rows per micro-tile, and per micro-panel of a [`PackedA`] (1 for the scalar kernel, so
+    /// that its packed left operand is plain row-major).
+    fn mr(self) -> usize {
+        match self {
+            Kernel::Scalar => 1,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => 6,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => 8,
+        }
+    }
+
     /// Columns per panel (the micro-tile's width).
     fn nr(self) -> usize {
         match self {
@@ -100,31 +112,46 @@ impl PackedB {
     /// If `kernel` cannot run on this CPU or `b` is too short for the strides.
     pub(crate) fn new(kernel: Kernel, b: &[f32], k: usize, n: usize, rsb: usize, csb: usize) -> PackedB {
         assert!(kernel.available(), "packed_gemm: {kernel:?} kernel not supported by this CPU");
+        let mut packed = PackedB { kernel, k: 0, n: 0, data: Vec::new() };
+        packed.repack(b, k, n, rsb, csb);
+        packed
+    }
+
+    /// Packs another `[k, n]` operand (as [`PackedB::new`]) into this one's buffer, which is
+    /// only reallocated to grow.
+    ///
+    /// # Panics
+    /// If `b` is too short for the strides.
+    pub(crate) fn repack(&mut self, b: &[f32], k: usize, n: usize, rsb: usize, csb: usize) {
         assert!(
             k == 0 || n == 0 || (k - 1) * rsb + (n - 1) * csb < b.len(),
             "packed_gemm: [{k}, {n}] operand with strides ({rsb}, {csb}) does not fit {} elements",
             b.len()
         );
-        let nr = kernel.nr();
+        let nr = self.kernel.nr();
         let len = n.div_ceil(nr) * k * nr;
-        let mut packed = PackedB { kernel, k, n, data: vec![Line([0.0; 16]); len.div_ceil(16)] };
-        let flat = packed.flat_mut();
+        (self.k, self.n) = (k, n);
+        // Every element up to `len` is written below (padding included), so stale values from
+        // an earlier packing are harmless.
+        self.data.resize(len.div_ceil(16), Line([0.0; 16]));
+        let flat = self.flat_mut();
         for (p, panel) in flat.chunks_exact_mut((k * nr).max(1)).take(n.div_ceil(nr)).enumerate() {
             let cols = p * nr..n.min((p + 1) * nr);
+            let width = cols.len();
             // Contiguous source rows copy as runs (3x faster than element by element).
             if csb == 1 {
                 for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
-                    row[..cols.len()].copy_from_slice(&b[kk * rsb + cols.start..kk * rsb + cols.end]);
+                    copy_run(row, &b[kk * rsb + cols.start..kk * rsb + cols.end]);
                 }
             } else {
                 for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
                     for (x, j) in row.iter_mut().zip(cols.clone()) {
                         *x = b[kk * rsb + j * csb];
                     }
+                    row[width..].fill(0.0);
                 }
             }
         }
-        packed
     }
 
     fn flat(&self) -> &[f32] {
@@ -183,19 +210,66 @@ impl PackedB {
             "packed_gemm: left operand [{m}, {k}] with row stride {lda} does not fit {} elements",
             a.len()
         );
+        self.run(m, Lhs::RowMajor { a, lda }, start, c, ldc);
+    }
+
+    /// `c[m, n] = a · B` (`+=` if `accumulate`), `a` packed by [`PackedA::pack`] (`m` its
+    /// rows) for the same kernel and depth, `c` row-major with row stride `ldc`.
+    ///
+    /// # Panics
+    /// If `a` was packed for another kernel or depth, or `c` is too short for `m` rows of its
+    /// stride, or `ldc < n`.
+    pub(crate) fn gemm_packed_a(&self, a: &PackedA, accumulate: bool, c: &mut [f32], ldc: usize) {
+        let (m, k, n) = (a.m, self.k, self.n);
+        assert!(
+            a.kernel == self.kernel && a.k == k,
+            "packed_gemm: left operand packed for {:?} with depth {} against {:?} with depth {k}",
+            a.kernel,
+            a.k,
+            self.kernel
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            ldc >= n && c.len() >= (m - 1) * ldc + n,
+            "packed_gemm: output [{m}, {n}] with row stride {ldc} does not fit {} elements",
+            c.len()
+        );
+        let start = if accumulate { Start::C } else { Start::Zero };
+        if k == 0 {
+            if !accumulate {
+                c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+            }
+            return;
+        }
+        self.run(m, Lhs::Packed(a), start, c, ldc);
+    }
+
+    /// The kernel loop for a checked product (`m, n, k >= 1`, every operand in bounds).
+    fn run(&self, m: usize, lhs: Lhs, start: Start, c: &mut [f32], ldc: usize) {
         match self.kernel {
-            Kernel::Scalar => self.gemm_scalar(m, a, lda, start, c, ldc),
+            Kernel::Scalar => {
+                // The scalar kernel's packed left operand is row-major with stride k.
+                let (a, lda) = match lhs {
+                    Lhs::RowMajor { a, lda } => (a, lda),
+                    Lhs::Packed(p) => (p.flat(), self.k),
+                };
+                self.gemm_scalar(m, a, lda, start, c, ldc)
+            }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => self.tiled(6, m, a, lda, start, c, ldc, |rows, t| {
+            Kernel::Avx2 => self.tiled(6, m, lhs, start, c, ldc, |rows, t, packed| {
                 // SAFETY: packing checked that the CPU has AVX2 and FMA; `tiled` passes tiles
-                // of at most 6 rows that meet the contract for this 16-wide packing.
-                unsafe { avx2::tile(rows, t) }
+                // of at most 6 rows that meet the contract for this 16-wide packing (and
+                // `packed` says which addressing of `a` it met it for).
+                unsafe { avx2::tile(rows, t, packed) }
             }),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => self.tiled(8, m, a, lda, start, c, ldc, |rows, t| {
+            Kernel::Avx512 => self.tiled(8, m, lhs, start, c, ldc, |rows, t, packed| {
                 // SAFETY: packing checked that the CPU has AVX-512F; `tiled` passes tiles of at
-                // most 8 rows that meet the contract for this 32-wide packing.
-                unsafe { avx512::tile(rows, t) }
+                // most 8 rows that meet the contract for this 32-wide packing (and `packed` says
+                // which addressing of `a` it met it for).
+                unsafe { avx512::tile(rows, t, packed) }
             }),
         }
     }
@@ -224,23 +298,26 @@ impl PackedB {
     }
 
     /// Runs `tile` over every `mr x nr` tile of the output, depth `KC` at a time; `tile(rows,
-    /// t)` must be sound for any `t` that satisfies [`Tile`]'s contract with `rows <= mr` rows
-    /// and the packing's `nr`.
+    /// t, packed)` must be sound for any `t` that satisfies [`Tile`]'s contract with `rows <=
+    /// mr` rows, the packing's `nr` and `a` packed (micro-panels of `mr` rows) if `packed`.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     fn tiled(
         &self,
         mr: usize,
         m: usize,
-        a: &[f32],
-        lda: usize,
+        lhs: Lhs,
         start: Start,
         c: &mut [f32],
         ldc: usize,
-        tile: impl Fn(usize, &Tile),
+        tile: impl Fn(usize, &Tile, bool),
     ) {
         let (k, n, nr) = (self.k, self.n, self.kernel.nr());
-        let (a, b, c) = (a.as_ptr(), self.flat().as_ptr(), c.as_mut_ptr());
+        let (a, lda, packed) = match lhs {
+            Lhs::RowMajor { a, lda } => (a.as_ptr(), lda, false),
+            Lhs::Packed(p) => (p.flat().as_ptr(), mr, true),
+        };
+        let (b, c) = (self.flat().as_ptr(), c.as_mut_ptr());
         let null = std::ptr::null::<f32>();
         // The first pass starts from `start`, every later one from `c`.
         let (src, lds, bias) = match start {
@@ -253,10 +330,11 @@ impl PackedB {
             for p in 0..n.div_ceil(nr) {
                 let j0 = p * nr;
                 for i0 in (0..m).step_by(mr) {
-                    // In bounds (the asserts in `gemm` and the packing's length): rows
-                    // i0..i0 + rows of `a` and `c`, depth k0..k0 + kc, columns j0..j0 + cols.
+                    // In bounds (the asserts in `gemm_from` or `gemm_packed_a` and the
+                    // packings' lengths): rows i0..i0 + rows of `a` (micro-panel i0 / mr if
+                    // packed) and `c`, depth k0..k0 + kc, columns j0..j0 + cols.
                     let t = Tile {
-                        a: a.wrapping_add(i0 * lda + k0),
+                        a: if packed { a.wrapping_add(i0 * k + k0 * mr) } else { a.wrapping_add(i0 * lda + k0) },
                         lda,
                         b: b.wrapping_add(p * k * nr + k0 * nr),
                         k: kc,
@@ -271,19 +349,130 @@ impl PackedB {
                         lds: if k0 > 0 { ldc } else { lds },
                         bias: if k0 > 0 || bias.is_null() { null } else { bias.wrapping_add(j0) },
                     };
-                    tile(mr.min(m - i0), &t);
+                    tile(mr.min(m - i0), &t, packed);
                 }
             }
         }
     }
 }
 
-/// One micro-tile's work: `c[r, j] = s[r, j] + Σ_kk a[r * lda + kk] * b[kk * nr + j]` for
+/// The left operand of a product: row-major in place, or packed.
+#[derive(Clone, Copy)]
+enum Lhs<'a> {
+    RowMajor { a: &'a [f32], lda: usize },
+    Packed(&'a PackedA),
+}
+
+/// A `[m, k]` left operand packed for one [`Kernel`]: micro-panel `q` holds rows
+/// `q * mr .. (q + 1) * mr`, one column of `mr` values per depth (zero-padded below the last
+/// row), at offset `q * k * mr`. For a product whose left operand is read transposed: read in
+/// place, its rows would be strided columns, each depth step a different cache line (and, at
+/// power-of-two strides, the same few L1 sets).
+pub(crate) struct PackedA {
+    kernel: Kernel,
+    m: usize,
+    k: usize,
+    data: Vec<Line>,
+}
+
+impl PackedA {
+    /// An empty packing for `kernel`, to [`PackedA::pack`] into.
+    ///
+    /// # Panics
+    /// If `kernel` cannot run on this CPU.
+    pub(crate) fn new(kernel: Kernel) -> PackedA {
+        assert!(kernel.available(), "packed_gemm: {kernel:?} kernel not supported by this CPU");
+        PackedA { kernel, m: 0, k: 0, data: Vec::new() }
+    }
+
+    /// Packs `a[i * rsa + kk * csa]` (`i < m`, `kk < k`), reusing the buffer (only
+    /// reallocated to grow).
+    ///
+    /// # Panics
+    /// If `a` is too short for the strides.
+    pub(crate) fn pack(&mut self, a: &[f32], m: usize, k: usize, rsa: usize, csa: usize) {
+        assert!(
+            m == 0 || k == 0 || (m - 1) * rsa + (k - 1) * csa < a.len(),
+            "packed_gemm: [{m}, {k}] operand with strides ({rsa}, {csa}) does not fit {} elements",
+            a.len()
+        );
+        let mr = self.kernel.mr();
+        let len = m.div_ceil(mr) * mr * k;
+        (self.m, self.k) = (m, k);
+        // As in `PackedB::repack`: every element up to `len` is written below.
+        self.data.resize(len.div_ceil(16), Line([0.0; 16]));
+        let flat = self.flat_mut();
+        if len == 0 {
+            return;
+        }
+        if rsa == 1 {
+            // Columns are contiguous (a transposed row-major matrix): each depth's column
+            // copies in runs of `mr`. Eight depths at a time, so that every micro-panel gets
+            // whole cache lines at once: depth by depth, the runs land `k * mr` floats apart (2
+            // KB for a 64-deep operand), whose lines share a few L1 sets and were evicted, then
+            // re-read to be written again (the packing ran 5x slower).
+            const DEPTHS: usize = 8;
+            for k0 in (0..k).step_by(DEPTHS) {
+                for q in 0..m.div_ceil(mr) {
+                    let rows = q * mr..m.min((q + 1) * mr);
+                    for kk in k0..k.min(k0 + DEPTHS) {
+                        let dst = &mut flat[q * k * mr + kk * mr..q * k * mr + (kk + 1) * mr];
+                        copy_run(dst, &a[kk * csa + rows.start..kk * csa + rows.end]);
+                    }
+                }
+            }
+        } else {
+            for (q, panel) in flat.chunks_exact_mut(k * mr).enumerate() {
+                for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
+                    for (r, x) in dst.iter_mut().enumerate() {
+                        let i = q * mr + r;
+                        *x = if i < m { a[i * rsa + kk * csa] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+
+    fn flat(&self) -> &[f32] {
+        // SAFETY: as in `PackedB::flat`.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<f32>(), self.data.len() * 16) }
+    }
+
+    fn flat_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as in `PackedB::flat_mut`.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast::<f32>(), self.data.len() * 16) }
+    }
+}
+
+/// `dst[..src.len()] = src`, zeros after. Full runs of the SIMD kernels' heights and widths
+/// copy as fixed-size arrays: a few vector moves instead of a call to `memmove`, which for
+/// such short runs costs more than the copy.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
+        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+            (Ok(d), Ok(s)) => {
+                *d = *s;
+                true
+            }
+            _ => false,
+        }
+    }
+    if !(fixed::<8>(dst, src) || fixed::<32>(dst, src) || fixed::<16>(dst, src) || fixed::<6>(dst, src)) {
+        dst[..src.len()].copy_from_slice(src);
+        dst[src.len()..].fill(0.0);
+    }
+}
+
+/// One micro-tile's work: `c[r, j] = s[r, j] + Σ_kk a(r, kk) * b[kk * nr + j]` for
 /// `r < rows`, `j < cols` and `kk < k`, where `s[r, j]` is `src[r * lds + j]` (zero if `src` is
 /// null) plus `bias[j]` (if `bias` is not null).
 ///
-/// The contract a kernel relies on: `a + r * lda + kk` is readable for every `r < rows` and
-/// `kk < k`; `b + kk * nr + j` is readable for every `kk < k` and `j < nr`, and `b` is aligned
+/// `a`'s element `(r, kk)` is at `a + r * lda + kk`, or at `a + kk * mr + r` for a packed left
+/// operand (`mr` the kernel's tile height; `lda` is then unused).
+///
+/// The contract a kernel relies on: element `(r, kk)` of `a` is readable for every `r < rows`
+/// and `kk < k`; `b + kk * nr + j` is readable for every `kk < k` and `j < nr`, and `b` is aligned
 /// to `4 * nr` bytes (at most 64); `c + r * ldc + j` is readable and writable for every
 /// `r < rows` and `j < cols`, with `1 <= cols <= nr`; `c` overlaps neither `a` nor `b`; unless
 /// null, `src + r * lds + j` and `bias + j` are readable for those `r` and `j` (`src` may be
@@ -311,19 +500,28 @@ mod avx512 {
     /// A tile of `rows` (1..=8) rows and a 32-wide panel.
     ///
     /// # Safety
-    /// The CPU has AVX-512F and `t` meets [`Tile`]'s contract with `rows` rows and `nr = 32`.
-    pub(super) unsafe fn tile(rows: usize, t: &Tile) {
+    /// The CPU has AVX-512F and `t` meets [`Tile`]'s contract with `rows` rows, `nr = 32` and
+    /// `a` packed with `mr = 8` if `packed`.
+    pub(super) unsafe fn tile(rows: usize, t: &Tile, packed: bool) {
         // SAFETY: the caller's contract, passed on unchanged.
         unsafe {
-            match rows {
-                8 => rows_n::<8>(t),
-                7 => rows_n::<7>(t),
-                6 => rows_n::<6>(t),
-                5 => rows_n::<5>(t),
-                4 => rows_n::<4>(t),
-                3 => rows_n::<3>(t),
-                2 => rows_n::<2>(t),
-                _ => rows_n::<1>(t),
+            match (rows, packed) {
+                (8, false) => rows_n::<8, false>(t),
+                (7, false) => rows_n::<7, false>(t),
+                (6, false) => rows_n::<6, false>(t),
+                (5, false) => rows_n::<5, false>(t),
+                (4, false) => rows_n::<4, false>(t),
+                (3, false) => rows_n::<3, false>(t),
+                (2, false) => rows_n::<2, false>(t),
+                (_, false) => rows_n::<1, false>(t),
+                (8, true) => rows_n::<8, true>(t),
+                (7, true) => rows_n::<7, true>(t),
+                (6, true) => rows_n::<6, true>(t),
+                (5, true) => rows_n::<5, true>(t),
+                (4, true) => rows_n::<4, true>(t),
+                (3, true) => rows_n::<3, true>(t),
+                (2, true) => rows_n::<2, true>(t),
+                (_, true) => rows_n::<1, true>(t),
             }
         }
     }
@@ -331,9 +529,9 @@ mod avx512 {
     /// `R` rows: `2 R` accumulators, two aligned panel loads and `R` broadcasts per depth step.
     ///
     /// # Safety
-    /// As [`tile`], with `rows = R`.
+    /// As [`tile`], with `rows = R` and `packed = PACKED`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows_n<const R: usize>(t: &Tile) {
+    unsafe fn rows_n<const R: usize, const PACKED: bool>(t: &Tile) {
         let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
         let (lo, hi) = (lanes(t.cols), lanes(t.cols.saturating_sub(16)));
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
@@ -362,8 +560,10 @@ mod avx512 {
             // is 64-byte aligned (the contract).
             let (b0, b1) = unsafe { (_mm512_load_ps(t.b.add(kk * 32)), _mm512_load_ps(t.b.add(kk * 32 + 16))) };
             for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: `r < R = rows` and `kk < k`: readable by the contract.
-                let x = _mm512_set1_ps(unsafe { *t.a.add(r * t.lda + kk) });
+                let at = if PACKED { kk * 8 + r } else { r * t.lda + kk };
+                // SAFETY: element (r, kk) of `a` with `r < R = rows` and `kk < k`: readable by
+                // the contract.
+                let x = _mm512_set1_ps(unsafe { *t.a.add(at) });
                 acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
             }
@@ -388,18 +588,24 @@ mod avx2 {
     /// A tile of `rows` (1..=6) rows and a 16-wide panel.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA and `t` meets [`Tile`]'s contract with `rows` rows and
-    /// `nr = 16`.
-    pub(super) unsafe fn tile(rows: usize, t: &Tile) {
+    /// The CPU has AVX2 and FMA and `t` meets [`Tile`]'s contract with `rows` rows, `nr = 16`
+    /// and `a` packed with `mr = 6` if `packed`.
+    pub(super) unsafe fn tile(rows: usize, t: &Tile, packed: bool) {
         // SAFETY: the caller's contract, passed on unchanged.
         unsafe {
-            match rows {
-                6 => rows_n::<6>(t),
-                5 => rows_n::<5>(t),
-                4 => rows_n::<4>(t),
-                3 => rows_n::<3>(t),
-                2 => rows_n::<2>(t),
-                _ => rows_n::<1>(t),
+            match (rows, packed) {
+                (6, false) => rows_n::<6, false>(t),
+                (5, false) => rows_n::<5, false>(t),
+                (4, false) => rows_n::<4, false>(t),
+                (3, false) => rows_n::<3, false>(t),
+                (2, false) => rows_n::<2, false>(t),
+                (_, false) => rows_n::<1, false>(t),
+                (6, true) => rows_n::<6, true>(t),
+                (5, true) => rows_n::<5, true>(t),
+                (4, true) => rows_n::<4, true>(t),
+                (3, true) => rows_n::<3, true>(t),
+                (2, true) => rows_n::<2, true>(t),
+                (_, true) => rows_n::<1, true>(t),
             }
         }
     }
@@ -407,9 +613,9 @@ mod avx2 {
     /// `R` rows: `2 R` accumulators, two aligned panel loads and `R` broadcasts per depth step.
     ///
     /// # Safety
-    /// As [`tile`], with `rows = R`.
+    /// As [`tile`], with `rows = R` and `packed = PACKED`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_n<const R: usize>(t: &Tile) {
+    unsafe fn rows_n<const R: usize, const PACKED: bool>(t: &Tile) {
         // Lane j of `lo` (`hi`) is on if column j (8 + j) is inside the tile.
         let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.cols as i32), index);
@@ -439,8 +645,10 @@ mod avx2 {
             // is 64-byte aligned (the contract).
             let (b0, b1) = unsafe { (_mm256_load_ps(t.b.add(kk * 16)), _mm256_load_ps(t.b.add(kk * 16 + 8))) };
             for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: `r < R = rows` and `kk < k`: readable by the contract.
-                let x = _mm256_set1_ps(unsafe { *t.a.add(r * t.lda + kk) });
+                let at = if PACKED { kk * 6 + r } else { r * t.lda + kk };
+                // SAFETY: element (r, kk) of `a` with `r < R = rows` and `kk < k`: readable by
+                // the contract.
+                let x = _mm256_set1_ps(unsafe { *t.a.add(at) });
                 acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
                 acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
             }
@@ -565,6 +773,85 @@ mod tests {
         }
     }
 
+    /// Checks `c = a · b` (or `+=`) with both operands packed, into buffers `pa` and `pb`
+    /// reused from earlier checks (so stale values from a larger packing must not leak in),
+    /// against an f64 triple loop as in `check`. `a` is `[m, k]` stored row-major,
+    /// column-major (the transposed read) or as every other element of a `[2m, k]`
+    /// column-major one.
+    fn check_packed_a(pa: &mut PackedA, pb: &mut PackedB, m: usize, k: usize, n: usize, rng: &mut StdRng) {
+        let kernel = pb.kernel;
+        let a_layout = rng.random_range(0..3);
+        let accumulate = rng.random_bool(0.5);
+        let pad = rng.random_range(0..3);
+        let ldc = n + rng.random_range(0..3);
+        let mut value = || rng.random_range(-1f32..1.0);
+        let (rsa, csa) = [(k + pad, 1), (1, m + pad), (2, 2 * m + pad)][a_layout];
+        let a: Vec<f32> = (0..(m + 1) * (k + 1) * 2 + 2 * pad * k).map(|_| value()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| value()).collect();
+        let c0: Vec<f32> = (0..m * ldc).map(|_| value()).collect();
+        pa.pack(&a, m, k, rsa, csa);
+        pb.repack(&b, k, n, n, 1);
+        let mut c = c0.clone();
+        pb.gemm_packed_a(pa, accumulate, &mut c, ldc);
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j >= n {
+                    assert_eq!(got, c0[i * ldc + j], "{kernel:?} wrote past column {n} in row {i}");
+                    continue;
+                }
+                let s0 = if accumulate { c0[i * ldc + j] } else { 0.0 };
+                let (mut sum, mut mag) = (s0 as f64, s0.abs() as f64);
+                for kk in 0..k {
+                    let p = a[i * rsa + kk * csa] as f64 * b[kk * n + j] as f64;
+                    sum += p;
+                    mag += p.abs();
+                }
+                let tol = (k + 1) as f64 * f32::EPSILON as f64 * mag + 1e-30;
+                assert!(
+                    (got as f64 - sum).abs() <= tol,
+                    "{kernel:?} packed a ({a_layout}) m {m} k {k} n {n} accumulate {accumulate}: \
+                     c[{i}, {j}] = {got}, want {sum} (tol {tol})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_packed_left_operand_matches_a_triple_loop() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let edges = [0, 1, 2, 5, 6, 7, 8, 9, 12, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70];
+        for kernel in kernels() {
+            let (mut pa, mut pb) = (PackedA::new(kernel), PackedB::new(kernel, &[], 0, 0, 0, 1));
+            // A large packing first, so that the later, smaller ones reuse dirty buffers.
+            check_packed_a(&mut pa, &mut pb, 70, 300, 70, &mut rng);
+            for &m in &edges {
+                for &n in &edges {
+                    let k = edges[rng.random_range(0..edges.len())];
+                    check_packed_a(&mut pa, &mut pb, m, k, n, &mut rng);
+                }
+            }
+            for _ in 0..200 {
+                let (m, k, n) = (rng.random_range(0..=70), rng.random_range(0..=70), rng.random_range(0..=70));
+                check_packed_a(&mut pa, &mut pb, m, k, n, &mut rng);
+            }
+            for k in [KC - 1, KC, KC + 1, 2 * KC + 45] {
+                check_packed_a(&mut pa, &mut pb, 17, k, 37, &mut rng);
+                check_packed_a(&mut pa, &mut pb, 64, k, 128, &mut rng);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "left operand packed for")]
+    fn a_packed_left_operand_of_another_depth_panics() {
+        let kernel = Kernel::best();
+        let mut pa = PackedA::new(kernel);
+        pa.pack(&[1.0; 6], 2, 3, 3, 1);
+        let pb = PackedB::new(kernel, &[1.0; 8], 4, 2, 2, 1);
+        pb.gemm_packed_a(&pa, false, &mut [0.0; 4], 2);
+    }
+
     #[test]
     fn a_zero_depth_product_is_zero_or_leaves_c() {
         for kernel in kernels() {
@@ -573,6 +860,13 @@ mod tests {
             packed.gemm(2, &[], 0, true, &mut c, 3);
             assert_eq!(c, [5.0; 6]);
             packed.gemm(2, &[], 0, false, &mut c, 3);
+            assert_eq!(c, [0.0; 6]);
+            let mut a = PackedA::new(kernel);
+            a.pack(&[], 2, 0, 0, 1);
+            let mut c = vec![5f32; 6];
+            packed.gemm_packed_a(&a, true, &mut c, 3);
+            assert_eq!(c, [5.0; 6]);
+            packed.gemm_packed_a(&a, false, &mut c, 3);
             assert_eq!(c, [0.0; 6]);
         }
     }

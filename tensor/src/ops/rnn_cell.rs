@@ -10,7 +10,7 @@
 use std::any::{Any, TypeId};
 use std::ops::Range;
 
-use super::packed_gemm::{Kernel, PackedB, Start};
+use super::packed_gemm::{Kernel, PackedA, PackedB, Start};
 use crate::element::Float;
 use crate::tensor::Tensor;
 
@@ -393,12 +393,16 @@ struct SequenceSaved<E: Float> {
 /// What [`Tensor::lstm_sequence_backward`] returns.
 #[derive(Clone, Debug)]
 pub struct LstmSequenceGrads<E: Float> {
-    /// The gradient of the input projections `gx`, `[T, B, 4H]` (zero at padded steps).
-    pub gx: Tensor<E>,
+    /// The gradient of the input projections `gx`, `[T, B, 4H]` (zero at padded steps), if
+    /// asked for.
+    pub gx: Option<Tensor<E>>,
     /// The gradient of the bias `[4H]`, if the forward had one.
     pub bias: Option<Tensor<E>>,
     /// The gradient of `w_hh`, `[4H, H]`.
     pub w_hh: Tensor<E>,
+    /// The gradient `Σ_t dA_tᵀ x_t` (`[4H, I]`) of the input weights `w_ih` of projections
+    /// `gx = x w_ihᵀ`, if the backward was given `x`.
+    pub w_ih: Option<Tensor<E>>,
     /// The gradient of the initial hidden state `[B, H]`, if asked for.
     pub h0: Option<Tensor<E>>,
     /// The gradient of the initial cell state `[B, H]`.
@@ -587,6 +591,12 @@ impl<E: Float> Tensor<E> {
     /// the gradient of `w_hh` as ONE product over all steps, `Σ_t dA_tᵀ h_{t-1}`. The gradient
     /// of the initial hidden state (one more product) only if `need_h0`.
     ///
+    /// Given the input `x` (`[T, B, I]`, time order) of projections `gx = x w_ihᵀ`, also the
+    /// gradient of `w_ih`, `Σ_t dA_tᵀ x_t`: in f32 accumulated step by step with `w_hh`'s, from
+    /// the same packed `dA_t` (cuDNN's layer-level split, without a second pass over `dA`).
+    /// The gradient of `gx` itself only if `need_gx`: in f32 without it, the gate gradients
+    /// live in one step's buffer, which stays in cache, instead of a `[T, B, 4H]` one.
+    ///
     /// # Panics
     /// If the shapes do not fit.
     #[track_caller]
@@ -600,6 +610,8 @@ impl<E: Float> Tensor<E> {
         dh_n: Option<&Tensor<E>>,
         dc_n: Option<&Tensor<E>>,
         need_h0: bool,
+        x: Option<&Tensor<E>>,
+        need_gx: bool,
     ) -> LstmSequenceGrads<E> {
         const OP: &str = "lstm_sequence_backward";
         let (steps, batch, h) = (parts.output.shape()[0], parts.output.shape()[1], parts.output.shape()[2]);
@@ -608,10 +620,24 @@ impl<E: Float> Tensor<E> {
         if let Some(d) = d_out {
             assert!(d.shape() == [steps, batch, h], "{OP}: d_out {:?} is not [{steps}, {batch}, {h}]", d.shape());
         }
+        let x = x.map(|x| {
+            assert!(
+                x.rank() == 3 && x.shape()[..2] == [steps, batch],
+                "{OP}: input {:?} is not [{steps}, {batch}, I]",
+                x.shape()
+            );
+            x.contiguous()
+        });
+        let inputs = x.as_ref().map_or(0, |x| x.shape()[2]);
+        let x = x.as_ref().map(slice);
+        let mut dw_ih = x.map(|_| vec![E::zero(); g * inputs]);
         let sv = &parts.saved;
         let mut dh = state_vec(OP, "dh_n", dh_n, batch, h);
         let mut dc = state_vec(OP, "dc_n", dc_n, batch, h);
-        let mut da = vec![E::zero(); steps * batch * g];
+        // Every step's dA (`[T, B, 4H]`), or one step's, reused: the other precisions' weight
+        // gradients read all of them after the recurrence.
+        let keep_da = need_gx || TypeId::of::<E>() != TypeId::of::<f32>();
+        let mut da = vec![E::zero(); if keep_da { steps * batch * g } else { batch * g }];
         let mut dw = vec![E::zero(); g * h];
         let mut db = sv.bias.then(|| vec![E::zero(); g]);
         let masked = sv.h_prev.is_some();
@@ -626,39 +652,76 @@ impl<E: Float> Tensor<E> {
             let mut tmp = vec![E::zero(); batch * h];
             let mut ok = vec![true; batch];
             let one = E::one();
+            // In f32, dW_hh += dA_tᵀ h_{t-1} at every step, while dA_t is still in cache: dA_t
+            // packed transposed (read in place, its columns are 2 KB apart at H = 128, which
+            // thrashes a few L1 sets) and h_{t-1} packed, both into buffers reused step after
+            // step.
+            let mut dw_packs = packed.as_ref().map(|_| {
+                let kernel = Kernel::best();
+                let empty = || PackedB::new(kernel, &[], 0, 0, 0, 1);
+                (PackedA::new(kernel), empty(), empty())
+            });
+            let out = slice(&sv.out);
             for s in (0..steps).rev() {
                 let t = if reverse { steps - 1 - s } else { s };
                 for (r, ok) in ok.iter_mut().enumerate() {
                     *ok = valid(t, r);
                 }
                 let (sg, sh) = (s * batch * g..(s + 1) * batch * g, s * batch * h..(s + 1) * batch * h);
+                let dg = if keep_da { sg.clone() } else { 0..batch * g };
+                if masked && !keep_da {
+                    // Rows of sequences that did not run this step keep a zero gradient.
+                    da.fill(E::zero());
+                }
                 sequence_backward_step(
                     &sv.gates[sg.clone()],
                     &sv.c_prev[sh.clone()],
-                    &sv.tanh_c[sh],
+                    &sv.tanh_c[sh.clone()],
                     d_out.map(|d| &d[t * batch * h..(t + 1) * batch * h]),
                     &mut dh,
                     &mut dc,
-                    &mut da[sg.clone()],
+                    &mut da[dg.clone()],
                     db.as_deref_mut(),
                     h,
                     &ok,
                 );
+                if let Some((pa, pb, pb_x)) = &mut dw_packs {
+                    // h_{t-1}: the previous step's output without padding, h0 (if given) at the
+                    // first step.
+                    let hp = match &sv.h_prev {
+                        Some(hp) => Some(&hp[sh.clone()]),
+                        None if s > 0 => Some(&out[sh.start - batch * h..sh.start]),
+                        None => sv.h0.as_ref().map(slice),
+                    };
+                    let f32s = "packed only in f32";
+                    if hp.is_some() || x.is_some() {
+                        pa.pack(as_f32_ref(&da[dg.clone()]).expect(f32s), g, batch, 1, g);
+                    }
+                    if let Some(hp) = hp {
+                        pb.repack(as_f32_ref(hp).expect(f32s), batch, h, h, 1);
+                        pb.gemm_packed_a(pa, true, as_f32(&mut dw).expect(f32s), h);
+                    }
+                    if let (Some(x), Some(dw_ih)) = (x, dw_ih.as_deref_mut()) {
+                        let xt = &x[t * batch * inputs..(t + 1) * batch * inputs];
+                        pb_x.repack(as_f32_ref(xt).expect(f32s), batch, inputs, inputs, 1);
+                        pb_x.gemm_packed_a(pa, true, as_f32(dw_ih).expect(f32s), inputs);
+                    }
+                }
                 if s == 0 && !need_h0 {
                     break;
                 }
                 // dh_{t-1} = dA_t W_hh for the sequences that ran step t; the others keep theirs.
                 let target = if masked { &mut tmp } else { &mut dh };
-                step_product(packed.as_ref(), w, batch, g, h, &da[sg], false, target);
+                step_product(packed.as_ref(), w, batch, g, h, &da[dg], false, target);
                 if masked {
                     for r in (0..batch).filter(|&r| valid(t, r)) {
                         dh[r * h..(r + 1) * h].copy_from_slice(&tmp[r * h..(r + 1) * h]);
                     }
                 }
             }
-            // dW_hh = Σ_t dA_tᵀ h_{t-1}: one [4H, T*B] x [T*B, H] product, dA read transposed.
-            // Without padding h_{t-1} is the previous step's output, and h0 (if given) the
-            // first step's.
+            // Other precisions: dW_hh = Σ_t dA_tᵀ h_{t-1} as one [4H, T*B] x [T*B, H] product,
+            // dA read transposed. Without padding h_{t-1} is the previous step's output, and h0
+            // (if given) the first step's.
             let mut acc = |rows: usize, a: &[E], b: &[E]| {
                 // SAFETY: `a` is [rows, 4H] and `b` [rows, H], row-major; `dw` is a separate
                 // [4H, H] buffer, accumulated into (beta = 1).
@@ -682,10 +745,11 @@ impl<E: Float> Tensor<E> {
                 }
             };
             match &sv.h_prev {
+                _ if dw_packs.is_some() => {}
                 Some(hp) => acc(steps * batch, &da, hp),
                 None => {
                     if steps > 1 {
-                        acc((steps - 1) * batch, &da[batch * g..], slice(&sv.out));
+                        acc((steps - 1) * batch, &da[batch * g..], out);
                     }
                     if let Some(h0) = &sv.h0 {
                         acc(batch, &da[..batch * g], slice(h0));
@@ -693,11 +757,38 @@ impl<E: Float> Tensor<E> {
                 }
             }
         }
-        let da = if reverse { reverse_blocks(&da, batch * g) } else { da };
+        let da = if reverse && keep_da { reverse_blocks(&da, batch * g) } else { da };
+        // Other precisions: dW_ih = dAᵀ x, one [4H, T*B] x [T*B, I] product (both in time
+        // order now).
+        if let (Some(x), Some(dw_ih)) = (x, dw_ih.as_deref_mut()) {
+            if h > 0 && batch > 0 && steps > 0 && inputs > 0 && as_f32_ref(&da).is_none() {
+                // SAFETY: `da` is [T*B, 4H] and `x` [T*B, I], row-major (contiguous); `dw_ih`
+                // is a separate [4H, I] buffer, written (beta = 0).
+                unsafe {
+                    E::gemm(
+                        g,
+                        steps * batch,
+                        inputs,
+                        E::one(),
+                        da.as_ptr(),
+                        1,
+                        g as isize,
+                        x.as_ptr(),
+                        inputs as isize,
+                        1,
+                        E::zero(),
+                        dw_ih.as_mut_ptr(),
+                        inputs as isize,
+                        1,
+                    );
+                }
+            }
+        }
         LstmSequenceGrads {
-            gx: Tensor::from_vec(da, &[steps, batch, g]),
+            gx: need_gx.then(|| Tensor::from_vec(da, &[steps, batch, g])),
             bias: db.map(|d| Tensor::from_vec(d, &[g])),
             w_hh: Tensor::from_vec(dw, &[g, h]),
+            w_ih: dw_ih.map(|d| Tensor::from_vec(d, &[g, inputs])),
             h0: need_h0.then(|| Tensor::from_vec(dh, &[batch, h])),
             c0: Tensor::from_vec(dc, &[batch, h]),
         }
