@@ -119,6 +119,9 @@ pub(crate) fn collect_with<O>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<O>
     out
 }
 
+/// One thread's piece of an elementwise pass: its output and its two inputs.
+pub(crate) type Part<'d, 'a, 'b, O, A, B> = (&'d mut [MaybeUninit<O>], &'a [A], &'b [B]);
+
 /// `dst`, `a` and `b` (all of one length) cut into `parts` consecutive ranges, as
 /// [`crate::parallel_collect`] cuts them: part `i` is `i * len / parts..(i + 1) * len / parts`.
 /// Each element's value does not depend on the part it falls in.
@@ -127,7 +130,7 @@ pub(crate) fn split<'d, 'a, 'b, O, A, B>(
     dst: &'d mut [MaybeUninit<O>],
     a: &'a [A],
     b: &'b [B],
-) -> Vec<(&'d mut [MaybeUninit<O>], &'a [A], &'b [B])> {
+) -> Vec<Part<'d, 'a, 'b, O, A, B>> {
     let len = dst.len();
     assert!(a.len() == len && b.len() == len && parts > 0, "split: lengths differ");
     let (mut rest, mut a, mut b) = (dst, a, b);

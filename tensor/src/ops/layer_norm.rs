@@ -14,6 +14,17 @@ fn row_ranges(units: usize, parts: usize) -> impl Iterator<Item = std::ops::Rang
     (0..parts).map(move |i| i * units / parts..(i + 1) * units / parts)
 }
 
+/// A range of columns with its pieces of the weight's and bias's gradient sums.
+type ColumnPart<'a, E> = (std::ops::Range<usize>, Option<&'a mut [E]>, Option<&'a mut [E]>);
+
+/// One optional piece of a sum of `n` columns per range of [`row_ranges`]`(n, cols)`.
+fn pieces<E>(v: Option<&mut Vec<E>>, n: usize, cols: usize) -> Vec<Option<&mut [E]>> {
+    match v {
+        Some(v) => split_by(v, n, 1, cols).into_iter().map(Some).collect(),
+        None => (0..cols).map(|_| None).collect(),
+    }
+}
+
 /// `data` (`units` blocks of `width` elements) cut into the pieces of [`row_ranges`].
 fn split_by<E>(data: &mut [E], units: usize, width: usize, parts: usize) -> Vec<&mut [E]> {
     let mut rest = data;
@@ -241,19 +252,11 @@ impl<E: Float> Tensor<E> {
             });
             if dw.is_some() || db.is_some() {
                 let cols = threads.min(n);
-                let dws = dw.as_mut().map(|dw| split_by(dw, n, 1, cols));
-                let dbs = db.as_mut().map(|db| split_by(db, n, 1, cols));
-                let mut dws = dws
-                    .map(|v| v.into_iter().map(Some).collect::<Vec<_>>())
-                    .unwrap_or_else(|| (0..cols).map(|_| None).collect());
-                let mut dbs = dbs
-                    .map(|v| v.into_iter().map(Some).collect::<Vec<_>>())
-                    .unwrap_or_else(|| (0..cols).map(|_| None).collect());
-                let parts: Vec<_> = row_ranges(n, cols).zip(dws.drain(..).zip(dbs.drain(..))).collect();
-                crate::parallel_for_each(parts, &|(cr, (dw, db)): (
-                    std::ops::Range<usize>,
-                    (Option<&mut [E]>, Option<&mut [E]>),
-                )| {
+                let parts: Vec<ColumnPart<'_, E>> = row_ranges(n, cols)
+                    .zip(pieces(dw.as_mut(), n, cols).into_iter().zip(pieces(db.as_mut(), n, cols)))
+                    .map(|(cr, (dw, db))| (cr, dw, db))
+                    .collect();
+                crate::parallel_for_each(parts, &|(cr, dw, db): ColumnPart<'_, E>| {
                     let (mut dw, mut db) = (dw, db);
                     for ((row, gr), (&mu, &r)) in xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(ms.iter().zip(rs)) {
                         let (row, gr) = (&row[cr.clone()], &gr[cr.clone()]);
