@@ -198,20 +198,52 @@ impl<E: Element> Tensor<E> {
         if let Some(s) = self.as_slice() {
             return s.to_vec();
         }
-        let mut out = Vec::with_capacity(self.numel());
+        let n = self.numel();
+        let outer = self.shape().first().copied().unwrap_or(1);
+        // A large strided copy (a permuted view made contiguous) is split over threads by ranges
+        // of its first dimension, each written to its own piece of the output.
+        let threads = threads_for(n, elementwise_min_per_thread()).min(outer);
+        crate::simd_map::collect_with(n, |dst| {
+            if threads <= 1 {
+                return self.write_runs(dst);
+            }
+            let inner = n / outer;
+            let mut rest = dst;
+            let parts: Vec<_> = (0..threads)
+                .map(|i| {
+                    let (lo, hi) = (i * outer / threads, (i + 1) * outer / threads);
+                    let (d, tail) = std::mem::take(&mut rest).split_at_mut((hi - lo) * inner);
+                    rest = tail;
+                    (self.narrow(0, lo, hi - lo), d)
+                })
+                .collect();
+            crate::parallel_for_each(parts, &|(view, d): (Tensor<E>, &mut [std::mem::MaybeUninit<E>])| {
+                view.write_runs(d)
+            });
+        })
+    }
+
+    /// Writes every element in row-major order into `dst`, which holds exactly `numel` slots.
+    fn write_runs(&self, dst: &mut [std::mem::MaybeUninit<E>]) {
+        assert_eq!(dst.len(), self.numel(), "write_runs: {} slots for {} elements", dst.len(), self.numel());
         let st = &self.storage;
+        let mut i = 0;
         for_each_run(self.shape(), [self.strides()], [self.offset()], |[b], len, [s]| {
+            let d = &mut dst[i..i + len];
             if s == 1 {
-                out.extend_from_slice(&st[b..b + len]);
+                for (d, &x) in d.iter_mut().zip(&st[b..b + len]) {
+                    d.write(x);
+                }
             } else {
                 let mut o = b as isize;
-                for _ in 0..len {
-                    out.push(st[o as usize]);
+                for d in d {
+                    d.write(st[o as usize]);
                     o += s;
                 }
             }
+            i += len;
         });
-        out
+        assert_eq!(i, dst.len(), "write_runs: the runs covered {i} of {} elements", dst.len());
     }
 
     /// The single element of a one-element tensor.

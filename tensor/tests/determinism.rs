@@ -94,6 +94,15 @@ fn unary_case() {
     set_num_threads(3);
     let want: Vec<f32> = xs.iter().zip(&ys).map(|(a, b)| a / b).collect();
     assert_eq!(x.div(&y).to_vec(), want, "div against the formula on 3 threads");
+    // A permuted view made contiguous (split by ranges of its first dimension), against a
+    // gather by index.
+    let p = x.reshape(&[7, 7, 143]).permute(&[2, 0, 1]);
+    let gathered: Vec<f32> = (0..143)
+        .flat_map(|k| (0..7).flat_map(move |i| (0..7).map(move |j| (i * 7 + j) * 143 + k)))
+        .map(|o| xs[o])
+        .collect();
+    assert_eq!(p.contiguous().to_vec(), gathered, "permuted copy against a gather on 3 threads");
+    same_on_1_2_3_threads("strided copies", || vec![bits(&p.contiguous()), bits(&x.t().contiguous())]);
     same_on_1_2_3_threads("binary maps", || {
         vec![bits(&x.add(&y)), bits(&x.sub(&y)), bits(&x.mul(&y)), bits(&x.div(&y)), bits(&x.gelu_backward(&y))]
     });
