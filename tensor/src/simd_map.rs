@@ -145,17 +145,6 @@ pub(crate) fn split<'d, 'a, 'b, O, A, B>(
         .collect()
 }
 
-/// Appends `len` elements to `out`, written by `fill` into its spare capacity; `fill` must
-/// write every element of the slice it is given, as for [`collect_with`].
-pub(crate) fn extend_with<O>(out: &mut Vec<O>, len: usize, fill: impl FnOnce(&mut [MaybeUninit<O>])) {
-    out.reserve(len);
-    let start = out.len();
-    fill(&mut out.spare_capacity_mut()[..len]);
-    // SAFETY: `fill` wrote the `len` elements after the first `start` (its contract above), and
-    // `reserve` made room for them.
-    unsafe { out.set_len(start + len) };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,14 +197,16 @@ mod tests {
                 });
                 assert_eq!(got2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want2, "zip at {l:?}, len {len}");
             }
-            // and the dispatching entry points, in one piece and appended in two
+            // and the dispatching entry points, the second over the two pieces of `split`
             assert_eq!(
                 collect_with(len, |d| map_into(&src, d, &f)).iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 want
             );
-            let mut out = Vec::new();
-            extend_with(&mut out, len / 2, |d| zip_into(&src[..len / 2], &other[..len / 2], d, &g));
-            extend_with(&mut out, len - len / 2, |d| zip_into(&src[len / 2..], &other[len / 2..], d, &g));
+            let out = collect_with(len, |d| {
+                for (d, a, b) in split(2, d, &src, &other) {
+                    zip_into(a, b, d, &g);
+                }
+            });
             assert_eq!(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want2);
         }
     }

@@ -348,6 +348,27 @@ impl<E: Element> Tensor<E> {
                 });
                 return Tensor::from_storage(out, Layout::contiguous(self.shape()));
             }
+        } else if let Some(shape) = broadcast_shapes(self.shape(), other.shape()) {
+            // Broadcast or strided operands (a bias added to every row): ranges of the output's
+            // first dimension on their own threads.
+            let (n, outer) = (shape.iter().product::<usize>(), shape.first().copied().unwrap_or(1));
+            let threads = threads_for(n, elementwise_min_per_thread()).min(outer);
+            if threads > 1 {
+                let (a, b) = (self.broadcast_to(&shape), other.broadcast_to(&shape));
+                let out = crate::simd_map::collect_with(n, |dst| {
+                    let mut rest = dst;
+                    let parts: Vec<_> = (0..threads)
+                        .map(|i| {
+                            let (lo, hi) = (i * outer / threads, (i + 1) * outer / threads);
+                            let (d, tail) = std::mem::take(&mut rest).split_at_mut((hi - lo) * (n / outer));
+                            rest = tail;
+                            (a.narrow(0, lo, hi - lo), b.narrow(0, lo, hi - lo), d)
+                        })
+                        .collect();
+                    crate::parallel_for_each(parts, &|(a, b, d): ZipPart<'_, E, B, O>| zip_runs_into(&a, &b, d, &f));
+                });
+                return Tensor::from_storage(out, Layout::contiguous(&shape));
+            }
         }
         self.zip_map(other, op, f)
     }
@@ -368,36 +389,8 @@ impl<E: Element> Tensor<E> {
                 return Tensor::from_storage(out, Layout::contiguous(&shape));
             }
         }
-        let sa = self.layout.broadcast_strides(&shape).expect("broadcast checked");
-        let sb = other.layout.broadcast_strides(&shape).expect("broadcast checked");
-        let n: usize = shape.iter().product();
-        let mut out = Vec::with_capacity(n);
-        let (da, db) = (&self.storage, &other.storage);
-        for_each_run(&shape, [&sa, &sb], [self.offset(), other.offset()], |[ba, bb], len, [ia, ib]| match (ia, ib) {
-            (1, 1) => crate::simd_map::extend_with(&mut out, len, |d| {
-                crate::simd_map::zip_into(&da[ba..ba + len], &db[bb..bb + len], d, &f)
-            }),
-            (1, 0) => {
-                let y = db[bb];
-                crate::simd_map::extend_with(&mut out, len, |d| {
-                    crate::simd_map::map_into(&da[ba..ba + len], d, &|x| f(x, y))
-                });
-            }
-            (0, 1) => {
-                let x = da[ba];
-                crate::simd_map::extend_with(&mut out, len, |d| {
-                    crate::simd_map::map_into(&db[bb..bb + len], d, &|y| f(x, y))
-                });
-            }
-            _ => {
-                let (mut oa, mut ob) = (ba as isize, bb as isize);
-                for _ in 0..len {
-                    out.push(f(da[oa as usize], db[ob as usize]));
-                    oa += ia;
-                    ob += ib;
-                }
-            }
-        });
+        let (a, b) = (self.broadcast_to(&shape), other.broadcast_to(&shape));
+        let out = crate::simd_map::collect_with(a.numel(), |d| zip_runs_into(&a, &b, d, &f));
         Tensor::from_storage(out, Layout::contiguous(&shape))
     }
 
@@ -788,3 +781,44 @@ impl<E: Element> PartialEq for Tensor<E> {
         self.shape() == other.shape() && self.to_vec() == other.to_vec()
     }
 }
+
+/// Writes `f(a, b)` for two views of one shape (broadcasts already applied, as stride-0 dims)
+/// into `dst` in row-major order, run by run: contiguous runs and runs against one broadcast
+/// element take the vectorised loops of `simd_map`.
+fn zip_runs_into<A: Element, B: Element, O>(
+    a: &Tensor<A>,
+    b: &Tensor<B>,
+    dst: &mut [std::mem::MaybeUninit<O>],
+    f: &impl Fn(A, B) -> O,
+) {
+    assert!(a.shape() == b.shape() && dst.len() == a.numel(), "zip_runs_into: shapes or lengths differ");
+    let (da, db) = (&a.storage, &b.storage);
+    let mut i = 0;
+    for_each_run(a.shape(), [a.strides(), b.strides()], [a.offset(), b.offset()], |[ba, bb], len, [ia, ib]| {
+        let d = &mut dst[i..i + len];
+        match (ia, ib) {
+            (1, 1) => crate::simd_map::zip_into(&da[ba..ba + len], &db[bb..bb + len], d, f),
+            (1, 0) => {
+                let y = db[bb];
+                crate::simd_map::map_into(&da[ba..ba + len], d, &|x| f(x, y));
+            }
+            (0, 1) => {
+                let x = da[ba];
+                crate::simd_map::map_into(&db[bb..bb + len], d, &|y| f(x, y));
+            }
+            _ => {
+                let (mut oa, mut ob) = (ba as isize, bb as isize);
+                for d in d {
+                    d.write(f(da[oa as usize], db[ob as usize]));
+                    oa += ia;
+                    ob += ib;
+                }
+            }
+        }
+        i += len;
+    });
+    assert_eq!(i, dst.len(), "zip_runs_into: the runs covered {i} of {} elements", dst.len());
+}
+
+/// One thread's piece of a broadcast elementwise pass: both operands' views and its output.
+type ZipPart<'d, A, B, O> = (Tensor<A>, Tensor<B>, &'d mut [std::mem::MaybeUninit<O>]);

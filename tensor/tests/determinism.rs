@@ -103,6 +103,16 @@ fn unary_case() {
         .collect();
     assert_eq!(p.contiguous().to_vec(), gathered, "permuted copy against a gather on 3 threads");
     same_on_1_2_3_threads("strided copies", || vec![bits(&p.contiguous()), bits(&x.t().contiguous())]);
+    // Broadcast operands (a bias row, a column) and a transposed one, split by ranges of rows.
+    let bias = Tensor::<f32>::rand_uniform(&[1001], -1.0, 1.0, &mut rng);
+    let col = Tensor::<f32>::rand_uniform(&[7, 1], -1.0, 1.0, &mut rng);
+    let bs = bias.to_vec();
+    let want: Vec<f32> = xs.iter().enumerate().map(|(i, a)| a + bs[i % 1001]).collect();
+    assert_eq!(x.add(&bias).to_vec(), want, "row broadcast against the formula on 3 threads");
+    let xt = Tensor::<f32>::rand_uniform(&[1001, 7], -1.0, 1.0, &mut rng).t();
+    same_on_1_2_3_threads("broadcast maps", || {
+        vec![bits(&x.add(&bias)), bits(&x.mul(&col)), bits(&col.sub(&x)), bits(&x.div(&xt.add(&y)))]
+    });
     same_on_1_2_3_threads("binary maps", || {
         vec![bits(&x.add(&y)), bits(&x.sub(&y)), bits(&x.mul(&y)), bits(&x.div(&y)), bits(&x.gelu_backward(&y))]
     });
