@@ -102,11 +102,13 @@ pub fn min_work_per_thread() -> usize {
 /// Runs `f` over `0..units` split into `threads` nearly equal ranges on the shared pool (for
 /// kernels other than matmul that split their own work).
 pub(crate) fn parallel_ranges(units: usize, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-    crate::threads::run_ranges(units, threads, f);
+    crate::threads::run_ranges(units, threads, threads, f);
 }
 
-/// Runs `f` on every item, each item on its own thread of the pool that matrix products use (a
-/// single item runs on the calling thread). For kernels outside this crate that split their own
+/// Runs `f` on every item on the pool that matrix products use, with up to [`num_threads`]
+/// threads, each taking the next item not yet taken (a single item runs on the calling thread).
+/// Which thread runs an item depends on timing, so `f` must not depend on it; more items than
+/// threads balance the load when one thread is slowed down. For kernels outside this crate that split their own
 /// work, e.g. an optimizer step cut into [`threads_for`] chunks of its parameter: each item
 /// holds the disjoint `&mut` slices one thread writes.
 ///
@@ -123,11 +125,9 @@ pub fn parallel_for_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
         return;
     }
     let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
-    parallel_ranges(slots.len(), slots.len(), &|range| {
-        for slot in &slots[range] {
-            if let Some(t) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                f(t);
-            }
+    crate::threads::run_parts(slots.len(), num_threads(), &|i| {
+        if let Some(t) = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take() {
+            f(t);
         }
     });
 }
