@@ -32,15 +32,15 @@ use crate::tensor::Tensor;
 /// Threads matmul may use; 0 until first asked for, then the default or the user's choice.
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Default of [`min_work_per_thread`]: 2^20 multiply-adds, about 15-20 µs of single-threaded
-/// f32 work, so 128x128x128 products use 2 threads and 96x96x96 ones stay on 1. Waking a parked
-/// worker costs ~8 µs (median on a 2-core VM; ~40 µs in the tail when the machine is busy), so a
-/// split at this size gains ~1.3x with the other core idle: 128x128 split in two ran 1.3-1.8x
-/// faster with the other core idle, 0.7x with it busy (see `benches/matmul.rs`). The earlier 2^22
-/// left every product of an MLP at batch 32 (32x784x128, 3.2M) on one thread, so a second thread
-/// bought nothing there; raise it with [`set_min_work_per_thread`] on a machine whose cores are
-/// shared with other work.
-const DEFAULT_MIN_WORK_PER_THREAD: usize = 1 << 20;
+/// Default of [`min_work_per_thread`]: 2^19 multiply-adds, about 8-10 µs of single-threaded
+/// f32 work, so 128x128x64 products use 2 threads and 64x64x64 ones stay on 1. The pool's workers
+/// spin for 100 µs after a job, so back-to-back regions of a training step start in well under a
+/// microsecond (waking a parked worker costs ~8 µs, ~40 µs in the tail on a busy machine). At
+/// 2^20 the MLP's 128x128x64 products at batch 128 (the second layer's forward and both its
+/// gradients) stayed on one thread, 17% of the main thread's samples in a 2-thread step; the
+/// earlier 2^22 left every product of an MLP at batch 32 (32x784x128, 3.2M) on one thread. Raise
+/// it with [`set_min_work_per_thread`] on a machine whose cores are shared with other work.
+const DEFAULT_MIN_WORK_PER_THREAD: usize = 1 << 19;
 
 static MIN_WORK_PER_THREAD: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_WORK_PER_THREAD);
 
@@ -87,7 +87,7 @@ pub fn num_threads() -> usize {
 }
 
 /// Sets the least work, in multiply-adds, that a product must give each thread before it is
-/// split (default 2^20, about 15-20 µs of f32 work). Raise it on a busy machine, lower it on one with
+/// split (default 2^19, about 8-10 µs of f32 work). Raise it on a busy machine, lower it on one with
 /// idle cores; 0 splits every product that can be split.
 pub fn set_min_work_per_thread(mul_adds: usize) {
     MIN_WORK_PER_THREAD.store(mul_adds, Ordering::Relaxed);
@@ -134,10 +134,10 @@ pub fn parallel_for_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
 
 /// Multiply-adds that one element of an elementwise pass counts for against
 /// [`min_work_per_thread`].
-const ELEMENTWISE_WORK: usize = 32;
+const ELEMENTWISE_WORK: usize = 16;
 
 /// The least elements per thread before an elementwise pass over a tensor is split:
-/// [`min_work_per_thread`] / 32, so 2^15 at the default (10-30 µs of work against ~8 µs to wake
+/// [`min_work_per_thread`] / 16, so 2^15 at the default (10-30 µs of work against ~8 µs to wake
 /// a parked worker; LeNet's activations at batch 64 hold 100k-300k elements), 0 when that is 0.
 ///
 /// ```

@@ -161,9 +161,9 @@ fn check_grad_out(op: &str, geo: &PoolGeometry, grad_out: &[usize], input_shape:
 }
 
 /// Multiply-adds that one input element of a pooling counts for against
-/// [`min_work_per_thread`]: at the default 2^20, a thread gets at least 2^14 elements (10-20 µs
+/// [`min_work_per_thread`]: at the default 2^19, a thread gets at least 2^14 elements (10-20 µs
 /// of work, against ~8 µs to wake a parked worker); 0 splits every pooling of two planes or more.
-const WORK_PER_ELEMENT: usize = 64;
+const WORK_PER_ELEMENT: usize = 32;
 
 /// Planes pooled together by [`max_planes_unpadded`]: LeNet's second pooling has 25 outputs
 /// per plane, where the fixed cost of a call outweighed the work.
