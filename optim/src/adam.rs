@@ -1,7 +1,7 @@
 //! Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`), with AMSGrad, as one fused loop
 //! over parameter, gradient and moments.
 
-use ferrograd_tensor::{parallel_for_each, threads_for, Float, Tensor};
+use ferrograd_tensor::{parallel_for_each, parts_for, threads_for, Float, Tensor};
 
 use crate::error::{decay, non_negative as option_non_negative};
 use crate::kernel::{c, dense, ftz, non_negative, zeros_like};
@@ -116,18 +116,19 @@ impl<F: Float> UpdateRule<F> for Adam {
         let m = state.exp_avg.as_mut_slice();
         let v = state.exp_avg_sq.as_mut_slice();
         let vmax = state.max_exp_avg_sq.as_mut().map(|t| t.as_mut_slice());
-        // Every element is updated on its own, so cutting the parameter into chunks, one per
-        // thread, gives the same bits on any thread count.
+        // Every element is updated on its own, so cutting the parameter into chunks gives the
+        // same bits on any thread count.
         let n = p.len();
         let threads = threads_for(n, MIN_ELEMENTS_PER_THREAD);
         if threads == 1 {
             adam_slices(&k, p, &g, m, v, vmax);
             return;
         }
-        let chunk = n.div_ceil(threads);
+        // More chunks than threads: a worker that starts late leaves its chunks to the caller.
+        let chunk = n.div_ceil(parts_for(threads, n));
         let vmax_chunks: Vec<Option<&mut [F]>> = match vmax {
             Some(x) => x.chunks_mut(chunk).map(Some).collect(),
-            None => (0..threads).map(|_| None).collect(),
+            None => (0..n.div_ceil(chunk)).map(|_| None).collect(),
         };
         let items: Vec<_> = p
             .chunks_mut(chunk)
@@ -168,7 +169,7 @@ impl<F: Float> UpdateRule<F> for Adam {
 /// (an element reads 16 bytes and writes 12, ~2.5 ns on the 2-core machine). A worker still
 /// spinning from the previous region starts in under a microsecond, and one that has parked
 /// costs the caller nothing (it runs the chunks itself and takes the job back). Larger
-/// parameters are cut into chunks, one per thread: the MLP's 784x128 and 128x64 weights and
+/// parameters are cut into [`parts_for`] chunks for the threads: the MLP's 784x128 and 128x64 weights and
 /// LeNet's 400x120 and 120x84 ones use 2 threads (at 2^15, all of LeNet's step, 6% of it on
 /// one thread, stayed there).
 const MIN_ELEMENTS_PER_THREAD: usize = 1 << 12;

@@ -148,9 +148,9 @@ pub fn elementwise_min_per_thread() -> usize {
     min_work_per_thread() / ELEMENTWISE_WORK
 }
 
-/// A vector of `len` elements built in parallel: `0..len` is cut into [`threads_for`]`(len,
-/// min_per_thread)` consecutive ranges, and `f(range)` yields the elements of each range, on its
-/// own thread (the pool that matrix products use). Each element comes from the same call of `f`
+/// A vector of `len` elements built in parallel: `0..len` is cut into [`parts_for`] consecutive
+/// ranges for [`threads_for`]`(len, min_per_thread)` threads, and `f(range)` yields the elements
+/// of each range, on whichever thread of the pool claims it. Each element comes from the same call of `f`
 /// whatever the thread count, so a pure `f` gives bit-identical vectors on any number of threads.
 ///
 /// For elementwise kernels over large tensors, e.g. a gradient `g * f'(x)`:
@@ -171,6 +171,7 @@ pub fn parallel_collect<T: Send, I: Iterator<Item = T>>(
     f: &(impl Fn(Range<usize>) -> I + Sync),
 ) -> Vec<T> {
     let threads = threads_for(len, min_per_thread);
+    let parts = parts_for(threads, len);
     if threads <= 1 {
         let out: Vec<T> = f(0..len).collect();
         assert_eq!(out.len(), len, "parallel_collect: the range 0..{len} yielded {} elements", out.len());
@@ -178,9 +179,9 @@ pub fn parallel_collect<T: Send, I: Iterator<Item = T>>(
     }
     let mut out: Vec<T> = Vec::with_capacity(len);
     let mut rest = &mut out.spare_capacity_mut()[..len];
-    let parts: Vec<_> = (0..threads)
+    let parts: Vec<_> = (0..parts)
         .map(|i| {
-            let r = i * len / threads..(i + 1) * len / threads;
+            let r = i * len / parts..(i + 1) * len / parts;
             let (part, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
             rest = tail;
             (r, part)
@@ -228,6 +229,33 @@ pub(crate) fn fill_uninit<T: Copy>(s: &mut [MaybeUninit<T>], v: T) -> &mut [T] {
 pub fn threads_for(len: usize, min_per_thread: usize) -> usize {
     num_threads().min(len / min_per_thread.max(1)).max(1)
 }
+
+/// Parts to cut a pass over `units` independent units into when it runs on `threads` threads:
+/// [`PARTS_PER_THREAD`] per thread (at most `units`), 1 on one thread. The threads claim parts
+/// as they become free, so a thread that starts late (a worker waking from park) or is slowed
+/// down leaves its share to the others instead of making them wait at the end.
+///
+/// Only for passes whose units are computed the same way whichever part holds them
+/// (elementwise maps, samples of a batch, planes of a pooling): a reduction across units must
+/// cut its work by shape alone.
+///
+/// ```
+/// assert_eq!(ferrograd_tensor::parts_for(1, 1000), 1);
+/// assert_eq!(ferrograd_tensor::parts_for(2, 1000), 8);
+/// assert_eq!(ferrograd_tensor::parts_for(2, 3), 3);
+/// ```
+pub fn parts_for(threads: usize, units: usize) -> usize {
+    if threads <= 1 {
+        1
+    } else {
+        threads.saturating_mul(PARTS_PER_THREAD).min(units).max(1)
+    }
+}
+
+/// Parts per thread of [`parts_for`]: enough that a worker starting ~10 µs late into a
+/// 100 µs region costs the region ~1/8 of that, few enough that the claims (one atomic add
+/// each) and per-part set-up stay negligible.
+const PARTS_PER_THREAD: usize = 4;
 
 /// The output pointer shared by the threads of one product.
 #[derive(Clone, Copy)]
