@@ -1,7 +1,7 @@
 //! Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`), with AMSGrad, as one fused loop
 //! over parameter, gradient and moments.
 
-use ferrograd_tensor::{parallel_for_each, parts_for, threads_for, Float, Tensor};
+use ferrograd_tensor::{parallel_for_each, threads_for, Float, Tensor};
 
 use crate::error::{decay, non_negative as option_non_negative};
 use crate::kernel::{c, dense, ftz, non_negative, zeros_like};
@@ -124,8 +124,9 @@ impl<F: Float> UpdateRule<F> for Adam {
             adam_slices(&k, p, &g, m, v, vmax);
             return;
         }
-        // More chunks than threads: a worker that starts late leaves its chunks to the caller.
-        let chunk = n.div_ceil(parts_for(threads, n));
+        // One chunk per thread: 4 per thread (`parts_for`) made the MLP's batch-32 step 5-8%
+        // slower on 2 threads (A/B, quiet machine).
+        let chunk = n.div_ceil(threads);
         let vmax_chunks: Vec<Option<&mut [F]>> = match vmax {
             Some(x) => x.chunks_mut(chunk).map(Some).collect(),
             None => (0..n.div_ceil(chunk)).map(|_| None).collect(),
@@ -169,7 +170,7 @@ impl<F: Float> UpdateRule<F> for Adam {
 /// (an element reads 16 bytes and writes 12, ~2.5 ns on the 2-core machine). A worker still
 /// spinning from the previous region starts in under a microsecond, and one that has parked
 /// costs the caller nothing (it runs the chunks itself and takes the job back). Larger
-/// parameters are cut into [`parts_for`] chunks for the threads: the MLP's 784x128 and 128x64 weights and
+/// parameters are cut into chunks, one per thread: the MLP's 784x128 and 128x64 weights and
 /// LeNet's 400x120 and 120x84 ones use 2 threads (at 2^15, all of LeNet's step, 6% of it on
 /// one thread, stayed there).
 const MIN_ELEMENTS_PER_THREAD: usize = 1 << 12;

@@ -171,7 +171,7 @@ pub fn parallel_collect<T: Send, I: Iterator<Item = T>>(
     f: &(impl Fn(Range<usize>) -> I + Sync),
 ) -> Vec<T> {
     let threads = threads_for(len, min_per_thread);
-    let parts = parts_for(threads, len);
+    let parts = parts_for(threads, len / min_per_thread.max(1));
     if threads <= 1 {
         let out: Vec<T> = f(0..len).collect();
         assert_eq!(out.len(), len, "parallel_collect: the range 0..{len} yielded {} elements", out.len());
