@@ -27,29 +27,49 @@ const SPIN: Duration = Duration::from_micros(100);
 /// How long the caller spins on the workers' completion before it yields its core.
 const WAIT_SPIN: Duration = Duration::from_micros(50);
 
-/// One region: part `i` of `f` runs on worker `i - 1` (part 0 on the caller).
+/// One region: parts `0..parts` of `f`, each claimed by whichever thread takes the next index
+/// from `next` (the caller and the workers that picked the job up).
 ///
 /// Aligned to its own cache lines (it lives on the caller's stack, whose other lines the
-/// caller writes while the workers read `f` and count `pending` down).
+/// caller writes while the workers read `f` and count `next` up and `pending` down).
 #[repr(align(128))]
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
-    /// Workers still running their part.
+    parts: usize,
+    /// The next part to run.
+    next: AtomicUsize,
+    /// Workers that were handed the job and have not yet finished with it or given it back.
     pending: AtomicUsize,
     /// The first worker panic's payload.
     panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
-/// A worker's mailbox: the job it is to run (null when idle) and the part it runs.
+impl Job<'_> {
+    /// Runs parts until none is left unclaimed.
+    fn run_claimed(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.parts {
+                return;
+            }
+            (self.f)(i);
+        }
+    }
+}
+
+/// A worker's mailbox: the job it is to run (null when idle).
 ///
 /// An idle worker reads `job` in a tight loop, so the slot has its own cache lines (128 bytes:
-/// the adjacent-line prefetcher pairs lines). Unpadded, its 32-byte heap cell sits wherever
-/// malloc puts it, possibly beside data the main thread writes all the time, and each such write
-/// would pull the line away from the spinning core and back (false sharing).
+/// the adjacent-line prefetcher pairs lines). Unpadded, its heap cell sits wherever malloc puts
+/// it, possibly beside data the main thread writes all the time, and each such write would pull
+/// the line away from the spinning core and back (false sharing).
+///
+/// The worker takes the job by swapping the pointer back to null; the caller, once every part
+/// is claimed, takes back the jobs no worker took (a worker still parked or descheduled then
+/// costs the caller nothing).
 #[repr(align(128))]
 struct Slot {
     job: AtomicPtr<Job<'static>>,
-    part: AtomicUsize,
 }
 
 struct Worker {
@@ -66,7 +86,7 @@ thread_local! {
 }
 
 fn spawn_worker() -> Worker {
-    let slot = Arc::new(Slot { job: AtomicPtr::new(ptr::null_mut()), part: AtomicUsize::new(0) });
+    let slot = Arc::new(Slot { job: AtomicPtr::new(ptr::null_mut()) });
     let mine = slot.clone();
     let handle = thread::Builder::new()
         .name("ferrograd-worker".into())
@@ -77,14 +97,17 @@ fn spawn_worker() -> Worker {
             loop {
                 let p = mine.job.load(Ordering::Acquire);
                 if !p.is_null() {
-                    // SAFETY: the caller that stored `p` keeps the job alive until `pending`
-                    // reaches 0, which happens only after this worker's decrement below.
+                    // Taken back by the caller meanwhile (it ran every part itself).
+                    if mine.job.compare_exchange(p, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed).is_err() {
+                        continue;
+                    }
+                    // SAFETY: the slot held `p` until this worker swapped it out, so the caller
+                    // did not take the job back and counts this worker in `pending`; it keeps
+                    // the job alive until `pending` reaches 0, which needs the decrement below.
                     let job = unsafe { &*p };
-                    let part = mine.part.load(Ordering::Relaxed);
-                    if let Err(e) = catch_unwind(AssertUnwindSafe(|| (job.f)(part))) {
+                    if let Err(e) = catch_unwind(AssertUnwindSafe(|| job.run_claimed())) {
                         job.panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                     }
-                    mine.job.store(ptr::null_mut(), Ordering::Relaxed);
                     // The job may be gone right after this: nothing touches it later.
                     job.pending.fetch_sub(1, Ordering::Release);
                     idle_since = Instant::now();
@@ -105,14 +128,27 @@ fn spawn_worker() -> Worker {
     Worker { slot, thread: handle.thread().clone() }
 }
 
-/// Waits for the workers of a job, also when the caller's own part unwinds.
-struct WaitAll<'a, 'j>(&'a Job<'j>);
+/// Ends a region, also when the caller's own parts unwind: no part is claimed after it, the
+/// workers that never took the job are relieved of it, and the ones that did are waited for.
+struct WaitAll<'a, 'j> {
+    job: &'a Job<'j>,
+    p: *mut Job<'static>,
+    workers: &'a [Worker],
+}
 
 impl Drop for WaitAll<'_, '_> {
     fn drop(&mut self) {
+        // Normally every part is claimed already; after a panic of the caller's part, the
+        // remaining ones are skipped.
+        self.job.next.store(self.job.parts, Ordering::Relaxed);
+        for w in self.workers {
+            if w.slot.job.compare_exchange(self.p, ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                self.job.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         let start = Instant::now();
         let mut spins = 0u32;
-        while self.0.pending.load(Ordering::Acquire) != 0 {
+        while self.job.pending.load(Ordering::Acquire) != 0 {
             spins += 1;
             if spins.is_multiple_of(64) && start.elapsed() > WAIT_SPIN {
                 thread::yield_now();
@@ -123,11 +159,15 @@ impl Drop for WaitAll<'_, '_> {
     }
 }
 
-/// Runs `f(0)`, ..., `f(parts - 1)`, each part on its own thread (part 0 on the caller), and
-/// returns when all are done; a panic in any part is resumed here. Runs every part on the caller
-/// when the pool is busy (another region, or called from inside a part).
-pub(crate) fn run_parts(parts: usize, f: &(dyn Fn(usize) + Sync)) {
-    if parts <= 1 || IN_WORKER.with(Cell::get) {
+/// Runs `f(0)`, ..., `f(parts - 1)` on up to `threads` threads (the caller and `threads - 1`
+/// workers) and returns when all are done; a panic in any part is resumed here. Each thread
+/// claims the next unclaimed part until none is left, so which thread runs a part depends on
+/// timing: `f(i)` must compute the same whichever thread runs it (kernels cut their work by
+/// shape, and each part writes its own output). Runs every part on the caller when the pool is
+/// busy (another region, or called from inside a part).
+pub(crate) fn run_parts(parts: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+    let helpers = threads.min(parts).saturating_sub(1);
+    if helpers == 0 || IN_WORKER.with(Cell::get) {
         return (0..parts).for_each(f);
     }
     let mut pool = match POOL.try_lock() {
@@ -135,22 +175,23 @@ pub(crate) fn run_parts(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         Err(TryLockError::Poisoned(e)) => e.into_inner(),
         Err(TryLockError::WouldBlock) => return (0..parts).for_each(f),
     };
-    while pool.len() < parts - 1 {
+    while pool.len() < helpers {
         pool.push(spawn_worker());
     }
-    let job = Job { f, pending: AtomicUsize::new(parts - 1), panic: Mutex::new(None) };
+    let job = Job { f, parts, next: AtomicUsize::new(0), pending: AtomicUsize::new(helpers), panic: Mutex::new(None) };
     {
-        let _wait = WaitAll(&job);
-        // SAFETY (lifetime erasure): `_wait` blocks, even while unwinding, until every worker
-        // has decremented `pending`, after which none reads the job again; so the job outlives
-        // every use of this pointer.
+        // SAFETY (lifetime erasure): `_wait` takes the job back from every worker that did not
+        // take it and blocks, even while unwinding, until each one that did has decremented
+        // `pending`, after which none reads the job again; so the job outlives every use of
+        // this pointer.
         let p = &job as *const Job<'_> as *mut Job<'static>;
-        for (i, w) in pool[..parts - 1].iter().enumerate() {
-            w.slot.part.store(i + 1, Ordering::Relaxed);
+        let workers = &pool[..helpers];
+        let _wait = WaitAll { job: &job, p, workers };
+        for w in workers {
             w.slot.job.store(p, Ordering::Release);
             w.thread.unpark();
         }
-        f(0);
+        job.run_claimed();
     }
     drop(pool);
     if let Some(e) = job.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -158,10 +199,11 @@ pub(crate) fn run_parts(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
-/// Runs `f` over `0..units` split into `threads` nearly equal ranges, one per thread.
-pub(crate) fn run_ranges(units: usize, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-    let threads = threads.min(units).max(1);
-    run_parts(threads, &|i| f(i * units / threads..(i + 1) * units / threads));
+/// Runs `f` over `0..units` cut into `chunks` nearly equal ranges (at most `units`), claimed by
+/// up to `threads` threads.
+pub(crate) fn run_ranges(units: usize, chunks: usize, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    let chunks = chunks.min(units).max(1);
+    run_parts(chunks, threads, &|i| f(i * units / chunks..(i + 1) * units / chunks));
 }
 
 #[cfg(test)]
@@ -170,29 +212,32 @@ mod tests {
 
     #[test]
     fn every_part_runs_once_nested_regions_run_inline_and_panics_reach_the_caller() {
-        for parts in [1, 2, 3, 5] {
+        for (parts, threads) in [(1, 2), (2, 2), (3, 2), (5, 2), (5, 3), (64, 2), (7, 7)] {
             let hits: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
-            run_parts(parts, &|i| {
+            run_parts(parts, threads, &|i| {
                 hits[i].fetch_add(1, Ordering::Relaxed);
                 // A region inside a part of a parallel region runs all its parts on this thread.
                 let me = thread::current().id();
                 if parts > 1 {
-                    run_parts(3, &|_| assert_eq!(thread::current().id(), me));
+                    run_parts(3, 3, &|_| assert_eq!(thread::current().id(), me));
                 }
             });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "{parts} parts");
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "{parts} parts on {threads} threads");
         }
         for bad in [0, 1] {
-            let caught = catch_unwind(|| run_parts(2, &|i| assert!(i != bad, "part {i} fails")));
+            let caught = catch_unwind(|| run_parts(2, 2, &|i| assert!(i != bad, "part {i} fails")));
             let msg = caught.expect_err("the panic reaches the caller");
             let text = msg.downcast_ref::<String>().cloned().unwrap_or_default();
             assert_eq!(text, format!("part {bad} fails"));
         }
-        // The pool still works after a panic.
-        let sum = AtomicUsize::new(0);
-        run_ranges(100, 2, &|r| {
-            sum.fetch_add(r.sum::<usize>(), Ordering::Relaxed);
-        });
-        assert_eq!(sum.into_inner(), 4950);
+        // The pool still works after a panic, also when regions follow each other closely (a
+        // worker that did not take one job in time must not run it later).
+        for _ in 0..1000 {
+            let sum = AtomicUsize::new(0);
+            run_ranges(100, 4, 2, &|r| {
+                sum.fetch_add(r.sum::<usize>(), Ordering::Relaxed);
+            });
+            assert_eq!(sum.into_inner(), 4950);
+        }
     }
 }

@@ -530,7 +530,7 @@ mod shift {
     use std::any::{Any, TypeId};
     use std::mem::MaybeUninit;
 
-    use super::super::matmul::{fill_uninit, min_work_per_thread, num_threads, parallel_for_each};
+    use super::super::matmul::{fill_uninit, min_work_per_thread, num_threads, parallel_for_each, parts_for};
     use super::Geometry;
     use crate::element::Element;
 
@@ -644,7 +644,7 @@ mod shift {
         let len = geo.n * y_len;
         let mut y: Vec<f32> = Vec::with_capacity(len);
         let threads = batch_threads(geo.n, geo.o * kg * sweep.nq() * 16);
-        let parts: Vec<_> = split(geo.n, threads)
+        let parts: Vec<_> = split(geo.n, parts_for(threads, geo.n))
             .scan(&mut y.spare_capacity_mut()[..len], |rest, r| {
                 let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * y_len);
                 *rest = tail;
@@ -724,7 +724,7 @@ mod shift {
         // Zeroed on the threads.
         let mut gx = Vec::with_capacity(geo.n * x_len);
         let threads = batch_threads(geo.n, geo.o * kg * nqw);
-        let parts: Vec<_> = split(geo.n, threads)
+        let parts: Vec<_> = split(geo.n, parts_for(threads, geo.n))
             .scan(&mut gx.spare_capacity_mut()[..geo.n * x_len], |rest, r| {
                 let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * x_len);
                 *rest = tail;

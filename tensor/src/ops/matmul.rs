@@ -32,15 +32,15 @@ use crate::tensor::Tensor;
 /// Threads matmul may use; 0 until first asked for, then the default or the user's choice.
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Default of [`min_work_per_thread`]: 2^20 multiply-adds, about 15-20 µs of single-threaded
-/// f32 work, so 128x128x128 products use 2 threads and 96x96x96 ones stay on 1. Waking a parked
-/// worker costs ~8 µs (median on a 2-core VM; ~40 µs in the tail when the machine is busy), so a
-/// split at this size gains ~1.3x with the other core idle: 128x128 split in two ran 1.3-1.8x
-/// faster with the other core idle, 0.7x with it busy (see `benches/matmul.rs`). The earlier 2^22
-/// left every product of an MLP at batch 32 (32x784x128, 3.2M) on one thread, so a second thread
-/// bought nothing there; raise it with [`set_min_work_per_thread`] on a machine whose cores are
-/// shared with other work.
-const DEFAULT_MIN_WORK_PER_THREAD: usize = 1 << 20;
+/// Default of [`min_work_per_thread`]: 2^19 multiply-adds, about 8-10 µs of single-threaded
+/// f32 work, so 128x128x64 products use 2 threads and 64x64x64 ones stay on 1. The pool's workers
+/// spin for 100 µs after a job, so back-to-back regions of a training step start in well under a
+/// microsecond (waking a parked worker costs ~8 µs, ~40 µs in the tail on a busy machine). At
+/// 2^20 the MLP's 128x128x64 products at batch 128 (the second layer's forward and both its
+/// gradients) stayed on one thread, 17% of the main thread's samples in a 2-thread step; the
+/// earlier 2^22 left every product of an MLP at batch 32 (32x784x128, 3.2M) on one thread. Raise
+/// it with [`set_min_work_per_thread`] on a machine whose cores are shared with other work.
+const DEFAULT_MIN_WORK_PER_THREAD: usize = 1 << 19;
 
 static MIN_WORK_PER_THREAD: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_WORK_PER_THREAD);
 
@@ -87,7 +87,7 @@ pub fn num_threads() -> usize {
 }
 
 /// Sets the least work, in multiply-adds, that a product must give each thread before it is
-/// split (default 2^20, about 15-20 µs of f32 work). Raise it on a busy machine, lower it on one with
+/// split (default 2^19, about 8-10 µs of f32 work). Raise it on a busy machine, lower it on one with
 /// idle cores; 0 splits every product that can be split.
 pub fn set_min_work_per_thread(mul_adds: usize) {
     MIN_WORK_PER_THREAD.store(mul_adds, Ordering::Relaxed);
@@ -102,11 +102,13 @@ pub fn min_work_per_thread() -> usize {
 /// Runs `f` over `0..units` split into `threads` nearly equal ranges on the shared pool (for
 /// kernels other than matmul that split their own work).
 pub(crate) fn parallel_ranges(units: usize, threads: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-    crate::threads::run_ranges(units, threads, f);
+    crate::threads::run_ranges(units, threads, threads, f);
 }
 
-/// Runs `f` on every item, each item on its own thread of the pool that matrix products use (a
-/// single item runs on the calling thread). For kernels outside this crate that split their own
+/// Runs `f` on every item on the pool that matrix products use, with up to [`num_threads`]
+/// threads, each taking the next item not yet taken (a single item runs on the calling thread).
+/// Which thread runs an item depends on timing, so `f` must not depend on it; more items than
+/// threads balance the load when one thread is slowed down. For kernels outside this crate that split their own
 /// work, e.g. an optimizer step cut into [`threads_for`] chunks of its parameter: each item
 /// holds the disjoint `&mut` slices one thread writes.
 ///
@@ -123,21 +125,19 @@ pub fn parallel_for_each<T: Send>(items: Vec<T>, f: &(impl Fn(T) + Sync)) {
         return;
     }
     let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
-    parallel_ranges(slots.len(), slots.len(), &|range| {
-        for slot in &slots[range] {
-            if let Some(t) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                f(t);
-            }
+    crate::threads::run_parts(slots.len(), num_threads(), &|i| {
+        if let Some(t) = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take() {
+            f(t);
         }
     });
 }
 
 /// Multiply-adds that one element of an elementwise pass counts for against
 /// [`min_work_per_thread`].
-const ELEMENTWISE_WORK: usize = 32;
+const ELEMENTWISE_WORK: usize = 16;
 
 /// The least elements per thread before an elementwise pass over a tensor is split:
-/// [`min_work_per_thread`] / 32, so 2^15 at the default (10-30 µs of work against ~8 µs to wake
+/// [`min_work_per_thread`] / 16, so 2^15 at the default (10-30 µs of work against ~8 µs to wake
 /// a parked worker; LeNet's activations at batch 64 hold 100k-300k elements), 0 when that is 0.
 ///
 /// ```
@@ -148,9 +148,9 @@ pub fn elementwise_min_per_thread() -> usize {
     min_work_per_thread() / ELEMENTWISE_WORK
 }
 
-/// A vector of `len` elements built in parallel: `0..len` is cut into [`threads_for`]`(len,
-/// min_per_thread)` consecutive ranges, and `f(range)` yields the elements of each range, on its
-/// own thread (the pool that matrix products use). Each element comes from the same call of `f`
+/// A vector of `len` elements built in parallel: `0..len` is cut into [`parts_for`] consecutive
+/// ranges for [`threads_for`]`(len, min_per_thread)` threads, and `f(range)` yields the elements
+/// of each range, on whichever thread of the pool claims it. Each element comes from the same call of `f`
 /// whatever the thread count, so a pure `f` gives bit-identical vectors on any number of threads.
 ///
 /// For elementwise kernels over large tensors, e.g. a gradient `g * f'(x)`:
@@ -171,6 +171,7 @@ pub fn parallel_collect<T: Send, I: Iterator<Item = T>>(
     f: &(impl Fn(Range<usize>) -> I + Sync),
 ) -> Vec<T> {
     let threads = threads_for(len, min_per_thread);
+    let parts = parts_for(threads, len / min_per_thread.max(1));
     if threads <= 1 {
         let out: Vec<T> = f(0..len).collect();
         assert_eq!(out.len(), len, "parallel_collect: the range 0..{len} yielded {} elements", out.len());
@@ -178,9 +179,9 @@ pub fn parallel_collect<T: Send, I: Iterator<Item = T>>(
     }
     let mut out: Vec<T> = Vec::with_capacity(len);
     let mut rest = &mut out.spare_capacity_mut()[..len];
-    let parts: Vec<_> = (0..threads)
+    let parts: Vec<_> = (0..parts)
         .map(|i| {
-            let r = i * len / threads..(i + 1) * len / threads;
+            let r = i * len / parts..(i + 1) * len / parts;
             let (part, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
             rest = tail;
             (r, part)
@@ -228,6 +229,33 @@ pub(crate) fn fill_uninit<T: Copy>(s: &mut [MaybeUninit<T>], v: T) -> &mut [T] {
 pub fn threads_for(len: usize, min_per_thread: usize) -> usize {
     num_threads().min(len / min_per_thread.max(1)).max(1)
 }
+
+/// Parts to cut a pass over `units` independent units into when it runs on `threads` threads:
+/// [`PARTS_PER_THREAD`] per thread (at most `units`), 1 on one thread. The threads claim parts
+/// as they become free, so a thread that starts late (a worker waking from park) or is slowed
+/// down leaves its share to the others instead of making them wait at the end.
+///
+/// Only for passes whose units are computed the same way whichever part holds them
+/// (elementwise maps, samples of a batch, planes of a pooling): a reduction across units must
+/// cut its work by shape alone.
+///
+/// ```
+/// assert_eq!(ferrograd_tensor::parts_for(1, 1000), 1);
+/// assert_eq!(ferrograd_tensor::parts_for(2, 1000), 8);
+/// assert_eq!(ferrograd_tensor::parts_for(2, 3), 3);
+/// ```
+pub fn parts_for(threads: usize, units: usize) -> usize {
+    if threads <= 1 {
+        1
+    } else {
+        threads.saturating_mul(PARTS_PER_THREAD).min(units).max(1)
+    }
+}
+
+/// Parts per thread of [`parts_for`]: enough that a worker starting ~10 µs late into a
+/// 100 µs region costs the region ~1/8 of that, few enough that the claims (one atomic add
+/// each) and per-part set-up stay negligible.
+const PARTS_PER_THREAD: usize = 4;
 
 /// The output pointer shared by the threads of one product.
 #[derive(Clone, Copy)]

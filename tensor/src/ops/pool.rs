@@ -5,9 +5,10 @@
 //! scatters the output gradient back through those indices; average pooling spreads each output
 //! gradient evenly over its window. Autograd builds the pooling layers' backward on these.
 //!
-//! Planes are independent, so large poolings cut them into blocks of whole planes, one block
-//! per thread of the matmul pool ([`crate::num_threads`]): every output is computed exactly as
-//! on one thread, so results are bit-identical whatever the thread count.
+//! Planes are independent, so large poolings cut them into blocks of whole planes, a few per
+//! thread of the matmul pool ([`crate::num_threads`], [`crate::parts_for`]), which the threads
+//! claim as they become free: every output is computed exactly as on one thread, so results are
+//! bit-identical whatever the thread count.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -15,7 +16,7 @@ use std::sync::Mutex;
 use super::conv::dense;
 use std::mem::MaybeUninit;
 
-use super::matmul::{fill_uninit, min_work_per_thread, parallel_for_each, threads_for};
+use super::matmul::{fill_uninit, min_work_per_thread, parallel_for_each, parts_for, threads_for};
 use crate::element::Float;
 use crate::tensor::Tensor;
 #[cfg(target_arch = "x86_64")]
@@ -161,9 +162,9 @@ fn check_grad_out(op: &str, geo: &PoolGeometry, grad_out: &[usize], input_shape:
 }
 
 /// Multiply-adds that one input element of a pooling counts for against
-/// [`min_work_per_thread`]: at the default 2^20, a thread gets at least 2^14 elements (10-20 µs
+/// [`min_work_per_thread`]: at the default 2^19, a thread gets at least 2^14 elements (10-20 µs
 /// of work, against ~8 µs to wake a parked worker); 0 splits every pooling of two planes or more.
-const WORK_PER_ELEMENT: usize = 64;
+const WORK_PER_ELEMENT: usize = 32;
 
 /// Planes pooled together by [`max_planes_unpadded`]: LeNet's second pooling has 25 outputs
 /// per plane, where the fixed cost of a call outweighed the work.
@@ -182,9 +183,10 @@ fn plane_chunks<T>(data: &mut [T], planes: usize, per: usize, parts: usize) -> V
         .collect()
 }
 
-/// Threads for a pooling over `planes` planes touching `elems` elements of the larger side.
-fn pool_threads(planes: usize, elems: usize) -> usize {
-    threads_for(elems, min_work_per_thread() / WORK_PER_ELEMENT).min(planes).max(1)
+/// Parts (runs of planes) for a pooling over `planes` planes touching `elems` elements of the
+/// larger side: [`parts_for`] the threads the work pays for.
+fn pool_parts(planes: usize, elems: usize) -> usize {
+    parts_for(threads_for(elems, min_work_per_thread() / WORK_PER_ELEMENT).min(planes).max(1), planes)
 }
 
 impl<E: Float> Tensor<E> {
@@ -232,10 +234,10 @@ impl<E: Float> Tensor<E> {
         let n_out = geo.planes * per_plane;
         // Filled on the threads (`-inf` and 0) and set in full there.
         let (mut y, mut idx) = (Vec::with_capacity(n_out), Vec::with_capacity(n_out));
-        let threads = pool_threads(geo.planes, geo.planes * hw);
-        let items: Vec<_> = plane_chunks(&mut y.spare_capacity_mut()[..n_out], geo.planes, per_plane, threads)
+        let parts = pool_parts(geo.planes, geo.planes * hw);
+        let items: Vec<_> = plane_chunks(&mut y.spare_capacity_mut()[..n_out], geo.planes, per_plane, parts)
             .into_iter()
-            .zip(plane_chunks(&mut idx.spare_capacity_mut()[..n_out], geo.planes, per_plane, threads))
+            .zip(plane_chunks(&mut idx.spare_capacity_mut()[..n_out], geo.planes, per_plane, parts))
             .map(|((r, y), (_, i))| (r, y, i))
             .collect();
         parallel_for_each(items, &|(planes, y, idx): (
@@ -320,8 +322,8 @@ impl<E: Float> Tensor<E> {
         let n_in: usize = input_shape.iter().product();
         // Zeroed on the threads.
         let mut gx = Vec::with_capacity(n_in);
-        let threads = pool_threads(planes, n_in);
-        let items = plane_chunks(&mut gx.spare_capacity_mut()[..n_in], planes, hw, threads);
+        let parts = pool_parts(planes, n_in);
+        let items = plane_chunks(&mut gx.spare_capacity_mut()[..n_in], planes, hw, parts);
         // Indices are checked on the threads (a serial pass over them took 2% of a 2-thread
         // LeNet step); a bad one is reported here, so the panic names the caller's location.
         let bad = Mutex::new(None);
@@ -365,8 +367,8 @@ impl<E: Float> Tensor<E> {
         let x = dense(self);
         let (hw, per_plane) = (geo.h * geo.w, geo.ho * geo.wo);
         let mut y = vec![E::zero(); geo.planes * per_plane];
-        let threads = pool_threads(geo.planes, geo.planes * hw);
-        let items = plane_chunks(&mut y, geo.planes, per_plane, threads);
+        let parts = pool_parts(geo.planes, geo.planes * hw);
+        let items = plane_chunks(&mut y, geo.planes, per_plane, parts);
         parallel_for_each(items, &|(planes, y): (Range<usize>, &mut [E])| {
             let x = &x[planes.start * hw..planes.end * hw];
             if geo.unpadded() {
@@ -410,8 +412,8 @@ impl<E: Float> Tensor<E> {
         let n_in: usize = input_shape.iter().product();
         // Zeroed on the threads.
         let mut gx = Vec::with_capacity(n_in);
-        let threads = pool_threads(geo.planes, n_in);
-        let items = plane_chunks(&mut gx.spare_capacity_mut()[..n_in], geo.planes, hw, threads);
+        let parts = pool_parts(geo.planes, n_in);
+        let items = plane_chunks(&mut gx.spare_capacity_mut()[..n_in], geo.planes, hw, parts);
         parallel_for_each(items, &|(planes, gx): (Range<usize>, &mut [MaybeUninit<E>])| {
             let gx = fill_uninit(gx, E::zero());
             let g = &g[planes.start * per_plane..planes.end * per_plane];
