@@ -207,11 +207,11 @@ impl<E: Element> Tensor<E> {
             if threads <= 1 {
                 return self.write_runs(dst);
             }
-            let inner = n / outer;
+            let (inner, cut) = (n / outer, crate::parts_for(threads, outer));
             let mut rest = dst;
-            let parts: Vec<_> = (0..threads)
+            let parts: Vec<_> = (0..cut)
                 .map(|i| {
-                    let (lo, hi) = (i * outer / threads, (i + 1) * outer / threads);
+                    let (lo, hi) = (i * outer / cut, (i + 1) * outer / cut);
                     let (d, tail) = std::mem::take(&mut rest).split_at_mut((hi - lo) * inner);
                     rest = tail;
                     (self.narrow(0, lo, hi - lo), d)
@@ -317,7 +317,7 @@ impl<E: Element> Tensor<E> {
             Some(s) if threads_for(s.len(), elementwise_min_per_thread()) > 1 => {
                 let threads = threads_for(s.len(), elementwise_min_per_thread());
                 let out = crate::simd_map::collect_with(s.len(), |dst| {
-                    let parts = crate::simd_map::split(threads, dst, s, s);
+                    let parts = crate::simd_map::split(crate::parts_for(threads, s.len()), dst, s, s);
                     crate::parallel_for_each(parts, &|(d, a, _)| crate::simd_map::map_into(a, d, &f));
                 });
                 Tensor::from_storage(out, Layout::contiguous(self.shape()))
@@ -343,7 +343,7 @@ impl<E: Element> Tensor<E> {
             let threads = threads_for(a.len(), elementwise_min_per_thread());
             if threads > 1 {
                 let out = crate::simd_map::collect_with(a.len(), |dst| {
-                    let parts = crate::simd_map::split(threads, dst, a, b);
+                    let parts = crate::simd_map::split(crate::parts_for(threads, a.len()), dst, a, b);
                     crate::parallel_for_each(parts, &|(d, a, b)| crate::simd_map::zip_into(a, b, d, &f));
                 });
                 return Tensor::from_storage(out, Layout::contiguous(self.shape()));
@@ -356,10 +356,10 @@ impl<E: Element> Tensor<E> {
             if threads > 1 {
                 let (a, b) = (self.broadcast_to(&shape), other.broadcast_to(&shape));
                 let out = crate::simd_map::collect_with(n, |dst| {
-                    let mut rest = dst;
-                    let parts: Vec<_> = (0..threads)
+                    let (mut rest, cut) = (dst, crate::parts_for(threads, outer));
+                    let parts: Vec<_> = (0..cut)
                         .map(|i| {
-                            let (lo, hi) = (i * outer / threads, (i + 1) * outer / threads);
+                            let (lo, hi) = (i * outer / cut, (i + 1) * outer / cut);
                             let (d, tail) = std::mem::take(&mut rest).split_at_mut((hi - lo) * (n / outer));
                             rest = tail;
                             (a.narrow(0, lo, hi - lo), b.narrow(0, lo, hi - lo), d)

@@ -152,9 +152,10 @@ impl<E: Float> Tensor<E> {
         // Rows are independent: ranges of rows on their own threads give the same bits.
         let threads = threads_for(xs.len(), elementwise_min_per_thread()).min(rows);
         if threads > 1 {
-            let parts: Vec<_> = row_ranges(rows, threads)
-                .zip(split_by(&mut out, rows, n, threads))
-                .zip(split_by(&mut means, rows, 1, threads).into_iter().zip(split_by(&mut rstds, rows, 1, threads)))
+            let cut = crate::parts_for(threads, rows);
+            let parts: Vec<_> = row_ranges(rows, cut)
+                .zip(split_by(&mut out, rows, n, cut))
+                .zip(split_by(&mut means, rows, 1, cut).into_iter().zip(split_by(&mut rstds, rows, 1, cut)))
                 .map(|((r, o), (m, rs))| (&xs[r.start * n..r.end * n], o, m, rs))
                 .collect();
             crate::parallel_for_each(parts, &|(x, o, m, rs)| forward_rows(x, o, m, rs));
@@ -237,7 +238,8 @@ impl<E: Float> Tensor<E> {
             // Ranges of rows for the input's gradient, then ranges of columns for the weight's
             // and bias's sums, each column summed over the rows in order: the same additions in
             // the same order as the one-pass loop below, so the same bits on any thread count.
-            let parts: Vec<_> = row_ranges(rows, threads).zip(split_by(&mut dx, rows, n, threads)).collect();
+            let cut = crate::parts_for(threads, rows);
+            let parts: Vec<_> = row_ranges(rows, cut).zip(split_by(&mut dx, rows, n, cut)).collect();
             crate::parallel_for_each(parts, &|(rr, d): (std::ops::Range<usize>, &mut [E])| {
                 let mut gw = vec![E::zero(); n];
                 let (x, g) = (&xs[rr.start * n..rr.end * n], &gs[rr.start * n..rr.end * n]);
