@@ -26,7 +26,6 @@ mod iter;
 mod layout;
 mod ops;
 pub mod quant;
-mod simd_map;
 mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -11,7 +11,8 @@ use crate::element::{Element, Float, Num};
 use crate::error::{Result, TensorError};
 use crate::iter::for_each_run;
 use crate::layout::{broadcast_shapes, Layout, Shape};
-use crate::ops::{elementwise_min_per_thread, threads_for};
+use crate::ops::simd_map::{collect_with, map_into, zip_into};
+use crate::ops::{elementwise_min_per_thread, parallel_for_each, parts_for, threads_for, unit_chunks};
 
 /// An n-dimensional array of `E` over reference-counted storage.
 ///
@@ -203,23 +204,15 @@ impl<E: Element> Tensor<E> {
         // A large strided copy (a permuted view made contiguous) is split over threads by ranges
         // of its first dimension, each written to its own piece of the output.
         let threads = threads_for(n, elementwise_min_per_thread()).min(outer);
-        crate::simd_map::collect_with(n, |dst| {
+        collect_with(n, |dst| {
             if threads <= 1 {
                 return self.write_runs(dst);
             }
-            let (inner, cut) = (n / outer, crate::parts_for(threads, outer));
-            let mut rest = dst;
-            let parts: Vec<_> = (0..cut)
-                .map(|i| {
-                    let (lo, hi) = (i * outer / cut, (i + 1) * outer / cut);
-                    let (d, tail) = std::mem::take(&mut rest).split_at_mut((hi - lo) * inner);
-                    rest = tail;
-                    (self.narrow(0, lo, hi - lo), d)
-                })
+            let parts: Vec<_> = unit_chunks(dst, outer, n / outer, parts_for(threads, outer))
+                .into_iter()
+                .map(|(r, d)| (self.narrow(0, r.start, r.len()), d))
                 .collect();
-            crate::parallel_for_each(parts, &|(view, d): (Tensor<E>, &mut [std::mem::MaybeUninit<E>])| {
-                view.write_runs(d)
-            });
+            parallel_for_each(parts, &|(view, d): (Tensor<E>, &mut [std::mem::MaybeUninit<E>])| view.write_runs(d));
         })
     }
 
@@ -292,7 +285,7 @@ impl<E: Element> Tensor<E> {
     /// A new contiguous tensor of `f` applied to every element.
     pub fn map<O: Element>(&self, f: impl Fn(E) -> O) -> Tensor<O> {
         let out: Vec<O> = match self.as_slice() {
-            Some(s) => crate::simd_map::collect_with(s.len(), |d| crate::simd_map::map_into(s, d, &f)),
+            Some(s) => collect_with(s.len(), |d| map_into(s, d, &f)),
             None => {
                 let mut out = Vec::with_capacity(self.numel());
                 let st = &self.storage;
@@ -313,17 +306,16 @@ impl<E: Element> Tensor<E> {
     /// in consecutive ranges (as [`crate::parallel_collect`] cuts them; bit-identical whatever the
     /// thread count).
     pub(crate) fn map_sync<O: Element>(&self, f: impl Fn(E) -> O + Sync) -> Tensor<O> {
-        match self.as_slice() {
-            Some(s) if threads_for(s.len(), elementwise_min_per_thread()) > 1 => {
-                let threads = threads_for(s.len(), elementwise_min_per_thread());
-                let out = crate::simd_map::collect_with(s.len(), |dst| {
-                    let parts = crate::simd_map::split(crate::parts_for(threads, s.len()), dst, s, s);
-                    crate::parallel_for_each(parts, &|(d, a, _)| crate::simd_map::map_into(a, d, &f));
-                });
-                Tensor::from_storage(out, Layout::contiguous(self.shape()))
-            }
-            _ => self.map(f),
+        let Some(s) = self.as_slice() else { return self.map(f) };
+        let threads = threads_for(s.len(), elementwise_min_per_thread());
+        if threads <= 1 {
+            return self.map(f);
         }
+        let out = collect_with(s.len(), |dst| {
+            let parts = unit_chunks(dst, s.len(), 1, parts_for(threads, s.len()));
+            parallel_for_each(parts, &|(r, d)| map_into(&s[r], d, &f));
+        });
+        Tensor::from_storage(out, Layout::contiguous(self.shape()))
     }
 
     /// [`Tensor::zip_map`] for a `Sync` function: two large contiguous tensors of one shape are
@@ -342,9 +334,9 @@ impl<E: Element> Tensor<E> {
         if let (true, Some(a), Some(b)) = (self.shape() == other.shape(), self.as_slice(), other.as_slice()) {
             let threads = threads_for(a.len(), elementwise_min_per_thread());
             if threads > 1 {
-                let out = crate::simd_map::collect_with(a.len(), |dst| {
-                    let parts = crate::simd_map::split(crate::parts_for(threads, a.len()), dst, a, b);
-                    crate::parallel_for_each(parts, &|(d, a, b)| crate::simd_map::zip_into(a, b, d, &f));
+                let out = collect_with(a.len(), |dst| {
+                    let parts = unit_chunks(dst, a.len(), 1, parts_for(threads, a.len()));
+                    parallel_for_each(parts, &|(r, d)| zip_into(&a[r.clone()], &b[r], d, &f));
                 });
                 return Tensor::from_storage(out, Layout::contiguous(self.shape()));
             }
@@ -355,17 +347,12 @@ impl<E: Element> Tensor<E> {
             let threads = threads_for(n, elementwise_min_per_thread()).min(outer);
             if threads > 1 {
                 let (a, b) = (self.broadcast_to(&shape), other.broadcast_to(&shape));
-                let out = crate::simd_map::collect_with(n, |dst| {
-                    let (mut rest, cut) = (dst, crate::parts_for(threads, outer));
-                    let parts: Vec<_> = (0..cut)
-                        .map(|i| {
-                            let (lo, hi) = (i * outer / cut, (i + 1) * outer / cut);
-                            let (d, tail) = std::mem::take(&mut rest).split_at_mut((hi - lo) * (n / outer));
-                            rest = tail;
-                            (a.narrow(0, lo, hi - lo), b.narrow(0, lo, hi - lo), d)
-                        })
+                let out = collect_with(n, |dst| {
+                    let parts: Vec<_> = unit_chunks(dst, outer, n / outer, parts_for(threads, outer))
+                        .into_iter()
+                        .map(|(r, d)| (a.narrow(0, r.start, r.len()), b.narrow(0, r.start, r.len()), d))
                         .collect();
-                    crate::parallel_for_each(parts, &|(a, b, d): ZipPart<'_, E, B, O>| zip_runs_into(&a, &b, d, &f));
+                    parallel_for_each(parts, &|(a, b, d): ZipPart<'_, E, B, O>| zip_runs_into(&a, &b, d, &f));
                 });
                 return Tensor::from_storage(out, Layout::contiguous(&shape));
             }
@@ -385,12 +372,12 @@ impl<E: Element> Tensor<E> {
         };
         if self.shape() == other.shape() {
             if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
-                let out: Vec<O> = crate::simd_map::collect_with(a.len(), |d| crate::simd_map::zip_into(a, b, d, &f));
+                let out: Vec<O> = collect_with(a.len(), |d| zip_into(a, b, d, &f));
                 return Tensor::from_storage(out, Layout::contiguous(&shape));
             }
         }
         let (a, b) = (self.broadcast_to(&shape), other.broadcast_to(&shape));
-        let out = crate::simd_map::collect_with(a.numel(), |d| zip_runs_into(&a, &b, d, &f));
+        let out = collect_with(a.numel(), |d| zip_runs_into(&a, &b, d, &f));
         Tensor::from_storage(out, Layout::contiguous(&shape))
     }
 
@@ -797,14 +784,14 @@ fn zip_runs_into<A: Element, B: Element, O>(
     for_each_run(a.shape(), [a.strides(), b.strides()], [a.offset(), b.offset()], |[ba, bb], len, [ia, ib]| {
         let d = &mut dst[i..i + len];
         match (ia, ib) {
-            (1, 1) => crate::simd_map::zip_into(&da[ba..ba + len], &db[bb..bb + len], d, f),
+            (1, 1) => zip_into(&da[ba..ba + len], &db[bb..bb + len], d, f),
             (1, 0) => {
                 let y = db[bb];
-                crate::simd_map::map_into(&da[ba..ba + len], d, &|x| f(x, y));
+                map_into(&da[ba..ba + len], d, &|x| f(x, y));
             }
             (0, 1) => {
                 let x = da[ba];
-                crate::simd_map::map_into(&db[bb..bb + len], d, &|y| f(x, y));
+                map_into(&db[bb..bb + len], d, &|y| f(x, y));
             }
             _ => {
                 let (mut oa, mut ob) = (ba as isize, bb as isize);

@@ -530,7 +530,9 @@ mod shift {
     use std::any::{Any, TypeId};
     use std::mem::MaybeUninit;
 
-    use super::super::matmul::{fill_uninit, min_work_per_thread, num_threads, parallel_for_each, parts_for};
+    use super::super::matmul::{
+        fill_uninit, min_work_per_thread, num_threads, parallel_for_each, parts_for, unit_chunks,
+    };
     use super::Geometry;
     use crate::element::Element;
 
@@ -551,11 +553,6 @@ mod shift {
     fn batch_threads(n: usize, work: usize) -> usize {
         let total = n.saturating_mul(work);
         num_threads().min(n).min(total / min_work_per_thread().max(1)).max(1)
-    }
-
-    /// `0..n` cut into `parts` nearly equal ranges.
-    fn split(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-        (0..parts).map(move |i| i * n / parts..(i + 1) * n / parts)
     }
 
     /// Whether the kernels apply: stride 1 and a CPU with AVX-512.
@@ -644,13 +641,7 @@ mod shift {
         let len = geo.n * y_len;
         let mut y: Vec<f32> = Vec::with_capacity(len);
         let threads = batch_threads(geo.n, geo.o * kg * sweep.nq() * 16);
-        let parts: Vec<_> = split(geo.n, parts_for(threads, geo.n))
-            .scan(&mut y.spare_capacity_mut()[..len], |rest, r| {
-                let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * y_len);
-                *rest = tail;
-                Some((r, part))
-            })
-            .collect();
+        let parts = unit_chunks(&mut y.spare_capacity_mut()[..len], geo.n, y_len, parts_for(threads, geo.n));
         parallel_for_each(parts, &|(range, ys): (std::ops::Range<usize>, &mut [MaybeUninit<f32>])| {
             let mut buf = if padded { vec![0.0; geo.c * sweep.plane] } else { Vec::new() };
             for (b, yb) in range.zip(ys.chunks_exact_mut(y_len)) {
@@ -724,13 +715,7 @@ mod shift {
         // Zeroed on the threads.
         let mut gx = Vec::with_capacity(geo.n * x_len);
         let threads = batch_threads(geo.n, geo.o * kg * nqw);
-        let parts: Vec<_> = split(geo.n, parts_for(threads, geo.n))
-            .scan(&mut gx.spare_capacity_mut()[..geo.n * x_len], |rest, r| {
-                let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * x_len);
-                *rest = tail;
-                Some((r, part))
-            })
-            .collect();
+        let parts = unit_chunks(&mut gx.spare_capacity_mut()[..geo.n * x_len], geo.n, x_len, parts_for(threads, geo.n));
         parallel_for_each(parts, &|(range, gxs): (std::ops::Range<usize>, &mut [MaybeUninit<f32>])| {
             let gxs = fill_uninit(gxs, 0.0);
             let mut rows = Aligned::zeros(geo.o * nqw);
@@ -818,13 +803,7 @@ mod shift {
         }
         // Zeroed on the threads.
         let mut partials = Vec::with_capacity(blocks * lanes);
-        let items: Vec<_> = split(blocks, threads)
-            .scan(&mut partials.spare_capacity_mut()[..blocks * lanes], |rest, r| {
-                let (part, tail) = std::mem::take(rest).split_at_mut(r.len() * lanes);
-                *rest = tail;
-                Some((r, part))
-            })
-            .collect();
+        let items = unit_chunks(&mut partials.spare_capacity_mut()[..blocks * lanes], blocks, lanes, threads);
         parallel_for_each(items, &|(blocks, accs): (std::ops::Range<usize>, &mut [MaybeUninit<f32>])| {
             let accs = fill_uninit(accs, 0.0);
             let mut xbuf = if padded { vec![0.0; per_chunk * xs] } else { Vec::new() };

@@ -5,36 +5,38 @@
 //! several threads the rows are split in ranges, and the weight's and bias's sums in ranges of
 //! columns (each still summed over the rows in order, so the bits match one thread's).
 
+use std::ops::Range;
+
+use super::matmul::{elementwise_min_per_thread, parallel_for_each, parts_for, threads_for, unit_chunks};
 use crate::element::Float;
-use crate::ops::{elementwise_min_per_thread, threads_for};
 use crate::tensor::Tensor;
 
-/// `0..units` cut into `parts` consecutive ranges (`i * units / parts..(i + 1) * units / parts`).
-fn row_ranges(units: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    (0..parts).map(move |i| i * units / parts..(i + 1) * units / parts)
-}
-
 /// A range of columns with its pieces of the weight's and bias's gradient sums.
-type ColumnPart<'a, E> = (std::ops::Range<usize>, Option<&'a mut [E]>, Option<&'a mut [E]>);
+type ColumnPart<'a, E> = (Range<usize>, Option<&'a mut [E]>, Option<&'a mut [E]>);
 
-/// One optional piece of a sum of `n` columns per range of [`row_ranges`]`(n, cols)`.
+/// One optional piece of a sum of `n` columns per part of [`unit_chunks`]`(.., n, 1, cols)`.
 fn pieces<E>(v: Option<&mut Vec<E>>, n: usize, cols: usize) -> Vec<Option<&mut [E]>> {
     match v {
-        Some(v) => split_by(v, n, 1, cols).into_iter().map(Some).collect(),
+        Some(v) => unit_chunks(v, n, 1, cols).into_iter().map(|(_, piece)| Some(piece)).collect(),
         None => (0..cols).map(|_| None).collect(),
     }
 }
 
-/// `data` (`units` blocks of `width` elements) cut into the pieces of [`row_ranges`].
-fn split_by<E>(data: &mut [E], units: usize, width: usize, parts: usize) -> Vec<&mut [E]> {
-    let mut rest = data;
-    row_ranges(units, parts)
-        .map(|r| {
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * width);
-            rest = tail;
-            head
-        })
-        .collect()
+/// Adds one row's terms to the weight's and bias's gradient sums (`dw += g x̂`, `db += g`) over
+/// the columns the slices hold: the one accumulation both the one-pass loop and the
+/// column-split one run, so their bits agree.
+#[inline]
+fn add_row_sums<E: Float>(row: &[E], gr: &[E], mu: E, r: E, dw: Option<&mut [E]>, db: Option<&mut [E]>) {
+    if let Some(dw) = dw {
+        for ((dw, &g), &v) in dw.iter_mut().zip(gr).zip(row) {
+            *dw += g * ((v - mu) * r);
+        }
+    }
+    if let Some(db) = db {
+        for (db, &g) in db.iter_mut().zip(gr) {
+            *db += g;
+        }
+    }
 }
 
 /// The outputs of [`Tensor::layer_norm_forward`].
@@ -152,13 +154,14 @@ impl<E: Float> Tensor<E> {
         // Rows are independent: ranges of rows on their own threads give the same bits.
         let threads = threads_for(xs.len(), elementwise_min_per_thread()).min(rows);
         if threads > 1 {
-            let cut = crate::parts_for(threads, rows);
-            let parts: Vec<_> = row_ranges(rows, cut)
-                .zip(split_by(&mut out, rows, n, cut))
-                .zip(split_by(&mut means, rows, 1, cut).into_iter().zip(split_by(&mut rstds, rows, 1, cut)))
-                .map(|((r, o), (m, rs))| (&xs[r.start * n..r.end * n], o, m, rs))
+            let cut = parts_for(threads, rows);
+            let stats = unit_chunks(&mut means, rows, 1, cut).into_iter().zip(unit_chunks(&mut rstds, rows, 1, cut));
+            let parts: Vec<_> = unit_chunks(&mut out, rows, n, cut)
+                .into_iter()
+                .zip(stats)
+                .map(|((r, o), ((_, m), (_, rs)))| (&xs[r.start * n..r.end * n], o, m, rs))
                 .collect();
-            crate::parallel_for_each(parts, &|(x, o, m, rs)| forward_rows(x, o, m, rs));
+            parallel_for_each(parts, &|(x, o, m, rs)| forward_rows(x, o, m, rs));
         } else {
             forward_rows(xs, &mut out, &mut means, &mut rstds);
         }
@@ -238,9 +241,8 @@ impl<E: Float> Tensor<E> {
             // Ranges of rows for the input's gradient, then ranges of columns for the weight's
             // and bias's sums, each column summed over the rows in order: the same additions in
             // the same order as the one-pass loop below, so the same bits on any thread count.
-            let cut = crate::parts_for(threads, rows);
-            let parts: Vec<_> = row_ranges(rows, cut).zip(split_by(&mut dx, rows, n, cut)).collect();
-            crate::parallel_for_each(parts, &|(rr, d): (std::ops::Range<usize>, &mut [E])| {
+            let parts = unit_chunks(&mut dx, rows, n, parts_for(threads, rows));
+            parallel_for_each(parts, &|(rr, d): (Range<usize>, &mut [E])| {
                 let mut gw = vec![E::zero(); n];
                 let (x, g) = (&xs[rr.start * n..rr.end * n], &gs[rr.start * n..rr.end * n]);
                 for (((row, gr), d), (&mu, &r)) in x
@@ -254,24 +256,14 @@ impl<E: Float> Tensor<E> {
             });
             if dw.is_some() || db.is_some() {
                 let cols = threads.min(n);
-                let parts: Vec<ColumnPart<'_, E>> = row_ranges(n, cols)
+                let ranges = (0..cols).map(|i| i * n / cols..(i + 1) * n / cols);
+                let parts: Vec<ColumnPart<'_, E>> = ranges
                     .zip(pieces(dw.as_mut(), n, cols).into_iter().zip(pieces(db.as_mut(), n, cols)))
                     .map(|(cr, (dw, db))| (cr, dw, db))
                     .collect();
-                crate::parallel_for_each(parts, &|(cr, dw, db): ColumnPart<'_, E>| {
-                    let (mut dw, mut db) = (dw, db);
+                parallel_for_each(parts, &|(cr, mut dw, mut db): ColumnPart<'_, E>| {
                     for ((row, gr), (&mu, &r)) in xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(ms.iter().zip(rs)) {
-                        let (row, gr) = (&row[cr.clone()], &gr[cr.clone()]);
-                        if let Some(dw) = dw.as_deref_mut() {
-                            for ((dw, &g), &v) in dw.iter_mut().zip(gr).zip(row) {
-                                *dw += g * ((v - mu) * r);
-                            }
-                        }
-                        if let Some(db) = db.as_deref_mut() {
-                            for (db, &g) in db.iter_mut().zip(gr) {
-                                *db += g;
-                            }
-                        }
+                        add_row_sums(&row[cr.clone()], &gr[cr.clone()], mu, r, dw.as_deref_mut(), db.as_deref_mut());
                     }
                 });
             }
@@ -281,16 +273,7 @@ impl<E: Float> Tensor<E> {
                 xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(dx.chunks_exact_mut(n)).zip(ms).zip(rs)
             {
                 // The weight's and bias's sums in the same pass as the row's gradient.
-                if let Some(dw) = dw.as_mut() {
-                    for ((dw, &g), &v) in dw.iter_mut().zip(gr).zip(row) {
-                        *dw += g * ((v - mu) * r);
-                    }
-                }
-                if let Some(db) = db.as_mut() {
-                    for (db, &g) in db.iter_mut().zip(gr) {
-                        *db += g;
-                    }
-                }
+                add_row_sums(row, gr, mu, r, dw.as_deref_mut(), db.as_deref_mut());
                 input_row(row, gr, d, mu, r, &mut gw);
             }
         }

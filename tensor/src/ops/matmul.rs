@@ -178,15 +178,7 @@ pub fn parallel_collect<T: Send, I: Iterator<Item = T>>(
         return out;
     }
     let mut out: Vec<T> = Vec::with_capacity(len);
-    let mut rest = &mut out.spare_capacity_mut()[..len];
-    let parts: Vec<_> = (0..parts)
-        .map(|i| {
-            let r = i * len / parts..(i + 1) * len / parts;
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
-            rest = tail;
-            (r, part)
-        })
-        .collect();
+    let parts = unit_chunks(&mut out.spare_capacity_mut()[..len], len, 1, parts);
     let wrong = std::sync::atomic::AtomicBool::new(false);
     parallel_for_each(parts, &|(r, part): (Range<usize>, &mut [MaybeUninit<T>])| {
         let (mut items, mut written) = (f(r), 0);
@@ -250,6 +242,22 @@ pub fn parts_for(threads: usize, units: usize) -> usize {
     } else {
         threads.saturating_mul(PARTS_PER_THREAD).min(units).max(1)
     }
+}
+
+/// `data` (`per` elements a unit: a row, a sample, a plane) cut into `parts` runs of whole
+/// units, with their unit ranges: part `i` holds units `i * units / parts..(i + 1) * units /
+/// parts`. The pieces a split region hands its threads.
+pub(crate) fn unit_chunks<T>(data: &mut [T], units: usize, per: usize, parts: usize) -> Vec<(Range<usize>, &mut [T])> {
+    assert!(data.len() == units * per && parts > 0, "unit_chunks: {} elements for {units} x {per}", data.len());
+    let mut rest = data;
+    (0..parts)
+        .map(|i| {
+            let r = i * units / parts..(i + 1) * units / parts;
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * per);
+            rest = tail;
+            (r, part)
+        })
+        .collect()
 }
 
 /// Parts per thread of [`parts_for`]: enough that a worker starting ~10 µs late into a

@@ -14,6 +14,7 @@ mod pad;
 mod pool;
 mod reduce;
 mod rnn_cell;
+pub(crate) mod simd_map;
 mod softmax;
 mod triangle;
 mod unary;

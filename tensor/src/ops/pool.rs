@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use super::conv::dense;
 use std::mem::MaybeUninit;
 
-use super::matmul::{fill_uninit, min_work_per_thread, parallel_for_each, parts_for, threads_for};
+use super::matmul::{fill_uninit, min_work_per_thread, parallel_for_each, parts_for, threads_for, unit_chunks};
 use crate::element::Float;
 use crate::tensor::Tensor;
 #[cfg(target_arch = "x86_64")]
@@ -170,19 +170,6 @@ const WORK_PER_ELEMENT: usize = 32;
 /// per plane, where the fixed cost of a call outweighed the work.
 const MAX_BLOCK_OUTPUTS: usize = 1 << 13;
 
-/// `data` (`per` elements a plane) cut into `parts` runs of whole planes, with their plane ranges.
-fn plane_chunks<T>(data: &mut [T], planes: usize, per: usize, parts: usize) -> Vec<(Range<usize>, &mut [T])> {
-    let mut rest = data;
-    (0..parts)
-        .map(|i| {
-            let r = i * planes / parts..(i + 1) * planes / parts;
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * per);
-            rest = tail;
-            (r, part)
-        })
-        .collect()
-}
-
 /// Parts (runs of planes) for a pooling over `planes` planes touching `elems` elements of the
 /// larger side: [`parts_for`] the threads the work pays for.
 fn pool_parts(planes: usize, elems: usize) -> usize {
@@ -235,9 +222,9 @@ impl<E: Float> Tensor<E> {
         // Filled on the threads (`-inf` and 0) and set in full there.
         let (mut y, mut idx) = (Vec::with_capacity(n_out), Vec::with_capacity(n_out));
         let parts = pool_parts(geo.planes, geo.planes * hw);
-        let items: Vec<_> = plane_chunks(&mut y.spare_capacity_mut()[..n_out], geo.planes, per_plane, parts)
+        let items: Vec<_> = unit_chunks(&mut y.spare_capacity_mut()[..n_out], geo.planes, per_plane, parts)
             .into_iter()
-            .zip(plane_chunks(&mut idx.spare_capacity_mut()[..n_out], geo.planes, per_plane, parts))
+            .zip(unit_chunks(&mut idx.spare_capacity_mut()[..n_out], geo.planes, per_plane, parts))
             .map(|((r, y), (_, i))| (r, y, i))
             .collect();
         parallel_for_each(items, &|(planes, y, idx): (
@@ -323,7 +310,7 @@ impl<E: Float> Tensor<E> {
         // Zeroed on the threads.
         let mut gx = Vec::with_capacity(n_in);
         let parts = pool_parts(planes, n_in);
-        let items = plane_chunks(&mut gx.spare_capacity_mut()[..n_in], planes, hw, parts);
+        let items = unit_chunks(&mut gx.spare_capacity_mut()[..n_in], planes, hw, parts);
         // Indices are checked on the threads (a serial pass over them took 2% of a 2-thread
         // LeNet step); a bad one is reported here, so the panic names the caller's location.
         let bad = Mutex::new(None);
@@ -368,7 +355,7 @@ impl<E: Float> Tensor<E> {
         let (hw, per_plane) = (geo.h * geo.w, geo.ho * geo.wo);
         let mut y = vec![E::zero(); geo.planes * per_plane];
         let parts = pool_parts(geo.planes, geo.planes * hw);
-        let items = plane_chunks(&mut y, geo.planes, per_plane, parts);
+        let items = unit_chunks(&mut y, geo.planes, per_plane, parts);
         parallel_for_each(items, &|(planes, y): (Range<usize>, &mut [E])| {
             let x = &x[planes.start * hw..planes.end * hw];
             if geo.unpadded() {
@@ -413,7 +400,7 @@ impl<E: Float> Tensor<E> {
         // Zeroed on the threads.
         let mut gx = Vec::with_capacity(n_in);
         let parts = pool_parts(geo.planes, n_in);
-        let items = plane_chunks(&mut gx.spare_capacity_mut()[..n_in], geo.planes, hw, parts);
+        let items = unit_chunks(&mut gx.spare_capacity_mut()[..n_in], geo.planes, hw, parts);
         parallel_for_each(items, &|(planes, gx): (Range<usize>, &mut [MaybeUninit<E>])| {
             let gx = fill_uninit(gx, E::zero());
             let g = &g[planes.start * per_plane..planes.end * per_plane];
