@@ -109,65 +109,7 @@ impl<F: Float> Var<F> {
         lengths: Option<&[usize]>,
         reverse: bool,
     ) -> (Var<F>, Var<F>, Var<F>) {
-        let parts = Tensor::lstm_sequence(
-            &gx.data,
-            bias.map(Var::data),
-            &w_hh.data,
-            h0.map(Var::data),
-            c0.map(Var::data),
-            lengths,
-            reverse,
-        );
-        let outputs = vec![parts.output.clone(), parts.h.clone(), parts.c.clone()];
-        let none = Var::constant(Tensor::zeros(&[]));
-        let kept = (gx.clone(), bias.cloned(), w_hh.clone(), h0.cloned(), c0.cloned());
-        let lens = lengths.map(<[usize]>::to_vec);
-        let inputs = [gx, bias.unwrap_or(&none), w_hh, h0.unwrap_or(&none), c0.unwrap_or(&none)];
-        let mut out = Var::record_multi("lstm_sequence", outputs, &inputs, move |ctx, gs| {
-            let needs = |i| ctx.needs_input_grad(i);
-            if ctx.create_graph() {
-                let (gx, b, w, h0, c0) = &kept;
-                let [dgx, db, dw, dh0, dc0] = lstm_sequence_backward_ops(
-                    gx,
-                    b.as_ref(),
-                    w,
-                    h0.as_ref(),
-                    c0.as_ref(),
-                    lens.as_deref(),
-                    reverse,
-                    gs,
-                );
-                return smallvec![
-                    needs(0).then_some(dgx),
-                    needs(1).then_some(db),
-                    needs(2).then_some(dw),
-                    needs(3).then_some(dh0),
-                    needs(4).then_some(dc0)
-                ];
-            }
-            let g = Tensor::lstm_sequence_backward(
-                &parts,
-                &kept.2.data,
-                lens.as_deref(),
-                reverse,
-                gs[0].as_ref().map(Var::data),
-                gs[1].as_ref().map(Var::data),
-                gs[2].as_ref().map(Var::data),
-                needs(3),
-                None,
-                needs(0),
-            );
-            smallvec![
-                g.gx.map(Var::constant),
-                g.bias.filter(|_| needs(1)).map(Var::constant),
-                needs(2).then(|| Var::constant(g.w_hh)),
-                g.h0.map(Var::constant),
-                needs(4).then(|| Var::constant(g.c0))
-            ]
-        });
-        let c = out.pop().expect("three outputs");
-        let h = out.pop().expect("three outputs");
-        (out.pop().expect("three outputs"), h, c)
+        record_lstm(LstmInput::Projected(gx), bias, w_hh, h0, c0, lengths, reverse)
     }
 
     /// A whole LSTM layer (one direction) as one op: [`Var::fused_lstm_sequence`] with the
@@ -216,77 +158,7 @@ impl<F: Float> Var<F> {
             w_ih.shape(),
             w_hh.shape()
         );
-        let (steps, batch, inputs, g) = (x.shape()[0], x.shape()[1], x.shape()[2], w_ih.shape()[0]);
-        let xc = x.data.contiguous();
-        let gx = xc.reshape(&[steps * batch, inputs]).matmul(&w_ih.data.t()).reshape(&[steps, batch, g]);
-        let parts = Tensor::lstm_sequence(
-            &gx,
-            bias.map(Var::data),
-            &w_hh.data,
-            h0.map(Var::data),
-            c0.map(Var::data),
-            lengths,
-            reverse,
-        );
-        let outputs = vec![parts.output.clone(), parts.h.clone(), parts.c.clone()];
-        let none = Var::constant(Tensor::zeros(&[]));
-        let kept = (x.clone(), w_ih.clone(), bias.cloned(), w_hh.clone(), h0.cloned(), c0.cloned());
-        let lens = lengths.map(<[usize]>::to_vec);
-        let inputs_ = [x, w_ih, bias.unwrap_or(&none), w_hh, h0.unwrap_or(&none), c0.unwrap_or(&none)];
-        let mut out = Var::record_multi("lstm_layer", outputs, &inputs_, move |ctx, gs| {
-            let needs = |i| ctx.needs_input_grad(i);
-            let (x, w_ih, b, w_hh, h0, c0) = &kept;
-            if ctx.create_graph() {
-                let flat_x = x.reshape(&[steps * batch, inputs]);
-                let gx = flat_x.matmul(&w_ih.t()).reshape(&[steps, batch, g]);
-                let [dgx, db, dw, dh0, dc0] = lstm_sequence_backward_ops(
-                    &gx,
-                    b.as_ref(),
-                    w_hh,
-                    h0.as_ref(),
-                    c0.as_ref(),
-                    lens.as_deref(),
-                    reverse,
-                    gs,
-                );
-                let flat = dgx.reshape(&[steps * batch, g]);
-                return smallvec![
-                    needs(0).then(|| flat.matmul(w_ih).reshape(&[steps, batch, inputs])),
-                    needs(1).then(|| flat.t().matmul(&flat_x)),
-                    needs(2).then_some(db),
-                    needs(3).then_some(dw),
-                    needs(4).then_some(dh0),
-                    needs(5).then_some(dc0)
-                ];
-            }
-            let gr = Tensor::lstm_sequence_backward(
-                &parts,
-                &w_hh.data,
-                lens.as_deref(),
-                reverse,
-                gs[0].as_ref().map(Var::data),
-                gs[1].as_ref().map(Var::data),
-                gs[2].as_ref().map(Var::data),
-                needs(4),
-                needs(1).then_some(&xc),
-                needs(0),
-            );
-            let dx = gr.gx.map(|dgx| {
-                let flat = dgx.reshape(&[steps * batch, g]);
-                Var::constant(flat.matmul(&w_ih.data).reshape(&[steps, batch, inputs]))
-            });
-            smallvec![
-                dx,
-                gr.w_ih.filter(|_| needs(1)).map(Var::constant),
-                gr.bias.filter(|_| needs(2)).map(Var::constant),
-                needs(3).then(|| Var::constant(gr.w_hh)),
-                gr.h0.map(Var::constant),
-                needs(5).then(|| Var::constant(gr.c0))
-            ]
-        });
-        let c = out.pop().expect("three outputs");
-        let h = out.pop().expect("three outputs");
-        (out.pop().expect("three outputs"), h, c)
+        record_lstm(LstmInput::Layer { x, w_ih }, bias, w_hh, h0, c0, lengths, reverse)
     }
 
     /// The pointwise part of a GRU step in one op, PyTorch's gate order (reset, update, new):
@@ -363,6 +235,137 @@ fn gru_cell_backward_ops<F: Float>(kept: &[Var<F>; 3], dh: &Var<F>) -> (Var<F>, 
     let dgx = Var::cat(&[&dar, &daz, &dan], -1);
     let dgh = Var::cat(&[&dar, &daz, &(&dan * &r)], -1);
     (dgx, dgh, dh * &z)
+}
+
+/// What an LSTM layer op starts from: the input projections themselves
+/// ([`Var::fused_lstm_sequence`]), or the layer input and the input weights that make them
+/// ([`Var::fused_lstm_layer`]).
+enum LstmInput<'a, F: Float> {
+    Projected(&'a Var<F>),
+    Layer { x: &'a Var<F>, w_ih: &'a Var<F> },
+}
+
+/// The one recording behind [`Var::fused_lstm_sequence`] and [`Var::fused_lstm_layer`]: the
+/// forward kernel on the projections, and a backward that runs the recurrence kernel (or, with
+/// `create_graph`, [`lstm_sequence_backward_ops`]) and maps the projections' gradient back to
+/// the leading inputs: `gx` itself, or `x` and `w_ih` (in f32 `w_ih`'s from the kernel's
+/// step-by-step sums).
+#[track_caller]
+fn record_lstm<F: Float>(
+    input: LstmInput<'_, F>,
+    bias: Option<&Var<F>>,
+    w_hh: &Var<F>,
+    h0: Option<&Var<F>>,
+    c0: Option<&Var<F>>,
+    lengths: Option<&[usize]>,
+    reverse: bool,
+) -> (Var<F>, Var<F>, Var<F>) {
+    // The leading inputs, the layer input kept contiguous for `w_ih`'s gradient, and the
+    // projections the kernel runs on.
+    let (lead, x_data, gx) = match input {
+        LstmInput::Projected(gx) => (vec![gx.clone()], None, gx.data.clone()),
+        LstmInput::Layer { x, w_ih } => {
+            let (steps, batch, g) = (x.shape()[0], x.shape()[1], w_ih.shape()[0]);
+            let xc = x.data.contiguous();
+            let gx = xc.reshape(&[steps * batch, x.shape()[2]]).matmul(&w_ih.data.t()).reshape(&[steps, batch, g]);
+            (vec![x.clone(), w_ih.clone()], Some(xc), gx)
+        }
+    };
+    let name = if x_data.is_some() { "lstm_layer" } else { "lstm_sequence" };
+    let parts = Tensor::lstm_sequence(
+        &gx,
+        bias.map(Var::data),
+        &w_hh.data,
+        h0.map(Var::data),
+        c0.map(Var::data),
+        lengths,
+        reverse,
+    );
+    let outputs = vec![parts.output.clone(), parts.h.clone(), parts.c.clone()];
+    let none = Var::constant(Tensor::zeros(&[]));
+    let kept = (lead.clone(), bias.cloned(), w_hh.clone(), h0.cloned(), c0.cloned());
+    let lens = lengths.map(<[usize]>::to_vec);
+    let mut inputs: Vec<&Var<F>> = lead.iter().collect();
+    inputs.extend([bias.unwrap_or(&none), w_hh, h0.unwrap_or(&none), c0.unwrap_or(&none)]);
+    // Index of `bias` among the inputs: the state's gradients follow it.
+    let base = lead.len();
+    let mut out = Var::record_multi(name, outputs, &inputs, move |ctx, gs| {
+        let needs = |i| ctx.needs_input_grad(i);
+        let (lead, b, w_hh, h0, c0) = &kept;
+        // The projections' gradient mapped to the leading inputs' gradients: `gx`'s itself, or
+        // `x`'s and `w_ih`'s (`dgxᵀ x` unless the kernel already summed it as `dw_ih`).
+        let to_lead = |dgx: Option<Var<F>>, dw_ih: Option<Var<F>>| match lead.as_slice() {
+            [_] => smallvec![dgx],
+            [x, w_ih] => {
+                let (steps, batch, inputs) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+                let flat = dgx.map(|d| d.reshape(&[steps * batch, w_ih.shape()[0]]));
+                let dw_ih = dw_ih.or_else(|| {
+                    let flat = flat.as_ref().filter(|_| needs(1))?;
+                    Some(flat.t().matmul(&x.reshape(&[steps * batch, inputs])))
+                });
+                smallvec![flat.filter(|_| needs(0)).map(|f| f.matmul(w_ih).reshape(&[steps, batch, inputs])), dw_ih]
+            }
+            _ => unreachable!("one or two leading inputs"),
+        };
+        let mut grads: smallvec::SmallVec<[Option<Var<F>>; 2]>;
+        if ctx.create_graph() {
+            let gx = match lead.as_slice() {
+                [x, w_ih] => {
+                    let (steps, batch, inputs) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+                    x.reshape(&[steps * batch, inputs]).matmul(&w_ih.t()).reshape(&[steps, batch, w_ih.shape()[0]])
+                }
+                lead => lead[0].clone(),
+            };
+            let [dgx, db, dw, dh0, dc0] = lstm_sequence_backward_ops(
+                &gx,
+                b.as_ref(),
+                w_hh,
+                h0.as_ref(),
+                c0.as_ref(),
+                lens.as_deref(),
+                reverse,
+                gs,
+            );
+            let need_dgx = (0..base).any(needs);
+            grads = to_lead(need_dgx.then_some(dgx), None);
+            grads.extend([
+                needs(base).then_some(db),
+                needs(base + 1).then_some(dw),
+                needs(base + 2).then_some(dh0),
+                needs(base + 3).then_some(dc0),
+            ]);
+        } else {
+            let gr = Tensor::lstm_sequence_backward(
+                &parts,
+                &w_hh.data,
+                lens.as_deref(),
+                reverse,
+                gs[0].as_ref().map(Var::data),
+                gs[1].as_ref().map(Var::data),
+                gs[2].as_ref().map(Var::data),
+                needs(base + 2),
+                x_data.as_ref().filter(|_| needs(1)),
+                needs(0),
+            );
+            grads = to_lead(gr.gx.map(Var::constant), gr.w_ih.map(Var::constant));
+            grads.extend([
+                gr.bias.filter(|_| needs(base)).map(Var::constant),
+                needs(base + 1).then(|| Var::constant(gr.w_hh)),
+                gr.h0.map(Var::constant),
+                needs(base + 3).then(|| Var::constant(gr.c0)),
+            ]);
+        }
+        // Only the gradients asked for.
+        for (i, g) in grads.iter_mut().enumerate() {
+            if !needs(i) {
+                *g = None;
+            }
+        }
+        grads
+    });
+    let c = out.pop().expect("three outputs");
+    let h = out.pop().expect("three outputs");
+    (out.pop().expect("three outputs"), h, c)
 }
 
 /// [`Var::fused_lstm_sequence`]'s gradients `[d gx, d bias, d w_hh, d h0, d c0]` in `Var` ops: the
