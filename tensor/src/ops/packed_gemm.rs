@@ -85,6 +85,19 @@ const KC: usize = 256;
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+/// The f32s of a run of lines.
+fn floats(lines: &[Line]) -> &[f32] {
+    // SAFETY: `Line` is `repr(C)` around 16 f32s with no padding (64 bytes, align 64), so the
+    // lines are 16 * len contiguous, initialised f32s.
+    unsafe { std::slice::from_raw_parts(lines.as_ptr().cast::<f32>(), lines.len() * 16) }
+}
+
+/// The f32s of a run of lines, writable.
+fn floats_mut(lines: &mut [Line]) -> &mut [f32] {
+    // SAFETY: as in `floats`, and the borrow of `lines` is unique.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16) }
+}
+
 /// Where a product's accumulators start.
 #[derive(Clone, Copy)]
 pub(crate) enum Start<'a> {
@@ -155,14 +168,11 @@ impl PackedB {
     }
 
     fn flat(&self) -> &[f32] {
-        // SAFETY: `Line` is `repr(C)` around 16 f32s with no padding (64 bytes, align 64), so
-        // the lines are 16 * len contiguous, initialised f32s.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<f32>(), self.data.len() * 16) }
+        floats(&self.data)
     }
 
     fn flat_mut(&mut self) -> &mut [f32] {
-        // SAFETY: as in `flat`, and the borrow of `self.data` is unique.
-        unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast::<f32>(), self.data.len() * 16) }
+        floats_mut(&mut self.data)
     }
 
     /// `c[m, n] = a[m, k] · B` (or `+=` if `accumulate`), `a` and `c` row-major with row
@@ -434,13 +444,11 @@ impl PackedA {
     }
 
     fn flat(&self) -> &[f32] {
-        // SAFETY: as in `PackedB::flat`.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<f32>(), self.data.len() * 16) }
+        floats(&self.data)
     }
 
     fn flat_mut(&mut self) -> &mut [f32] {
-        // SAFETY: as in `PackedB::flat_mut`.
-        unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast::<f32>(), self.data.len() * 16) }
+        floats_mut(&mut self.data)
     }
 }
 
@@ -505,23 +513,31 @@ mod avx512 {
     pub(super) unsafe fn tile(rows: usize, t: &Tile, packed: bool) {
         // SAFETY: the caller's contract, passed on unchanged.
         unsafe {
-            match (rows, packed) {
-                (8, false) => rows_n::<8, false>(t),
-                (7, false) => rows_n::<7, false>(t),
-                (6, false) => rows_n::<6, false>(t),
-                (5, false) => rows_n::<5, false>(t),
-                (4, false) => rows_n::<4, false>(t),
-                (3, false) => rows_n::<3, false>(t),
-                (2, false) => rows_n::<2, false>(t),
-                (_, false) => rows_n::<1, false>(t),
-                (8, true) => rows_n::<8, true>(t),
-                (7, true) => rows_n::<7, true>(t),
-                (6, true) => rows_n::<6, true>(t),
-                (5, true) => rows_n::<5, true>(t),
-                (4, true) => rows_n::<4, true>(t),
-                (3, true) => rows_n::<3, true>(t),
-                (2, true) => rows_n::<2, true>(t),
-                (_, true) => rows_n::<1, true>(t),
+            if packed {
+                with_rows::<true>(rows, t)
+            } else {
+                with_rows::<false>(rows, t)
+            }
+        }
+    }
+
+    /// [`tile`] with the addressing of `a` fixed: the kernel for `rows` rows.
+    ///
+    /// # Safety
+    /// As [`tile`], with `packed = PACKED`.
+    unsafe fn with_rows<const PACKED: bool>(rows: usize, t: &Tile) {
+        // SAFETY: the caller's contract, with `rows` rows (at most 8; 1 for anything less
+        // than 2).
+        unsafe {
+            match rows {
+                8 => rows_n::<8, PACKED>(t),
+                7 => rows_n::<7, PACKED>(t),
+                6 => rows_n::<6, PACKED>(t),
+                5 => rows_n::<5, PACKED>(t),
+                4 => rows_n::<4, PACKED>(t),
+                3 => rows_n::<3, PACKED>(t),
+                2 => rows_n::<2, PACKED>(t),
+                _ => rows_n::<1, PACKED>(t),
             }
         }
     }
@@ -593,19 +609,29 @@ mod avx2 {
     pub(super) unsafe fn tile(rows: usize, t: &Tile, packed: bool) {
         // SAFETY: the caller's contract, passed on unchanged.
         unsafe {
-            match (rows, packed) {
-                (6, false) => rows_n::<6, false>(t),
-                (5, false) => rows_n::<5, false>(t),
-                (4, false) => rows_n::<4, false>(t),
-                (3, false) => rows_n::<3, false>(t),
-                (2, false) => rows_n::<2, false>(t),
-                (_, false) => rows_n::<1, false>(t),
-                (6, true) => rows_n::<6, true>(t),
-                (5, true) => rows_n::<5, true>(t),
-                (4, true) => rows_n::<4, true>(t),
-                (3, true) => rows_n::<3, true>(t),
-                (2, true) => rows_n::<2, true>(t),
-                (_, true) => rows_n::<1, true>(t),
+            if packed {
+                with_rows::<true>(rows, t)
+            } else {
+                with_rows::<false>(rows, t)
+            }
+        }
+    }
+
+    /// [`tile`] with the addressing of `a` fixed: the kernel for `rows` rows.
+    ///
+    /// # Safety
+    /// As [`tile`], with `packed = PACKED`.
+    unsafe fn with_rows<const PACKED: bool>(rows: usize, t: &Tile) {
+        // SAFETY: the caller's contract, with `rows` rows (at most 6; 1 for anything less
+        // than 2).
+        unsafe {
+            match rows {
+                6 => rows_n::<6, PACKED>(t),
+                5 => rows_n::<5, PACKED>(t),
+                4 => rows_n::<4, PACKED>(t),
+                3 => rows_n::<3, PACKED>(t),
+                2 => rows_n::<2, PACKED>(t),
+                _ => rows_n::<1, PACKED>(t),
             }
         }
     }
