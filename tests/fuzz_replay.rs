@@ -2,7 +2,7 @@
 //! crash with (`fuzz/regressions/TARGET/`) through the fuzz targets' own bodies, so what the
 //! fuzzers found stays fixed in the normal test suite, without a fuzzing toolchain.
 //!
-//! `cargo test --test fuzz_replay -- --ignored write_seeds` rewrites the seed files of the
+//! `cargo test --test all -- --ignored fuzz_replay::write_seeds` rewrites the seed files of the
 //! corpus (`fuzz/corpus/TARGET/seed-*`) from the current writers.
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! gradcheck and gradgradcheck of every elementwise op over random shapes, non-contiguous
 //! layouts and broadcast pairs.
 
-mod common;
+use crate::common;
 
 use common::check;
 use ferrograd_autograd::Var;

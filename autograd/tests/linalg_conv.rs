@@ -1,7 +1,7 @@
 //! gradcheck and gradgradcheck of matmul (every rank combination, broadcast batch dims,
 //! transposed operands), convolutions and pooling.
 
-mod common;
+use crate::common;
 
 use common::check;
 use ferrograd_autograd::Var;

@@ -1,7 +1,7 @@
 //! gradcheck and gradgradcheck of reductions, softmax and log-softmax over random shapes,
 //! dim subsets and layouts.
 
-mod common;
+use crate::common;
 
 use common::check;
 use ferrograd_autograd::Var;

@@ -2,7 +2,7 @@
 //! random shapes and layouts, and agreement with the unfused ops they replace (values and
 //! gradients, f64 and f32).
 
-mod common;
+use crate::common;
 
 use common::check;
 use ferrograd_autograd::{grad, Var};

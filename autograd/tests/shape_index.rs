@@ -1,7 +1,7 @@
 //! gradcheck and gradgradcheck of views, joins, padding and indexing ops over random shapes
 //! and non-contiguous layouts.
 
-mod common;
+use crate::common;
 
 use common::check;
 use ferrograd_autograd::Var;

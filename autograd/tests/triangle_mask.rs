@@ -2,7 +2,7 @@
 //! diagonal offset and `masked_fill` with a mask broadcast from a random smaller shape, over
 //! random shapes and non-contiguous layouts; and their values against an index-by-index reference.
 
-mod common;
+use crate::common;
 
 use common::check;
 use ferrograd_tensor::testing::{any_layout, shape_in};

@@ -5,7 +5,7 @@
 //! `ours_mixed.safetensors` and `ours_mlp.safetensors` are files our writer produced and
 //! `check_ours.py` verified with `safetensors.torch.load_file`; the tests below require the writer
 //! to keep producing them byte for byte. After an intended format change, rewrite them with
-//! `FERROGRAD_BLESS=1 cargo test -p ferrograd-nn --test checkpoint` and run `check_ours.py` again.
+//! `FERROGRAD_BLESS=1 cargo test -p ferrograd-nn --test all checkpoint::` and run `check_ours.py` again.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -4,7 +4,7 @@
 
 ROOT holds run directories written by ferrograd-train's TensorBoardLogger next to a JSON-lines
 log of the same run (`log.jsonl`, from JsonlLogger with per-step lines): the test
-`cargo test -p ferrograd-train --test tensorboard` with FERROGRAD_TB_CHECK_DIR=ROOT writes two,
+`cargo test -p ferrograd-train --test all tensorboard::` with FERROGRAD_TB_CHECK_DIR=ROOT writes two,
 and `mnist_mlp --logdir ROOT/mnist_mlp` one. For every run directory:
 
 - every scalar of the JSON-lines log is in TensorBoard's EventAccumulator (and in the

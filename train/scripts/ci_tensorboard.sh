@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 13's TensorBoard check for CI: our event files read back by TensorBoard's own readers.
-# Writes the runs of `cargo test -p ferrograd-train --test tensorboard` (scalars, histograms,
+# Writes the runs of `cargo test -p ferrograd-train --test all tensorboard::` (scalars, histograms,
 # HParams, a resumed run) and one epoch of the main job with --logdir, then checks every scalar,
 # exactly, with train/scripts/check_tensorboard.py.
 #
@@ -20,6 +20,6 @@ fi
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-FERROGRAD_TB_CHECK_DIR="$dir" cargo test -p ferrograd-train --test tensorboard
+FERROGRAD_TB_CHECK_DIR="$dir" cargo test -p ferrograd-train --test all tensorboard::
 cargo run --release --example mnist_mlp -- --epochs 1 --history "$dir/history.csv" --logdir "$dir/mnist_mlp"
 "$PYTHON" train/scripts/check_tensorboard.py "$dir"

@@ -2,7 +2,7 @@
 //! bit for bit (plain, clipped, scheduled), accumulation as a larger batch, train/eval
 //! switching, custom steps, metrics and early stopping inside a run.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

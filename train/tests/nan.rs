@@ -2,7 +2,7 @@
 //! rate stop training with a message naming the step (or skip the step where asked), before
 //! the weights are touched; early stopping says when its monitor was NaN.
 
-mod common;
+use crate::common;
 
 use common::{bits, blobs, loader, mnist_mlp, mnist_subset, small_mlp};
 use ferrograd_autograd::Var;

@@ -6,7 +6,7 @@
 //! With `FERROGRAD_TB_CHECK_DIR` set, the runs are written there and kept, for
 //! `train/scripts/check_tensorboard.py` to read them with TensorBoard's own reader (CI does).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

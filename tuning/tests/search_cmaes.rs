@@ -4,7 +4,7 @@
 
 use ferrograd_tuning::search::{CmaEsSampler, RestartStrategy, SearchError, Study, TpeSampler, Trial};
 
-mod common;
+use crate::common;
 
 use common::functions::{hartmann6, median_best, sphere10};
 

@@ -1,7 +1,7 @@
 //! The storage suite on the two backends that need no server: in memory and SQLite (a fresh file
 //! per test). PostgreSQL runs the same suite in `search_postgres.rs`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
@@ -14,10 +14,10 @@ fn sqlite() -> Arc<dyn Storage> {
 
 mod memory {
     use super::*;
-    storage_suite!(|| Arc::new(InMemoryStorage::new()) as Arc<dyn Storage>);
+    crate::storage_suite!(|| Arc::new(InMemoryStorage::new()) as Arc<dyn Storage>);
 }
 
 mod sqlite {
     use super::*;
-    storage_suite!(sqlite);
+    crate::storage_suite!(sqlite);
 }

@@ -6,7 +6,7 @@
 //! The default was chosen on 38 other functions (2 to 20 dimensions, 100 or 200 trials, seeds
 //! 100..140; see `TpeSampler::new`), never on the checked ones: the ignored test
 //! `choose_default` prints that comparison:
-//! `cargo test --release -p ferrograd-tuning --test search_tpe -- --ignored --nocapture`.
+//! `cargo test --release -p ferrograd-tuning --test all -- --ignored --nocapture search_tpe::`.
 
 use std::ops::Range;
 
