@@ -52,7 +52,9 @@ proptest! {
 
         // Backward: the gradient of sum(out * g) with respect to v is (p * drop)ᵀ g, and the
         // scores' gradient is p * (dp - rowsum(dp * p)) with dp = (g vᵀ) * drop.
-        let g = Tensor::from_fn(want.shape(), |i| f(i, 4));
+        // The output's gradient as merged heads hand it back: a [2, l, h, ev] buffer seen as
+        // [2, h, l, ev].
+        let g = Tensor::from_fn(&[2, l, h, ev], |i| f(i, 4)).transpose(1, 2);
         let gr = q.attention_backward(&k, &v, &fwd.probs, Some(&drop), &g, 0.7, true);
         let pd = p.mul(&drop);
         prop_assert!(gr.v.max_abs_diff(&pd.transpose(-2, -1).matmul(&g)) < 1e-12);
@@ -87,4 +89,27 @@ fn threaded_entries_give_the_same_bits() {
     let two = run();
     ferrograd_tensor::set_min_work_per_thread(work);
     assert_eq!(one, two);
+}
+
+/// The operands are read where they lie: heads cut from a projection (a permuted view, as
+/// `MultiheadAttention` makes them), a broadcast key and a strided gradient give the same bits
+/// as their contiguous copies.
+#[test]
+fn strided_operands_give_the_same_bits_as_contiguous_copies() {
+    let f = |shape: &[usize], salt: usize| {
+        Tensor::<f32>::from_fn(shape, |i| ((i * 7919 + salt) % 1000) as f32 / 500.0 - 1.0)
+    };
+    // [batch, tokens, 3 * heads * dim] split into q, k, v and heads: [batch, heads, tokens, dim].
+    let qkv = f(&[3, 9, 3 * 4 * 8], 1);
+    let heads = |i: usize| qkv.narrow(2, i * 32, 32).reshape(&[3, 9, 4, 8]).permute(&[0, 2, 1, 3]);
+    let (q, k, v) = (heads(0), f(&[3, 1, 9, 8], 2).broadcast_to(&[3, 4, 9, 8]), heads(2));
+    let g = f(&[3, 9, 4, 8], 3).permute(&[0, 2, 1, 3]);
+    assert!(!q.is_contiguous() && !v.is_contiguous() && !g.is_contiguous());
+    let masks = AttentionMasks { causal: true, ..Default::default() };
+    let run = |q: &Tensor<f32>, k: &Tensor<f32>, v: &Tensor<f32>, g: &Tensor<f32>| {
+        let fw = q.attention_forward(k, v, 0.3, &masks);
+        let gr = q.attention_backward(k, v, &fw.probs, None, g, 0.3, false);
+        [fw.out, fw.probs, gr.q, gr.k, gr.v].map(|t| t.to_vec())
+    };
+    assert_eq!(run(&q, &k, &v, &g), run(&q.contiguous(), &k.contiguous(), &v.contiguous(), &g.contiguous()));
 }

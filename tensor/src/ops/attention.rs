@@ -67,22 +67,40 @@ impl<E> SyncPtr<E> {
     }
 }
 
-/// A mask broadcast to the scores: storage, the offset of each entry, and row/column strides.
-struct MaskView<'a, T> {
+/// A tensor read where it lies as a batch of `[rows, cols]` blocks (a mask broadcast to the
+/// scores, or an operand to its batch): storage, the offset of each entry, and row/column
+/// strides. The operands are not copied to contiguous blocks: the products read them through
+/// their strides, so the heads of a projection (a permuted view) cost no copy in or out.
+struct BlockView<'a, T> {
     data: &'a [T],
     offsets: Vec<usize>,
     rs: isize,
     cs: isize,
 }
 
-impl<'a, T: crate::element::Element> MaskView<'a, T> {
+impl<'a, T: crate::element::Element> BlockView<'a, T> {
     fn new(t: &'a Tensor<T>, full: &[usize]) -> Self {
         let b = t.broadcast_to(full);
         let r = full.len();
         let (rs, cs) = (b.strides()[r - 2], b.strides()[r - 1]);
         let mut offsets = Vec::new();
         crate::iter::for_each_offset(&full[..r - 2], [&b.strides()[..r - 2]], [b.offset()], |[o]| offsets.push(o));
-        MaskView { data: t.storage(), offsets, rs, cs }
+        BlockView { data: t.storage(), offsets, rs, cs }
+    }
+
+    /// `t` broadcast to `batch` followed by its own last two dims.
+    fn batched(t: &'a Tensor<T>, batch: &[usize]) -> Self {
+        let r = t.rank();
+        let mut full = batch.to_vec();
+        full.extend_from_slice(&t.shape()[r - 2..]);
+        BlockView::new(t, &full)
+    }
+
+    /// Where entry `n`'s block starts (a pointer for the products, which read it through `rs`
+    /// and `cs`).
+    #[inline]
+    fn entry(&self, n: usize) -> *const T {
+        self.data.as_ptr().wrapping_add(self.offsets[n])
     }
 
     #[inline]
@@ -101,7 +119,7 @@ fn for_entries(n: usize, work: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync
     }
 }
 
-/// `q`, `k`, `v` (and a gradient) broadcast to one batch shape and made contiguous.
+/// The batch shape `q`, `k`, `v` and the masks broadcast to.
 #[track_caller]
 fn batch_shapes<E: Float>(q: &Tensor<E>, k: &Tensor<E>, v: &Tensor<E>, masks: &AttentionMasks<'_, E>) -> Vec<usize> {
     const OP: &str = "attention_forward";
@@ -149,17 +167,6 @@ fn batch_shapes<E: Float>(q: &Tensor<E>, k: &Tensor<E>, v: &Tensor<E>, masks: &A
     batch
 }
 
-fn expand<E: Float>(t: &Tensor<E>, batch: &[usize]) -> Tensor<E> {
-    let r = t.rank();
-    let mut shape = batch.to_vec();
-    shape.extend_from_slice(&t.shape()[r - 2..]);
-    if t.shape() == shape.as_slice() {
-        t.contiguous()
-    } else {
-        t.broadcast_to(&shape).contiguous()
-    }
-}
-
 impl<E: Float> Tensor<E> {
     /// `softmax(self kᵀ · scale + bias, masked) v` with `self` the query `[.., L, E]`, `k`
     /// `[.., S, E]`, `v` `[.., S, Ev]` (batch dims broadcast, and the masks with them), and the
@@ -186,39 +193,39 @@ impl<E: Float> Tensor<E> {
         masks: &AttentionMasks<'_, E>,
     ) -> AttentionForward<E> {
         let batch = batch_shapes(self, k, v, masks);
-        let (q, k, v) = (expand(self, &batch), expand(k, &batch), expand(v, &batch));
         let n: usize = batch.iter().product();
-        let (l, e) = (q.shape()[q.rank() - 2], q.shape()[q.rank() - 1]);
+        let (l, e) = (self.shape()[self.rank() - 2], self.shape()[self.rank() - 1]);
         let (s, ev) = (k.shape()[k.rank() - 2], v.shape()[v.rank() - 1]);
+        let (q, k, v) =
+            (BlockView::batched(self, &batch), BlockView::batched(k, &batch), BlockView::batched(v, &batch));
         let mut full = batch.clone();
         full.extend([l, s]);
-        let bias = masks.bias.map(|b| MaskView::new(b, &full));
-        let keep = masks.keep.map(|m| MaskView::new(m, &full));
-        let drop = masks.dropout.map(|d| MaskView::new(d, &full));
+        let bias = masks.bias.map(|b| BlockView::new(b, &full));
+        let keep = masks.keep.map(|m| BlockView::new(m, &full));
+        let drop = masks.dropout.map(|d| BlockView::new(d, &full));
         let mut probs = vec![E::zero(); n * l * s];
         let mut out = vec![E::zero(); n * l * ev];
         let (pp, po) = (SyncPtr(probs.as_mut_ptr()), SyncPtr(out.as_mut_ptr()));
-        let (qs, ks, vs) = (q.storage(), k.storage(), v.storage());
         let causal = masks.causal;
         for_entries(n, l * s * (e + ev), &|range| {
             let mut scratch = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
             for b in range {
                 // SAFETY: entry b's blocks of `probs` and `out` are written by this thread only.
                 let p = unsafe { std::slice::from_raw_parts_mut(pp.get().add(b * l * s), l * s) };
-                let (qb, kb, vb) = (&qs[b * l * e..], &ks[b * s * e..], &vs[b * s * ev..]);
-                // SAFETY: q is [l, e] row-major, kᵀ is k [s, e] read with strides (1, e), p is [l, s].
+                // SAFETY: q is [l, e] and k [s, e] (kᵀ read with the strides swapped) where they lie,
+                // entry b of the views; p is [l, s] row-major.
                 unsafe {
                     E::gemm(
                         l,
                         e,
                         s,
                         scale,
-                        qb.as_ptr(),
-                        e as isize,
-                        1,
-                        kb.as_ptr(),
-                        1,
-                        e as isize,
+                        q.entry(b),
+                        q.rs,
+                        q.cs,
+                        k.entry(b),
+                        k.cs,
+                        k.rs,
                         E::zero(),
                         p.as_mut_ptr(),
                         s as isize,
@@ -251,7 +258,7 @@ impl<E: Float> Tensor<E> {
                     }
                     None => &*p,
                 };
-                // SAFETY: src is [l, s], v [s, ev], out's entry [l, ev], all row-major.
+                // SAFETY: src is [l, s] and out's entry [l, ev] row-major, v [s, ev] where it lies.
                 unsafe {
                     E::gemm(
                         l,
@@ -261,9 +268,9 @@ impl<E: Float> Tensor<E> {
                         src.as_ptr(),
                         s as isize,
                         1,
-                        vb.as_ptr(),
-                        ev as isize,
-                        1,
+                        v.entry(b),
+                        v.rs,
+                        v.cs,
                         E::zero(),
                         po.get().add(b * l * ev),
                         ev as isize,
@@ -308,9 +315,8 @@ impl<E: Float> Tensor<E> {
         let masks = AttentionMasks { dropout, ..Default::default() };
         let batch = batch_shapes(self, k, v, &masks);
         let batch = broadcast_shapes(&batch, &probs.shape()[..probs.rank() - 2]).expect("probs fit").to_vec();
-        let (q, k, v) = (expand(self, &batch), expand(k, &batch), expand(v, &batch));
         let n: usize = batch.iter().product();
-        let (l, e) = (q.shape()[q.rank() - 2], q.shape()[q.rank() - 1]);
+        let (l, e) = (self.shape()[self.rank() - 2], self.shape()[self.rank() - 1]);
         let (s, ev) = (k.shape()[k.rank() - 2], v.shape()[v.rank() - 1]);
         let mut full = batch.clone();
         full.extend([l, s]);
@@ -322,8 +328,10 @@ impl<E: Float> Tensor<E> {
             probs.shape(),
             grad.shape()
         );
-        let (p, g) = (probs.contiguous(), grad.contiguous());
-        let drop = dropout.map(|d| MaskView::new(d, &full));
+        let (q, k, v) =
+            (BlockView::batched(self, &batch), BlockView::batched(k, &batch), BlockView::batched(v, &batch));
+        let (p, g) = (probs.contiguous(), BlockView::batched(grad, &batch));
+        let drop = dropout.map(|d| BlockView::new(d, &full));
         let (mut dq, mut dk, mut dv) =
             (vec![E::zero(); n * l * e], vec![E::zero(); n * s * e], vec![E::zero(); n * s * ev]);
         let mut ds_all = if want_scores { vec![E::zero(); n * l * s] } else { Vec::new() };
@@ -333,13 +341,12 @@ impl<E: Float> Tensor<E> {
             SyncPtr(dv.as_mut_ptr()),
             SyncPtr(ds_all.as_mut_ptr()),
         );
-        let (qs, ks, vs, ps, gs) = (q.storage(), k.storage(), v.storage(), p.storage(), g.storage());
+        let ps = p.storage();
         for_entries(n, l * s * (2 * e + 2 * ev), &|range| {
             let mut local = if want_scores { Vec::new() } else { vec![E::zero(); l * s] };
             let mut pd = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
             for b in range {
-                let (qb, kb, vb) = (&qs[b * l * e..], &ks[b * s * e..], &vs[b * s * ev..]);
-                let (pb, gb) = (&ps[b * l * s..(b + 1) * l * s], &gs[b * l * ev..]);
+                let pb = &ps[b * l * s..(b + 1) * l * s];
                 let ds: &mut [E] = if want_scores {
                     // SAFETY: entry b's block of the scores' gradient is written by this thread only.
                     unsafe { std::slice::from_raw_parts_mut(pds.get().add(b * l * s), l * s) }
@@ -355,8 +362,9 @@ impl<E: Float> Tensor<E> {
                     }
                     None => pb,
                 };
-                // SAFETY (the four products): row-major blocks of the sizes named, transposes read
-                // with swapped strides; the outputs are this entry's blocks, written by this thread.
+                // SAFETY (the four products): entry b's blocks of the sizes named, row-major or (q, k,
+                // v, g) where they lie, transposes read with swapped strides; the outputs are this
+                // entry's blocks, written by this thread.
                 unsafe {
                     // dv = pdropᵀ g: [s, l] x [l, ev]
                     E::gemm(
@@ -367,9 +375,9 @@ impl<E: Float> Tensor<E> {
                         pdrop.as_ptr(),
                         1,
                         s as isize,
-                        gb.as_ptr(),
-                        ev as isize,
-                        1,
+                        g.entry(b),
+                        g.rs,
+                        g.cs,
                         E::zero(),
                         pv.get().add(b * s * ev),
                         ev as isize,
@@ -381,12 +389,12 @@ impl<E: Float> Tensor<E> {
                         ev,
                         s,
                         E::one(),
-                        gb.as_ptr(),
-                        ev as isize,
-                        1,
-                        vb.as_ptr(),
-                        1,
-                        ev as isize,
+                        g.entry(b),
+                        g.rs,
+                        g.cs,
+                        v.entry(b),
+                        v.cs,
+                        v.rs,
                         E::zero(),
                         ds.as_mut_ptr(),
                         s as isize,
@@ -411,9 +419,9 @@ impl<E: Float> Tensor<E> {
                         ds.as_ptr(),
                         s as isize,
                         1,
-                        kb.as_ptr(),
-                        e as isize,
-                        1,
+                        k.entry(b),
+                        k.rs,
+                        k.cs,
                         E::zero(),
                         pq.get().add(b * l * e),
                         e as isize,
@@ -428,9 +436,9 @@ impl<E: Float> Tensor<E> {
                         ds.as_ptr(),
                         1,
                         s as isize,
-                        qb.as_ptr(),
-                        e as isize,
-                        1,
+                        q.entry(b),
+                        q.rs,
+                        q.cs,
                         E::zero(),
                         pk.get().add(b * s * e),
                         e as isize,
