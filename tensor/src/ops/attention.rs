@@ -70,7 +70,9 @@ impl<E> SyncPtr<E> {
 /// A tensor read where it lies as a batch of `[rows, cols]` blocks (a mask broadcast to the
 /// scores, or an operand to its batch): storage, the offset of each entry, and row/column
 /// strides. The operands are not copied to contiguous blocks: the products read them through
-/// their strides, so the heads of a projection (a permuted view) cost no copy in or out.
+/// their strides, so the heads of a projection (a permuted view) cost no copy on the way in.
+/// The output and the gradients are still written contiguous, so merging the heads back copies
+/// once.
 struct BlockView<'a, T> {
     data: &'a [T],
     offsets: Vec<usize>,
