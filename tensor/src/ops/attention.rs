@@ -12,9 +12,11 @@
 //! These are building blocks for the attention op of `ferrograd-nn`, which records them with
 //! their gradients; most users want `ferrograd_nn::functional::scaled_dot_product_attention`.
 
-use crate::element::Float;
+use crate::element::{DType, Float};
 use crate::layout::broadcast_shapes;
 use crate::ops::matmul::{min_work_per_thread, num_threads, parallel_ranges};
+use crate::ops::simd_map;
+use crate::ops::unary::exp_f32;
 use crate::tensor::Tensor;
 
 /// The masks of [`Tensor::attention_forward`], each broadcast to the scores `[.., L, S]`.
@@ -234,23 +236,26 @@ impl<E: Float> Tensor<E> {
                         1,
                     );
                 }
-                for i in 0..l {
-                    let row = &mut p[i * s..(i + 1) * s];
-                    if let Some(bias) = &bias {
-                        row.iter_mut().enumerate().for_each(|(j, x)| *x += bias.at(b, i, j));
+                // The row pass (masks, max, exponentials, sum) compiled for the widest vectors.
+                simd_map::run_widest(|| {
+                    for i in 0..l {
+                        let row = &mut p[i * s..(i + 1) * s];
+                        if let Some(bias) = &bias {
+                            row.iter_mut().enumerate().for_each(|(j, x)| *x += bias.at(b, i, j));
+                        }
+                        if let Some(keep) = &keep {
+                            row.iter_mut().enumerate().for_each(|(j, x)| {
+                                if !keep.at(b, i, j) {
+                                    *x = E::neg_infinity()
+                                }
+                            });
+                        }
+                        // Keys after a causal query's position get probability 0 without an exp.
+                        let end = if causal { (i + 1).min(s) } else { s };
+                        row[end..].fill(E::zero());
+                        softmax_row(&mut row[..end]);
                     }
-                    if let Some(keep) = &keep {
-                        row.iter_mut().enumerate().for_each(|(j, x)| {
-                            if !keep.at(b, i, j) {
-                                *x = E::neg_infinity()
-                            }
-                        });
-                    }
-                    // Keys after a causal query's position get probability 0 without an exp.
-                    let end = if causal { (i + 1).min(s) } else { s };
-                    row[end..].fill(E::zero());
-                    softmax_row(&mut row[..end]);
-                }
+                });
                 let src = match &drop {
                     Some(d) => {
                         for (idx, (o, &x)) in scratch.iter_mut().zip(p.iter()).enumerate() {
@@ -403,14 +408,16 @@ impl<E: Float> Tensor<E> {
                         1,
                     );
                 }
-                for i in 0..l {
-                    let (prow, drow) = (&pb[i * s..(i + 1) * s], &mut ds[i * s..(i + 1) * s]);
-                    if let Some(d) = &drop {
-                        drow.iter_mut().enumerate().for_each(|(j, x)| *x *= d.at(b, i, j));
+                simd_map::run_widest(|| {
+                    for i in 0..l {
+                        let (prow, drow) = (&pb[i * s..(i + 1) * s], &mut ds[i * s..(i + 1) * s]);
+                        if let Some(d) = &drop {
+                            drow.iter_mut().enumerate().for_each(|(j, x)| *x *= d.at(b, i, j));
+                        }
+                        let dot = dot_lanes(prow, drow);
+                        drow.iter_mut().zip(prow).for_each(|(d, &p)| *d = p * (*d - dot));
                     }
-                    let dot = prow.iter().zip(drow.iter()).fold(E::zero(), |acc, (&p, &d)| acc + p * d);
-                    drow.iter_mut().zip(prow).for_each(|(d, &p)| *d = p * (*d - dot));
-                }
+                });
                 unsafe {
                     // dq = scale ds k: [l, s] x [s, e]
                     E::gemm(
@@ -463,19 +470,114 @@ impl<E: Float> Tensor<E> {
     }
 }
 
-/// Softmax of one row in place; a row of `-inf` becomes zeros.
-#[inline]
+/// Lanes of [`softmax_row`]'s max and sum: each lane reduces its own stride of the row, in order,
+/// and the lanes are combined in a fixed order, so the result does not depend on the vector width
+/// (16 fills an AVX-512 register with f32).
+const LANES: usize = 16;
+
+/// `sum p[j] d[j]` in [`LANES`] partial sums combined in a fixed order (the same bits on every
+/// vector width), so the softmax backward's row pass vectorises.
+#[inline(always)]
+fn dot_lanes<E: Float>(p: &[E], d: &[E]) -> E {
+    let mut sums = [E::zero(); LANES];
+    let (pc, dc) = (p.chunks_exact(LANES), d.chunks_exact(LANES));
+    let tail = pc.remainder().iter().zip(dc.remainder()).fold(E::zero(), |a, (&x, &y)| a + x * y);
+    for (pc, dc) in pc.zip(dc) {
+        for ((acc, &x), &y) in sums.iter_mut().zip(pc).zip(dc) {
+            *acc += x * y;
+        }
+    }
+    sums.iter().fold(E::zero(), |a, &x| a + x) + tail
+}
+
+/// Softmax of one row in place; a row of `-inf` becomes zeros. f32 exponentials go through the
+/// branch-free [`exp_f32`] so the row vectorises (within 2-3 ulp of libm's); f64 through libm.
+#[inline(always)]
 fn softmax_row<E: Float>(row: &mut [E]) {
-    let max = row.iter().fold(E::neg_infinity(), |m, &x| if x > m { x } else { m });
+    let mut lanes = [E::neg_infinity(); LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let max = lanes.iter().chain(chunks.remainder()).fold(E::neg_infinity(), |m, &x| if x > m { x } else { m });
     if max == E::neg_infinity() {
         row.fill(E::zero());
         return;
     }
-    let mut sum = E::zero();
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
+    let exp = |x: E| match E::DTYPE {
+        DType::F32 => E::from_f64(exp_f32(x.to_f64() as f32) as f64),
+        _ => x.exp(),
+    };
+    let mut sums = [E::zero(); LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (acc, x) in sums.iter_mut().zip(c) {
+            *x = exp(*x - max);
+            *acc += *x;
+        }
+    }
+    let mut sum = sums.iter().fold(E::zero(), |a, &x| a + x);
+    for x in chunks.into_remainder() {
+        *x = exp(*x - max);
         sum += *x;
     }
     let inv = E::one() / sum;
     row.iter_mut().for_each(|x| *x *= inv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::packed_gemm::Kernel;
+
+    /// Rows of every length around the lane count, with masked (`-inf`) keys and a fully masked
+    /// row: each instruction set gives the same bits, and the f32 row is within a few ulp of the
+    /// plain f64 softmax.
+    #[test]
+    fn softmax_row_and_dot_match_f64_and_are_the_same_bits_on_every_instruction_set() {
+        #[cfg(target_arch = "x86_64")]
+        let kernels = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512];
+        #[cfg(not(target_arch = "x86_64"))]
+        let kernels = [Kernel::Scalar];
+        for len in [1usize, 2, 15, 16, 17, 31, 32, 33, 64, 100] {
+            for masked in [0usize, 1, 5, len] {
+                let row: Vec<f32> = (0..len)
+                    .map(|j| {
+                        if j % 7 == 3 && j / 7 < masked || masked == len {
+                            f32::NEG_INFINITY
+                        } else {
+                            ((j * 37) % 23) as f32 * 0.7 - 8.0
+                        }
+                    })
+                    .collect();
+                let wide: Vec<f64> = row.iter().map(|&x| x as f64).collect();
+                let max = wide.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = wide.iter().map(|&x| (x - max).exp()).sum();
+                let want: Vec<f64> =
+                    wide.iter().map(|&x| if max == f64::NEG_INFINITY { 0.0 } else { (x - max).exp() / sum }).collect();
+                let mut scalar = row.clone();
+                softmax_row(&mut scalar);
+                for (g, w) in scalar.iter().zip(&want) {
+                    assert!((*g as f64 - w).abs() <= 1e-6 * w + 1e-30, "len {len}, masked {masked}: {g} against {w}");
+                }
+                let other: Vec<f32> = (0..len).map(|j| ((j * 13) % 17) as f32 * 0.25 - 2.0).collect();
+                let dot_f64: f64 = scalar.iter().zip(&other).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let dot = dot_lanes(&scalar, &other);
+                assert!((dot as f64 - dot_f64).abs() <= 1e-5, "dot, len {len}: {dot} against {dot_f64}");
+                for k in kernels.into_iter().filter(|k| k.available()) {
+                    assert_eq!(
+                        simd_map::run_with(k, || dot_lanes(&scalar, &other)).to_bits(),
+                        dot.to_bits(),
+                        "dot at {k:?}"
+                    );
+                    let mut got = row.clone();
+                    simd_map::run_with(k, || softmax_row(&mut got));
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&scalar), "len {len}, masked {masked}, {k:?}");
+                }
+            }
+        }
+    }
 }

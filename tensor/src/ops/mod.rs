@@ -17,7 +17,7 @@ mod rnn_cell;
 pub(crate) mod simd_map;
 mod softmax;
 mod triangle;
-mod unary;
+pub(crate) mod unary;
 
 pub use attention::{AttentionForward, AttentionGrads, AttentionMasks};
 pub use conv::*;

@@ -104,6 +104,40 @@ pub(crate) fn zip_into<A: Copy, B: Copy, O>(a: &[A], b: &[B], dst: &mut [MaybeUn
     zip_with(Kernel::best(), a, b, dst, f)
 }
 
+/// Runs `f` compiled for `kernel`'s instruction set: for loops that are not a plain map or zip
+/// (a softmax row's max, exponentials and sum). Only what is inlined into `f` is compiled wider,
+/// so its helpers must be `#[inline(always)]`; as for the maps, the results are the same bits.
+///
+/// # Panics
+/// If `kernel` cannot run on this CPU.
+pub(crate) fn run_with<R>(kernel: Kernel, f: impl FnOnce() -> R) -> R {
+    assert!(kernel.available(), "simd_map: {kernel:?} not supported by this CPU");
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match kernel {
+            // SAFETY: as in `map_with`: the CPU has the features these are compiled for.
+            Kernel::Avx512 => return unsafe { avx512(f) },
+            // SAFETY: as above, for AVX2 and FMA.
+            Kernel::Avx2 => return unsafe { avx2(f) },
+            Kernel::Scalar => {}
+        }
+    }
+    f()
+}
+
+/// [`run_with`] the widest instruction set this CPU has.
+pub(crate) fn run_widest<R>(f: impl FnOnce() -> R) -> R {
+    run_with(Kernel::best(), f)
+}
+
 /// A vector of `len` elements written by `fill` into its uninitialised storage; `fill` must
 /// write every element of the slice it is given (the callers here pass `map_into`/`zip_into`,
 /// which do).
