@@ -495,6 +495,10 @@ fn max_planes_unpadded<E: Float>(geo: &PoolGeometry, xs: &[E], ys: &mut [E], is:
 /// branches (on random data a branch per comparison mispredicts half the time), which LLVM
 /// turns into vector code; the generic kernel's four gathers and folds took 1.9 ns per input
 /// element. Same rule as [`max_step`]: a larger value or a NaN takes over.
+///
+/// Never inlined: inlined into its caller, LLVM vectorised this loop worse (1.5x slower, after
+/// an unrelated change elsewhere in the crate moved its inlining decision).
+#[inline(never)]
 fn max_plane_2x2<E: Float>(geo: &PoolGeometry, xp: &[E], yp: &mut [E], ip: &mut [i64]) {
     let (w, wo) = (geo.w, geo.wo);
     for (oh, (yr, ir)) in yp.chunks_exact_mut(wo).zip(ip.chunks_exact_mut(wo)).enumerate() {
