@@ -1,5 +1,6 @@
 //! gradcheck and gradgradcheck of matmul (every rank combination, broadcast batch dims,
-//! transposed operands), convolutions and pooling.
+//! transposed operands), linear (leading dims, any layouts, with and without bias),
+//! convolutions and pooling.
 
 use crate::common;
 
@@ -26,6 +27,21 @@ proptest! {
     #[test]
     fn matmul((a, b) in matmul_shapes().prop_flat_map(|(sa, sb)| (any_distinct_layout::<f64>(sa), any_distinct_layout::<f64>(sb)))) {
         check(|v| v[0].matmul(&v[1]), &[a, b], true)?;
+    }
+
+    #[test]
+    fn linear(
+        (x, w, b) in (0usize..3, 1usize..4, 1usize..4, 1usize..3, 1usize..3).prop_flat_map(|(lead, k, out, n0, n1)| {
+            let xs: Vec<usize> = [n0, n1].into_iter().take(lead).chain([k]).collect();
+            (any_distinct_layout::<f64>(xs), any_distinct_layout::<f64>(vec![out, k]), any_distinct_layout::<f64>(vec![out]))
+        }),
+        bias in any::<bool>(),
+    ) {
+        if bias {
+            check(|v| v[0].linear(&v[1], Some(&v[2])), &[x, w, b], true)?;
+        } else {
+            check(|v| v[0].linear(&v[1], None), &[x, w], true)?;
+        }
     }
 
     #[test]

@@ -266,3 +266,47 @@ fn dot_length_mismatch() {
 fn zero_threads() {
     set_num_threads(0);
 }
+
+/// `linear` is the product with the transposed weight plus the broadcast bias, bit for bit: over
+/// leading dims, strided inputs, without a bias, empty sizes, and with the bias pass split over
+/// threads (work threshold 0) as well as on one.
+#[test]
+fn linear_is_the_product_plus_the_bias_bit_for_bit() {
+    let (old_threads, old_min_work) = (num_threads(), min_work_per_thread());
+    let cases: [(&[usize], usize); 6] =
+        [(&[5, 7], 3), (&[2, 3, 7], 4), (&[7], 2), (&[33, 16], 40), (&[0, 5], 3), (&[4, 0], 3)];
+    for threads in [1, 3] {
+        set_num_threads(threads);
+        set_min_work_per_thread(if threads == 1 { old_min_work } else { 0 });
+        for &(xs, out) in &cases {
+            let k = xs[xs.len() - 1];
+            let x = Tensor::<f32>::from_fn(xs, |i| ((i * 7919 % 101) as f32 - 50.0) / 17.0);
+            let w = Tensor::<f32>::from_fn(&[out, k], |i| ((i * 31 % 13) as f32 - 6.0) / 5.0);
+            let b = Tensor::<f32>::from_fn(&[out], |i| i as f32 * 0.3 - 1.0);
+            // the same values as a strided view: a transposed copy transposed back
+            let strided = if xs.len() == 2 { x.t().contiguous().t() } else { x.clone() };
+            for x in [x.clone(), strided] {
+                let want = &x.matmul(&w.t()) + &b;
+                let got = x.linear(&w, Some(&b));
+                assert_eq!(got.shape(), want.shape(), "{xs:?} x {out}");
+                let bits = |t: &Tensor<f32>| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{xs:?} x {out} on {threads} threads");
+                assert_eq!(bits(&x.linear(&w, None)), bits(&x.matmul(&w.t())), "{xs:?} x {out}, no bias");
+            }
+        }
+    }
+    set_num_threads(old_threads);
+    set_min_work_per_thread(old_min_work);
+}
+
+#[test]
+#[should_panic(expected = "linear: bias shape [4] is not [3] for weight shape [3, 2]")]
+fn linear_bias_shape_mismatch() {
+    Tensor::<f32>::zeros(&[5, 2]).linear(&Tensor::zeros(&[3, 2]), Some(&Tensor::zeros(&[4])));
+}
+
+#[test]
+#[should_panic(expected = "linear: input shape [5, 2] does not end in in_features of weight shape [3, 4]")]
+fn linear_weight_shape_mismatch() {
+    Tensor::<f32>::zeros(&[5, 2]).linear(&Tensor::zeros(&[3, 4]), None);
+}

@@ -2,8 +2,9 @@
 //! dims). 1-D operands become matrices through views, so the core rule only sees N-D by N-D.
 
 use ferrograd_tensor::Float;
-use smallvec::smallvec;
+use smallvec::{smallvec, SmallVec};
 
+use crate::var::InputGrads;
 use crate::Var;
 
 impl<F: Float> Var<F> {
@@ -38,6 +39,50 @@ impl<F: Float> Var<F> {
             out = out.squeeze_dim(if other.rank() == 1 { -1 } else { -2 });
         }
         out
+    }
+
+    /// `self · weightᵀ + bias` over the last dim (PyTorch's `nn.functional.linear`): `self`
+    /// `[.., in]`, `weight` `[out, in]`, `bias` `[out]`. One recorded op ([`Tensor::linear`]:
+    /// the bias added in place to the product), whose backward is three Var ops (`g · W`,
+    /// `gᵀ · x` over all leading dims, and `g` summed over them), so it has every higher
+    /// derivative.
+    ///
+    /// ```
+    /// use ferrograd_autograd::Var;
+    /// use ferrograd_tensor::Tensor;
+    /// let x = Var::leaf(Tensor::<f64>::ones(&[4, 2, 3]));
+    /// let w = Var::leaf(Tensor::<f64>::ones(&[5, 3]));
+    /// let b = Var::leaf(Tensor::<f64>::zeros(&[5]));
+    /// let y = x.linear(&w, Some(&b));
+    /// assert_eq!(y.shape(), &[4, 2, 5]);
+    /// let grads = y.sum().backward();
+    /// assert_eq!(grads.get(&w).unwrap().to_vec(), vec![8.0; 15]);
+    /// assert_eq!(grads.get(&b).unwrap().to_vec(), vec![8.0; 5]);
+    /// ```
+    ///
+    /// # Panics
+    /// As [`Tensor::linear`], naming the shapes.
+    ///
+    /// [`Tensor::linear`]: ferrograd_tensor::Tensor::linear
+    #[track_caller]
+    pub fn linear(&self, weight: &Var<F>, bias: Option<&Var<F>>) -> Var<F> {
+        let out = self.data.linear(&weight.data, bias.map(|b| &b.data));
+        let (x, w) = (self.clone(), weight.clone());
+        let mut inputs: SmallVec<[&Var<F>; 3]> = smallvec![self, weight];
+        inputs.extend(bias);
+        Var::record("linear", out, &inputs, move |ctx, g| {
+            let (k, n) = (w.shape()[1], w.shape()[0]);
+            let rows: usize = x.shape()[..x.rank() - 1].iter().product();
+            let g2 = g.reshape(&[rows, n]);
+            let mut grads: InputGrads<F> = smallvec![
+                ctx.needs_input_grad(0).then(|| g2.matmul_nd(&w).reshape(x.shape())),
+                ctx.needs_input_grad(1).then(|| g2.transpose(-1, -2).matmul_nd(&x.reshape(&[rows, k]))),
+            ];
+            if ctx.needs_input_grad(2) {
+                grads.push(Some(g2.sum_to(&[n])));
+            }
+            grads
+        })
     }
 
     #[track_caller]

@@ -18,7 +18,7 @@ use ferrograd_tensor::{Float, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::linear::{matmul_last_dim, Linear, LinearConfig};
+use super::linear::{Linear, LinearConfig};
 use crate::functional::{attention, Attention, AttnMask};
 use crate::Module;
 
@@ -434,11 +434,7 @@ fn mask_shape<F: Float>(m: &AttnMask<F>) -> Vec<usize> {
 
 /// `x Wᵀ + b`.
 fn project<F: Float>(x: &Var<F>, w: &Var<F>, b: Option<&Var<F>>) -> Var<F> {
-    let y = matmul_last_dim(x, &w.t());
-    match b {
-        Some(b) => &y + b,
-        None => y,
-    }
+    x.linear(w, b)
 }
 
 /// Whether two `Var`s are the same value (PyTorch's `query is key`): the same graph node, or

@@ -77,11 +77,7 @@ impl<F: Float> Linear<F> {
             input.shape(),
             weight.shape()
         );
-        let y = matmul_last_dim(input, &weight.t());
-        match bias {
-            Some(b) => &y + b,
-            None => y,
-        }
+        input.linear(weight, bias)
     }
 }
 
@@ -95,18 +91,4 @@ impl<F: Float> Linear<F> {
         let bias = self.bias.as_ref().map(Param::var);
         self.forward_with(input, &self.weight.var(), bias.as_ref())
     }
-}
-
-/// `x w` over `x`'s last dim. Leading dims are flattened into one GEMM rather than a batched
-/// product: the weight is packed once instead of once per batch entry, and in backward its
-/// gradient is one GEMM rather than a product per entry summed over the batch.
-#[track_caller]
-pub(crate) fn matmul_last_dim<F: Float>(x: &Var<F>, w: &Var<F>) -> Var<F> {
-    if x.rank() <= 2 {
-        return x.matmul(w);
-    }
-    let (k, n) = (x.shape()[x.rank() - 1], w.shape()[1]);
-    let mut out_shape = x.shape().to_vec();
-    *out_shape.last_mut().expect("rank > 2") = n;
-    x.reshape(&[x.numel() / k.max(1), k]).matmul(w).reshape(&out_shape)
 }

@@ -237,25 +237,28 @@ impl<E: Float> Tensor<E> {
                     );
                 }
                 // The row pass (masks, max, exponentials, sum) compiled for the widest vectors.
-                simd_map::run_widest(|| {
-                    for i in 0..l {
-                        let row = &mut p[i * s..(i + 1) * s];
-                        if let Some(bias) = &bias {
-                            row.iter_mut().enumerate().for_each(|(j, x)| *x += bias.at(b, i, j));
+                simd_map::run_widest(
+                    #[inline(always)]
+                    || {
+                        for i in 0..l {
+                            let row = &mut p[i * s..(i + 1) * s];
+                            if let Some(bias) = &bias {
+                                row.iter_mut().enumerate().for_each(|(j, x)| *x += bias.at(b, i, j));
+                            }
+                            if let Some(keep) = &keep {
+                                row.iter_mut().enumerate().for_each(|(j, x)| {
+                                    if !keep.at(b, i, j) {
+                                        *x = E::neg_infinity()
+                                    }
+                                });
+                            }
+                            // Keys after a causal query's position get probability 0 without an exp.
+                            let end = if causal { (i + 1).min(s) } else { s };
+                            row[end..].fill(E::zero());
+                            softmax_row(&mut row[..end]);
                         }
-                        if let Some(keep) = &keep {
-                            row.iter_mut().enumerate().for_each(|(j, x)| {
-                                if !keep.at(b, i, j) {
-                                    *x = E::neg_infinity()
-                                }
-                            });
-                        }
-                        // Keys after a causal query's position get probability 0 without an exp.
-                        let end = if causal { (i + 1).min(s) } else { s };
-                        row[end..].fill(E::zero());
-                        softmax_row(&mut row[..end]);
-                    }
-                });
+                    },
+                );
                 let src = match &drop {
                     Some(d) => {
                         for (idx, (o, &x)) in scratch.iter_mut().zip(p.iter()).enumerate() {
@@ -408,16 +411,19 @@ impl<E: Float> Tensor<E> {
                         1,
                     );
                 }
-                simd_map::run_widest(|| {
-                    for i in 0..l {
-                        let (prow, drow) = (&pb[i * s..(i + 1) * s], &mut ds[i * s..(i + 1) * s]);
-                        if let Some(d) = &drop {
-                            drow.iter_mut().enumerate().for_each(|(j, x)| *x *= d.at(b, i, j));
+                simd_map::run_widest(
+                    #[inline(always)]
+                    || {
+                        for i in 0..l {
+                            let (prow, drow) = (&pb[i * s..(i + 1) * s], &mut ds[i * s..(i + 1) * s]);
+                            if let Some(d) = &drop {
+                                drow.iter_mut().enumerate().for_each(|(j, x)| *x *= d.at(b, i, j));
+                            }
+                            let dot = dot_lanes(prow, drow);
+                            drow.iter_mut().zip(prow).for_each(|(d, &p)| *d = p * (*d - dot));
                         }
-                        let dot = dot_lanes(prow, drow);
-                        drow.iter_mut().zip(prow).for_each(|(d, &p)| *d = p * (*d - dot));
-                    }
-                });
+                    },
+                );
                 unsafe {
                     // dq = scale ds k: [l, s] x [s, e]
                     E::gemm(
@@ -568,12 +574,21 @@ mod tests {
                 assert!((dot as f64 - dot_f64).abs() <= 1e-5, "dot, len {len}: {dot} against {dot_f64}");
                 for k in kernels.into_iter().filter(|k| k.available()) {
                     assert_eq!(
-                        simd_map::run_with(k, || dot_lanes(&scalar, &other)).to_bits(),
+                        simd_map::run_with(
+                            k,
+                            #[inline(always)]
+                            || dot_lanes(&scalar, &other)
+                        )
+                        .to_bits(),
                         dot.to_bits(),
                         "dot at {k:?}"
                     );
                     let mut got = row.clone();
-                    simd_map::run_with(k, || softmax_row(&mut got));
+                    simd_map::run_with(
+                        k,
+                        #[inline(always)]
+                        || softmax_row(&mut got),
+                    );
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&scalar), "len {len}, masked {masked}, {k:?}");
                 }

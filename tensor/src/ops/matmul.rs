@@ -474,6 +474,68 @@ impl<E: Float> Tensor<E> {
         self.matmul_op("dot", other)
     }
 
+    /// `self · weightᵀ + bias` over the last dim (PyTorch's `nn.functional.linear`): `self`
+    /// `[.., in]`, `weight` `[out, in]`, `bias` `[out]`, the result `[.., out]`.
+    ///
+    /// All leading dims go through one product (the weight packed once), and the bias is added
+    /// to the product's rows in place, in the same pass over them that a separate broadcast add
+    /// would make but without a second output; the result is the same bits as
+    /// `self.matmul(&weight.t()) + bias`.
+    ///
+    /// ```
+    /// use ferrograd_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+    /// let w = Tensor::from_vec(vec![1.0, 0.0, 1.0, 1.0, 0.0, -1.0], &[3, 2]);
+    /// let b = Tensor::from_vec(vec![0.5, 0.0, 1.0], &[3]);
+    /// assert_eq!(x.linear(&w, Some(&b)).to_vec(), vec![1.5, 3.0, -1.0, 3.5, 7.0, -3.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `self` is 0-d, `weight` is not 2-D with `in` columns, or `bias` is not `[out]`; the
+    /// message names the shapes.
+    #[track_caller]
+    pub fn linear(&self, weight: &Tensor<E>, bias: Option<&Tensor<E>>) -> Tensor<E> {
+        let (sx, sw) = (self.shape(), weight.shape());
+        if sx.is_empty() || sw.len() != 2 || sw[1] != sx[sx.len() - 1] {
+            panic!("linear: input shape {sx:?} does not end in in_features of weight shape {sw:?}");
+        }
+        let (k, n) = (sw[1], sw[0]);
+        if let Some(b) = bias {
+            if b.shape() != [n] {
+                panic!("linear: bias shape {:?} is not [{n}] for weight shape {sw:?}", b.shape());
+            }
+        }
+        let rows: usize = sx[..sx.len() - 1].iter().product();
+        let mut y = self.reshape(&[rows, k]).matmul(&weight.t());
+        if let Some(b) = bias {
+            let b = b.contiguous();
+            let bs = b.as_slice().expect("contiguous");
+            let data = std::sync::Arc::get_mut(&mut y.storage).expect("a product's output is not shared");
+            let add_rows = |chunk: &mut [E]| {
+                crate::ops::simd_map::run_widest(
+                    #[inline(always)]
+                    || {
+                        for row in chunk.chunks_exact_mut(n) {
+                            for (y, &b) in row.iter_mut().zip(bs) {
+                                *y += b;
+                            }
+                        }
+                    },
+                )
+            };
+            let threads = threads_for(data.len(), elementwise_min_per_thread()).min(rows);
+            if threads > 1 {
+                let parts = unit_chunks(data, rows, n, parts_for(threads, rows));
+                parallel_for_each(parts, &|(_, chunk): (Range<usize>, &mut [E])| add_rows(chunk));
+            } else if n > 0 {
+                add_rows(data);
+            }
+        }
+        let mut shape = sx.to_vec();
+        *shape.last_mut().expect("rank >= 1") = n;
+        y.reshape(&shape)
+    }
+
     #[track_caller]
     fn matmul_op(&self, op: &str, other: &Tensor<E>) -> Tensor<E> {
         let (sa, sb) = (self.shape(), other.shape());

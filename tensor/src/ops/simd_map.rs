@@ -106,7 +106,8 @@ pub(crate) fn zip_into<A: Copy, B: Copy, O>(a: &[A], b: &[B], dst: &mut [MaybeUn
 
 /// Runs `f` compiled for `kernel`'s instruction set: for loops that are not a plain map or zip
 /// (a softmax row's max, exponentials and sum). Only what is inlined into `f` is compiled wider,
-/// so its helpers must be `#[inline(always)]`; as for the maps, the results are the same bits.
+/// so `f` itself (a closure can be: `#[inline(always)] || ...`) and its helpers must be
+/// `#[inline(always)]`; as for the maps, the results are the same bits.
 ///
 /// # Panics
 /// If `kernel` cannot run on this CPU.
