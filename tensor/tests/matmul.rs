@@ -310,3 +310,40 @@ fn linear_bias_shape_mismatch() {
 fn linear_weight_shape_mismatch() {
     Tensor::<f32>::zeros(&[5, 2]).linear(&Tensor::zeros(&[3, 4]), None);
 }
+
+/// Products deep enough to be cut in two halves along the depth (k at least 512 and twice the
+/// output's larger side, both sides at least 64): against the reference, with strided and
+/// transposed operands, and the same bits on 1, 2 and 3 threads (the cut depends on the shape
+/// alone). Shapes just outside the rule, which take the row and column splits, are in the mix.
+#[test]
+fn depth_split_products_match_reference_and_thread_counts() {
+    let (old_threads, old_min_work) = (num_threads(), min_work_per_thread());
+    let shapes = [(64, 600, 64), (128, 784, 128), (65, 1031, 70), (64, 512, 256), (63, 800, 64), (128, 500, 128)];
+    for (m, k, n) in shapes {
+        let a = Tensor::<f32>::from_fn(&[m, k], |i| ((i * 7919 % 211) as f32 - 105.0) / 50.0);
+        let b = Tensor::<f32>::from_fn(&[n, k], |i| ((i * 104_729 % 97) as f32 - 48.0) / 40.0).t();
+        let a_strided = a.t().contiguous().t();
+        let mut first: Option<Vec<u32>> = None;
+        for threads in [1, 2, 3] {
+            set_num_threads(threads);
+            set_min_work_per_thread(if threads == 1 { old_min_work } else { 0 });
+            for x in [&a, &a_strided] {
+                let got = x.matmul(&b);
+                check_product(&got, x, &b).unwrap();
+                let bits: Vec<u32> = got.to_vec().iter().map(|v| v.to_bits()).collect();
+                match &first {
+                    None => first = Some(bits),
+                    Some(want) => assert_eq!(&bits, want, "{m}x{k}x{n} on {threads} threads"),
+                }
+            }
+            let f64_got = x64(&a).matmul(&x64(&b));
+            check_product(&f64_got, &x64(&a), &x64(&b)).unwrap();
+        }
+    }
+    set_num_threads(old_threads);
+    set_min_work_per_thread(old_min_work);
+}
+
+fn x64(t: &Tensor<f32>) -> Tensor<f64> {
+    Tensor::from_vec(t.to_vec().into_iter().map(f64::from).collect(), t.shape())
+}

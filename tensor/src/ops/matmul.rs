@@ -13,7 +13,9 @@
 //! (81 vs 131 GFLOP/s on 2 cores). So the workspace builds matrixmultiply single-threaded, and a
 //! product is split here only when each thread gets at least [`min_work_per_thread`]
 //! multiply-adds: whole batch entries go to threads first, and a single large product is cut
-//! into row blocks (or column blocks when it is wider than tall) of the output. The threads come
+//! into row blocks (or column blocks when it is wider than tall) of the output, or, when its
+//! depth dwarfs its output, into two halves of the depth whose products are added (a cut made by
+//! shape alone, so the same bits on any thread count; see `depth_halves`). The threads come
 //! from a persistent pool of workers that spin briefly before parking (module `threads`),
 //! because spawning scoped threads per call made 256x256 products slower than one thread (120
 //! vs 150 GFLOP/s).
@@ -49,6 +51,29 @@ const MAX_THREADS: usize = 1 << 12;
 
 /// A split narrower than this many rows (or columns) wastes most of the GEMM micro-kernel's tile.
 const MIN_BLOCK: usize = 16;
+
+/// The depth from which a product whose depth is at least twice its output's larger side is cut
+/// in two halves along the depth ([`depth_halves`]): matrixmultiply's depth block (256) twice.
+const MIN_SPLIT_DEPTH: usize = 512;
+
+/// The least output side for [`depth_halves`]: with fewer rows (an MLP at batch 32) the copy of
+/// the narrow operand that a row or column split packs twice is small, and the extra partial
+/// product and sum made the 2-thread step 6% slower.
+const MIN_SPLIT_SIDE: usize = 64;
+
+/// Where a single product `[m, k] x [k, n]` is cut along its depth `k`, if at all: for products
+/// like an MLP's first layer (128 x 784 x 128) or a transformer's weight gradients (the depth is
+/// the batch's tokens). Cut by output rows, each thread packs all of B again (matrixmultiply
+/// packs the operands it is given), so the packing, a third of such a product's time, did not
+/// shrink with threads; cut along the depth, each thread packs half of A and half of B, and the
+/// two partial products are added.
+///
+/// The cut depends on the shape alone, never on the thread count, and one thread computes the
+/// same two halves in turn: the sum `(first half) + (second half)` is the same bits on any number
+/// of threads.
+fn depth_halves(entries: usize, m: usize, k: usize, n: usize) -> Option<usize> {
+    (entries == 1 && m.min(n) >= MIN_SPLIT_SIDE && k >= MIN_SPLIT_DEPTH && k >= 2 * m.max(n)).then_some(k / 2)
+}
 
 /// Sets how many threads matrix products may use (including the calling thread), for the whole
 /// process. Like PyTorch's `torch.set_num_threads`.
@@ -362,6 +387,43 @@ fn multiply<E: Float>(a: &Tensor<E>, la: &Layout, b: &Tensor<E>, lb: &Layout, ba
     // (zero-filling first cost 3-4% at n = 64 and 256 against direct sgemm).
     let mut out: Vec<E> = Vec::with_capacity(len);
     let c = OutPtr(out.as_mut_ptr());
+
+    if let Some(half) = depth_halves(entries, m, k, n) {
+        let mut second: Vec<E> = Vec::with_capacity(len);
+        let c2 = OutPtr(second.as_mut_ptr());
+        let (oa, ob) = (la.offset, lb.offset);
+        let work = m.saturating_mul(k).saturating_mul(n);
+        let threads = num_threads().min(work / min_work_per_thread().max(1)).clamp(1, 2);
+        let (rsa, csa) = job.a_strides;
+        let (rsb, csb) = job.b_strides;
+        let part = |i: usize| {
+            let (lo, depth, dst) = if i == 0 { (0, half, c) } else { (half, k - half, c2) };
+            // SAFETY: `oa`/`ob` index non-empty m x k and k x n views; moving `lo < k` along A's
+            // columns and B's rows stays inside them, and `depth` more stay too. Each part
+            // writes all of its own m x n buffer (beta = 0), which nothing else touches.
+            unsafe {
+                let a = job.a.as_ptr().add(oa).offset(lo as isize * csa);
+                let b = job.b.as_ptr().add(ob).offset(lo as isize * rsb);
+                E::gemm(m, depth, n, E::one(), a, rsa, csa, b, rsb, csb, E::zero(), dst.get(), n as isize, 1);
+            }
+        };
+        if threads > 1 {
+            crate::threads::run_parts(2, threads, &|i| part(i));
+        } else {
+            part(0);
+            part(1);
+        }
+        // SAFETY: each part's product wrote all `len` elements of its buffer.
+        unsafe {
+            out.set_len(len);
+            second.set_len(len);
+        }
+        crate::ops::simd_map::run_widest(
+            #[inline(always)]
+            || out.iter_mut().zip(&second).for_each(|(x, &y)| *x += y),
+        );
+        return out;
+    }
 
     // Whole batch entries split best (nothing is packed twice); cut each entry into row (or
     // column) blocks only as far as needed for every thread to get the same number of units.
