@@ -350,6 +350,25 @@ impl<E: Float> Product<'_, E> {
             }
         }
     }
+
+    /// Writes the single entry's product over depths `depths` only (all of C, `m x n`
+    /// row-major) into `out`: one half of a depth split (see [`depth_halves`]).
+    ///
+    /// # Safety
+    /// As [`Product::block`] for entry 0, with `depths` a non-empty range inside `0..k` in place
+    /// of the row or column range.
+    unsafe fn depth_block(&self, out: *mut E, (oa, ob): (usize, usize), depths: Range<usize>) {
+        let (m, n) = (self.m, self.n);
+        let ((rsa, csa), (rsb, csb)) = (self.a_strides, self.b_strides);
+        // SAFETY: per the contract, moving `depths.start` along A's columns and B's rows lands
+        // on elements of the views, and `depths.len()` more stay inside them; C is `out`'s
+        // m x n elements, written by this call alone.
+        unsafe {
+            let a = self.a.as_ptr().add(oa).offset(depths.start as isize * csa);
+            let b = self.b.as_ptr().add(ob).offset(depths.start as isize * rsb);
+            E::gemm(m, depths.len(), n, E::one(), a, rsa, csa, b, rsb, csb, E::zero(), out, n as isize, 1);
+        }
+    }
 }
 
 /// `a @ b` for layouts already promoted to rank >= 2, with the batch dims broadcast to `batch`.
@@ -391,21 +410,15 @@ fn multiply<E: Float>(a: &Tensor<E>, la: &Layout, b: &Tensor<E>, lb: &Layout, ba
     if let Some(half) = depth_halves(entries, m, k, n) {
         let mut second: Vec<E> = Vec::with_capacity(len);
         let c2 = OutPtr(second.as_mut_ptr());
-        let (oa, ob) = (la.offset, lb.offset);
+        let offsets = (la.offset, lb.offset);
         let work = m.saturating_mul(k).saturating_mul(n);
         let threads = num_threads().min(work / min_work_per_thread().max(1)).clamp(1, 2);
-        let (rsa, csa) = job.a_strides;
-        let (rsb, csb) = job.b_strides;
         let part = |i: usize| {
-            let (lo, depth, dst) = if i == 0 { (0, half, c) } else { (half, k - half, c2) };
-            // SAFETY: `oa`/`ob` index non-empty m x k and k x n views; moving `lo < k` along A's
-            // columns and B's rows stays inside them, and `depth` more stay too. Each part
-            // writes all of its own m x n buffer (beta = 0), which nothing else touches.
-            unsafe {
-                let a = job.a.as_ptr().add(oa).offset(lo as isize * csa);
-                let b = job.b.as_ptr().add(ob).offset(lo as isize * rsb);
-                E::gemm(m, depth, n, E::one(), a, rsa, csa, b, rsb, csb, E::zero(), dst.get(), n as isize, 1);
-            }
+            let (depths, dst) = if i == 0 { (0..half, c) } else { (half..k, c2) };
+            // SAFETY: the single entry's operands start at `offsets` (entries == 1); `depths`
+            // is a non-empty range inside 0..k (0 < half < k); each part writes its own buffer
+            // of room `len`, which nothing else touches.
+            unsafe { job.depth_block(dst.get(), offsets, depths) };
         };
         if threads > 1 {
             crate::threads::run_parts(2, threads, &|i| part(i));
