@@ -301,24 +301,24 @@ impl<F: Float> MultiheadAttention<F> {
         let (q, k, v) = match &self.in_proj_weight {
             Some(w) if same_var(query, key) && same_var(key, value) => {
                 // Self-attention: one [.., 3E] projection, split in three.
-                let qkv = project(query, &w.var(), bias.as_ref());
+                let qkv = query.linear(&w.var(), bias.as_ref());
                 let parts = qkv.chunk(3, -1);
                 (parts[0].clone(), parts[1].clone(), parts[2].clone())
             }
             Some(w) => {
                 let w = w.var();
                 (
-                    project(query, &w.narrow(0, 0, e), bias_part(0).as_ref()),
-                    project(key, &w.narrow(0, e, e), bias_part(1).as_ref()),
-                    project(value, &w.narrow(0, 2 * e, e), bias_part(2).as_ref()),
+                    query.linear(&w.narrow(0, 0, e), bias_part(0).as_ref()),
+                    key.linear(&w.narrow(0, e, e), bias_part(1).as_ref()),
+                    value.linear(&w.narrow(0, 2 * e, e), bias_part(2).as_ref()),
                 )
             }
             None => {
                 let w = |p: &Option<Param<F>>| p.as_ref().expect("separate projection weights").var();
                 (
-                    project(query, &w(&self.q_proj_weight), bias_part(0).as_ref()),
-                    project(key, &w(&self.k_proj_weight), bias_part(1).as_ref()),
-                    project(value, &w(&self.v_proj_weight), bias_part(2).as_ref()),
+                    query.linear(&w(&self.q_proj_weight), bias_part(0).as_ref()),
+                    key.linear(&w(&self.k_proj_weight), bias_part(1).as_ref()),
+                    value.linear(&w(&self.v_proj_weight), bias_part(2).as_ref()),
                 )
             }
         };
@@ -430,11 +430,6 @@ fn mask_shape<F: Float>(m: &AttnMask<F>) -> Vec<usize> {
         AttnMask::Bool(t) => t.shape().to_vec(),
         AttnMask::Additive(v) => v.shape().to_vec(),
     }
-}
-
-/// `x Wᵀ + b`.
-fn project<F: Float>(x: &Var<F>, w: &Var<F>, b: Option<&Var<F>>) -> Var<F> {
-    x.linear(w, b)
 }
 
 /// Whether two `Var`s are the same value (PyTorch's `query is key`): the same graph node, or
