@@ -27,32 +27,56 @@ const SPIN: Duration = Duration::from_micros(100);
 /// How long the caller spins on the workers' completion before it yields its core.
 const WAIT_SPIN: Duration = Duration::from_micros(50);
 
-/// One region: parts `0..parts` of `f`, each claimed by whichever thread takes the next index
-/// from `next` (the caller and the workers that picked the job up).
+/// The most blocks a region's parts are cut into (see [`Job::run_claimed`]); with more threads,
+/// several share a block.
+const BLOCKS: usize = 8;
+
+/// One region: parts `0..parts` of `f`, cut into one block of consecutive parts per thread
+/// (the caller's first). Each thread runs its own block's parts in order, then claims the
+/// unclaimed ones of the others (the caller and the workers that picked the job up).
 ///
 /// Aligned to its own cache lines (it lives on the caller's stack, whose other lines the
-/// caller writes while the workers read `f` and count `next` up and `pending` down).
+/// caller writes while the workers read `f` and count `claimed` and `pending`).
 #[repr(align(128))]
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
     parts: usize,
-    /// The next part to run.
-    next: AtomicUsize,
+    /// How many blocks the parts are cut into: one per thread, at most [`BLOCKS`].
+    blocks: usize,
+    /// Parts claimed so far from each block (counted past its end once it is exhausted).
+    claimed: [Counter; BLOCKS],
     /// Workers that were handed the job and have not yet finished with it or given it back.
     pending: AtomicUsize,
     /// The first worker panic's payload.
     panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
+/// One block's claim counter, on cache lines of its own: each thread counts its own block up
+/// while the others only look at it once they run out of work.
+#[repr(align(128))]
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
 impl Job<'_> {
-    /// Runs parts until none is left unclaimed.
-    fn run_claimed(&self) {
-        loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= self.parts {
-                return;
+    /// Runs parts until none is left unclaimed: first those of block `me` (the caller is 0,
+    /// worker `i` of the pool is `i + 1`), then the others' leftovers, block by block.
+    ///
+    /// Kernels cut their output into parts in memory order, so with a block per thread a
+    /// thread keeps working on the same share of each tensor from one region to the next, the
+    /// share whose lines its own core's cache holds (claimed one by one, 8 parts alternated
+    /// between the threads: each pass read half of its input from the other core's cache).
+    /// A thread that is late (a worker waking from park) is covered for by the others.
+    fn run_claimed(&self, me: usize) {
+        let own = me % self.blocks;
+        for b in (own..self.blocks).chain(0..own) {
+            let (start, end) = (b * self.parts / self.blocks, (b + 1) * self.parts / self.blocks);
+            loop {
+                let i = start.saturating_add(self.claimed[b].0.fetch_add(1, Ordering::Relaxed));
+                if i >= end {
+                    break;
+                }
+                (self.f)(i);
             }
-            (self.f)(i);
         }
     }
 }
@@ -70,6 +94,8 @@ impl Job<'_> {
 #[repr(align(128))]
 struct Slot {
     job: AtomicPtr<Job<'static>>,
+    /// The worker's block in every job: its place in the pool plus one (the caller is 0).
+    index: usize,
 }
 
 struct Worker {
@@ -85,8 +111,8 @@ thread_local! {
     static IN_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
-fn spawn_worker() -> Worker {
-    let slot = Arc::new(Slot { job: AtomicPtr::new(ptr::null_mut()) });
+fn spawn_worker(index: usize) -> Worker {
+    let slot = Arc::new(Slot { job: AtomicPtr::new(ptr::null_mut()), index });
     let mine = slot.clone();
     let handle = thread::Builder::new()
         .name("ferrograd-worker".into())
@@ -105,7 +131,7 @@ fn spawn_worker() -> Worker {
                     // did not take the job back and counts this worker in `pending`; it keeps
                     // the job alive until `pending` reaches 0, which needs the decrement below.
                     let job = unsafe { &*p };
-                    if let Err(e) = catch_unwind(AssertUnwindSafe(|| job.run_claimed())) {
+                    if let Err(e) = catch_unwind(AssertUnwindSafe(|| job.run_claimed(mine.index))) {
                         job.panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                     }
                     // The job may be gone right after this: nothing touches it later.
@@ -140,7 +166,9 @@ impl Drop for WaitAll<'_, '_> {
     fn drop(&mut self) {
         // Normally every part is claimed already; after a panic of the caller's part, the
         // remaining ones are skipped.
-        self.job.next.store(self.job.parts, Ordering::Relaxed);
+        for c in &self.job.claimed {
+            c.0.store(self.job.parts, Ordering::Relaxed);
+        }
         for w in self.workers {
             if w.slot.job.compare_exchange(self.p, ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                 self.job.pending.fetch_sub(1, Ordering::Relaxed);
@@ -161,8 +189,9 @@ impl Drop for WaitAll<'_, '_> {
 
 /// Runs `f(0)`, ..., `f(parts - 1)` on up to `threads` threads (the caller and `threads - 1`
 /// workers) and returns when all are done; a panic in any part is resumed here. Each thread
-/// claims the next unclaimed part until none is left, so which thread runs a part depends on
-/// timing: `f(i)` must compute the same whichever thread runs it (kernels cut their work by
+/// runs a block of consecutive parts (the caller the first), then helps with the others' until
+/// none is left, so which thread runs a part depends on timing: `f(i)` must compute the same
+/// whichever thread runs it (kernels cut their work by
 /// shape, and each part writes its own output). Runs every part on the caller when the pool is
 /// busy (another region, or called from inside a part).
 pub(crate) fn run_parts(parts: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
@@ -176,9 +205,17 @@ pub(crate) fn run_parts(parts: usize, threads: usize, f: &(dyn Fn(usize) + Sync)
         Err(TryLockError::WouldBlock) => return (0..parts).for_each(f),
     };
     while pool.len() < helpers {
-        pool.push(spawn_worker());
+        let index = pool.len() + 1;
+        pool.push(spawn_worker(index));
     }
-    let job = Job { f, parts, next: AtomicUsize::new(0), pending: AtomicUsize::new(helpers), panic: Mutex::new(None) };
+    let job = Job {
+        f,
+        parts,
+        blocks: (helpers + 1).min(BLOCKS),
+        claimed: Default::default(),
+        pending: AtomicUsize::new(helpers),
+        panic: Mutex::new(None),
+    };
     {
         // SAFETY (lifetime erasure): `_wait` takes the job back from every worker that did not
         // take it and blocks, even while unwinding, until each one that did has decremented
@@ -191,7 +228,7 @@ pub(crate) fn run_parts(parts: usize, threads: usize, f: &(dyn Fn(usize) + Sync)
             w.slot.job.store(p, Ordering::Release);
             w.thread.unpark();
         }
-        job.run_claimed();
+        job.run_claimed(0);
     }
     drop(pool);
     if let Some(e) = job.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -212,7 +249,9 @@ mod tests {
 
     #[test]
     fn every_part_runs_once_nested_regions_run_inline_and_panics_reach_the_caller() {
-        for (parts, threads) in [(1, 2), (2, 2), (3, 2), (5, 2), (5, 3), (64, 2), (7, 7)] {
+        // More threads than blocks (12 against 8) share blocks; fewer parts than threads leave
+        // some threads without a block of their own.
+        for (parts, threads) in [(1, 2), (2, 2), (3, 2), (5, 2), (5, 3), (64, 2), (7, 7), (20, 12), (3, 12)] {
             let hits: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
             run_parts(parts, threads, &|i| {
                 hits[i].fetch_add(1, Ordering::Relaxed);
