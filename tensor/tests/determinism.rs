@@ -1,8 +1,9 @@
 //! Kernels that split their work over threads give bit-identical results whatever the thread
 //! count: convolutions (forward, input and weight gradients, where the weight gradient is a
 //! reduction over the batch), matrix products (batch entries, row and column blocks),
-//! poolings (blocks of planes), reductions over blocks (ranges of output elements), elementwise
-//! maps and layer norm (ranges of rows; its weight and bias sums by ranges of columns).
+//! poolings (blocks of planes), reductions over blocks (ranges of output elements) and over
+//! outer dims (the halves of their pairwise tree), elementwise maps and layer norm (ranges of
+//! rows; its weight and bias sums by ranges of columns).
 //!
 //! The thread settings are process-wide, so one test sets them and checks every kernel in turn.
 
@@ -248,6 +249,10 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     reduce_case(&[5, 7, 9, 11], &[0, 2, 3], &[0, 1, 2, 3]);
     reduce_case(&[7, 5, 9, 11], &[0, 2, 3], &[1, 0, 2, 3]);
     reduce_case(&[3, 4, 5, 67], &[1, 3], &[0, 1, 2, 3]);
+    // Reductions over outer dims (the innermost kept), whose pairwise halves run on two
+    // threads: a bias gradient over many rows, and the same through a permuted view.
+    reduce_case(&[300, 5, 37], &[0], &[0, 1, 2]);
+    reduce_case(&[5, 300, 37], &[0], &[1, 0, 2]);
     // LeNet's two max pools (the second in blocks of planes), and padded windows.
     pool_case(16, 6, 28, 2, 2, 0);
     pool_case(64, 16, 10, 2, 2, 0);
