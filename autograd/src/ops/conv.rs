@@ -23,7 +23,11 @@ impl<F: Float> Var<F> {
                 ctx.needs_input_grad(1).then(|| Var::conv2d_weight_grad(&x, g, w.shape(), &o)),
             ];
             if ctx.needs_input_grad(2) {
-                grads.push(Some(g.sum_dims(&[0, 2, 3], false)));
+                // Each plane's sum first, then over the batch: the plane sums split over
+                // threads by ranges of planes, so each thread reads the part of `g` that its
+                // core wrote (by channels, every thread read all of `g` and two threads took
+                // longer than one).
+                grads.push(Some(g.sum_dims(&[2, 3], false).sum_dims(&[0], false)));
             }
             grads
         })
@@ -68,7 +72,8 @@ impl<F: Float> Var<F> {
                 ctx.needs_input_grad(1).then(|| Var::conv1d_weight_grad(&x, g, w.shape(), &o)),
             ];
             if ctx.needs_input_grad(2) {
-                grads.push(Some(g.sum_dims(&[0, 2], false)));
+                // Per row, then over the batch, as conv2d's bias.
+                grads.push(Some(g.sum_dims(&[2], false).sum_dims(&[0], false)));
             }
             grads
         })
