@@ -232,19 +232,20 @@ impl<E: Float> Tensor<E> {
             &mut [MaybeUninit<E>],
             &mut [MaybeUninit<i64>],
         )| {
-            let (y, idx) = (fill_uninit(y, E::neg_infinity()), fill_uninit(idx, 0));
             let x = &x[planes.start * hw..planes.end * hw];
+            if geo.unpadded() && (geo.kh, geo.kw, geo.sh, geo.sw) == (2, 2, 2, 2) {
+                // Every output is written (no window is clipped, and `hw > 0`): no fill first.
+                for ((xp, yp), ip) in
+                    x.chunks_exact(hw).zip(y.chunks_exact_mut(per_plane)).zip(idx.chunks_exact_mut(per_plane))
+                {
+                    max_plane_2x2(&geo, xp, yp, ip);
+                }
+                return;
+            }
+            let (y, idx) = (fill_uninit(y, E::neg_infinity()), fill_uninit(idx, 0));
             if geo.unpadded() {
                 // No window is clipped (and `hw > 0`): pool blocks of planes, whole output rows
                 // at a time.
-                if (geo.kh, geo.kw, geo.sh, geo.sw) == (2, 2, 2, 2) {
-                    for ((xp, yp), ip) in
-                        x.chunks_exact(hw).zip(y.chunks_exact_mut(per_plane)).zip(idx.chunks_exact_mut(per_plane))
-                    {
-                        max_plane_2x2(&geo, xp, yp, ip);
-                    }
-                    return;
-                }
                 let block = (MAX_BLOCK_OUTPUTS / per_plane.max(1)).max(1);
                 let mut scratch = MaxScratch::new(block * per_plane);
                 let blocks =
@@ -271,7 +272,8 @@ impl<E: Float> Tensor<E> {
                 idx[plane * per_plane + i] = arg as i64;
             });
         });
-        // SAFETY: the parts cover `0..n_out` of both buffers and `fill_uninit` wrote each part.
+        // SAFETY: the parts cover `0..n_out` of both buffers, and each part was written in full:
+        // by `max_plane_2x2` (every window of every plane of the part), or by `fill_uninit`.
         unsafe {
             y.set_len(n_out);
             idx.set_len(n_out);
@@ -499,7 +501,7 @@ fn max_planes_unpadded<E: Float>(geo: &PoolGeometry, xs: &[E], ys: &mut [E], is:
 /// Never inlined: inlined into its caller, LLVM vectorised this loop worse (1.5x slower, after
 /// an unrelated change elsewhere in the crate moved its inlining decision).
 #[inline(never)]
-fn max_plane_2x2<E: Float>(geo: &PoolGeometry, xp: &[E], yp: &mut [E], ip: &mut [i64]) {
+fn max_plane_2x2<E: Float>(geo: &PoolGeometry, xp: &[E], yp: &mut [MaybeUninit<E>], ip: &mut [MaybeUninit<i64>]) {
     let (w, wo) = (geo.w, geo.wo);
     for (oh, (yr, ir)) in yp.chunks_exact_mut(wo).zip(ip.chunks_exact_mut(wo)).enumerate() {
         let top = &xp[2 * oh * w..][..2 * wo];
@@ -521,8 +523,8 @@ fn max_plane_2x2<E: Float>(geo: &PoolGeometry, xp: &[E], yp: &mut [E], ip: &mut 
             if take(b[1], best) {
                 (best, k) = (b[1], wi);
             }
-            *y = best;
-            *i = first + 2 * ow as i64 + k;
+            y.write(best);
+            i.write(first + 2 * ow as i64 + k);
         }
     }
 }
