@@ -191,9 +191,9 @@ impl Drop for WaitAll<'_, '_> {
 /// workers) and returns when all are done; a panic in any part is resumed here. Each thread
 /// runs a block of consecutive parts (the caller the first), then helps with the others' until
 /// none is left, so which thread runs a part depends on timing: `f(i)` must compute the same
-/// whichever thread runs it (kernels cut their work by
-/// shape, and each part writes its own output). Runs every part on the caller when the pool is
-/// busy (another region, or called from inside a part).
+/// whichever thread runs it (kernels cut their work by shape, and each part writes its own
+/// output). Runs every part on the caller when the pool is busy (another region, or called from
+/// inside a part).
 pub(crate) fn run_parts(parts: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
     let helpers = threads.min(parts).saturating_sub(1);
     if helpers == 0 || IN_WORKER.with(Cell::get) {
