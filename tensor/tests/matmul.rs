@@ -336,14 +336,10 @@ fn depth_split_products_match_reference_and_thread_counts() {
                     Some(want) => assert_eq!(&bits, want, "{m}x{k}x{n} on {threads} threads"),
                 }
             }
-            let f64_got = x64(&a).matmul(&x64(&b));
-            check_product(&f64_got, &x64(&a), &x64(&b)).unwrap();
+            let (a64, b64) = (a.cast::<f64>(), b.cast::<f64>());
+            check_product(&a64.matmul(&b64), &a64, &b64).unwrap();
         }
     }
     set_num_threads(old_threads);
     set_min_work_per_thread(old_min_work);
-}
-
-fn x64(t: &Tensor<f32>) -> Tensor<f64> {
-    Tensor::from_vec(t.to_vec().into_iter().map(f64::from).collect(), t.shape())
 }

@@ -421,7 +421,7 @@ fn multiply<E: Float>(a: &Tensor<E>, la: &Layout, b: &Tensor<E>, lb: &Layout, ba
             unsafe { job.depth_block(dst.get(), offsets, depths) };
         };
         if threads > 1 {
-            crate::threads::run_parts(2, threads, &|i| part(i));
+            crate::threads::run_parts(2, threads, &part);
         } else {
             part(0);
             part(1);
