@@ -186,7 +186,8 @@ fn parallel_collect_case() {
 
 /// Reductions over blocks (the innermost dim in memory reduced), split over threads by output
 /// elements: a convolution's bias gradient `[n, c, h, w] -> [c]`, a permuted view, `keepdim`,
-/// `mean_dims` and `logsumexp_dims`. Each output element must also equal the reduction of its
+/// `mean_dims`, `logsumexp_dims`, `var_dims` (BatchNorm's statistics) and `max_dim` over the
+/// last reduced dim, values and indices. Each output element must also equal the reduction of its
 /// own block alone (a narrowed view reduced on one thread), which checks where each range of
 /// outputs starts.
 fn reduce_case(shape: &[usize], dims: &[isize], perm: &[usize]) {
@@ -204,7 +205,17 @@ fn reduce_case(shape: &[usize], dims: &[isize], perm: &[usize]) {
         if x.rank() - dims.len() == 1 {
             assert_eq!(sums, alone, "{what}: each output against its block reduced alone");
         }
-        vec![sums, bits(&x.sum_dims(dims, true)), bits(&x.mean_dims(dims, false)), bits(&x.logsumexp_dims(dims, false))]
+        let last = *dims.last().expect("a reduced dim");
+        let (values, indices) = x.max_dim(last, false);
+        vec![
+            sums,
+            bits(&x.sum_dims(dims, true)),
+            bits(&x.mean_dims(dims, false)),
+            bits(&x.logsumexp_dims(dims, false)),
+            bits(&x.var_dims(dims, 1, false)),
+            bits(&values),
+            indices.to_vec().into_iter().map(|i| i as u64).collect(),
+        ]
     });
 }
 
