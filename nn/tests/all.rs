@@ -9,6 +9,8 @@
 mod attention;
 #[path = "attention_props.rs"]
 mod attention_props;
+#[path = "batch_norm.rs"]
+mod batch_norm;
 #[path = "caller_location.rs"]
 mod caller_location;
 #[path = "check.rs"]

@@ -290,6 +290,53 @@ fn batchnorm_train_eval_and_running_stats_match_hand_computation() {
     assert_close(&bn2.running_mean.value().to_vec(), &rm, 1e-12);
 }
 
+/// The fused training-mode op's gradients (input, weight, bias) of `sum(y * r)` against the
+/// textbook formula in loops: `gb = sum(g)`, `gw = sum(g x̂)`,
+/// `gx = w rstd (g - gb / m - x̂ gw / m)`; on `[N, C]`, `[N, C, L]` and `[N, C, H, W]` inputs.
+#[test]
+fn batchnorm_gradients_match_hand_computation() {
+    for (shape, seed) in [(vec![6, 3], 40), (vec![4, 3, 5], 41), (vec![3, 2, 4, 5], 42)] {
+        let (n, ch) = (shape[0], shape[1]);
+        let s: usize = shape[2..].iter().product();
+        let x = randn(&shape, seed).mul_scalar(2.0).add_scalar(0.5);
+        let r = randn(&shape, seed + 100);
+        let (w, b) = (randn(&[ch], seed + 200), randn(&[ch], seed + 300));
+        let (xv, wv, bv) = (Var::leaf(x.clone()), Var::leaf(w.clone()), Var::leaf(b.clone()));
+        let y = if shape.len() == 4 {
+            BatchNorm2d::<f64>::new(ch).forward_with(&xv, Some(&wv), Some(&bv))
+        } else {
+            BatchNorm1d::<f64>::new(ch).forward_with(&xv, Some(&wv), Some(&bv))
+        };
+        let grads = (&y * &c(&r)).sum().backward();
+
+        let (xs, gs, ws) = (x.to_vec(), r.to_vec(), w.to_vec());
+        let (mean, var) = channel_stats(&xs, n, ch, s);
+        let m = (n * s) as f64;
+        let at = |ni: usize, c: usize, si: usize| (ni * ch + c) * s + si;
+        let (mut gw, mut gb, mut gx) = (vec![0.0; ch], vec![0.0; ch], vec![0.0; xs.len()]);
+        for c in 0..ch {
+            let rstd = 1.0 / (var[c] + 1e-5).sqrt();
+            let xhat = |k: usize| (xs[k] - mean[c]) * rstd;
+            for ni in 0..n {
+                for si in 0..s {
+                    let k = at(ni, c, si);
+                    gb[c] += gs[k];
+                    gw[c] += gs[k] * xhat(k);
+                }
+            }
+            for ni in 0..n {
+                for si in 0..s {
+                    let k = at(ni, c, si);
+                    gx[k] = ws[c] * rstd * (gs[k] - gb[c] / m - xhat(k) * gw[c] / m);
+                }
+            }
+        }
+        assert_close(&grads.get(&xv).unwrap().to_vec(), &gx, 1e-10);
+        assert_close(&grads.get(&wv).unwrap().to_vec(), &gw, 1e-10);
+        assert_close(&grads.get(&bv).unwrap().to_vec(), &gb, 1e-10);
+    }
+}
+
 #[test]
 fn batchnorm1d_accepts_2d_input() {
     let bn = BatchNorm1d::<f64>::new(2);

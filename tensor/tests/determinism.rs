@@ -3,7 +3,8 @@
 //! reduction over the batch), matrix products (batch entries, row and column blocks),
 //! poolings (blocks of planes), reductions over blocks (ranges of output elements) and over
 //! outer dims (the halves of their pairwise tree), elementwise maps and layer norm (ranges of
-//! rows; its weight and bias sums by ranges of columns).
+//! rows; its weight and bias sums by ranges of columns), batch norm (statistics by ranges of
+//! channels, the elementwise passes by ranges of rows).
 //!
 //! The thread settings are process-wide, so one test sets them and checks every kernel in turn.
 
@@ -219,6 +220,22 @@ fn reduce_case(shape: &[usize], dims: &[isize], perm: &[usize]) {
     });
 }
 
+/// Batch norm's forward (channel statistics by ranges of channels, the output by ranges of
+/// rows) and backward, with a weight and gradients of weight and bias.
+fn batch_norm_case(shape: &[usize]) {
+    let mut rng = StdRng::seed_from_u64(shape.iter().sum::<usize>() as u64 + 7);
+    let x = Tensor::<f32>::rand_uniform(shape, -2.0, 3.0, &mut rng);
+    let g = Tensor::<f32>::rand_uniform(shape, -1.0, 1.0, &mut rng);
+    let w = Tensor::<f32>::rand_uniform(&[shape[1]], 0.5, 1.5, &mut rng);
+    let b = Tensor::<f32>::rand_uniform(&[shape[1]], -1.0, 1.0, &mut rng);
+    same_on_1_2_3_threads(&format!("batch_norm of {shape:?}"), || {
+        let f = x.batch_norm_forward(Some(&w), Some(&b), 1e-5);
+        let gr = x.batch_norm_backward(&g, &f.mean, &f.rstd, Some(&w), true, true);
+        let (gw, gb) = (gr.weight.expect("asked for"), gr.bias.expect("asked for"));
+        vec![bits(&f.out), bits(&f.mean), bits(&f.var), bits(&gr.input), bits(&gw), bits(&gb)]
+    });
+}
+
 /// `a @ b^T` and `a^T @ b` (transposing the last two dims) for `a` `[.., m, k]` and `b` `[.., n, k]`.
 fn matmul_case<E: Float + Into<f64>>(a: &[usize], b: &[usize]) {
     let mut rng = StdRng::seed_from_u64((a.iter().sum::<usize>() * 31 + b.iter().sum::<usize>()) as u64);
@@ -264,6 +281,9 @@ fn split_kernels_are_bit_identical_on_1_2_and_3_threads() {
     // threads: a bias gradient over many rows, and the same through a permuted view.
     reduce_case(&[300, 5, 37], &[0], &[0, 1, 2]);
     reduce_case(&[5, 300, 37], &[0], &[1, 0, 2]);
+    // Batch norm over 7 channels (uneven ranges on 2 and 3 threads), and over [N, C].
+    batch_norm_case(&[9, 7, 6, 5]);
+    batch_norm_case(&[40, 13]);
     // LeNet's two max pools (the second in blocks of planes), and padded windows.
     pool_case(16, 6, 28, 2, 2, 0);
     pool_case(64, 16, 10, 2, 2, 0);

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ferrograd_autograd::{Param, Var};
+use ferrograd_autograd::{InputGrads, Param, Var};
 use ferrograd_tensor::{Float, Tensor};
 
 use crate::Module;
@@ -60,18 +60,15 @@ fn batch_norm<F: Float>(
             "{layer}: expected more than 1 value per channel when training, got input shape {:?}",
             input.shape()
         );
+        let fits = |p: Option<&Var<F>>| p.is_none_or(|p| p.shape() == [c]);
+        if fits(weight) && fits(bias) {
+            return fused_batch_norm(input, (running_mean, running_var), weight, bias, config);
+        }
         let dims: Vec<isize> = (0..rank as isize).filter(|&d| d != 1).collect();
         let mean = input.mean_dims(&dims, true);
         let var = input.var_dims(&dims, 0, true);
-        let m = F::from_f64(config.momentum);
-        let batch_mean = mean.data().reshape(&[c]);
-        let batch_var = var.data().reshape(&[c]).mul_scalar(F::from_f64(n as f64 / (n - 1) as f64));
-        for (buffer, batch) in [(running_mean, batch_mean), (running_var, batch_var)] {
-            buffer.update(|t| {
-                t.mul_scalar_(F::one() - m);
-                t.add_scaled_(&batch, m);
-            });
-        }
+        let running = (running_mean, running_var);
+        update_running(running, mean.data().reshape(&[c]), var.data().reshape(&[c]), n, config.momentum);
         (mean, var)
     } else {
         (
@@ -88,6 +85,99 @@ fn batch_norm<F: Float>(
         Some(b) => scaled + b.reshape(&stat_shape),
         None => scaled,
     }
+}
+
+/// Moves the running statistics towards a batch's: `running = (1 - momentum) running + momentum
+/// batch`, with the batch's unbiased variance (`var`, biased, times `n / (n - 1)`).
+fn update_running<F: Float>(
+    (running_mean, running_var): (&Param<F>, &Param<F>),
+    mean: Tensor<F>,
+    var: Tensor<F>,
+    n: usize,
+    momentum: f64,
+) {
+    let m = F::from_f64(momentum);
+    let batch_var = var.mul_scalar(F::from_f64(n as f64 / (n - 1) as f64));
+    for (buffer, batch) in [(running_mean, mean), (running_var, batch_var)] {
+        buffer.update(|t| {
+            t.mul_scalar_(F::one() - m);
+            t.add_scaled_(&batch, m);
+        });
+    }
+}
+
+/// Batch norm in training mode as one op: [`Tensor::batch_norm_forward`] and
+/// [`Tensor::batch_norm_backward`] (two passes over the input each, against about ten for the
+/// same formula in Var ops); under create_graph the backward is the same formula in Var ops.
+#[track_caller]
+fn fused_batch_norm<F: Float>(
+    input: &Var<F>,
+    running: (&Param<F>, &Param<F>),
+    weight: Option<&Var<F>>,
+    bias: Option<&Var<F>>,
+    config: &BatchNormConfig,
+) -> Var<F> {
+    let c = running.0.numel();
+    let eps = config.eps;
+    let fwd = input.data().batch_norm_forward(weight.map(|w| w.data()), bias.map(|b| b.data()), eps);
+    update_running(running, fwd.mean.clone(), fwd.var, input.numel() / c, config.momentum);
+    let zero = Var::constant(Tensor::zeros(&[]));
+    let (x, w, has_bias) = (input.clone(), weight.cloned(), bias.is_some());
+    let (mean, rstd) = (fwd.mean, fwd.rstd);
+    Var::from_op("batch_norm", fwd.out, [input, weight.unwrap_or(&zero), bias.unwrap_or(&zero)], move |ctx, g| {
+        let needs = |i| ctx.needs_input_grad(i);
+        if !ctx.create_graph() {
+            let gr = x.data().batch_norm_backward(
+                g.data(),
+                &mean,
+                &rstd,
+                w.as_ref().map(|w| w.data()),
+                w.is_some() && needs(1),
+                has_bias && needs(2),
+            );
+            return [
+                needs(0).then(|| Var::constant(gr.input)),
+                gr.weight.map(Var::constant),
+                gr.bias.map(Var::constant),
+            ]
+            .into_iter()
+            .collect();
+        }
+        let dims: Vec<isize> = (0..x.rank() as isize).filter(|&d| d != 1).collect();
+        let mut stat_shape = vec![1; x.rank()];
+        stat_shape[1] = c;
+        let w = w.as_ref().map(|w| w.reshape(&stat_shape));
+        grads_in_var_ops(&x, g, w.as_ref(), (&dims, &dims), eps, [needs(0), needs(1), has_bias && needs(2)])
+    })
+}
+
+/// The gradients of a normalisation `(x - mean) rstd * w + b` (statistics over `stat_dims`,
+/// `w` broadcasting against `x`) in Var ops, for the fused ops' backward under create_graph: the
+/// statistics are rebuilt from `x` so that their own dependence on it is recorded. `w` and `b`'s
+/// gradients are summed over `param_dims`; `needs` says which of x, w and b want one.
+fn grads_in_var_ops<F: Float>(
+    x: &Var<F>,
+    g: &Var<F>,
+    w: Option<&Var<F>>,
+    (stat_dims, param_dims): (&[isize], &[isize]),
+    eps: f64,
+    needs: [bool; 3],
+) -> InputGrads<F> {
+    let mu = x.mean_dims(stat_dims, true);
+    let r = x.var_dims(stat_dims, 0, true).add_scalar(F::from_f64(eps)).rsqrt();
+    let xhat = &(x - &mu) * &r;
+    let gw = match w {
+        Some(w) => g * w,
+        None => g.clone(),
+    };
+    let dx = needs[0].then(|| {
+        let mean_g = gw.mean_dims(stat_dims, true);
+        let mean_gx = (&gw * &xhat).mean_dims(stat_dims, true);
+        &r * &(&(&gw - &mean_g) - &(&xhat * &mean_gx))
+    });
+    let dw = w.filter(|_| needs[1]).map(|_| (g * &xhat).sum_dims(param_dims, false));
+    let db = needs[2].then(|| g.sum_dims(param_dims, false));
+    [dx, dw, db].into_iter().collect()
 }
 
 macro_rules! batch_norm_layer {
@@ -336,25 +426,9 @@ fn fused_layer_norm<F: Float>(
             .into_iter()
             .collect();
         }
-        // The same gradients in Var ops, with the statistics rebuilt from x so that their own
-        // dependence on it is recorded.
         let dims: Vec<isize> = (x.rank() - k..x.rank()).map(|d| d as isize).collect();
         let lead: Vec<isize> = (0..x.rank() - k).map(|d| d as isize).collect();
-        let mu = x.mean_dims(&dims, true);
-        let r = x.var_dims(&dims, 0, true).add_scalar(F::from_f64(eps)).rsqrt();
-        let xhat = &(&x - &mu) * &r;
-        let gw = match &w {
-            Some(w) => g * w,
-            None => g.clone(),
-        };
-        let dx = needs(0).then(|| {
-            let mean_g = gw.mean_dims(&dims, true);
-            let mean_gx = (&gw * &xhat).mean_dims(&dims, true);
-            &r * &(&(&gw - &mean_g) - &(&xhat * &mean_gx))
-        });
-        let dw = w.as_ref().filter(|_| needs(1)).map(|_| (g * &xhat).sum_dims(&lead, false));
-        let db = (has_bias && needs(2)).then(|| g.sum_dims(&lead, false));
-        [dx, dw, db].into_iter().collect()
+        grads_in_var_ops(&x, g, w.as_ref(), (&dims, &lead), eps, [needs(0), needs(1), has_bias && needs(2)])
     })
 }
 

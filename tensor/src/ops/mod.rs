@@ -2,6 +2,7 @@
 //! holds both the fast contiguous path and the general strided one.
 
 mod attention;
+mod batch_norm;
 mod binary;
 mod compare;
 mod concat;
@@ -20,6 +21,7 @@ mod triangle;
 pub(crate) mod unary;
 
 pub use attention::{AttentionForward, AttentionGrads, AttentionMasks};
+pub use batch_norm::{BatchNormForward, BatchNormGrads};
 pub use conv::*;
 pub use layer_norm::{LayerNormForward, LayerNormGrads};
 pub use matmul::*;

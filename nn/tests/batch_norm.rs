@@ -1,0 +1,122 @@
+//! The fused training-mode BatchNorm op (`Tensor::batch_norm_forward`/`backward` behind
+//! `BatchNorm1d`/`BatchNorm2d::forward`) against the plain formula in Var ops, in f32 against
+//! f64, and under gradcheck and gradgradcheck.
+
+use ferrograd_autograd::check::{gradcheck, gradgradcheck};
+use ferrograd_autograd::{grad_with, BackwardOptions, Var};
+use ferrograd_nn::layers::{BatchNorm1d, BatchNorm2d, BatchNormConfig};
+use ferrograd_tensor::{Float, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn randn(rng: &mut StdRng, shape: &[usize]) -> Tensor<f64> {
+    Tensor::from_fn(shape, |_| rng.random::<f64>() * 4.0 - 2.0 + 0.5)
+}
+
+/// `(x - mean) / sqrt(var + eps) * w + b` with per-channel statistics over every dim but 1, in
+/// plain Var ops.
+fn reference(x: &Var<f64>, w: Option<&Var<f64>>, b: Option<&Var<f64>>, eps: f64) -> Var<f64> {
+    let dims: Vec<isize> = (0..x.rank() as isize).filter(|&d| d != 1).collect();
+    let mut stat = vec![1; x.rank()];
+    stat[1] = x.shape()[1];
+    let mean = x.mean_dims(&dims, true);
+    let var = (x - &mean).square().mean_dims(&dims, true);
+    let mut y = (x - &mean) * var.add_scalar(eps).rsqrt();
+    if let Some(w) = w {
+        y = y * w.reshape(&stat);
+    }
+    if let Some(b) = b {
+        y = y + b.reshape(&stat);
+    }
+    y
+}
+
+/// The layer for `shape`'s rank: BatchNorm2d for rank 4, BatchNorm1d otherwise.
+fn forward<F: Float>(
+    shape: &[usize],
+    config: BatchNormConfig,
+    x: &Var<F>,
+    w: Option<&Var<F>>,
+    b: Option<&Var<F>>,
+) -> Var<F> {
+    if shape.len() == 4 {
+        BatchNorm2d::<F>::with_config(shape[1], config).forward_with(x, w, b)
+    } else {
+        BatchNorm1d::<F>::with_config(shape[1], config).forward_with(x, w, b)
+    }
+}
+
+/// `[N, C]`, `[N, C, L]` and `[N, C, H, W]`; rows shorter and longer than the kernels' 32
+/// partial sums, with a remainder; one channel.
+const CASES: [&[usize]; 6] = [&[5, 3], &[4, 3, 7], &[3, 2, 4, 5], &[2, 1, 33], &[2, 3, 70], &[3, 4, 1, 1]];
+
+#[test]
+fn fused_batch_norm_matches_the_plain_formula_with_its_gradients() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for shape in CASES {
+        let c = shape[1];
+        for affine in [true, false] {
+            let config = BatchNormConfig { eps: 1e-3, affine, ..Default::default() };
+            let x = Var::leaf(randn(&mut rng, shape));
+            let w = Var::leaf(randn(&mut rng, &[c]));
+            let b = Var::leaf(randn(&mut rng, &[c]));
+            let (wo, bo) = (affine.then_some(&w), affine.then_some(&b));
+            let got = forward(shape, config, &x, wo, bo);
+            let want = reference(&x, wo, bo, 1e-3);
+            assert!(got.data().max_abs_diff(want.data()) < 1e-12, "{shape:?}: forward");
+            let proj = Var::constant(randn(&mut rng, shape));
+            // The input's gradient alone (the weight still enters it).
+            let opts = BackwardOptions { retain_graph: true, create_graph: false };
+            let only = |y: &Var<f64>| grad_with(&[(y * &proj).sum()], std::slice::from_ref(&x), None, opts)[0].clone();
+            let (a, e) = (only(&got).expect("dx"), only(&want).expect("dx"));
+            assert!(a.data().max_abs_diff(e.data()) < 1e-11, "{shape:?}: dx alone");
+            let (gg, gw) = ((&got * &proj).sum().backward(), (&want * &proj).sum().backward());
+            for (name, v, used) in [("x", &x, true), ("w", &w, affine), ("b", &b, affine)] {
+                match (gg.get(v), gw.get(v)) {
+                    (Some(a), Some(e)) => assert!(a.max_abs_diff(e) < 1e-11, "{shape:?}: d{name}"),
+                    (None, None) => assert!(!used),
+                    _ => panic!("{shape:?}: d{name} present in one only"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_batch_norm_f32_matches_f64() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let shape = [16, 8, 5, 9];
+    let x64 = randn(&mut rng, &shape).mul_scalar(3.0).add_scalar(2.0);
+    let w64 = randn(&mut rng, &[8]);
+    let b64 = randn(&mut rng, &[8]);
+    let g64 = randn(&mut rng, &shape);
+    let f32v = |t: &Tensor<f64>| t.map(|v| v as f32);
+    let config = BatchNormConfig::default();
+    let (x32, w32, b32) = (Var::leaf(f32v(&x64)), Var::leaf(f32v(&w64)), Var::leaf(f32v(&b64)));
+    let (x, w, b) = (Var::leaf(x64), Var::leaf(w64), Var::leaf(b64));
+    let y32 = forward(&shape, config, &x32, Some(&w32), Some(&b32));
+    let y64 = forward(&shape, config, &x, Some(&w), Some(&b));
+    assert!(y32.data().map(|v| v as f64).max_abs_diff(y64.data()) < 1e-5);
+    let g32 = (&y32 * &Var::constant(f32v(&g64))).sum().backward();
+    let g = (&y64 * &Var::constant(g64)).sum().backward();
+    for (a, e) in [(&x32, &x), (&w32, &w), (&b32, &b)] {
+        let (a, e) = (g32.get(a).unwrap().map(|v| v as f64), g.get(e).unwrap().clone());
+        assert!(a.max_abs_diff(&e) < 1e-4 * (1.0 + e.abs().max().item()), "{}", a.max_abs_diff(&e));
+    }
+}
+
+#[test]
+fn fused_batch_norm_passes_gradcheck_and_gradgradcheck() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for shape in CASES {
+        let c = shape[1];
+        let config = BatchNormConfig { eps: 1e-2, ..Default::default() };
+        let inputs = [randn(&mut rng, shape), randn(&mut rng, &[c]), randn(&mut rng, &[c])];
+        let f = |v: &[Var<f64>]| forward(shape, config, &v[0], Some(&v[1]), Some(&v[2]));
+        gradcheck(f, &inputs).unwrap();
+        gradgradcheck(f, &inputs).unwrap();
+        let g = |v: &[Var<f64>]| forward(shape, config, &v[0], None, None);
+        gradcheck(g, &inputs[..1]).unwrap();
+        gradgradcheck(g, &inputs[..1]).unwrap();
+    }
+}
