@@ -5,6 +5,7 @@
 use ferrograd_autograd::check::{gradcheck, gradgradcheck};
 use ferrograd_autograd::{grad_with, BackwardOptions, Var};
 use ferrograd_nn::layers::{BatchNorm1d, BatchNorm2d, BatchNormConfig};
+use ferrograd_nn::Module;
 use ferrograd_tensor::{Float, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -119,4 +120,26 @@ fn fused_batch_norm_passes_gradcheck_and_gradgradcheck() {
         gradcheck(g, &inputs[..1]).unwrap();
         gradgradcheck(g, &inputs[..1]).unwrap();
     }
+}
+
+/// Evaluation mode (`x * alpha + beta` with the running statistics) against
+/// `(x - running_mean) / sqrt(running_var + eps) * w + b`, and under gradcheck and
+/// gradgradcheck.
+#[test]
+fn eval_batch_norm_matches_the_formula_and_passes_gradgradcheck() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let bn = BatchNorm2d::<f64>::new(3);
+    bn.running_mean.set(randn(&mut rng, &[3]));
+    bn.running_var.set(randn(&mut rng, &[3]).abs().add_scalar(0.1));
+    bn.eval();
+    let (x, w, b) = (randn(&mut rng, &[2, 3, 4, 5]), randn(&mut rng, &[3]), randn(&mut rng, &[3]));
+    let stat = [1, 3, 1, 1];
+    let (rm, rv) = (bn.running_mean.value().reshape(&stat), bn.running_var.value().reshape(&stat));
+    let want = (&x - &rm) / &rv.add_scalar(1e-5).sqrt() * w.reshape(&stat) + b.reshape(&stat);
+    let got =
+        bn.forward_with(&Var::constant(x.clone()), Some(&Var::constant(w.clone())), Some(&Var::constant(b.clone())));
+    assert!(got.data().max_abs_diff(&want) < 1e-12);
+    let f = |v: &[Var<f64>]| bn.forward_with(&v[0], Some(&v[1]), Some(&v[2]));
+    gradcheck(f, &[x.clone(), w.clone(), b.clone()]).unwrap();
+    gradgradcheck(f, &[x, w, b]).unwrap();
 }

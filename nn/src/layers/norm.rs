@@ -71,10 +71,20 @@ fn batch_norm<F: Float>(
         update_running(running, mean.data().reshape(&[c]), var.data().reshape(&[c]), n, config.momentum);
         (mean, var)
     } else {
-        (
-            Var::constant(running_mean.value().reshape(&stat_shape)),
-            Var::constant(running_var.value().reshape(&stat_shape)),
-        )
+        // Evaluation: `x * alpha + beta` per channel, alpha = weight / sqrt(running_var + eps)
+        // and beta = bias - running_mean * alpha, as PyTorch's CPU kernel (two passes over the
+        // input, not four).
+        let rstd = Var::constant(running_var.value().add_scalar(F::from_f64(config.eps)).rsqrt());
+        let alpha = match weight {
+            Some(w) => w.reshape(&[c]) * rstd,
+            None => rstd,
+        };
+        let shift = Var::constant(running_mean.value()) * &alpha;
+        let beta = match bias {
+            Some(b) => b.reshape(&[c]) - shift,
+            None => -shift,
+        };
+        return input * alpha.reshape(&stat_shape) + beta.reshape(&stat_shape);
     };
     let normed = (input - &mean) * var.add_scalar(F::from_f64(config.eps)).rsqrt();
     let scaled = match weight {
