@@ -1,5 +1,5 @@
-"""Times PyTorch's BatchNorm2d in training mode, forward and backward, on the shapes of
-benches/norm.rs; prints samples per second.
+"""Times PyTorch's BatchNorm2d (and BatchNorm1d on [N, C]) in training mode, forward and
+backward, on the shapes of benches/norm.rs; prints samples per second.
 
 Usage: python3 benches/compare/norm_torch.py [--threads N] [--repeats R] [--inner I]
 Ours: MATMUL_NUM_THREADS=N cargo bench --bench norm
@@ -12,7 +12,7 @@ import time
 import torch
 
 # (name, [N, C, H, W]), as in benches/norm.rs.
-CASES = [("64x16x24x24", (64, 16, 24, 24)), ("128x64x8x8", (128, 64, 8, 8))]
+CASES = [("64x16x24x24", (64, 16, 24, 24)), ("128x64x8x8", (128, 64, 8, 8)), ("256x512", (256, 512))]
 
 
 def timings(fn, repeats, inner):
@@ -39,7 +39,7 @@ def main():
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     for name, shape in CASES:
-        bn = torch.nn.BatchNorm2d(shape[1])
+        bn = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d)(shape[1])
         x = (torch.rand(shape) * 3 - 1).requires_grad_()
         g = torch.rand(shape) * 2 - 1
         params = [x, bn.weight, bn.bias]
@@ -49,7 +49,8 @@ def main():
             return torch.autograd.grad(y, params, g)
 
         wall = timings(step, args.repeats, args.inner)
-        print(f"batch_norm2d_train/{name}/fwd_bwd/t{args.threads}: {shape[0] / wall:,.0f} samples/s ({wall * 1e6:.0f} us)")
+        kind = "2d" if len(shape) == 4 else "1d"
+        print(f"batch_norm{kind}_train/{name}/fwd_bwd/t{args.threads}: {shape[0] / wall:,.0f} samples/s ({wall * 1e6:.0f} us)")
 
 
 if __name__ == "__main__":

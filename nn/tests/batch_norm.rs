@@ -1,6 +1,6 @@
 //! The fused training-mode BatchNorm op (`Tensor::batch_norm_forward`/`backward` behind
-//! `BatchNorm1d`/`BatchNorm2d::forward`) against the plain formula in Var ops, in f32 against
-//! f64, and under gradcheck and gradgradcheck.
+//! `BatchNorm1d`/`BatchNorm2d::forward` on rows of at least 32 elements) against the plain
+//! formula in Var ops, in f32 against f64, and under gradcheck and gradgradcheck.
 
 use ferrograd_autograd::check::{gradcheck, gradgradcheck};
 use ferrograd_autograd::{grad_with, BackwardOptions, Var};
@@ -47,9 +47,10 @@ fn forward<F: Float>(
     }
 }
 
-/// `[N, C]`, `[N, C, L]` and `[N, C, H, W]`; rows shorter and longer than the kernels' 32
-/// partial sums, with a remainder; one channel.
-const CASES: [&[usize]; 6] = [&[5, 3], &[4, 3, 7], &[3, 2, 4, 5], &[2, 1, 33], &[2, 3, 70], &[3, 4, 1, 1]];
+/// `[N, C, L]` and `[N, C, H, W]` with rows of at least 32 elements (the layers' fused op: 32
+/// partial sums, with and without a remainder; one channel), and shorter rows (`[N, C]` among
+/// them), which the layers compute in Var ops.
+const CASES: [&[usize]; 7] = [&[2, 3, 32], &[2, 2, 4, 9], &[3, 1, 33], &[2, 3, 70], &[5, 3], &[4, 3, 7], &[3, 4, 1, 1]];
 
 #[test]
 fn fused_batch_norm_matches_the_plain_formula_with_its_gradients() {
@@ -83,10 +84,33 @@ fn fused_batch_norm_matches_the_plain_formula_with_its_gradients() {
     }
 }
 
+/// The tensor op itself on short rows (which the layers leave to Var ops): forward and
+/// backward against the plain formula's.
+#[test]
+fn batch_norm_op_on_short_rows_matches_the_plain_formula() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for shape in [&[5usize, 3][..], &[4, 3, 7], &[3, 2, 1, 2]] {
+        let c = shape[1];
+        let (x, w, b, g) =
+            (randn(&mut rng, shape), randn(&mut rng, &[c]), randn(&mut rng, &[c]), randn(&mut rng, shape));
+        let f = x.batch_norm_forward(Some(&w), Some(&b), 1e-3);
+        let gr = x.batch_norm_backward(&g, &f.mean, &f.rstd, Some(&w), true, true);
+        let (xv, wv, bv) = (Var::leaf(x), Var::leaf(w), Var::leaf(b));
+        let want = reference(&xv, Some(&wv), Some(&bv), 1e-3);
+        assert!(f.out.max_abs_diff(want.data()) < 1e-12, "{shape:?}: forward");
+        let grads = (&want * &Var::constant(g)).sum().backward();
+        let weight = gr.weight.expect("asked for");
+        let bias = gr.bias.expect("asked for");
+        for (name, got, v) in [("x", &gr.input, &xv), ("w", &weight, &wv), ("b", &bias, &bv)] {
+            assert!(got.max_abs_diff(grads.get(v).unwrap()) < 1e-11, "{shape:?}: d{name}");
+        }
+    }
+}
+
 #[test]
 fn fused_batch_norm_f32_matches_f64() {
     let mut rng = StdRng::seed_from_u64(2);
-    let shape = [16, 8, 5, 9];
+    let shape = [16, 8, 5, 9]; // rows of 45
     let x64 = randn(&mut rng, &shape).mul_scalar(3.0).add_scalar(2.0);
     let w64 = randn(&mut rng, &[8]);
     let b64 = randn(&mut rng, &[8]);

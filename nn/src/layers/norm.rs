@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferrograd_autograd::{InputGrads, Param, Var};
-use ferrograd_tensor::{Float, Tensor};
+use ferrograd_tensor::{Float, Tensor, BATCH_NORM_LONG_ROW};
 
 use crate::Module;
 
@@ -60,8 +60,10 @@ fn batch_norm<F: Float>(
             "{layer}: expected more than 1 value per channel when training, got input shape {:?}",
             input.shape()
         );
+        // The fused op pays on long rows (a convolution's planes); on `[N, C]` the Var ops below
+        // vectorise over the channels and are faster.
         let fits = |p: Option<&Var<F>>| p.is_none_or(|p| p.shape() == [c]);
-        if fits(weight) && fits(bias) {
+        if fits(weight) && fits(bias) && n / input.shape()[0] >= BATCH_NORM_LONG_ROW {
             return fused_batch_norm(input, (running_mean, running_var), weight, bias, config);
         }
         let dims: Vec<isize> = (0..rank as isize).filter(|&d| d != 1).collect();

@@ -21,7 +21,7 @@ mod triangle;
 pub(crate) mod unary;
 
 pub use attention::{AttentionForward, AttentionGrads, AttentionMasks};
-pub use batch_norm::{BatchNormForward, BatchNormGrads};
+pub use batch_norm::{BatchNormForward, BatchNormGrads, LONG_ROW as BATCH_NORM_LONG_ROW};
 pub use conv::*;
 pub use layer_norm::{LayerNormForward, LayerNormGrads};
 pub use matmul::*;
