@@ -280,7 +280,8 @@ impl<E: Float> Tensor<E> {
     /// ```
     ///
     /// # Panics
-    /// If `grad` has another shape than the input, or `mean`, `rstd` or `weight` are not `[C]`.
+    /// If the input has rank below 2 or no elements, `grad` has another shape, or `mean`,
+    /// `rstd` or `weight` are not `[C]`.
     #[track_caller]
     pub fn batch_norm_backward(
         &self,
@@ -293,6 +294,7 @@ impl<E: Float> Tensor<E> {
     ) -> BatchNormGrads<E> {
         let op = "batch_norm_backward";
         let (n, c, s) = extents(op, self.shape());
+        assert!(self.numel() > 0, "{op}: input of shape {:?} has no elements", self.shape());
         assert!(
             grad.shape() == self.shape(),
             "{op}: gradient of shape {:?} for an input of shape {:?}",
