@@ -17,6 +17,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+use super::conv::dense;
 use super::matmul::{
     elementwise_min_per_thread, parallel_collect, parallel_for_each, parts_for, threads_for, unit_chunks,
 };
@@ -127,10 +128,6 @@ fn check_channels<E: Float>(op: &str, what: &str, t: Option<&Tensor<E>>, c: usiz
     }
 }
 
-fn dense<E: Float>(t: Option<&Tensor<E>>) -> Option<Vec<E>> {
-    t.map(|t| t.to_vec())
-}
-
 /// Per channel `c`, the sum over `i` in `0..n` (in order) of `row(i, c)`, the `K` sums of row
 /// `[i, c]`, compiled for the widest instruction set (the same bits) and split over threads by
 /// ranges of channels when each holds `per_channel` elements.
@@ -217,8 +214,8 @@ impl<E: Float> Tensor<E> {
         assert!(self.numel() > 0, "{op}: input of shape {:?} has no elements", self.shape());
         check_channels(op, "weight", weight, c);
         check_channels(op, "bias", bias, c);
-        let x = self.contiguous();
-        let xs = x.as_slice().expect("contiguous");
+        let xs = dense(self);
+        let xs = &xs[..];
         let row = |i: usize, ch: usize| &xs[(i * c + ch) * s..][..s];
         let inv_m = E::from_f64(1.0 / (n * s) as f64);
         // Each row's partial sums, then the rows in order.
@@ -241,7 +238,7 @@ impl<E: Float> Tensor<E> {
         let vars: Vec<E> = sums.iter().map(|&[sum]| sum * inv_m).collect();
         let eps = E::from_f64(eps);
         let rstds: Vec<E> = vars.iter().map(|&v| (v + eps).sqrt().recip()).collect();
-        let (ws, bs) = (dense(weight), dense(bias));
+        let (ws, bs) = (weight.map(dense), bias.map(dense));
         let alpha: Vec<E> = (0..c).map(|ch| ws.as_ref().map_or(rstds[ch], |w| rstds[ch] * w[ch])).collect();
         let beta: Vec<E> = (0..c).map(|ch| bs.as_ref().map_or(E::zero(), |b| b[ch]) - means[ch] * alpha[ch]).collect();
         let out = rows_with(
@@ -304,9 +301,9 @@ impl<E: Float> Tensor<E> {
         check_channels(op, "mean", Some(mean), c);
         check_channels(op, "rstd", Some(rstd), c);
         check_channels(op, "weight", weight, c);
-        let (x, g) = (self.contiguous(), grad.contiguous());
-        let (xs, gs) = (x.as_slice().expect("contiguous"), g.as_slice().expect("contiguous"));
-        let (means, rstds, ws) = (mean.to_vec(), rstd.to_vec(), dense(weight));
+        let (xs, gs) = (dense(self), dense(grad));
+        let (xs, gs) = (&xs[..], &gs[..]);
+        let (means, rstds, ws) = (dense(mean), dense(rstd), weight.map(dense));
         // Per channel, sum(g) and sum(g (x - mean)).
         let sums = channel_sums(
             (n, c),
