@@ -258,3 +258,20 @@ impl Float for f64 {
         unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
     }
 }
+
+/// `s` as a slice of `T` when `E` is `T` (a kernel written for `f32` called from code generic
+/// over the element type).
+pub(crate) fn retype_ref<E: 'static, T: 'static>(s: &[E]) -> Option<&[T]> {
+    // SAFETY: `E` and `T` are the same type (same `TypeId`), so this is `s` itself.
+    (std::any::TypeId::of::<E>() == std::any::TypeId::of::<T>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `s` as a mutable slice of `T` when `E` is `T`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn retype<E: 'static, T: 'static>(s: &mut [E]) -> Option<&mut [T]> {
+    // SAFETY: `E` and `T` are the same type (same `TypeId`), so this is `s` itself, still
+    // borrowed uniquely.
+    (std::any::TypeId::of::<E>() == std::any::TypeId::of::<T>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}

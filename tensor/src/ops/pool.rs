@@ -18,9 +18,9 @@ use std::mem::MaybeUninit;
 
 use super::matmul::{fill_uninit, min_work_per_thread, parallel_for_each, parts_for, threads_for, unit_chunks};
 use crate::element::Float;
-use crate::tensor::Tensor;
 #[cfg(target_arch = "x86_64")]
-use std::any::TypeId;
+use crate::element::{retype, retype_ref};
+use crate::tensor::Tensor;
 
 /// Options of 2-D pooling: `[height, width]` pairs, as PyTorch's `nn.MaxPool2d`/`nn.AvgPool2d`.
 ///
@@ -565,21 +565,6 @@ fn max_step_portable<E: Float>(best: &mut [E], next: &mut [E], winner: &[E], src
             *b = v;
         }
     }
-}
-
-/// `s` as a slice of `T` when `E` is `T`.
-#[cfg(target_arch = "x86_64")]
-fn retype_ref<E: 'static, T: 'static>(s: &[E]) -> Option<&[T]> {
-    // SAFETY: `E` and `T` are the same type, so this is `s` itself.
-    (TypeId::of::<E>() == TypeId::of::<T>()).then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
-}
-
-/// `s` as a mutable slice of `T` when `E` is `T`.
-#[cfg(target_arch = "x86_64")]
-fn retype<E: 'static, T: 'static>(s: &mut [E]) -> Option<&mut [T]> {
-    // SAFETY: `E` and `T` are the same type, so this is `s` itself.
-    (TypeId::of::<E>() == TypeId::of::<T>())
-        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
 
 /// [`max_step`] with AVX blends, a vector of f32 or f64 at a time; the last partial vector is
