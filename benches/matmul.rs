@@ -6,6 +6,9 @@
 //!
 //! `cargo bench --bench matmul -- --warm-up-time 1 --measurement-time 3`
 //!
+//! `layer_products` times the forward, input-gradient and weight-gradient products of the
+//! bundled models' layers the same two ways (`cargo bench --bench matmul -- layer_`).
+//!
 //! Two baselines: `sgemm` writes into one preallocated output, `sgemm_alloc` into a fresh one per
 //! call as the API must. With glibc's default malloc the gap between them is large at n = 256:
 //! freeing a 256 KiB output trims the heap and the next call page-faults it back in. That cost
@@ -130,5 +133,65 @@ fn threads(c: &mut Criterion) {
     set_min_work_per_thread(default_min_work);
 }
 
-criterion_group!(benches, layouts, threads);
+/// The products of a layer, [m, k] x [k, n], as the models in `benches/training.rs` and
+/// `benches/transformer.rs` run them: the forward `x W^T` (B a transposed view), the input
+/// gradient `g W` (B row-major) and the weight gradient `g^T x` (A a transposed view), through
+/// the tensor API and through sgemm into a fresh output, on one thread. f32 products with a
+/// row-major A take the packed kernel (`tensor/src/ops/packed_gemm.rs`); the weight gradient
+/// stays on sgemm.
+fn layer_products(c: &mut Criterion) {
+    set_num_threads(1);
+    let mut rng = StdRng::seed_from_u64(9);
+    // (rows, in, out): a transformer's QKV, feed-forward in and out (2048 tokens), the MLP's first
+    // layer at batch 128 and 32.
+    for (m, k, n) in [(2048, 128, 384), (2048, 128, 512), (2048, 512, 128), (128, 784, 128), (32, 784, 128)] {
+        let mut group = c.benchmark_group(format!("layer_f32_{m}x{k}x{n}"));
+        group.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        let x = Tensor::<f32>::rand_uniform(&[m, k], -1.0, 1.0, &mut rng);
+        let w = Tensor::<f32>::rand_uniform(&[n, k], -1.0, 1.0, &mut rng);
+        let g = Tensor::<f32>::rand_uniform(&[m, n], -1.0, 1.0, &mut rng);
+        for (name, a, b) in
+            [("forward", x.clone(), w.t()), ("input_grad", g.clone(), w.clone()), ("weight_grad", g.t(), x.clone())]
+        {
+            group.bench_function(BenchmarkId::new("tensor", name), |bench| {
+                bench.iter(|| black_box(&a).matmul(black_box(&b)))
+            });
+            group.bench_function(BenchmarkId::new("sgemm_alloc", name), |bench| {
+                bench.iter(|| direct_product_alloc(black_box(&a), black_box(&b)))
+            });
+        }
+        group.finish();
+    }
+}
+
+/// [`direct_sgemm_alloc`] for any `[m, k] x [k, n]`.
+fn direct_product_alloc(a: &Tensor<f32>, b: &Tensor<f32>) -> Vec<f32> {
+    let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+    let (sa, sb) = (a.strides(), b.strides());
+    let mut c = Vec::with_capacity(m * n);
+    // SAFETY: `a` and `b` are m x k and k x n views into their storage at their offsets with
+    // these strides, and `c` has room for m * n elements, all written (beta = 0: never read).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.storage().as_ptr().add(a.offset()),
+            sa[0],
+            sa[1],
+            b.storage().as_ptr().add(b.offset()),
+            sb[0],
+            sb[1],
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+        c.set_len(m * n);
+    }
+    c
+}
+
+criterion_group!(benches, layouts, threads, layer_products);
 criterion_main!(benches);
