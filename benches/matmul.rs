@@ -27,16 +27,18 @@ fn square(n: usize, rng: &mut StdRng) -> Tensor<f32> {
     Tensor::rand_uniform(&[n, n], -1.0, 1.0, rng)
 }
 
-/// `C = A B` by sgemm with the tensors' own strides into `c`, which has room for n * n elements.
+/// `C = A B` (`[m, k] x [k, n]`) by sgemm with the tensors' own strides into `c`, which has
+/// room for m * n elements.
 fn direct_sgemm(a: &Tensor<f32>, b: &Tensor<f32>, c: *mut f32) {
-    let n = a.shape()[0];
+    let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
     let (sa, sb) = (a.strides(), b.strides());
-    // SAFETY: `a` and `b` are n x n views into their storage at their offsets with these strides,
-    // and `c` has room for n * n elements, written row-major (beta = 0: never read).
+    // SAFETY: `a` and `b` are m x k and k x n views into their storage at their offsets with
+    // these strides, and `c` has room for m * n elements, written row-major (beta = 0: never
+    // read).
     unsafe {
         matrixmultiply::sgemm(
-            n,
-            n,
+            m,
+            k,
             n,
             1.0,
             a.storage().as_ptr().add(a.offset()),
@@ -55,7 +57,7 @@ fn direct_sgemm(a: &Tensor<f32>, b: &Tensor<f32>, c: *mut f32) {
 
 /// [`direct_sgemm`] into a freshly allocated output, as the tensor API has to.
 fn direct_sgemm_alloc(a: &Tensor<f32>, b: &Tensor<f32>) -> Vec<f32> {
-    let len = a.shape()[0] * a.shape()[0];
+    let len = a.shape()[0] * b.shape()[1];
     let mut c = Vec::with_capacity(len);
     direct_sgemm(a, b, c.as_mut_ptr());
     // SAFETY: sgemm with beta = 0 wrote all `len` elements.
@@ -157,40 +159,11 @@ fn layer_products(c: &mut Criterion) {
                 bench.iter(|| black_box(&a).matmul(black_box(&b)))
             });
             group.bench_function(BenchmarkId::new("sgemm_alloc", name), |bench| {
-                bench.iter(|| direct_product_alloc(black_box(&a), black_box(&b)))
+                bench.iter(|| direct_sgemm_alloc(black_box(&a), black_box(&b)))
             });
         }
         group.finish();
     }
-}
-
-/// [`direct_sgemm_alloc`] for any `[m, k] x [k, n]`.
-fn direct_product_alloc(a: &Tensor<f32>, b: &Tensor<f32>) -> Vec<f32> {
-    let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
-    let (sa, sb) = (a.strides(), b.strides());
-    let mut c = Vec::with_capacity(m * n);
-    // SAFETY: `a` and `b` are m x k and k x n views into their storage at their offsets with
-    // these strides, and `c` has room for m * n elements, all written (beta = 0: never read).
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.storage().as_ptr().add(a.offset()),
-            sa[0],
-            sa[1],
-            b.storage().as_ptr().add(b.offset()),
-            sb[0],
-            sb[1],
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-        c.set_len(m * n);
-    }
-    c
 }
 
 criterion_group!(benches, layouts, threads, layer_products);
