@@ -680,10 +680,11 @@ impl<E: Float> Tensor<E> {
     /// `self · weightᵀ + bias` over the last dim (PyTorch's `nn.functional.linear`): `self`
     /// `[.., in]`, `weight` `[out, in]`, `bias` `[out]`, the result `[.., out]`.
     ///
-    /// All leading dims go through one product (the weight packed once), and the bias is added
-    /// to the product's rows in place, in the same pass over them that a separate broadcast add
-    /// would make but without a second output; the result is the same bits as
-    /// `self.matmul(&weight.t()) + bias`.
+    /// All leading dims go through one product (the weight packed once). In f32 with the
+    /// input's rows contiguous, the bias is where the product's sums start, as in PyTorch's
+    /// `addmm` (so the bits can differ from `self.matmul(&weight.t()) + bias` by rounding);
+    /// otherwise it is added to the product's rows in place, the same bits as that sum but
+    /// without a second output. Without a bias, the result is `self.matmul(&weight.t())`.
     ///
     /// ```
     /// use ferrograd_tensor::Tensor;
@@ -735,8 +736,7 @@ impl<E: Float> Tensor<E> {
             Some(data) => Tensor::from_storage(data, Layout::contiguous(&[rows, n])),
             None => x.matmul(&wt),
         };
-        if let (Some(b), false) = (bias, bias_added) {
-            let b = b.contiguous();
+        if let (Some(b), false) = (&bias_data, bias_added) {
             let bs = b.as_slice().expect("contiguous");
             let data = std::sync::Arc::get_mut(&mut y.storage).expect("a product's output is not shared");
             let add_rows = |chunk: &mut [E]| {
