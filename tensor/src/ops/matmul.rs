@@ -512,8 +512,8 @@ thread_local! {
 /// backward: a layer's input or output gradient against its weight), plus `bias` on every row
 /// if given, on the packed kernel of `packed_gemm`: B is packed once, A is read in place.
 /// matrixmultiply packs both operands on every call (and again in every thread of a split
-/// product); on a transformer's and an MLP's layer products this ran 1.04-1.39x faster on one
-/// thread. `None` (the caller uses E::gemm) for f64, for a left operand read by columns (a
+/// product). On a transformer's and an MLP's layer products, one thread, it ran at 0.97-1.38x
+/// sgemm's speed, 1.17-1.38x on most (`cargo bench --bench matmul -- layer_`). `None` (the caller uses E::gemm) for f64, for a left operand read by columns (a
 /// weight gradient `g^T x`, where packing it cost more than it saved), negative strides, fewer
 /// than [`MIN_PACKED_ROWS`] rows, a B larger than [`MAX_PACKED_B`], or a CPU without AVX2.
 ///
