@@ -113,3 +113,49 @@ fn strided_operands_give_the_same_bits_as_contiguous_copies() {
     };
     assert_eq!(run(&q, &k, &v, &g), run(&q.contiguous(), &k.contiguous(), &v.contiguous(), &g.contiguous()));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// f32 runs most of the entries' products on the packed kernel (A read where it lies, B
+    /// packed by rows or by columns) and the rest on matrixmultiply: over sizes across the
+    /// kernel's tiles and every layout of the operands, it matches the f64 kernels (checked
+    /// against separate ops above) on the same values within f32 rounding.
+    #[test]
+    fn f32_attention_matches_f64_within_rounding(
+        ((l, s, e, ev), q) in (1usize..40, 1usize..40, 1usize..40, 1usize..40)
+            .prop_flat_map(|d| (Just(d), any_layout::<f32>(vec![2, 2, d.0, d.2]))),
+        k_by_columns in any::<bool>(),
+        v_by_columns in any::<bool>(),
+        causal in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        let f = |i: usize, salt: u64| ((i as u64 * 2654435761 + seed * 97 + salt) % 1000) as f32 / 250.0 - 2.0;
+        // [2, 2, rows, cols], stored row-major or column-major.
+        let stored = |rows: usize, cols: usize, by_columns: bool, salt: u64| {
+            if by_columns {
+                Tensor::from_fn(&[2, 2, cols, rows], |i| f(i, salt)).transpose(-2, -1)
+            } else {
+                Tensor::from_fn(&[2, 2, rows, cols], |i| f(i, salt))
+            }
+        };
+        let (k, v) = (stored(s, e, k_by_columns, 1), stored(s, ev, v_by_columns, 2));
+        let g = Tensor::from_fn(&[2, l, 2, ev], |i| f(i, 4)).transpose(1, 2);
+        let wide = |t: &Tensor<f32>| t.map(|x| x as f64);
+        let narrow = {
+            let masks = AttentionMasks { causal, ..Default::default() };
+            let fw = q.attention_forward(&k, &v, 0.3, &masks);
+            let gr = q.attention_backward(&k, &v, &fw.probs, None, &g, 0.3, false);
+            [fw.out, fw.probs, gr.q, gr.k, gr.v]
+        };
+        let (q, k, v, g) = (wide(&q), wide(&k), wide(&v), wide(&g));
+        let masks = AttentionMasks { causal, ..Default::default() };
+        let fw = q.attention_forward(&k, &v, 0.3, &masks);
+        let gr = q.attention_backward(&k, &v, &fw.probs, None, &g, 0.3, false);
+        for (name, got, want) in ["out", "probs", "q", "k", "v"].into_iter().zip(narrow).zip([fw.out, fw.probs, gr.q, gr.k, gr.v]).map(|((n, a), b)| (n, a, b)) {
+            let size = want.abs().max().to_vec()[0].max(1.0);
+            let diff = wide(&got).max_abs_diff(&want);
+            prop_assert!(diff <= 2e-5 * size, "{name}: {diff} off, largest {size}");
+        }
+    }
+}

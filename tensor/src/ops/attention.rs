@@ -15,6 +15,7 @@
 use crate::element::{DType, Float};
 use crate::layout::broadcast_shapes;
 use crate::ops::matmul::{min_work_per_thread, num_threads, parallel_ranges};
+use crate::ops::packed_gemm::{Kernel, PackedB};
 use crate::ops::simd_map;
 use crate::ops::unary::exp_f32;
 use crate::tensor::Tensor;
@@ -110,6 +111,74 @@ impl<'a, T: crate::element::Element> BlockView<'a, T> {
     #[inline]
     fn at(&self, n: usize, i: usize, j: usize) -> T {
         self.data[(self.offsets[n] as isize + i as isize * self.rs + j as isize * self.cs) as usize]
+    }
+}
+
+/// One thread's products over its (batch, head) entries. An f32 product whose left operand has
+/// contiguous rows (`q kᵀ`, `p v`, `g vᵀ`, `ds k`) runs on the packed kernel that `matmul` uses
+/// for layers: B packed into a buffer this thread reuses for every entry, A read where it lies.
+/// The transposed left operands (`pᵀ g`, `dsᵀ q`), f64, CPUs without AVX2 and negative strides
+/// go to `E::gemm`: transposing A into a scratch block first, or packing it, measured 10-25%
+/// slower at 256 keys than leaving those two to matrixmultiply. At the transformer benchmark's
+/// 64 x 32 x 64 entries, matrixmultiply's packing of both operands was a third of the
+/// attention's product time.
+struct Products {
+    packed: Option<PackedB>,
+}
+
+impl Products {
+    fn new() -> Self {
+        Products { packed: None }
+    }
+
+    /// `c[i * ldc + j] = alpha Σ_kk a[i rsa + kk csa] b[kk rsb + j csb]` for `i < m`, `j < n`.
+    ///
+    /// # Safety
+    /// As `E::gemm` with `beta = 0`: `a`, `b` valid for reads at every element the strides
+    /// address, `c` valid for writes at its `m` rows of `n`, and nothing else writes them.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn product<E: Float>(
+        &mut self,
+        (m, k, n): (usize, usize, usize),
+        alpha: E,
+        (a, rsa, csa): (*const E, isize, isize),
+        (b, rsb, csb): (*const E, isize, isize),
+        c: *mut E,
+        ldc: usize,
+    ) {
+        let kernel = Kernel::best();
+        let f32_ok = std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() && kernel != Kernel::Scalar;
+        if !f32_ok || csa != 1 || m == 0 || n == 0 || k == 0 || rsa < 0 || rsb < 0 || csb < 0 {
+            // SAFETY: the caller's contract is `E::gemm`'s.
+            unsafe { E::gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, E::zero(), c, ldc as isize, 1) };
+            return;
+        }
+        let (a, b, c) = (a.cast::<f32>(), b.cast::<f32>(), c.cast::<f32>());
+        let (rsa, rsb, csb) = (rsa as usize, rsb as usize, csb as usize);
+        // SAFETY: `E` is `f32` (checked above); the strides are non-negative, so these are the
+        // elements the contract says are readable, from the first to the last one addressed.
+        let b = unsafe { std::slice::from_raw_parts(b, (k - 1) * rsb + (n - 1) * csb + 1) };
+        let packed = match self.packed.take() {
+            Some(mut p) => {
+                p.repack(b, k, n, rsb, csb);
+                p
+            }
+            None => PackedB::new(kernel, b, k, n, rsb, csb),
+        };
+        // SAFETY: as for `b`.
+        let a = unsafe { std::slice::from_raw_parts(a, (m - 1) * rsa + k) };
+        // SAFETY: `c`'s `m` rows of `n` are this call's to write (the contract); `a` holds `m`
+        // rows of depth `k` at stride `rsa`.
+        unsafe { packed.gemm_to(m, a, rsa, None, c, ldc) };
+        self.packed = Some(packed);
+        let alpha = alpha.to_f64() as f32;
+        if alpha != 1.0 {
+            for i in 0..m {
+                // SAFETY: row `i` of `c`, just written by this call.
+                let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) };
+                row.iter_mut().for_each(|x| *x *= alpha);
+            }
+        }
     }
 }
 
@@ -213,27 +282,20 @@ impl<E: Float> Tensor<E> {
         let causal = masks.causal;
         for_entries(n, l * s * (e + ev), &|range| {
             let mut scratch = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
+            let mut products = Products::new();
             for b in range {
                 // SAFETY: entry b's blocks of `probs` and `out` are written by this thread only.
                 let p = unsafe { std::slice::from_raw_parts_mut(pp.get().add(b * l * s), l * s) };
                 // SAFETY: q is [l, e] and k [s, e] (kᵀ read with the strides swapped) where they lie,
                 // entry b of the views; p is [l, s] row-major.
                 unsafe {
-                    E::gemm(
-                        l,
-                        e,
-                        s,
+                    products.product(
+                        (l, e, s),
                         scale,
-                        q.entry(b),
-                        q.rs,
-                        q.cs,
-                        k.entry(b),
-                        k.cs,
-                        k.rs,
-                        E::zero(),
+                        (q.entry(b), q.rs, q.cs),
+                        (k.entry(b), k.cs, k.rs),
                         p.as_mut_ptr(),
-                        s as isize,
-                        1,
+                        s,
                     );
                 }
                 // The row pass (masks, max, exponentials, sum) compiled for the widest vectors.
@@ -270,21 +332,13 @@ impl<E: Float> Tensor<E> {
                 };
                 // SAFETY: src is [l, s] and out's entry [l, ev] row-major, v [s, ev] where it lies.
                 unsafe {
-                    E::gemm(
-                        l,
-                        s,
-                        ev,
+                    products.product(
+                        (l, s, ev),
                         E::one(),
-                        src.as_ptr(),
-                        s as isize,
-                        1,
-                        v.entry(b),
-                        v.rs,
-                        v.cs,
-                        E::zero(),
+                        (src.as_ptr(), s as isize, 1),
+                        (v.entry(b), v.rs, v.cs),
                         po.get().add(b * l * ev),
-                        ev as isize,
-                        1,
+                        ev,
                     );
                 }
             }
@@ -355,6 +409,7 @@ impl<E: Float> Tensor<E> {
         for_entries(n, l * s * (2 * e + 2 * ev), &|range| {
             let mut local = if want_scores { Vec::new() } else { vec![E::zero(); l * s] };
             let mut pd = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
+            let mut products = Products::new();
             for b in range {
                 let pb = &ps[b * l * s..(b + 1) * l * s];
                 let ds: &mut [E] = if want_scores {
@@ -377,38 +432,22 @@ impl<E: Float> Tensor<E> {
                 // entry's blocks, written by this thread.
                 unsafe {
                     // dv = pdropᵀ g: [s, l] x [l, ev]
-                    E::gemm(
-                        s,
-                        l,
-                        ev,
+                    products.product(
+                        (s, l, ev),
                         E::one(),
-                        pdrop.as_ptr(),
-                        1,
-                        s as isize,
-                        g.entry(b),
-                        g.rs,
-                        g.cs,
-                        E::zero(),
+                        (pdrop.as_ptr(), 1, s as isize),
+                        (g.entry(b), g.rs, g.cs),
                         pv.get().add(b * s * ev),
-                        ev as isize,
-                        1,
+                        ev,
                     );
                     // dpdrop = g vᵀ: [l, ev] x [ev, s]
-                    E::gemm(
-                        l,
-                        ev,
-                        s,
+                    products.product(
+                        (l, ev, s),
                         E::one(),
-                        g.entry(b),
-                        g.rs,
-                        g.cs,
-                        v.entry(b),
-                        v.cs,
-                        v.rs,
-                        E::zero(),
+                        (g.entry(b), g.rs, g.cs),
+                        (v.entry(b), v.cs, v.rs),
                         ds.as_mut_ptr(),
-                        s as isize,
-                        1,
+                        s,
                     );
                 }
                 simd_map::run_widest(
@@ -426,38 +465,22 @@ impl<E: Float> Tensor<E> {
                 );
                 unsafe {
                     // dq = scale ds k: [l, s] x [s, e]
-                    E::gemm(
-                        l,
-                        s,
-                        e,
+                    products.product(
+                        (l, s, e),
                         scale,
-                        ds.as_ptr(),
-                        s as isize,
-                        1,
-                        k.entry(b),
-                        k.rs,
-                        k.cs,
-                        E::zero(),
+                        (ds.as_ptr(), s as isize, 1),
+                        (k.entry(b), k.rs, k.cs),
                         pq.get().add(b * l * e),
-                        e as isize,
-                        1,
+                        e,
                     );
                     // dk = scale dsᵀ q: [s, l] x [l, e]
-                    E::gemm(
-                        s,
-                        l,
-                        e,
+                    products.product(
+                        (s, l, e),
                         scale,
-                        ds.as_ptr(),
-                        1,
-                        s as isize,
-                        q.entry(b),
-                        q.rs,
-                        q.cs,
-                        E::zero(),
+                        (ds.as_ptr(), 1, s as isize),
+                        (q.entry(b), q.rs, q.cs),
                         pk.get().add(b * s * e),
-                        e as isize,
-                        1,
+                        e,
                     );
                 }
             }
