@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a short bounded time (seconds per target: $1, default 30) when a
 # nightly toolchain is present; prints that it skipped them when not. `$2 = dev` builds the targets
-# unoptimised, with debug assertions and overflow checks on: about 1.3 minutes to build instead of
-# 4.5 on 2 cores, for half the executions per second. New inputs go to a scratch
-# directory, so the committed corpus stays as it is. Exits non-zero on the first finding.
+# unoptimised (`cargo fuzz run --dev`; debug assertions and overflow checks are on either way):
+# about 1.3 minutes to build instead of 4.5 on 2 cores, for half the executions per second.
+# New inputs go to a scratch directory, so the committed corpus stays as it is. Exits non-zero on the first finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-30}"
