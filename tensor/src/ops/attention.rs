@@ -118,8 +118,8 @@ impl<'a, T: crate::element::Element> BlockView<'a, T> {
 /// contiguous rows (`q kᵀ`, `p v`, `g vᵀ`, `ds k`) runs on the packed kernel that `matmul` uses
 /// for layers: B packed into a buffer this thread reuses for every entry, A read where it lies.
 /// The transposed left operands (`pᵀ g`, `dsᵀ q`), f64, CPUs without AVX2 and negative strides
-/// go to `E::gemm`: transposing A into a scratch block first, or packing it, measured 10-25%
-/// slower at 256 keys than leaving those two to matrixmultiply. At the transformer benchmark's
+/// go to `E::gemm`: transposing A into a scratch block first, or packing it, made the 256-key
+/// SDPA benchmark 6-31% slower than leaving those two to matrixmultiply. At the transformer benchmark's
 /// 64 x 32 x 64 entries, matrixmultiply's packing of both operands was a third of the
 /// attention's product time.
 struct Products {

