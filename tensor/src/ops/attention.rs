@@ -14,8 +14,8 @@
 
 use crate::element::{DType, Float};
 use crate::layout::broadcast_shapes;
-use crate::ops::matmul::{min_work_per_thread, num_threads, parallel_ranges};
-use crate::ops::packed_gemm::{Kernel, PackedB};
+use crate::ops::matmul::{min_work_per_thread, num_threads, parallel_ranges, with_packing};
+use crate::ops::packed_gemm::Kernel;
 use crate::ops::simd_map;
 use crate::ops::unary::exp_f32;
 use crate::tensor::Tensor;
@@ -114,70 +114,53 @@ impl<'a, T: crate::element::Element> BlockView<'a, T> {
     }
 }
 
-/// One thread's products over its (batch, head) entries. An f32 product whose left operand has
-/// contiguous rows (`q kᵀ`, `p v`, `g vᵀ`, `ds k`) runs on the packed kernel that `matmul` uses
-/// for layers: B packed into a buffer this thread reuses for every entry, A read where it lies.
-/// The transposed left operands (`pᵀ g`, `dsᵀ q`), f64, CPUs without AVX2 and negative strides
-/// go to `E::gemm`: transposing A into a scratch block first, or packing it, made the 256-key
-/// SDPA benchmark 6-31% slower than leaving those two to matrixmultiply. At the transformer benchmark's
-/// 64 x 32 x 64 entries, matrixmultiply's packing of both operands was a third of the
-/// attention's product time.
-struct Products {
-    packed: Option<PackedB>,
-}
-
-impl Products {
-    fn new() -> Self {
-        Products { packed: None }
+/// `c[i * ldc + j] = alpha Σ_kk a[i rsa + kk csa] b[kk rsb + j csb]` for `i < m`, `j < n`: one
+/// (batch, head) entry's product. In f32, a product whose left operand has contiguous rows
+/// (`q kᵀ`, `p v`, `g vᵀ`, `ds k`) runs on the packed kernel that `matmul` uses for layers: B
+/// packed into this thread's packing buffer (`matmul`'s, reused by every entry and call), A read
+/// where it lies. The transposed left operands (`pᵀ g`, `dsᵀ q`), f64, CPUs without AVX2 and
+/// negative strides go to `E::gemm`: transposing A into a scratch block first, or packing it,
+/// made the 256-key SDPA benchmark 6-31% slower than leaving those two to matrixmultiply. At the
+/// transformer benchmark's 64 x 32 x 64 entries, matrixmultiply's packing of both operands was
+/// a third of the attention's product time.
+///
+/// # Safety
+/// As `E::gemm` with `beta = 0`: `a`, `b` valid for reads at every element the strides
+/// address, `c` valid for writes at its `m` rows of `n`, and nothing else writes them.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product<E: Float>(
+    (m, k, n): (usize, usize, usize),
+    alpha: E,
+    (a, rsa, csa): (*const E, isize, isize),
+    (b, rsb, csb): (*const E, isize, isize),
+    c: *mut E,
+    ldc: usize,
+) {
+    let kernel = Kernel::best();
+    let f32_ok = std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() && kernel != Kernel::Scalar;
+    if !f32_ok || csa != 1 || m == 0 || n == 0 || k == 0 || rsa < 0 || rsb < 0 || csb < 0 {
+        // SAFETY: the caller's contract is `E::gemm`'s.
+        unsafe { E::gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, E::zero(), c, ldc as isize, 1) };
+        return;
     }
-
-    /// `c[i * ldc + j] = alpha Σ_kk a[i rsa + kk csa] b[kk rsb + j csb]` for `i < m`, `j < n`.
-    ///
-    /// # Safety
-    /// As `E::gemm` with `beta = 0`: `a`, `b` valid for reads at every element the strides
-    /// address, `c` valid for writes at its `m` rows of `n`, and nothing else writes them.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn product<E: Float>(
-        &mut self,
-        (m, k, n): (usize, usize, usize),
-        alpha: E,
-        (a, rsa, csa): (*const E, isize, isize),
-        (b, rsb, csb): (*const E, isize, isize),
-        c: *mut E,
-        ldc: usize,
-    ) {
-        let kernel = Kernel::best();
-        let f32_ok = std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() && kernel != Kernel::Scalar;
-        if !f32_ok || csa != 1 || m == 0 || n == 0 || k == 0 || rsa < 0 || rsb < 0 || csb < 0 {
-            // SAFETY: the caller's contract is `E::gemm`'s.
-            unsafe { E::gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, E::zero(), c, ldc as isize, 1) };
-            return;
-        }
-        let (a, b, c) = (a.cast::<f32>(), b.cast::<f32>(), c.cast::<f32>());
-        let (rsa, rsb, csb) = (rsa as usize, rsb as usize, csb as usize);
-        // SAFETY: `E` is `f32` (checked above); the strides are non-negative, so these are the
-        // elements the contract says are readable, from the first to the last one addressed.
-        let b = unsafe { std::slice::from_raw_parts(b, (k - 1) * rsb + (n - 1) * csb + 1) };
-        let packed = match self.packed.take() {
-            Some(mut p) => {
-                p.repack(b, k, n, rsb, csb);
-                p
-            }
-            None => PackedB::new(kernel, b, k, n, rsb, csb),
-        };
-        // SAFETY: as for `b`.
-        let a = unsafe { std::slice::from_raw_parts(a, (m - 1) * rsa + k) };
-        // SAFETY: `c`'s `m` rows of `n` are this call's to write (the contract); `a` holds `m`
-        // rows of depth `k` at stride `rsa`.
-        unsafe { packed.gemm_to(m, a, rsa, None, c, ldc) };
-        self.packed = Some(packed);
-        let alpha = alpha.to_f64() as f32;
-        if alpha != 1.0 {
-            for i in 0..m {
-                // SAFETY: row `i` of `c`, just written by this call.
-                let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) };
-                row.iter_mut().for_each(|x| *x *= alpha);
-            }
+    let (a, b, c) = (a.cast::<f32>(), b.cast::<f32>(), c.cast::<f32>());
+    let (rsa, rsb, csb) = (rsa as usize, rsb as usize, csb as usize);
+    // SAFETY: `E` is `f32` (checked above); the strides are non-negative, so these are the
+    // elements the contract says are readable, from the first to the last one addressed.
+    let b = unsafe { std::slice::from_raw_parts(b, (k - 1) * rsb + (n - 1) * csb + 1) };
+    // SAFETY: as for `b`.
+    let a = unsafe { std::slice::from_raw_parts(a, (m - 1) * rsa + k) };
+    with_packing(kernel, b, k, n, rsb, csb, &|packed| {
+        // SAFETY: `c`'s `m` rows of `n` are this call's to write (the contract); `a` holds
+        // `m` rows of depth `k` at stride `rsa`.
+        unsafe { packed.gemm_to(m, a, rsa, None, c, ldc) }
+    });
+    let alpha = alpha.to_f64() as f32;
+    if alpha != 1.0 {
+        for i in 0..m {
+            // SAFETY: row `i` of `c`, just written by this call.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) };
+            row.iter_mut().for_each(|x| *x *= alpha);
         }
     }
 }
@@ -282,21 +265,13 @@ impl<E: Float> Tensor<E> {
         let causal = masks.causal;
         for_entries(n, l * s * (e + ev), &|range| {
             let mut scratch = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
-            let mut products = Products::new();
             for b in range {
                 // SAFETY: entry b's blocks of `probs` and `out` are written by this thread only.
                 let p = unsafe { std::slice::from_raw_parts_mut(pp.get().add(b * l * s), l * s) };
                 // SAFETY: q is [l, e] and k [s, e] (kᵀ read with the strides swapped) where they lie,
                 // entry b of the views; p is [l, s] row-major.
                 unsafe {
-                    products.product(
-                        (l, e, s),
-                        scale,
-                        (q.entry(b), q.rs, q.cs),
-                        (k.entry(b), k.cs, k.rs),
-                        p.as_mut_ptr(),
-                        s,
-                    );
+                    product((l, e, s), scale, (q.entry(b), q.rs, q.cs), (k.entry(b), k.cs, k.rs), p.as_mut_ptr(), s);
                 }
                 // The row pass (masks, max, exponentials, sum) compiled for the widest vectors.
                 simd_map::run_widest(
@@ -332,7 +307,7 @@ impl<E: Float> Tensor<E> {
                 };
                 // SAFETY: src is [l, s] and out's entry [l, ev] row-major, v [s, ev] where it lies.
                 unsafe {
-                    products.product(
+                    product(
                         (l, s, ev),
                         E::one(),
                         (src.as_ptr(), s as isize, 1),
@@ -409,7 +384,6 @@ impl<E: Float> Tensor<E> {
         for_entries(n, l * s * (2 * e + 2 * ev), &|range| {
             let mut local = if want_scores { Vec::new() } else { vec![E::zero(); l * s] };
             let mut pd = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
-            let mut products = Products::new();
             for b in range {
                 let pb = &ps[b * l * s..(b + 1) * l * s];
                 let ds: &mut [E] = if want_scores {
@@ -432,7 +406,7 @@ impl<E: Float> Tensor<E> {
                 // entry's blocks, written by this thread.
                 unsafe {
                     // dv = pdropᵀ g: [s, l] x [l, ev]
-                    products.product(
+                    product(
                         (s, l, ev),
                         E::one(),
                         (pdrop.as_ptr(), 1, s as isize),
@@ -441,7 +415,7 @@ impl<E: Float> Tensor<E> {
                         ev,
                     );
                     // dpdrop = g vᵀ: [l, ev] x [ev, s]
-                    products.product(
+                    product(
                         (l, ev, s),
                         E::one(),
                         (g.entry(b), g.rs, g.cs),
@@ -465,7 +439,7 @@ impl<E: Float> Tensor<E> {
                 );
                 unsafe {
                     // dq = scale ds k: [l, s] x [s, e]
-                    products.product(
+                    product(
                         (l, s, e),
                         scale,
                         (ds.as_ptr(), s as isize, 1),
@@ -474,7 +448,7 @@ impl<E: Float> Tensor<E> {
                         e,
                     );
                     // dk = scale dsᵀ q: [s, l] x [l, e]
-                    products.product(
+                    product(
                         (s, l, e),
                         scale,
                         (ds.as_ptr(), 1, s as isize),

@@ -583,7 +583,15 @@ fn packed_f32<E: Float>(job: &Product<E>, (oa, ob): (usize, usize), bias: Option
 
 /// Runs `f` on `b` (`[k, n]`, strides `rsb`, `csb`) packed for `kernel`, in this thread's
 /// kept packing buffer (see [`PACKING`]).
-fn with_packing(kernel: Kernel, b: &[f32], k: usize, n: usize, rsb: usize, csb: usize, f: &dyn Fn(&PackedB)) {
+pub(crate) fn with_packing(
+    kernel: Kernel,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    rsb: usize,
+    csb: usize,
+    f: &dyn Fn(&PackedB),
+) {
     PACKING.with(|cell| match cell.try_borrow_mut() {
         Ok(mut slot) => {
             let packed = match slot.take() {
