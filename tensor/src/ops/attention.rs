@@ -259,20 +259,22 @@ impl<E: Float> Tensor<E> {
         let bias = masks.bias.map(|b| BlockView::new(b, &full));
         let keep = masks.keep.map(|m| BlockView::new(m, &full));
         let drop = masks.dropout.map(|d| BlockView::new(d, &full));
-        let mut probs = vec![E::zero(); n * l * s];
-        let mut out = vec![E::zero(); n * l * ev];
+        // Left uninitialised: every entry's product writes all of its blocks (zero-filling them
+        // first was 1% of the transformer benchmark's step).
+        let mut probs: Vec<E> = Vec::with_capacity(n * l * s);
+        let mut out: Vec<E> = Vec::with_capacity(n * l * ev);
         let (pp, po) = (SyncPtr(probs.as_mut_ptr()), SyncPtr(out.as_mut_ptr()));
         let causal = masks.causal;
         for_entries(n, l * s * (e + ev), &|range| {
             let mut scratch = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
             for b in range {
-                // SAFETY: entry b's blocks of `probs` and `out` are written by this thread only.
-                let p = unsafe { std::slice::from_raw_parts_mut(pp.get().add(b * l * s), l * s) };
+                // Entry b's blocks of `probs` and `out` are written by this thread only.
+                let pb = pp.get().wrapping_add(b * l * s);
                 // SAFETY: q is [l, e] and k [s, e] (kᵀ read with the strides swapped) where they lie,
-                // entry b of the views; p is [l, s] row-major.
-                unsafe {
-                    product((l, e, s), scale, (q.entry(b), q.rs, q.cs), (k.entry(b), k.cs, k.rs), p.as_mut_ptr(), s);
-                }
+                // entry b of the views; entry b's [l, s] block of `probs` (room for n entries).
+                unsafe { product((l, e, s), scale, (q.entry(b), q.rs, q.cs), (k.entry(b), k.cs, k.rs), pb, s) };
+                // SAFETY: the product just wrote all l * s elements of the block.
+                let p = unsafe { std::slice::from_raw_parts_mut(pb, l * s) };
                 // The row pass (masks, max, exponentials, sum) compiled for the widest vectors.
                 simd_map::run_widest(
                     #[inline(always)]
@@ -318,6 +320,11 @@ impl<E: Float> Tensor<E> {
                 }
             }
         });
+        // SAFETY: the entries 0..n each wrote their whole blocks of both (above).
+        unsafe {
+            probs.set_len(n * l * s);
+            out.set_len(n * l * ev);
+        }
         let mut out_shape = batch.clone();
         out_shape.extend([l, ev]);
         AttentionForward { out: Tensor::from_vec(out, &out_shape), probs: Tensor::from_vec(probs, &full) }
@@ -371,9 +378,10 @@ impl<E: Float> Tensor<E> {
             (BlockView::batched(self, &batch), BlockView::batched(k, &batch), BlockView::batched(v, &batch));
         let (p, g) = (probs.contiguous(), BlockView::batched(grad, &batch));
         let drop = dropout.map(|d| BlockView::new(d, &full));
-        let (mut dq, mut dk, mut dv) =
-            (vec![E::zero(); n * l * e], vec![E::zero(); n * s * e], vec![E::zero(); n * s * ev]);
-        let mut ds_all = if want_scores { vec![E::zero(); n * l * s] } else { Vec::new() };
+        // Left uninitialised: every entry's products write all of its blocks.
+        let (mut dq, mut dk, mut dv): (Vec<E>, Vec<E>, Vec<E>) =
+            (Vec::with_capacity(n * l * e), Vec::with_capacity(n * s * e), Vec::with_capacity(n * s * ev));
+        let mut ds_all: Vec<E> = Vec::with_capacity(if want_scores { n * l * s } else { 0 });
         let (pq, pk, pv, pds) = (
             SyncPtr(dq.as_mut_ptr()),
             SyncPtr(dk.as_mut_ptr()),
@@ -386,12 +394,8 @@ impl<E: Float> Tensor<E> {
             let mut pd = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
             for b in range {
                 let pb = &ps[b * l * s..(b + 1) * l * s];
-                let ds: &mut [E] = if want_scores {
-                    // SAFETY: entry b's block of the scores' gradient is written by this thread only.
-                    unsafe { std::slice::from_raw_parts_mut(pds.get().add(b * l * s), l * s) }
-                } else {
-                    &mut local
-                };
+                // Entry b's block of the scores' gradient, written by this thread only.
+                let ds = if want_scores { pds.get().wrapping_add(b * l * s) } else { local.as_mut_ptr() };
                 let pdrop: &[E] = match &drop {
                     Some(d) => {
                         for (idx, (o, &x)) in pd.iter_mut().zip(pb).enumerate() {
@@ -415,15 +419,10 @@ impl<E: Float> Tensor<E> {
                         ev,
                     );
                     // dpdrop = g vᵀ: [l, ev] x [ev, s]
-                    product(
-                        (l, ev, s),
-                        E::one(),
-                        (g.entry(b), g.rs, g.cs),
-                        (v.entry(b), v.cs, v.rs),
-                        ds.as_mut_ptr(),
-                        s,
-                    );
+                    product((l, ev, s), E::one(), (g.entry(b), g.rs, g.cs), (v.entry(b), v.cs, v.rs), ds, s);
                 }
+                // SAFETY: the product just wrote all l * s elements of the block.
+                let ds = unsafe { std::slice::from_raw_parts_mut(ds, l * s) };
                 simd_map::run_widest(
                     #[inline(always)]
                     || {
@@ -459,6 +458,13 @@ impl<E: Float> Tensor<E> {
                 }
             }
         });
+        // SAFETY: the entries 0..n each wrote their whole blocks of every gradient (above).
+        unsafe {
+            dq.set_len(n * l * e);
+            dk.set_len(n * s * e);
+            dv.set_len(n * s * ev);
+            ds_all.set_len(if want_scores { n * l * s } else { 0 });
+        }
         let shape = |a: usize, c: usize| {
             let mut sh = batch.clone();
             sh.extend([a, c]);

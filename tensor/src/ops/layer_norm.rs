@@ -5,9 +5,11 @@
 //! several threads the rows are split in ranges, and the weight's and bias's sums in ranges of
 //! columns (each still summed over the rows in order, so the bits match one thread's).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::matmul::{elementwise_min_per_thread, parallel_for_each, parts_for, threads_for, unit_chunks};
+use super::simd_map::collect_with;
 use crate::element::Float;
 use crate::tensor::Tensor;
 
@@ -118,9 +120,8 @@ impl<E: Float> Tensor<E> {
         let (ws, bs) = (w.as_ref().and_then(|w| w.as_slice()), b.as_ref().and_then(|b| b.as_slice()));
         let rows = xs.len() / n;
         let (inv_n, eps) = (E::from_f64(1.0 / n as f64), E::from_f64(eps));
-        let mut out = vec![E::zero(); xs.len()];
         let (mut means, mut rstds) = (vec![E::zero(); rows], vec![E::zero(); rows]);
-        let forward_rows = |xs: &[E], out: &mut [E], means: &mut [E], rstds: &mut [E]| {
+        let forward_rows = |xs: &[E], out: &mut [MaybeUninit<E>], means: &mut [E], rstds: &mut [E]| {
             for (((row, o), m), rs) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n)).zip(means).zip(rstds) {
                 let mean = sum8(row.iter().copied()) * inv_n;
                 let var = sum8(row.iter().map(|&v| (v - mean) * (v - mean))) * inv_n;
@@ -128,22 +129,22 @@ impl<E: Float> Tensor<E> {
                 match (ws, bs) {
                     (Some(ws), Some(bs)) => {
                         for (((o, &v), &w), &b) in o.iter_mut().zip(row).zip(ws).zip(bs) {
-                            *o = (v - mean) * rstd * w + b;
+                            o.write((v - mean) * rstd * w + b);
                         }
                     }
                     (Some(ws), None) => {
                         for ((o, &v), &w) in o.iter_mut().zip(row).zip(ws) {
-                            *o = (v - mean) * rstd * w;
+                            o.write((v - mean) * rstd * w);
                         }
                     }
                     (None, Some(bs)) => {
                         for ((o, &v), &b) in o.iter_mut().zip(row).zip(bs) {
-                            *o = (v - mean) * rstd + b;
+                            o.write((v - mean) * rstd + b);
                         }
                     }
                     (None, None) => {
                         for (o, &v) in o.iter_mut().zip(row) {
-                            *o = (v - mean) * rstd;
+                            o.write((v - mean) * rstd);
                         }
                     }
                 }
@@ -153,18 +154,23 @@ impl<E: Float> Tensor<E> {
         };
         // Rows are independent: ranges of rows on their own threads give the same bits.
         let threads = threads_for(xs.len(), elementwise_min_per_thread()).min(rows);
-        if threads > 1 {
-            let cut = parts_for(threads, rows);
-            let stats = unit_chunks(&mut means, rows, 1, cut).into_iter().zip(unit_chunks(&mut rstds, rows, 1, cut));
-            let parts: Vec<_> = unit_chunks(&mut out, rows, n, cut)
-                .into_iter()
-                .zip(stats)
-                .map(|((r, o), ((_, m), (_, rs)))| (&xs[r.start * n..r.end * n], o, m, rs))
-                .collect();
-            parallel_for_each(parts, &|(x, o, m, rs)| forward_rows(x, o, m, rs));
-        } else {
-            forward_rows(xs, &mut out, &mut means, &mut rstds);
-        }
+        // The output is written whole by the rows' loop, never zero-filled first (that was half
+        // a percent of the transformer benchmark's step, as was the input gradient's below).
+        let out = collect_with(xs.len(), |out| {
+            if threads > 1 {
+                let cut = parts_for(threads, rows);
+                let stats =
+                    unit_chunks(&mut means, rows, 1, cut).into_iter().zip(unit_chunks(&mut rstds, rows, 1, cut));
+                let parts: Vec<_> = unit_chunks(out, rows, n, cut)
+                    .into_iter()
+                    .zip(stats)
+                    .map(|((r, o), ((_, m), (_, rs)))| (&xs[r.start * n..r.end * n], o, m, rs))
+                    .collect();
+                parallel_for_each(parts, &|(x, o, m, rs)| forward_rows(x, o, m, rs));
+            } else {
+                forward_rows(xs, out, &mut means, &mut rstds);
+            }
+        });
         LayerNormForward {
             out: Tensor::from_vec(out, self.shape()),
             mean: Tensor::from_vec(means, &[rows]),
@@ -217,11 +223,10 @@ impl<E: Float> Tensor<E> {
         let w = weight.map(|w| w.contiguous());
         let ws = w.as_ref().and_then(|w| w.as_slice());
         let inv_n = E::from_f64(1.0 / n as f64);
-        let mut dx = vec![E::zero(); xs.len()];
         let mut dw = ws.filter(|_| weight_grad).map(|_| vec![E::zero(); n]);
         let mut db = bias_grad.then(|| vec![E::zero(); n]);
         // The input's gradient of one row, with `gw` as scratch for ĝ.
-        let input_row = |row: &[E], gr: &[E], d: &mut [E], mu: E, r: E, gw: &mut [E]| {
+        let input_row = |row: &[E], gr: &[E], d: &mut [MaybeUninit<E>], mu: E, r: E, gw: &mut [E]| {
             match ws {
                 Some(ws) => {
                     for ((gw, &g), &w) in gw.iter_mut().zip(gr).zip(ws) {
@@ -233,26 +238,29 @@ impl<E: Float> Tensor<E> {
             let mean_g = sum8(gw.iter().copied()) * inv_n;
             let mean_gx = sum8(gw.iter().zip(row).map(|(&g, &v)| g * ((v - mu) * r))) * inv_n;
             for ((d, &g), &v) in d.iter_mut().zip(&*gw).zip(row) {
-                *d = r * (g - mean_g - (v - mu) * r * mean_gx);
+                d.write(r * (g - mean_g - (v - mu) * r * mean_gx));
             }
         };
         let threads = threads_for(xs.len(), elementwise_min_per_thread()).min(rows);
-        if threads > 1 {
+        // `input_row` writes every row of the input's gradient: no zero-filling first.
+        let dx = if threads > 1 {
             // Ranges of rows for the input's gradient, then ranges of columns for the weight's
             // and bias's sums, each column summed over the rows in order: the same additions in
             // the same order as the one-pass loop below, so the same bits on any thread count.
-            let parts = unit_chunks(&mut dx, rows, n, parts_for(threads, rows));
-            parallel_for_each(parts, &|(rr, d): (Range<usize>, &mut [E])| {
-                let mut gw = vec![E::zero(); n];
-                let (x, g) = (&xs[rr.start * n..rr.end * n], &gs[rr.start * n..rr.end * n]);
-                for (((row, gr), d), (&mu, &r)) in x
-                    .chunks_exact(n)
-                    .zip(g.chunks_exact(n))
-                    .zip(d.chunks_exact_mut(n))
-                    .zip(ms[rr.clone()].iter().zip(&rs[rr]))
-                {
-                    input_row(row, gr, d, mu, r, &mut gw);
-                }
+            let dx = collect_with(xs.len(), |dx| {
+                let parts = unit_chunks(dx, rows, n, parts_for(threads, rows));
+                parallel_for_each(parts, &|(rr, d): (Range<usize>, &mut [MaybeUninit<E>])| {
+                    let mut gw = vec![E::zero(); n];
+                    let (x, g) = (&xs[rr.start * n..rr.end * n], &gs[rr.start * n..rr.end * n]);
+                    for (((row, gr), d), (&mu, &r)) in x
+                        .chunks_exact(n)
+                        .zip(g.chunks_exact(n))
+                        .zip(d.chunks_exact_mut(n))
+                        .zip(ms[rr.clone()].iter().zip(&rs[rr]))
+                    {
+                        input_row(row, gr, d, mu, r, &mut gw);
+                    }
+                });
             });
             if dw.is_some() || db.is_some() {
                 let cols = threads.min(n);
@@ -267,16 +275,19 @@ impl<E: Float> Tensor<E> {
                     }
                 });
             }
+            dx
         } else {
-            let mut gw = vec![E::zero(); n];
-            for ((((row, gr), d), &mu), &r) in
-                xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(dx.chunks_exact_mut(n)).zip(ms).zip(rs)
-            {
-                // The weight's and bias's sums in the same pass as the row's gradient.
-                add_row_sums(row, gr, mu, r, dw.as_deref_mut(), db.as_deref_mut());
-                input_row(row, gr, d, mu, r, &mut gw);
-            }
-        }
+            collect_with(xs.len(), |dx| {
+                let mut gw = vec![E::zero(); n];
+                for ((((row, gr), d), &mu), &r) in
+                    xs.chunks_exact(n).zip(gs.chunks_exact(n)).zip(dx.chunks_exact_mut(n)).zip(ms).zip(rs)
+                {
+                    // The weight's and bias's sums in the same pass as the row's gradient.
+                    add_row_sums(row, gr, mu, r, dw.as_deref_mut(), db.as_deref_mut());
+                    input_row(row, gr, d, mu, r, &mut gw);
+                }
+            })
+        };
         let pshape = |w: Option<&Tensor<E>>| w.map_or_else(|| vec![n], |w| w.shape().to_vec());
         LayerNormGrads {
             input: Tensor::from_vec(dx, self.shape()),
