@@ -2,6 +2,11 @@
 //!
 //! Targets: a contiguous add within 1.3x of a slice loop that allocates its output; a
 //! row-broadcast add within 2x of the contiguous one; in-place add within 1.3x of a slice loop.
+//!
+//! `gelu_2048x512_f32`: GELU and its two gradient passes over the transformer benchmark's
+//! feed-forward activations (`cargo bench --bench elementwise -- gelu`): `backward` recomputes
+//! `erf` from the input, `backward_with_output` takes `Φ(x)` from the saved output (what the
+//! autograd op runs).
 
 use std::hint::black_box;
 
@@ -49,5 +54,19 @@ fn inplace_add(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, contiguous_add, broadcast_add, inplace_add);
+fn gelu(c: &mut Criterion) {
+    let n = 2048 * 512;
+    let x = Tensor::from_vec((0..n).map(|i| ((i * 7919) % 2001) as f32 * 4e-3 - 4.0).collect(), &[2048, 512]);
+    let g = Tensor::from_vec(ramp(n, 1e-3), &[2048, 512]);
+    let y = x.gelu();
+    let mut group = c.benchmark_group("gelu_2048x512_f32");
+    group.bench_function("forward", |bench| bench.iter(|| black_box(&x).gelu()));
+    group.bench_function("backward", |bench| bench.iter(|| black_box(&x).gelu_backward(black_box(&g))));
+    group.bench_function("backward_with_output", |bench| {
+        bench.iter(|| black_box(&x).gelu_backward_with_output(black_box(&y), black_box(&g)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, contiguous_add, broadcast_add, inplace_add, gelu);
 criterion_main!(benches);

@@ -165,7 +165,9 @@ impl<F: Float> Var<F> {
     #[track_caller]
     pub fn gelu(&self) -> Var<F> {
         let x = self.clone();
-        Var::record("gelu", self.data.gelu(), &[self], move |ctx: &BackwardCtx<'_, F>, g| {
+        let out = self.data.gelu();
+        let saved = out.clone();
+        Var::record("gelu", out, &[self], move |ctx: &BackwardCtx<'_, F>, g| {
             if ctx.create_graph() {
                 // d/dx x Φ(x) = Φ(x) + x φ(x), in Var ops so it differentiates again.
                 let cdf =
@@ -173,7 +175,8 @@ impl<F: Float> Var<F> {
                 let pdf = x.square().mul_scalar(c(-0.5)).exp().mul_scalar(c(0.398_942_280_401_432_7));
                 return smallvec![Some(g.mul(&cdf.add(&x.mul(&pdf))))];
             }
-            smallvec![Some(Var::constant(x.data.gelu_backward(&g.data)))]
+            // Φ(x) from the saved output (no erf in f32); `unary`'s ops save theirs the same way.
+            smallvec![Some(Var::constant(x.data.gelu_backward_with_output(&saved, &g.data)))]
         })
     }
 

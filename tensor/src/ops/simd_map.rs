@@ -31,6 +31,38 @@ fn zip_loop<A: Copy, B: Copy, O>(a: &[A], b: &[B], dst: &mut [MaybeUninit<O>], f
     }
 }
 
+/// `dst[i] = f(a[i], b[i], c[i])`; the loop every level compiles.
+#[inline(always)]
+fn zip3_loop<A: Copy, B: Copy, C: Copy, O>(
+    (a, b, c): (&[A], &[B], &[C]),
+    dst: &mut [MaybeUninit<O>],
+    f: &impl Fn(A, B, C) -> O,
+) {
+    for (((d, &x), &y), &z) in dst.iter_mut().zip(a).zip(b).zip(c) {
+        d.write(f(x, y, z));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn zip3_avx512<A: Copy, B: Copy, C: Copy, O>(
+    src: (&[A], &[B], &[C]),
+    dst: &mut [MaybeUninit<O>],
+    f: &impl Fn(A, B, C) -> O,
+) {
+    zip3_loop(src, dst, f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn zip3_avx2<A: Copy, B: Copy, C: Copy, O>(
+    src: (&[A], &[B], &[C]),
+    dst: &mut [MaybeUninit<O>],
+    f: &impl Fn(A, B, C) -> O,
+) {
+    zip3_loop(src, dst, f)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn map_avx512<E: Copy, O>(src: &[E], dst: &mut [MaybeUninit<O>], f: &impl Fn(E) -> O) {
@@ -104,6 +136,39 @@ pub(crate) fn zip_into<A: Copy, B: Copy, O>(a: &[A], b: &[B], dst: &mut [MaybeUn
     zip_with(Kernel::best(), a, b, dst, f)
 }
 
+/// Writes `f(a[i], b[i], c[i])` into `dst[i]` for every `i` (all four have the same length),
+/// with the widest vectors this CPU has.
+pub(crate) fn zip3_into<A: Copy, B: Copy, C: Copy, O>(
+    src: (&[A], &[B], &[C]),
+    dst: &mut [MaybeUninit<O>],
+    f: &impl Fn(A, B, C) -> O,
+) {
+    zip3_with(Kernel::best(), src, dst, f)
+}
+
+/// [`zip3_into`] with the loop compiled for `kernel`'s instruction set.
+///
+/// # Panics
+/// If `kernel` cannot run on this CPU, or the lengths differ.
+fn zip3_with<A: Copy, B: Copy, C: Copy, O>(
+    kernel: Kernel,
+    (a, b, c): (&[A], &[B], &[C]),
+    dst: &mut [MaybeUninit<O>],
+    f: &impl Fn(A, B, C) -> O,
+) {
+    assert!(kernel.available(), "simd_map: {kernel:?} not supported by this CPU");
+    assert!(a.len() == dst.len() && b.len() == dst.len() && c.len() == dst.len(), "zip3_into: lengths differ");
+    match kernel {
+        // SAFETY: as in `map_with`.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { zip3_avx512((a, b, c), dst, f) },
+        // SAFETY: as above, for AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { zip3_avx2((a, b, c), dst, f) },
+        Kernel::Scalar => zip3_loop((a, b, c), dst, f),
+    }
+}
+
 /// Runs `f` compiled for `kernel`'s instruction set: for loops that are not a plain map or zip
 /// (a softmax row's max, exponentials and sum). Only what is inlined into `f` is compiled wider,
 /// so `f` itself (a closure can be: `#[inline(always)] || ...`) and its helpers must be
@@ -140,13 +205,13 @@ pub(crate) fn run_widest<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A vector of `len` elements written by `fill` into its uninitialised storage; `fill` must
-/// write every element of the slice it is given (the callers here pass `map_into`/`zip_into`,
-/// which do).
+/// write every element of the slice it is given (`map_into`/`zip_into` do, as do layer norm's
+/// row loops).
 pub(crate) fn collect_with<O>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<O>])) -> Vec<O> {
     let mut out = Vec::with_capacity(len);
     fill(&mut out.spare_capacity_mut()[..len]);
-    // SAFETY: `fill` wrote all `len` elements of the spare capacity (its contract above; both
-    // callers' loops write `dst[i]` for every `i` of a slice of exactly `len`).
+    // SAFETY: `fill` wrote all `len` elements of the spare capacity (its contract above: every
+    // caller's loops write `dst[i]` for every `i` of a slice of exactly `len`).
     unsafe { out.set_len(len) };
     out
 }
@@ -161,6 +226,7 @@ mod tests {
     fn every_level_matches_the_plain_loop_bit_for_bit() {
         let f = |x: f32| if x > 0.5 { (x * 3.0 - 1.0) / (x + 2.0) } else { x.abs().sqrt() - x * x };
         let g = |x: f32, y: f32| x.max(y) * 0.5 - x / (y + 1.5);
+        let h = |x: f32, y: f32, z: f32| if z > 1.0 { x / z } else { y * z - x };
         for len in [0usize, 1, 3, 15, 16, 17, 31, 33, 64, 100, 1000] {
             let mut src: Vec<f32> = (0..len).map(|i| ((i * 7919) % 101) as f32 / 17.0 - 2.5).collect();
             if len > 3 {
@@ -171,6 +237,9 @@ mod tests {
             let other: Vec<f32> = src.iter().rev().map(|&x| x * 1.25 + 0.5).collect();
             let want: Vec<u32> = src.iter().map(|&x| f(x).to_bits()).collect();
             let want2: Vec<u32> = src.iter().zip(&other).map(|(&x, &y)| g(x, y).to_bits()).collect();
+            let third: Vec<f32> = other.iter().map(|&y| 2.0 - y).collect();
+            let want3: Vec<u32> =
+                src.iter().zip(&other).zip(&third).map(|((&x, &y), &z)| h(x, y, z).to_bits()).collect();
             #[cfg(target_arch = "x86_64")]
             let kernels = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512];
             #[cfg(not(target_arch = "x86_64"))]
@@ -180,6 +249,8 @@ mod tests {
                 assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "map at {k:?}, len {len}");
                 let got2 = collect_with(len, |d| zip_with(k, &src, &other, d, &g));
                 assert_eq!(got2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want2, "zip at {k:?}, len {len}");
+                let got3 = collect_with(len, |d| zip3_with(k, (&src, &other, &third), d, &h));
+                assert_eq!(got3.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want3, "zip3 at {k:?}, len {len}");
             }
             // and the dispatching entry points
             assert_eq!(
@@ -190,6 +261,8 @@ mod tests {
                 collect_with(len, |d| zip_into(&src, &other, d, &g)).iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 want2
             );
+            let got3 = collect_with(len, |d| zip3_into((&src, &other, &third), d, &h));
+            assert_eq!(got3.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want3);
         }
     }
 }
