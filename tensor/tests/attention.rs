@@ -112,6 +112,22 @@ fn strided_operands_give_the_same_bits_as_contiguous_copies() {
         [fw.out, fw.probs, gr.q, gr.k, gr.v].map(|t| t.to_vec())
     };
     assert_eq!(run(&q, &k, &v, &g), run(&q.contiguous(), &k.contiguous(), &v.contiguous(), &g.contiguous()));
+    // The output and the gradients of q and v follow their heads-inside-rows layout, so putting
+    // the heads back together is a view; k's broadcast heads and contiguous inputs give
+    // contiguous blocks.
+    let fw = q.attention_forward(&k, &v, 0.3, &masks);
+    let gr = q.attention_backward(&k, &v, &fw.probs, None, &g, 0.3, false);
+    let merged = |t: &Tensor<f32>| t.permute(&[0, 2, 1, 3]).is_contiguous();
+    assert!(
+        merged(&fw.out) && merged(&gr.q) && merged(&gr.v),
+        "{:?} {:?} {:?}",
+        fw.out.strides(),
+        gr.q.strides(),
+        gr.v.strides()
+    );
+    assert!(gr.k.is_contiguous() && fw.probs.is_contiguous());
+    let fw = q.contiguous().attention_forward(&k, &v, 0.3, &masks);
+    assert!(fw.out.is_contiguous());
 }
 
 proptest! {

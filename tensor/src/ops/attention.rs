@@ -70,12 +70,60 @@ impl<E> SyncPtr<E> {
     }
 }
 
+/// Where the entries of a fresh output (`out`, or a gradient) go: `[rows, cols]` blocks one after
+/// another, or interleaved across the last batch dim as the input it follows is. Multi-head
+/// attention's q, k and v are `[B, L, H, E]` projections permuted to `[B, H, L, E]`: their heads
+/// lie inside their rows. An output following such an input is written `[B, L, H, E]` and
+/// returned as the same permuted view, so that putting the heads back together (permute, then
+/// reshape) is a view, not a copy, in the forward and in the backward (PyTorch's fused attention
+/// returns its output in that layout too).
+#[derive(Clone, Copy)]
+struct Blocks {
+    /// The last batch dim's size if interleaved, else 1.
+    inner: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl Blocks {
+    /// The layout for an output of `[rows, cols]` entries over `batch` that follows `like`.
+    fn following<T: crate::element::Element>(like: &Tensor<T>, batch: &[usize], rows: usize, cols: usize) -> Blocks {
+        let (r, st) = (like.rank(), like.strides());
+        let inner = match batch.last() {
+            Some(&h) if r >= 3 && rows > 1 && like.shape()[r - 3] == h && st[r - 3] > 0 && st[r - 3] < st[r - 2] => h,
+            _ => 1,
+        };
+        Blocks { inner, rows, cols }
+    }
+
+    /// Where entry `b`'s block starts.
+    fn offset(self, b: usize) -> usize {
+        (b / self.inner) * self.rows * self.inner * self.cols + (b % self.inner) * self.cols
+    }
+
+    /// The stride between a block's rows.
+    fn ld(self) -> usize {
+        self.inner * self.cols
+    }
+
+    /// The tensor of `batch` entries held in `data`.
+    fn tensor<T: crate::element::Element>(self, data: Vec<T>, batch: &[usize]) -> Tensor<T> {
+        let mut shape = batch.to_vec();
+        if self.inner == 1 {
+            shape.extend([self.rows, self.cols]);
+            return Tensor::from_vec(data, &shape);
+        }
+        shape.pop();
+        shape.extend([self.rows, self.inner, self.cols]);
+        Tensor::from_vec(data, &shape).transpose(-3, -2)
+    }
+}
+
 /// A tensor read where it lies as a batch of `[rows, cols]` blocks (a mask broadcast to the
 /// scores, or an operand to its batch): storage, the offset of each entry, and row/column
 /// strides. The operands are not copied to contiguous blocks: the products read them through
-/// their strides, so the heads of a projection (a permuted view) cost no copy on the way in.
-/// The output and the gradients are still written contiguous, so merging the heads back copies
-/// once.
+/// their strides, so the heads of a projection (a permuted view) cost no copy on the way in
+/// (nor on the way out: see [`Blocks`]).
 struct BlockView<'a, T> {
     data: &'a [T],
     offsets: Vec<usize>,
@@ -264,6 +312,7 @@ impl<E: Float> Tensor<E> {
         let mut probs: Vec<E> = Vec::with_capacity(n * l * s);
         let mut out: Vec<E> = Vec::with_capacity(n * l * ev);
         let (pp, po) = (SyncPtr(probs.as_mut_ptr()), SyncPtr(out.as_mut_ptr()));
+        let ob = Blocks::following(self, &batch, l, ev);
         let causal = masks.causal;
         for_entries(n, l * s * (e + ev), &|range| {
             let mut scratch = if drop.is_some() { vec![E::zero(); l * s] } else { Vec::new() };
@@ -314,8 +363,8 @@ impl<E: Float> Tensor<E> {
                         E::one(),
                         (src.as_ptr(), s as isize, 1),
                         (v.entry(b), v.rs, v.cs),
-                        po.get().add(b * l * ev),
-                        ev,
+                        po.get().add(ob.offset(b)),
+                        ob.ld(),
                     );
                 }
             }
@@ -325,9 +374,7 @@ impl<E: Float> Tensor<E> {
             probs.set_len(n * l * s);
             out.set_len(n * l * ev);
         }
-        let mut out_shape = batch.clone();
-        out_shape.extend([l, ev]);
-        AttentionForward { out: Tensor::from_vec(out, &out_shape), probs: Tensor::from_vec(probs, &full) }
+        AttentionForward { out: ob.tensor(out, &batch), probs: Tensor::from_vec(probs, &full) }
     }
 
     /// The gradients of [`Tensor::attention_forward`] with respect to the query (`self`), `k`, `v`
@@ -374,6 +421,11 @@ impl<E: Float> Tensor<E> {
             probs.shape(),
             grad.shape()
         );
+        let (bq, bk, bv) = (
+            Blocks::following(self, &batch, l, e),
+            Blocks::following(k, &batch, s, e),
+            Blocks::following(v, &batch, s, ev),
+        );
         let (q, k, v) =
             (BlockView::batched(self, &batch), BlockView::batched(k, &batch), BlockView::batched(v, &batch));
         let (p, g) = (probs.contiguous(), BlockView::batched(grad, &batch));
@@ -415,8 +467,8 @@ impl<E: Float> Tensor<E> {
                         E::one(),
                         (pdrop.as_ptr(), 1, s as isize),
                         (g.entry(b), g.rs, g.cs),
-                        pv.get().add(b * s * ev),
-                        ev,
+                        pv.get().add(bv.offset(b)),
+                        bv.ld(),
                     );
                     // dpdrop = g vᵀ: [l, ev] x [ev, s]
                     product((l, ev, s), E::one(), (g.entry(b), g.rs, g.cs), (v.entry(b), v.cs, v.rs), ds, s);
@@ -443,8 +495,8 @@ impl<E: Float> Tensor<E> {
                         scale,
                         (ds.as_ptr(), s as isize, 1),
                         (k.entry(b), k.rs, k.cs),
-                        pq.get().add(b * l * e),
-                        e,
+                        pq.get().add(bq.offset(b)),
+                        bq.ld(),
                     );
                     // dk = scale dsᵀ q: [s, l] x [l, e]
                     product(
@@ -452,8 +504,8 @@ impl<E: Float> Tensor<E> {
                         scale,
                         (ds.as_ptr(), 1, s as isize),
                         (q.entry(b), q.rs, q.cs),
-                        pk.get().add(b * s * e),
-                        e,
+                        pk.get().add(bk.offset(b)),
+                        bk.ld(),
                     );
                 }
             }
@@ -465,15 +517,10 @@ impl<E: Float> Tensor<E> {
             dv.set_len(n * s * ev);
             ds_all.set_len(if want_scores { n * l * s } else { 0 });
         }
-        let shape = |a: usize, c: usize| {
-            let mut sh = batch.clone();
-            sh.extend([a, c]);
-            sh
-        };
         AttentionGrads {
-            q: Tensor::from_vec(dq, &shape(l, e)),
-            k: Tensor::from_vec(dk, &shape(s, e)),
-            v: Tensor::from_vec(dv, &shape(s, ev)),
+            q: bq.tensor(dq, &batch),
+            k: bk.tensor(dk, &batch),
+            v: bv.tensor(dv, &batch),
             scores: want_scores.then(|| Tensor::from_vec(ds_all, &full)),
         }
     }
