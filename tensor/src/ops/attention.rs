@@ -276,6 +276,13 @@ impl<E: Float> Tensor<E> {
     /// `[.., S, E]`, `v` `[.., S, Ev]` (batch dims broadcast, and the masks with them), and the
     /// probabilities it used. A row whose every key is masked gets zero probabilities.
     ///
+    /// The probabilities are contiguous. The output is too, unless the query's heads lie inside
+    /// its rows (the last batch dim's stride is below the rows', as for heads split from one
+    /// `[B, L, H, E]` projection and permuted to `[B, H, L, E]`): then the output is laid out
+    /// `[B, L, H, Ev]` and returned as the same permuted view, so that merging the heads back is
+    /// a view. [`attention_backward`](Self::attention_backward)'s gradients follow `q`, `k` and
+    /// `v` the same way.
+    ///
     /// ```
     /// use ferrograd_tensor::{AttentionMasks, Tensor};
     /// let q = Tensor::<f64>::zeros(&[2, 3, 4]);
