@@ -331,7 +331,8 @@ impl<E: Float> Tensor<E> {
                 // SAFETY: q is [l, e] and k [s, e] (kᵀ read with the strides swapped) where they lie,
                 // entry b of the views; entry b's [l, s] block of `probs` (room for n entries).
                 unsafe { product((l, e, s), scale, (q.entry(b), q.rs, q.cs), (k.entry(b), k.cs, k.rs), pb, s) };
-                // SAFETY: the product just wrote all l * s elements of the block.
+                // SAFETY: entry b's l * s elements of `probs` (initialised), which only this
+                // thread touches while the slice lives.
                 let p = unsafe { std::slice::from_raw_parts_mut(pb, l * s) };
                 // The row pass (masks, max, exponentials, sum) compiled for the widest vectors.
                 simd_map::run_widest(
@@ -477,7 +478,8 @@ impl<E: Float> Tensor<E> {
                     // dpdrop = g vᵀ: [l, ev] x [ev, s]
                     product((l, ev, s), E::one(), (g.entry(b), g.rs, g.cs), (v.entry(b), v.cs, v.rs), ds, s);
                 }
-                // SAFETY: the product just wrote all l * s elements of the block.
+                // SAFETY: entry b's l * s elements of the scores' gradient, or this thread's own
+                // `local` (both initialised), which only this thread touches while the slice lives.
                 let ds = unsafe { std::slice::from_raw_parts_mut(ds, l * s) };
                 simd_map::run_widest(
                     #[inline(always)]
